@@ -1,0 +1,78 @@
+"""The typed settings object (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """Paths, hospital facts used to fill reply slots, and service URLs."""
+
+    model_config = SettingsConfigDict(env_prefix="YUYUE_", extra="ignore", toml_file="yuyue.toml")
+
+    var_dir: Path = Field(Path("var"), description="all writable state lives below this folder")
+
+    hospital_name: str = Field("本院", description="hospital name used in reply slots")
+    hospital_city: str = Field("杭州市", description="city of the hospital; visitors elsewhere are non-local")
+    hospital_province: str = Field("浙江省", description="province of the hospital")
+    hospital_address: str = Field("", description="street address used in directions replies")
+    hospital_phone: str = Field("", description="front-desk phone used in replies")
+
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under var_dir")
+    redis_url: str | None = Field(None, description="Redis URL for the shared state cache; off by default")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default local store under var_dir"
+    )
+    model_name: str = Field("yuyue", description="registered model name in the MLflow registry")
+
+    @field_validator("hospital_city", "hospital_province")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get("YUYUE_CONFIG", "yuyue.toml")
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            file_secret_settings,
+        )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'yuyue.db').resolve()}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.var_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.var_dir / "data"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    return Settings()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up the environment with the test tools, then run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/ensure_venv.sh dev
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"
