@@ -1,0 +1,215 @@
+"""Training rows: one per message prefix of a conversation, as fixed-width arrays.
+
+Row ``k`` of a conversation describes the chat after its first ``k`` messages
+(row 0: before any message, from the visit trace alone). Rows are built by the
+same :class:`features.state.ConversationState` the service runs, so a training
+row and a live request with the same prefix get the same numbers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from data.contract import Conversation
+from features.state import TEXT_HASH_BITS, ConversationState, feature_names
+
+TEXT_DIM = 1 << TEXT_HASH_BITS
+
+
+class FeatureSpace:
+    """Maps named features to columns and hashed token bags to a sparse matrix."""
+
+    def __init__(self, names: Sequence[str] | None = None):
+        self.names = list(names) if names is not None else feature_names()
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+    @classmethod
+    def with_consultants(cls, consultants: Sequence[str]) -> FeatureSpace:
+        return cls(feature_names(tuple(consultants)))
+
+    def __getstate__(self) -> dict:
+        return {"names": self.names}
+
+    def __setstate__(self, state: dict) -> None:
+        self.names = state["names"]
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+    @property
+    def n_struct(self) -> int:
+        return len(self.names)
+
+    def struct_row(self, feats: dict[str, float], out: np.ndarray) -> None:
+        index = self.index
+        for k, v in feats.items():
+            j = index.get(k)
+            if j is not None:
+                out[j] = v
+
+    def struct(self, rows: Iterable[dict[str, float]]) -> np.ndarray:
+        rows = list(rows)
+        X = np.zeros((len(rows), self.n_struct), dtype=np.float32)
+        for i, feats in enumerate(rows):
+            self.struct_row(feats, X[i])
+        return X
+
+    @staticmethod
+    def text_from_deltas(deltas: list[dict[int, int]], group: np.ndarray) -> sp.csr_matrix:
+        """Text rows of prefixes from per-row token increments (cumulative within each group).
+
+        Equal to :meth:`text` on the cumulative bags, computed with one sparse product.
+        """
+        n = len(deltas)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(d) for d in deltas])
+        indices = np.fromiter((h for d in deltas for h in d), dtype=np.int32, count=int(indptr[-1]))
+        data = np.fromiter((c for d in deltas for c in d.values()), dtype=np.float32, count=int(indptr[-1]))
+        D = sp.csr_matrix((data, indices, indptr), shape=(n, TEXT_DIM))
+        # lower-triangular block matrix: row i sums the deltas of rows j <= i of its group
+        starts = np.r_[0, np.flatnonzero(group[1:] != group[:-1]) + 1]
+        lengths = np.diff(np.r_[starts, n])
+        blocks = [sp.tril(np.ones((k, k), dtype=np.float32), format="csr") for k in lengths]
+        counts = (sp.block_diag(blocks, format="csr") @ D).tocsr()
+        counts.data = np.log1p(counts.data)
+        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return (sp.diags((1.0 / norms).astype(np.float32)) @ counts).tocsr().astype(np.float32)
+
+    @staticmethod
+    def text(bags: Iterable[tuple[dict[int, int], dict[int, int]]]) -> sp.csr_matrix:
+        """log1p token counts, both sides in one hashed space, each row L2-normalised."""
+        indptr, indices, data = [0], [], []
+        for bag_v, bag_c in bags:
+            merged: dict[int, float] = {}
+            for bag in (bag_v, bag_c):
+                for h, c in bag.items():
+                    merged[h] = merged.get(h, 0.0) + c
+            if merged:
+                vals = np.log1p(np.fromiter(merged.values(), dtype=np.float32, count=len(merged)))
+                vals /= np.linalg.norm(vals) or 1.0
+                indices.extend(merged.keys())
+                data.extend(vals.tolist())
+            indptr.append(len(indices))
+        return sp.csr_matrix(
+            (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(indptr) - 1, TEXT_DIM),
+        )
+
+
+@dataclass
+class PrefixRows:
+    """Rows for a batch of conversations; ``group`` indexes ``conversation_ids``."""
+
+    struct: np.ndarray
+    text: sp.csr_matrix
+    group: np.ndarray  # conversation position in this batch, per row
+    n_messages: np.ndarray  # messages in the prefix, per row
+    visitor_turns: np.ndarray  # visitor messages in the prefix, per row
+    conversation_ids: list[str]
+    closed: np.ndarray | None = None  # 1 on the row that describes the ended chat
+
+    def __len__(self) -> int:
+        return self.struct.shape[0]
+
+    @staticmethod
+    def concat(parts: Sequence[PrefixRows]) -> PrefixRows:
+        offsets = np.cumsum([0] + [len(p.conversation_ids) for p in parts[:-1]])
+        return PrefixRows(
+            struct=np.vstack([p.struct for p in parts]),
+            text=sp.vstack([p.text for p in parts], format="csr"),
+            group=np.concatenate([p.group + o for p, o in zip(parts, offsets, strict=True)]),
+            n_messages=np.concatenate([p.n_messages for p in parts]),
+            visitor_turns=np.concatenate([p.visitor_turns for p in parts]),
+            conversation_ids=[c for p in parts for c in p.conversation_ids],
+            closed=np.concatenate([p.closed for p in parts]) if all(p.closed is not None for p in parts) else None,
+        )
+
+    def take(self, mask: np.ndarray) -> PrefixRows:
+        """Rows where ``mask`` holds (conversation ids kept whole; groups unchanged)."""
+        return PrefixRows(
+            self.struct[mask],
+            self.text[mask],
+            self.group[mask],
+            self.n_messages[mask],
+            self.visitor_turns[mask],
+            self.conversation_ids,
+            None if self.closed is None else self.closed[mask],
+        )
+
+
+def prefix_rows(
+    conversations: Iterable[Conversation],
+    space: FeatureSpace | None = None,
+    *,
+    include_empty: bool = True,
+    include_closed: bool = True,
+    hospital: dict[str, str] | None = None,
+    max_open: int | None = None,
+    seed: int = 0,
+) -> PrefixRows:
+    """Rows after every message of every conversation.
+
+    Plus, per conversation, a row before the first message (``include_empty``: the
+    visit trace alone) and a row for the ended chat (``include_closed``).
+    ``max_open`` keeps a seeded uniform sample of at most that many rows after
+    messages per conversation (consecutive prefixes are nearly identical; the
+    trainer weights the kept ones so each chat still counts once).
+    """
+    space = space or FeatureSpace()
+    hospital = hospital or {}
+    feats, deltas, group, n_msgs, vturns, ids, closed = [], [], [], [], [], [], []
+    for ci, conv in enumerate(conversations):
+        ids.append(conv.conversation_id)
+        n = len(conv.messages)
+        keep: set[int] | None = None
+        if max_open is not None and n > max_open:
+            rng = np.random.default_rng([seed, zlib.crc32(conv.conversation_id.encode())])
+            keep = set(rng.choice(n, size=max_open, replace=False).tolist())
+        pending: dict[int, int] = {}
+        state = ConversationState.for_conversation(conv, **hospital)
+        if include_empty:
+            feats.append(state.features())
+            deltas.append({})
+            group.append(ci)
+            n_msgs.append(0)
+            vturns.append(0)
+            closed.append(0)
+        for k, m in enumerate(conv.messages):
+            analysis = state.update(m.role, m.text, m.at)
+            if keep is not None and k not in keep:
+                # not a row: carry its tokens into the next kept row's increment
+                for h, c in analysis.bag_delta.items():
+                    pending[h] = pending.get(h, 0) + c
+                continue
+            delta = analysis.bag_delta
+            if pending:
+                for h, c in delta.items():
+                    pending[h] = pending.get(h, 0) + c
+                delta, pending = pending, {}
+            feats.append(state.features())
+            deltas.append(delta)
+            group.append(ci)
+            n_msgs.append(state.n_messages)
+            vturns.append(state.n_visitor)
+            closed.append(0)
+        if include_closed:
+            feats.append(state.features(closed=True))
+            deltas.append(pending)  # tokens of messages after the last kept row
+            group.append(ci)
+            n_msgs.append(state.n_messages)
+            vturns.append(state.n_visitor)
+            closed.append(1)
+    group_arr = np.asarray(group, dtype=np.int32)
+    return PrefixRows(
+        struct=space.struct(feats),
+        text=space.text_from_deltas(deltas, group_arr),
+        group=group_arr,
+        n_messages=np.asarray(n_msgs, dtype=np.int32),
+        visitor_turns=np.asarray(vturns, dtype=np.int32),
+        conversation_ids=ids,
+        closed=np.asarray(closed, dtype=np.int8),
+    )
