@@ -1,0 +1,273 @@
+"""YuyueModel: everything the service needs, trained together and loaded as one.
+
+One bundle holds the feature space, the booking and arrival scorers with their
+reason explainers, the stage model, the hint rules and the reply suggester. It
+saves to and loads from one directory (logged to MLflow as one model), and
+offers the per-message step the console calls: fold a message into the chat's
+session, then return scores with reasons, stage, hints, entities and replies.
+Parts the training data could not support are ``None`` and simply skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import msgpack
+import numpy as np
+
+from data.contract import Visit
+from features.rows import FeatureSpace
+from features.state import ConversationState, MessageAnalysis
+from models.hints import Hint, HintEngine
+from models.reasons import Reason, ReasonExplainer
+from models.replies.suggest import ReplySuggester, Suggestion
+from models.scorer import OutcomeScorer
+from models.stages import ChatStageTracker, StageClassifier
+
+TARGETS = ("booked", "arrived")
+CONTEXT_MESSAGES = 6
+BUNDLE_FORMAT = 1
+
+
+@dataclass
+class Scored:
+    """A calibrated probability with its top reasons."""
+
+    probability: float
+    reasons: list[Reason]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "probability": round(self.probability, 4),
+            "reasons": [{"group": r.group, "text": r.render(), "delta": round(r.delta, 4)} for r in self.reasons],
+        }
+
+
+@dataclass
+class ChatSession:
+    """What the service keeps per chat between messages (a few hundred bytes to a few KB)."""
+
+    state: ConversationState
+    tracker: ChatStageTracker
+    context: list[tuple[str, str]] = field(default_factory=list)  # last messages (role, raw text)
+    last: dict[str, float] = field(default_factory=dict)  # last probabilities, for the change
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(
+            [1, self.state.to_bytes(), self.tracker.to_dict(), self.context, self.last], use_bin_type=True
+        )
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> ChatSession:
+        version, state, tracker, context, last = msgpack.unpackb(blob, raw=False)
+        if version != 1:
+            raise ValueError(f"chat session version {version} != 1")
+        return cls(
+            ConversationState.from_bytes(state),
+            ChatStageTracker.from_dict(tracker),
+            [tuple(x) for x in context],
+            dict(last),
+        )
+
+
+@dataclass
+class MessageInsight:
+    """The console's view after one message."""
+
+    scores: dict[str, Scored]
+    changes: dict[str, float]
+    stage: str | None
+    stage_probability: float
+    stage_reached: str | None
+    stages_done: list[str]
+    hints: list[Hint]
+    analysis: MessageAnalysis
+    suggestions: list[Suggestion]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def band(p_booked: float) -> str:
+    """A/B/C band of a booking probability for the console (A: act now)."""
+    return "A" if p_booked >= 0.35 else "B" if p_booked >= 0.12 else "C"
+
+
+class YuyueModel:
+    """The predictor bundle (see the module docstring)."""
+
+    def __init__(
+        self,
+        space: FeatureSpace,
+        scorers: dict[str, OutcomeScorer],
+        explainers: dict[str, ReasonExplainer],
+        stage_model: StageClassifier | None,
+        suggester: ReplySuggester | None,
+        hints: HintEngine | None = None,
+        hospital: dict[str, str] | None = None,
+        info: dict[str, Any] | None = None,
+    ):
+        self.space = space
+        self.scorers = scorers
+        self.explainers = explainers
+        self.stage_model = stage_model
+        self.suggester = suggester
+        self.hints = hints or HintEngine.default()
+        self.hospital = dict(hospital or {})
+        self.info = dict(info or {})
+
+    # ---- chats ---------------------------------------------------------
+    def open_chat(
+        self,
+        *,
+        started_at: datetime,
+        visit: Visit | None = None,
+        department: str | None = None,
+        project: str | None = None,
+        consultant_id: str | None = None,
+    ) -> tuple[ChatSession, dict[str, Scored]]:
+        """A new session and its first scores, from the visit trace alone."""
+        state = ConversationState.start(
+            started_at=started_at,
+            visit=visit,
+            department=department,
+            project=project,
+            consultant_id=consultant_id,
+            **{k: v for k, v in self.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")},
+        )
+        session = ChatSession(state, ChatStageTracker.start())
+        scores = self.score(state)
+        session.last = {k: s.probability for k, s in scores.items()}
+        return session, scores
+
+    def score(self, state: ConversationState, *, closed: bool = False, top: int = 4) -> dict[str, Scored]:
+        """Calibrated scores with reasons for the chat so far (``closed``: the chat has ended)."""
+        if not self.scorers:
+            return {}
+        struct = np.zeros((1, self.space.n_struct), dtype=np.float32)
+        self.space.struct_row(state.features(closed=closed), struct[0])
+        text = self.space.text([state.text_bag()])
+        out = {}
+        for name, scorer in self.scorers.items():
+            p, reasons = self.explainers[name].explain(scorer, struct, text, top=top)
+            out[name] = Scored(p, reasons)
+        return out
+
+    def on_message(
+        self, session: ChatSession, role: str, text: str, at: datetime, *, k: int = 3, suggest: bool = True
+    ) -> MessageInsight:
+        """Fold one message into ``session`` (in place) and return the console's view."""
+        t0 = time.perf_counter()
+        analysis = session.state.update(role, text, at)
+        t1 = time.perf_counter()
+        stage, stage_p = None, 0.0
+        if role == "consultant" and self.stage_model is not None:
+            context = next((t for r, t in reversed(session.context) if r == "visitor"), None)
+            stage, stage_p = self.stage_model.predict_one(text, context)
+            session.tracker.update(stage, stage_p)
+        if role != "system":
+            session.context.append((role, text))
+            del session.context[:-CONTEXT_MESSAGES]
+        scores = self.score(session.state)
+        t2 = time.perf_counter()
+        changes = {n: round(s.probability - session.last.get(n, s.probability), 4) for n, s in scores.items()}
+        session.last = {n: s.probability for n, s in scores.items()}
+        feats = session.state.features()
+        done = session.tracker.stages_done
+        hints = self.hints.hints(feats, done)
+        suggestions: list[Suggestion] = []
+        if suggest and role == "visitor" and self.suggester is not None:
+            suggestions = self.suggester.suggest(session.context, self._facts(session, hints), k=k)
+        t3 = time.perf_counter()
+        return MessageInsight(
+            scores=scores,
+            changes=changes,
+            stage=stage,
+            stage_probability=round(float(stage_p), 4),
+            stage_reached=session.tracker.reached,
+            stages_done=sorted(done),
+            hints=hints,
+            analysis=analysis,
+            suggestions=suggestions,
+            timings_ms={
+                "features": round((t1 - t0) * 1e3, 3),
+                "scores": round((t2 - t1) * 1e3, 3),
+                "hints_replies": round((t3 - t2) * 1e3, 3),
+            },
+        )
+
+    def _facts(self, session: ChatSession, hints: list[Hint]) -> dict[str, Any]:
+        facts = dict(session.state.revealed)
+        if facts.get("projects"):
+            facts["project"] = facts["projects"][0]
+        next_stages = [h.stage for h in hints if getattr(h, "stage", None)]
+        if next_stages:
+            facts["next_stage"] = next_stages[0]
+        return facts
+
+    # ---- persistence ---------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        joblib.dump(
+            {
+                "format": BUNDLE_FORMAT,
+                "names": self.space.names,
+                "scorers": self.scorers,
+                "explainers": self.explainers,
+                "stage_model": self.stage_model,
+                "hospital": self.hospital,
+            },
+            d / "bundle.joblib",
+            compress=3,
+        )
+        if self.suggester is not None:
+            self.suggester.save(d / "replies")
+        (d / "info.json").write_text(json.dumps(self.info, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> YuyueModel:
+        d = Path(directory)
+        if not (d / "bundle.joblib").exists():
+            raise FileNotFoundError(f"{d}: not a Yuyue model directory (no bundle.joblib)")
+        parts = joblib.load(d / "bundle.joblib")
+        if parts.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"{d}: bundle format {parts.get('format')} != {BUNDLE_FORMAT}")
+        suggester = ReplySuggester.load(d / "replies") if (d / "replies").exists() else None
+        info = json.loads((d / "info.json").read_text(encoding="utf-8")) if (d / "info.json").exists() else {}
+        return cls(
+            FeatureSpace(parts["names"]),
+            parts["scorers"],
+            parts["explainers"],
+            parts["stage_model"],
+            suggester,
+            hospital=parts["hospital"],
+            info=info,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "scorers": {k: type(v).__name__ + ":" + v.kind for k, v in self.scorers.items()},
+            "stage_model": self.stage_model is not None,
+            "replies": self.suggester is not None,
+            **{k: v for k, v in self.info.items() if k != "metrics"},
+        }
+
+
+def insight_dict(insight: MessageInsight) -> dict[str, Any]:
+    """A JSON-ready form of an insight (entities left to the caller, who decides on masking)."""
+    return {
+        "scores": {k: s.as_dict() for k, s in insight.scores.items()},
+        "changes": insight.changes,
+        "stage": insight.stage,
+        "stage_probability": insight.stage_probability,
+        "stage_reached": insight.stage_reached,
+        "stages_done": insight.stages_done,
+        "hints": [asdict(h) for h in insight.hints],
+        "suggestions": [asdict(s) for s in insight.suggestions],
+    }

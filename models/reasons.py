@@ -1,0 +1,133 @@
+"""Top reasons for a score: signed contributions measured on the model itself.
+
+For each active reason group (``models/reasons.yaml``) the contribution is the
+calibrated probability of the row minus the probability with that group's
+features reset to their baseline. All perturbed rows are scored in one batch,
+so a score with its reasons costs one extra model call.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import yaml
+
+from models.scorer import OutcomeScorer
+
+TEXT_GROUP = "@text"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One signed contribution, e.g. ``留了联系方式 +0.21``."""
+
+    group: str
+    label: str
+    delta: float
+
+    def render(self) -> str:
+        sign = "+" if self.delta >= 0 else "−"
+        return f"{self.label} {sign}{abs(self.delta):.2f}"
+
+
+@dataclass
+class _Group:
+    id: str
+    label: str
+    columns: np.ndarray
+    text: bool
+    values: dict[str, str]
+    value_of: dict[int, str]  # column -> one-hot value, for labels with {value}
+
+
+class ReasonExplainer:
+    """Computes and words the top reasons of a scorer for rows of one feature space."""
+
+    def __init__(self, feature_names: list[str], baseline: np.ndarray, groups_file: str | Path | None = None):
+        self.feature_names = list(feature_names)
+        self.baseline = np.asarray(baseline, dtype=np.float32)
+        spec = _load_spec(groups_file)
+        self.groups: list[_Group] = []
+        taken: set[int] = set()
+        for g in spec["groups"]:
+            patterns = g["features"]
+            cols = [
+                j
+                for j, name in enumerate(self.feature_names)
+                if j not in taken and any(fnmatch.fnmatchcase(name, p) for p in patterns if p != TEXT_GROUP)
+            ]
+            taken.update(cols)
+            value_of = {j: self.feature_names[j].split("=", 1)[1] for j in cols if "=" in self.feature_names[j]}
+            self.groups.append(
+                _Group(g["id"], g["label"], np.asarray(cols, dtype=np.int64), TEXT_GROUP in patterns, g.get("values", {}), value_of)
+            )
+
+    @staticmethod
+    def fit_baseline(struct: np.ndarray, feature_names: list[str]) -> np.ndarray:
+        """Zeros, except one-hot groups take the most common value of the training rows."""
+        base = np.zeros(struct.shape[1], dtype=np.float32)
+        prefixes: dict[str, list[int]] = {}
+        for j, name in enumerate(feature_names):
+            if "=" in name:
+                prefixes.setdefault(name.split("=", 1)[0], []).append(j)
+        for cols in prefixes.values():
+            counts = (struct[:, cols] > 0).sum(axis=0)
+            base[cols[int(np.argmax(counts))]] = 1.0
+        return base
+
+    def explain(
+        self, scorer: OutcomeScorer, struct: np.ndarray, text: sp.csr_matrix, top: int = 4, min_abs: float = 0.005
+    ) -> tuple[float, list[Reason]]:
+        """The calibrated score of one row and its top reasons by absolute contribution."""
+        x = struct.reshape(1, -1)
+        active: list[_Group] = []
+        variants = [x[0]]
+        texts = [text]
+        for g in self.groups:
+            if g.text:
+                if text.nnz:
+                    active.append(g)
+                    variants.append(x[0])
+                    texts.append(sp.csr_matrix(text.shape, dtype=text.dtype))
+                continue
+            if len(g.columns) == 0 or np.array_equal(x[0, g.columns], self.baseline[g.columns]):
+                continue
+            v = x[0].copy()
+            v[g.columns] = self.baseline[g.columns]
+            active.append(g)
+            variants.append(v)
+            texts.append(text)
+        probs = scorer.predict_proba_arrays(np.vstack(variants), sp.vstack(texts, format="csr"))
+        p = float(probs[0])
+        reasons = [
+            Reason(g.id, self._label(g, x[0]), float(p - probs[i + 1]))
+            for i, g in enumerate(active)
+            if abs(p - probs[i + 1]) >= min_abs
+        ]
+        reasons.sort(key=lambda r: -abs(r.delta))
+        return p, reasons[:top]
+
+    def _label(self, g: _Group, x: np.ndarray) -> str:
+        if "{value}" not in g.label:
+            return g.label
+        on = [g.value_of[j] for j in g.columns if x[j] > 0 and j in g.value_of]
+        value = on[0] if on else "unknown"
+        return g.label.replace("{value}", g.values.get(value, value))
+
+
+def _load_spec(path: str | Path | None) -> dict:
+    if path is None:
+        text = resources.files("models").joinpath("reasons.yaml").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    spec = yaml.safe_load(text)
+    for i, g in enumerate(spec.get("groups", [])):
+        for key in ("id", "label", "features"):
+            if key not in g:
+                raise ValueError(f"reasons groups[{i}]: missing {key!r}")
+    return spec

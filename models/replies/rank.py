@@ -1,0 +1,60 @@
+"""Ranking of reply candidates: relevance, booking prior and stage prior, then a diverse top k."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from models.replies.pool import PoolEntry, char_bigrams, jaccard
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RankWeights:
+    """How much each signal moves a candidate's score (relevance counts 1)."""
+
+    booking: float = 0.5  # × (entry.booked_after − pool base rate): prefer replies followed by bookings
+    stage: float = 0.2  # × probability of the entry's stage being next
+    popularity: float = 0.02  # × log1p(count): a tie-breaker towards well-tried replies
+    script_stage: float = 0.5  # share of a script's relevance that comes from stage support
+    reviewed: float = 0.05  # bonus for entries a supervisor (or the script library) allowed
+
+
+def candidate_score(
+    relevance: float,
+    entry: PoolEntry,
+    base_rate: float,
+    stage_probs: Mapping[str, float] | None = None,
+    weights: RankWeights = RankWeights(),
+) -> float:
+    """The ranking score of one candidate given its relevance to the chat (in [0, 1])."""
+    score = relevance + weights.booking * (entry.booked_after - base_rate)
+    if stage_probs and entry.stage:
+        score += weights.stage * float(stage_probs.get(entry.stage, 0.0))
+    if entry.count:
+        score += weights.popularity * math.log1p(entry.count) / 10.0
+    return score
+
+
+def diverse_top_k(
+    items: Iterable[T], k: int, text_of: Callable[[T], str], max_jaccard: float = 0.5
+) -> list[T]:
+    """The first ``k`` of ``items`` (already best first) such that no two texts have
+    char-bigram Jaccard ≥ ``max_jaccard``."""
+    chosen: list[T] = []
+    grams: list[frozenset[str]] = []
+    for item in items:
+        g = char_bigrams(text_of(item))
+        if any(jaccard(g, h) >= max_jaccard for h in grams):
+            continue
+        chosen.append(item)
+        grams.append(g)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+__all__ = ["RankWeights", "candidate_score", "diverse_top_k"]

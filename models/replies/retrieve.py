@@ -1,0 +1,242 @@
+"""Lexical retrieval of replies: chat context → similar past contexts → the replies that followed them.
+
+Two baselines over an inverted index (a terms × documents sparse matrix, so a query touches only
+the postings of its own terms):
+
+- :class:`Bm25Retriever`: BM25 over jieba word tokens (personal data replaced by type placeholders);
+- :class:`TfidfCharRetriever`: cosine similarity of char n-gram TF-IDF vectors.
+
+Both follow the estimator contract: ``fit(contexts, reply_ids)`` learns, ``query(context, k)``
+returns up to ``k`` ``(reply_id, score)`` pairs, best first, each reply scored by its best
+matching past context. Scores lie in [0, 1]: BM25 is divided by the most the query's terms could
+score, so a threshold means the same for short and long queries. ``score_texts`` scores arbitrary
+texts against a query with the fitted statistics (used for R10@1, where candidates are unseen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from features.normalize import normalize
+from features.pii import find_pii
+from features.state import redact
+from features.tokenize import tokenize
+
+ContextMessages = Sequence[tuple[str, str]]
+
+
+def context_text(messages: ContextMessages, max_visitor: int = 3) -> str:
+    """The retrieval context of a chat: the visitor's latest messages plus the consultant's message before them.
+
+    ``messages`` are ``(role, text)`` oldest first; the text is what the next consultant reply answers.
+    """
+    visitor: list[str] = []
+    consultant: str | None = None
+    for role, text in reversed(messages):
+        if role == "visitor":
+            if consultant is not None:
+                break
+            if len(visitor) < max_visitor:
+                visitor.append(text)
+        elif role == "consultant":
+            if consultant is None:
+                consultant = text
+            if visitor:
+                break
+    parts = ([consultant] if consultant else []) + list(reversed(visitor))
+    return "\n".join(parts)
+
+
+def text_tokens(text: str) -> list[str]:
+    """Word tokens for retrieval: normalised, personal data as placeholders, jieba with the domain dictionary."""
+    norm = normalize(text)
+    return tokenize(redact(norm, find_pii(norm)))
+
+
+@lru_cache(maxsize=20000)
+def _cached_tokens(tokenizer: Callable[[str], list[str]], text: str) -> tuple[str, ...]:
+    # candidates repeat across queries when ranking (R10@1 draws distractors from the same replies)
+    return tuple(tokenizer(text))
+
+
+def _accumulate(
+    postings: sp.csr_matrix, term_ids: np.ndarray, weights: np.ndarray, n_docs: int
+) -> np.ndarray:
+    """Sum over query terms of weight × that term's row of ``postings`` (terms × docs)."""
+    if len(term_ids) == 0:
+        return np.zeros(n_docs)
+    indptr, indices, data = postings.indptr, postings.indices, postings.data
+    starts, ends = indptr[term_ids], indptr[term_ids + 1]
+    lens = ends - starts
+    if lens.sum() == 0:
+        return np.zeros(n_docs)
+    idx = np.concatenate([indices[s:e] for s, e in zip(starts, ends, strict=True)])
+    vals = np.concatenate([data[s:e] * w for s, e, w in zip(starts, ends, weights, strict=True)])
+    return np.bincount(idx, weights=vals, minlength=n_docs)
+
+
+class _InvertedIndexRetriever:
+    """Shared query logic: doc scores from postings, then best score per reply id."""
+
+    n_candidates: int
+    postings_: sp.csr_matrix
+    reply_ids_: np.ndarray
+
+    def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:
+        raise NotImplementedError
+
+    def doc_scores(self, context: str) -> np.ndarray:
+        """Score of every fitted context against ``context`` (in [0, 1])."""
+        term_ids, weights, norm = self._query_vector(context)
+        scores = _accumulate(self.postings_, term_ids, weights, len(self.reply_ids_))
+        if norm > 0:
+            scores /= norm
+        return np.minimum(scores, 1.0, out=scores)
+
+    def query_docs(self, context: str, k: int) -> list[tuple[int, float]]:
+        """The ``k`` best fitted contexts as ``(index, score)``, best first; zero scores left out."""
+        scores = self.doc_scores(context)
+        k = min(k, len(scores))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+    def query(self, context: str, k: int = 10) -> list[tuple[str, float]]:
+        """Up to ``k`` reply ids with their best context score, best first."""
+        best: dict[str, float] = {}
+        for i, s in self.query_docs(context, max(k, self.n_candidates)):
+            rid = self.reply_ids_[i]
+            if rid not in best:
+                best[rid] = s
+                if len(best) == k:
+                    break
+        return list(best.items())
+
+
+class Bm25Retriever(_InvertedIndexRetriever):
+    """BM25 over word tokens of the context (Okapi BM25, Lucene idf)."""
+
+    def __init__(
+        self,
+        k1: float = 1.2,
+        b: float = 0.75,
+        n_candidates: int = 100,
+        tokenizer: Callable[[str], list[str]] = text_tokens,
+    ):
+        self.k1 = k1
+        self.b = b
+        self.n_candidates = n_candidates
+        self.tokenizer = tokenizer
+
+    def fit(self, contexts: Sequence[str], reply_ids: Sequence[str]) -> Bm25Retriever:
+        return self.fit_tokens([self.tokenizer(c) for c in contexts], reply_ids)
+
+    def fit_tokens(self, docs: Sequence[Sequence[str]], reply_ids: Sequence[str]) -> Bm25Retriever:
+        """Fit from already tokenised contexts (what a saved model keeps instead of text)."""
+        if len(docs) != len(reply_ids):
+            raise ValueError("contexts and reply_ids differ in length")
+        vocab: dict[str, int] = {}
+        rows, cols = [], []
+        for d, toks in enumerate(docs):
+            for t in toks:
+                rows.append(vocab.setdefault(t, len(vocab)))
+                cols.append(d)
+        n_docs = len(docs)
+        tf = sp.csr_matrix(
+            (np.ones(len(rows)), (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))),
+            shape=(len(vocab), n_docs),
+        )
+        tf.sum_duplicates()
+        doc_len = np.asarray(tf.sum(axis=0)).ravel()
+        avgdl = doc_len.mean() if n_docs else 1.0
+        df = np.diff(tf.indptr)
+        self.idf_ = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        self.max_idf_ = float(np.log1p((n_docs + 0.5) / 0.5))
+        self.counts_ = tf.copy()  # raw term counts (what a saved model keeps)
+        # BM25 weight of each (term, doc); idf is applied at query time
+        denom = tf.data + self.k1 * (1 - self.b + self.b * doc_len[tf.indices] / (avgdl or 1.0))
+        tf.data = tf.data * (self.k1 + 1) / denom
+        self.postings_ = tf
+        self.vocabulary_ = vocab
+        self.avgdl_ = float(avgdl)
+        self.reply_ids_ = np.asarray(reply_ids, dtype=object)
+        return self
+
+    def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:
+        tokens = set(self.tokenizer(context))
+        ids = {self.vocabulary_[t] for t in tokens if t in self.vocabulary_}
+        term_ids = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        weights = self.idf_[term_ids]
+        # words never seen in training count at the highest idf: a query made of them matches nothing
+        unseen = (len(tokens) - len(ids)) * self.max_idf_
+        return term_ids, weights, float((weights.sum() + unseen) * (self.k1 + 1))
+
+    def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """BM25 of each text (as a document) for ``query``, with the fitted idf and average length."""
+        q = {t for t in self.tokenizer(query) if t in self.vocabulary_}
+        out = np.zeros(len(texts))
+        for i, text in enumerate(texts):
+            toks = _cached_tokens(self.tokenizer, text)
+            counts: dict[str, int] = {}
+            for t in toks:
+                counts[t] = counts.get(t, 0) + 1
+            norm = self.k1 * (1 - self.b + self.b * len(toks) / (self.avgdl_ or 1.0))
+            out[i] = sum(
+                self.idf_[self.vocabulary_[t]] * counts[t] * (self.k1 + 1) / (counts[t] + norm)
+                for t in q
+                if t in counts
+            )
+        return out
+
+
+class TfidfCharRetriever(_InvertedIndexRetriever):
+    """Cosine similarity of char n-gram TF-IDF vectors (sublinear tf, l2-normalised)."""
+
+    def __init__(self, ngram_range: tuple[int, int] = (1, 3), n_candidates: int = 100, min_df: int = 1):
+        self.ngram_range = ngram_range
+        self.n_candidates = n_candidates
+        self.min_df = min_df
+
+    def _vectorizer(self) -> TfidfVectorizer:
+        return TfidfVectorizer(
+            analyzer="char",
+            ngram_range=self.ngram_range,
+            sublinear_tf=True,
+            min_df=self.min_df,
+            preprocessor=_char_preprocess,
+            dtype=np.float32,
+        )
+
+    def fit(self, contexts: Sequence[str], reply_ids: Sequence[str]) -> TfidfCharRetriever:
+        if len(contexts) != len(reply_ids):
+            raise ValueError("contexts and reply_ids differ in length")
+        self.vectorizer_ = self._vectorizer()
+        X = self.vectorizer_.fit_transform(contexts)
+        self.postings_ = X.T.tocsr()
+        self.reply_ids_ = np.asarray(reply_ids, dtype=object)
+        return self
+
+    def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:
+        q = self.vectorizer_.transform([context])
+        return q.indices.astype(np.int64), q.data.astype(np.float64), 1.0
+
+    def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Cosine similarity of each text to ``query`` in the fitted TF-IDF space."""
+        q = self.vectorizer_.transform([query])
+        X = self.vectorizer_.transform(list(texts))
+        return np.asarray((X @ q.T).todense()).ravel()
+
+
+def _char_preprocess(text: str) -> str:
+    norm = normalize(text)
+    return redact(norm, find_pii(norm)).lower()
+
+
+__all__ = ["Bm25Retriever", "TfidfCharRetriever", "context_text", "text_tokens"]

@@ -1,0 +1,173 @@
+"""Calibrated booking / arrival probability of a chat so far.
+
+:class:`OutcomeScorer` follows the scikit-learn contract (the constructor only
+stores hyperparameters; ``fit`` sets attributes ending in ``_``). Two model
+families are offered and compared by the trainer:
+
+- ``kind="logreg"``: logistic regression on standardised structured features
+  plus the hashed token bag;
+- ``kind="hgb"``: histogram gradient boosting on the structured features plus
+  one stacked column, the out-of-fold score of a logistic model on the token bag.
+
+Both are calibrated on held-out rows (isotonic by default, Platt optional).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+from sklearn.preprocessing import StandardScaler
+
+from features.rows import PrefixRows
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class TextScorer(BaseEstimator):
+    """Logistic regression on the hashed token bag; its logit is a stacked feature."""
+
+    def __init__(self, C: float = 2.0, max_iter: int = 40):
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, X: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray | None = None) -> TextScorer:
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="lbfgs")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # capped on purpose (see OutcomeScorer)
+            self.model_.fit(X, y, sample_weight=sample_weight)
+        return self
+
+    def decision_function(self, X: sp.csr_matrix) -> np.ndarray:
+        return self.model_.decision_function(X)
+
+
+class OutcomeScorer(BaseEstimator):
+    """P(outcome | chat prefix), calibrated on held-out conversations."""
+
+    def __init__(
+        self,
+        kind: Literal["hgb", "logreg"] = "hgb",
+        calibration: Literal["isotonic", "platt"] = "isotonic",
+        use_text: bool = True,
+        C: float = 1.0,
+        text_C: float = 2.0,
+        max_iter: int = 300,
+        linear_max_iter: int = 40,
+        learning_rate: float = 0.08,
+        max_leaf_nodes: int = 31,
+        l2_regularization: float = 1.0,
+        random_state: int = 0,
+    ):
+        self.kind = kind
+        self.calibration = calibration
+        self.use_text = use_text
+        self.C = C
+        self.text_C = text_C
+        self.max_iter = max_iter
+        self.linear_max_iter = linear_max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.l2_regularization = l2_regularization
+        self.random_state = random_state
+
+    # ---- fitting -------------------------------------------------------
+    def fit(self, rows: PrefixRows, y: np.ndarray, sample_weight: np.ndarray) -> OutcomeScorer:
+        """Fit the uncalibrated model; call :meth:`calibrate` on held-out rows afterwards."""
+        y = np.asarray(y, dtype=np.int8)
+        if len(np.unique(y)) < 2:
+            raise ValueError("only one class in the labels: need both positive and negative conversations")
+        if self.kind == "logreg":
+            # scale without centring so zeros stay zeros: the features are mostly sparse flags
+            self.scaler_ = StandardScaler(with_mean=False).fit(sp.csr_matrix(rows.struct), sample_weight=sample_weight)
+            # ~40 lbfgs iterations reach the validation optimum here; more only overfit and cost time
+            self.model_ = LogisticRegression(C=self.C, max_iter=self.linear_max_iter, solver="lbfgs")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                self.model_.fit(self._linear_X(rows), y, sample_weight=sample_weight)
+        elif self.kind == "hgb":
+            extra = None
+            if self.use_text:
+                extra, self.text_models_ = self._oof_text(rows, y, sample_weight)
+            self.model_ = HistGradientBoostingClassifier(
+                max_iter=self.max_iter,
+                learning_rate=self.learning_rate,
+                max_leaf_nodes=self.max_leaf_nodes,
+                l2_regularization=self.l2_regularization,
+                early_stopping=False,
+                random_state=self.random_state,
+            )
+            X = rows.struct if extra is None else np.column_stack([rows.struct, extra])
+            self.model_.fit(X, y, sample_weight=sample_weight)
+        else:
+            raise ValueError(f"unknown kind {self.kind!r}: expected 'hgb' or 'logreg'")
+        self.calibrator_ = None
+        return self
+
+    def _oof_text(self, rows: PrefixRows, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, list[TextScorer]]:
+        """Out-of-fold text logits (folds by conversation, so no chat scores its own rows).
+
+        The fold models are kept: at prediction time their mean is the text score.
+        """
+        out = np.zeros(len(rows), dtype=np.float32)
+        models = []
+        for tr, te in GroupKFold(n_splits=2).split(rows.struct, y, groups=rows.group):
+            if len(np.unique(y[tr])) < 2:
+                raise ValueError("a text fold has only one class: too few conversations of one outcome")
+            m = TextScorer(C=self.text_C).fit(rows.text[tr], y[tr], w[tr])
+            out[te] = m.decision_function(rows.text[te])
+            models.append(m)
+        return out, models
+
+    def _linear_X(self, rows: PrefixRows) -> sp.csr_matrix:
+        return self._linear_arrays(rows.struct, rows.text)
+
+    def _linear_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> sp.csr_matrix:
+        Xs = self.scaler_.transform(sp.csr_matrix(struct, dtype=np.float32)).astype(np.float32)
+        return sp.hstack([Xs, text], format="csr") if self.use_text else sp.csr_matrix(Xs)
+
+    def calibrate(self, rows: PrefixRows, y: np.ndarray, sample_weight: np.ndarray) -> OutcomeScorer:
+        """Fit the calibration map on rows of conversations the model did not train on."""
+        raw = self.decision_function(rows)
+        if self.calibration == "isotonic":
+            self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+            self.calibrator_.fit(raw, y, sample_weight=sample_weight)
+        else:
+            self.calibrator_ = LogisticRegression(C=1e4).fit(raw.reshape(-1, 1), y, sample_weight=sample_weight)
+        return self
+
+    # ---- prediction ----------------------------------------------------
+    def decision_function_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> np.ndarray:
+        if self.kind == "logreg":
+            return self.model_.decision_function(self._linear_arrays(struct, text))
+        X = struct
+        if self.use_text:
+            text_score = np.mean([m.decision_function(text) for m in self.text_models_], axis=0)
+            X = np.column_stack([struct, text_score])
+        return _logit(self.model_.predict_proba(X)[:, 1])
+
+    def decision_function(self, rows: PrefixRows) -> np.ndarray:
+        return self.decision_function_arrays(rows.struct, rows.text)
+
+    def predict_proba_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> np.ndarray:
+        raw = self.decision_function_arrays(struct, text)
+        if self.calibrator_ is None:
+            return 1.0 / (1.0 + np.exp(-raw))
+        if isinstance(self.calibrator_, IsotonicRegression):
+            return self.calibrator_.predict(raw)
+        return self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
+
+    def predict_proba(self, rows: PrefixRows) -> np.ndarray:
+        """Calibrated probabilities, one per row (a 1-d array)."""
+        return self.predict_proba_arrays(rows.struct, rows.text)
