@@ -1,0 +1,206 @@
+"""Datasets for training: one streaming scan, a time split by conversation, prefix rows in parallel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from data.contract import Conversation
+from data.io import SkipReport, read_conversations
+from features.rows import FeatureSpace, PrefixRows, prefix_rows
+
+SPLITS = ("train", "valid", "calib", "test")
+
+
+@dataclass
+class ConversationMeta:
+    """What the trainer needs to know of a record without keeping it in memory."""
+
+    index: int  # position among the file's valid records
+    conversation_id: str
+    started_ts: float
+    booked: bool | None
+    arrived: bool | None  # booked and arrived; None when unknown
+    n_messages: int
+    n_consultant: int
+    n_annotated: int
+    consultant_id: str | None
+    p_book: float | None  # truth, evaluation only
+    p_arrive: float | None  # truth, evaluation only
+
+
+@dataclass
+class DatasetScan:
+    path: Path
+    metas: list[ConversationMeta]
+    report: SkipReport
+    split: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def n_labelled(self) -> int:
+        return sum(m.booked is not None for m in self.metas)
+
+    def ids(self, split: str) -> list[int]:
+        return [m.index for m in self.metas if self.split.get(m.index) == split]
+
+
+def _outcomes(conv: Conversation) -> tuple[bool | None, bool | None]:
+    o = conv.outcome
+    if o is None or o.booked is None:
+        return None, None
+    if not o.booked:
+        return False, False
+    return True, o.arrived  # None while arrival is not known yet
+
+
+def scan(path: str | Path, *, strict: bool = False) -> DatasetScan:
+    """One pass over the file: metadata of every valid record, invalid ones counted."""
+    report = SkipReport()
+    metas = []
+    for i, conv in enumerate(read_conversations(path, strict=strict, report=report)):
+        booked, arrived = _outcomes(conv)
+        truth = conv.truth
+        metas.append(
+            ConversationMeta(
+                index=i,
+                conversation_id=conv.conversation_id,
+                started_ts=conv.started_at.timestamp(),
+                booked=booked,
+                arrived=arrived,
+                n_messages=len(conv.messages),
+                n_consultant=sum(m.role == "consultant" for m in conv.messages),
+                n_annotated=sum(m.stage is not None for m in conv.messages),
+                consultant_id=conv.consultant_id,
+                p_book=truth.p_book if truth else None,
+                p_arrive=truth.p_arrive if truth else None,
+            )
+        )
+    return DatasetScan(Path(path), metas, report)
+
+
+def split_by_time(scan_: DatasetScan, fractions: tuple[float, ...] = (0.7, 0.1, 0.1, 0.1)) -> DatasetScan:
+    """Whole conversations in time order: the earliest go to train, the latest to test."""
+    order = sorted(scan_.metas, key=lambda m: (m.started_ts, m.conversation_id))
+    n = len(order)
+    bounds = np.cumsum([0, *[int(round(f * n)) for f in fractions[:-1]]])
+    scan_.split = {}
+    for pos, m in enumerate(order):
+        k = int(np.searchsorted(bounds, pos, side="right") - 1)
+        scan_.split[m.index] = SPLITS[min(k, len(SPLITS) - 1)]
+    return scan_
+
+
+def frequent_consultants(scan_: DatasetScan, split: str = "train", min_chats: int = 50) -> list[str]:
+    """Consultants with at least ``min_chats`` labelled chats in ``split`` (each gets a feature column)."""
+    counts: dict[str, int] = {}
+    for m in scan_.metas:
+        if m.consultant_id and m.booked is not None and scan_.split.get(m.index) == split:
+            counts[m.consultant_id] = counts.get(m.consultant_id, 0) + 1
+    return sorted(c for c, k in counts.items() if k >= min_chats)
+
+
+def iter_selected(path: Path, wanted: set[int]) -> Iterator[tuple[int, Conversation]]:
+    for i, conv in enumerate(read_conversations(path)):
+        if i in wanted:
+            yield i, conv
+
+
+CHUNK = 1000
+
+
+def _rows_shard(
+    path: Path,
+    wanted: dict[int, str],
+    shard: int,
+    n_shards: int,
+    hospital: dict[str, str],
+    space: FeatureSpace,
+    max_open: dict[str, int | None],
+) -> dict:
+    """Rows of this shard's wanted conversations, built in chunks while reading (never all chats at once)."""
+    pending: dict[str, list[Conversation]] = {}
+    done: dict[str, list[PrefixRows]] = {}
+    order: dict[str, list[int]] = {}
+
+    def flush(split: str) -> None:
+        if pending.get(split):
+            done.setdefault(split, []).append(
+                prefix_rows(pending[split], space, hospital=hospital, max_open=max_open.get(split))
+            )
+            pending[split] = []
+
+    for i, conv in enumerate(read_conversations(path)):
+        if i % n_shards != shard or i not in wanted:
+            continue
+        s = wanted[i]
+        pending.setdefault(s, []).append(conv.without_truth())
+        order.setdefault(s, []).append(i)
+        if len(pending[s]) >= CHUNK:
+            flush(s)
+    for s in list(pending):
+        flush(s)
+    return {s: (PrefixRows.concat(parts), order[s]) for s, parts in done.items()}
+
+
+@dataclass
+class LabelledRows:
+    """Prefix rows with per-row labels and weights (each conversation's rows sum to 1)."""
+
+    rows: PrefixRows
+    conv_index: list[int]  # file index of each conversation, by group
+    booked: np.ndarray  # per row: 1/0, or -1 when unknown
+    arrived: np.ndarray
+    weight: np.ndarray  # open rows of a chat sum to 1; its closed row weighs 1 on its own
+
+    def target(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Row mask with a known label for ``name`` and the labels of those rows."""
+        y = self.booked if name == "booked" else self.arrived
+        mask = y >= 0
+        return mask, y[mask]
+
+
+def build_rows(
+    scan_: DatasetScan,
+    space: FeatureSpace,
+    splits: tuple[str, ...] = SPLITS,
+    *,
+    workers: int = 2,
+    hospital: dict[str, str] | None = None,
+    max_open: int | None = None,
+) -> dict[str, LabelledRows]:
+    """Prefix rows of the labelled conversations of each split, built in ``workers`` processes.
+
+    ``max_open`` caps the rows after messages per chat in every split but ``test``
+    (evaluation always sees every prefix).
+    """
+    caps = {s: (None if s == "test" else max_open) for s in splits}
+    metas = {m.index: m for m in scan_.metas}
+    wanted = {i: s for i, s in scan_.split.items() if s in splits and metas[i].booked is not None}
+    hospital = hospital or {}
+    parts = Parallel(n_jobs=workers)(
+        delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps) for k in range(workers)
+    )
+    out: dict[str, LabelledRows] = {}
+    for s in splits:
+        pieces = [p[s] for p in parts if s in p]
+        if not pieces:
+            continue
+        rows = PrefixRows.concat([r for r, _ in pieces])
+        conv_index = [i for _, idx in pieces for i in idx]
+        booked_c = np.array([int(metas[i].booked) for i in conv_index], dtype=np.int8)
+        arrived_c = np.array([-1 if metas[i].arrived is None else int(metas[i].arrived) for i in conv_index], dtype=np.int8)
+        closed = rows.closed if rows.closed is not None else np.zeros(len(rows), dtype=np.int8)
+        open_counts = np.bincount(rows.group[closed == 0], minlength=len(conv_index))
+        weight = np.where(closed == 1, 1.0, 1.0 / np.maximum(open_counts[rows.group], 1))
+        out[s] = LabelledRows(
+            rows=rows,
+            conv_index=conv_index,
+            booked=booked_c[rows.group],
+            arrived=arrived_c[rows.group],
+            weight=weight.astype(np.float64),
+        )
+    return out

@@ -1,0 +1,223 @@
+"""MLflow tracking and registry: log a trained bundle, register it, list, promote, load.
+
+The default store is local (SQLite under the var directory, artifacts beside it);
+any tracking URI MLflow accepts can be given instead. Promotion moves the
+``champion`` alias; serving loads ``models:/NAME@champion``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from config import Settings, get_settings  # noqa: E402
+from models.bundle import YuyueModel  # noqa: E402
+from models.mlflow_model import YuyuePyfunc, load_from_registry  # noqa: E402
+
+CHAMPION = "champion"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation could not be done (named in the message)."""
+
+
+def configure(settings: Settings | None = None, tracking_uri: str | None = None) -> str:
+    """Point MLflow at the configured store (creating the var directory for the local default)."""
+    settings = settings or get_settings()
+    uri = tracking_uri or settings.resolved_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return uri
+
+
+def _experiment(name: str, settings: Settings) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = (settings.var_dir / "mlartifacts").resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+
+
+def plot_curves(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
+    """ROC, calibration, AUC by visitor turn and lift plots for each scored target."""
+    paths = []
+    for target in ("booked", "arrived"):
+        curves = metrics.get("_curves." + target)
+        if not curves:
+            continue
+        y, p = curves["y"], curves["p"]
+        fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+        fpr, tpr, _ = roc_curve(y, p)
+        axes[0].plot(fpr, tpr, label=f"AUC {metrics.get(target + '.auc')}")
+        axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
+        axes[0].set(title=f"{target}: ROC (closed chats)", xlabel="false positive rate", ylabel="true positive rate")
+        axes[0].legend(loc="lower right")
+        frac, mean = calibration_curve(y, p, n_bins=10, strategy="quantile")
+        axes[1].plot(mean, frac, "o-", label=f"ECE {metrics.get(target + '.ece')}")
+        axes[1].plot([0, 1], [0, 1], "k:", lw=0.8)
+        axes[1].set(title=f"{target}: calibration", xlabel="predicted", ylabel="observed")
+        axes[1].legend(loc="upper left")
+        turns = metrics.get(target + ".auc_by_visitor_turn", {})
+        ks = [k for k, v in turns.items() if v is not None]
+        axes[2].plot([int(k) for k in ks], [turns[k] for k in ks], "o-")
+        axes[2].set(title=f"{target}: AUC by visitor turn", xlabel="visitor messages so far", ylabel="AUC")
+        order = np.argsort(-p)
+        cum = np.cumsum(y[order]) / max(1, y.sum())
+        axes[3].plot(np.arange(1, len(y) + 1) / len(y), cum, label="model")
+        axes[3].plot([0, 1], [0, 1], "k:", lw=0.8, label="random")
+        axes[3].set(title=f"{target}: cumulative gain", xlabel="share of chats", ylabel=f"share of {target}")
+        axes[3].legend(loc="lower right")
+        fig.tight_layout()
+        path = out_dir / f"{target}_curves.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    flat = {}
+    for k, v in metrics.items():
+        if k.startswith("_"):
+            continue
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                if isinstance(vv, int | float):
+                    flat[f"{k}.{kk}"] = float(vv)
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            flat[k] = float(v)
+    return {k.replace("@", "_at_"): v for k, v in flat.items()}
+
+
+def log_and_register(
+    model: YuyueModel,
+    bundle_dir: Path,
+    metrics: dict[str, Any],
+    *,
+    params: dict[str, Any] | None = None,
+    experiment: str = "yuyue",
+    settings: Settings | None = None,
+    tracking_uri: str | None = None,
+    register: bool = True,
+) -> tuple[str, str | None]:
+    """Log params, metrics, plots and the bundle to one MLflow run; register a version. Returns (run id, version)."""
+    settings = settings or get_settings()
+    configure(settings, tracking_uri)
+    exp_id = _experiment(experiment, settings)
+    with mlflow.start_run(experiment_id=exp_id) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in (params or {}).items()})
+        mlflow.log_metrics(_flat_metrics(metrics))
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in plot_curves(metrics, Path(tmp)):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+            report = Path(tmp) / "metrics.json"
+            report.write_text(json.dumps(_public(metrics), ensure_ascii=False, indent=2), encoding="utf-8")
+            mlflow.log_artifact(str(report))
+        example = pd.DataFrame({"conversation": [json.dumps(_example_record(), ensure_ascii=False)]})
+        signature = infer_signature(example, pd.DataFrame({"booked": [0.1], "arrived": [0.05]}))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=YuyuePyfunc(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature,
+            input_example=example,
+            registered_model_name=settings.model_name if register else None,
+        )
+        version = str(info.registered_model_version) if register and info.registered_model_version else None
+        return run.info.run_id, version
+
+
+def _public(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
+def _example_record() -> dict[str, Any]:
+    return {
+        "conversation_id": "example",
+        "started_at": "2025-03-05T14:02:11+08:00",
+        "department": "整形美容",
+        "visit": {"engine": "baidu", "keyword": "隆鼻多少钱", "region": "浙江省杭州市", "device": "mobile"},
+        "messages": [
+            {"at": "2025-03-05T14:02:11+08:00", "role": "visitor", "text": "你好，隆鼻多少钱"},
+            {"at": "2025-03-05T14:02:30+08:00", "role": "consultant", "text": "您好，请问怎么称呼？"},
+        ],
+    }
+
+
+def list_versions(settings: Settings | None = None, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Registered versions, newest first, with aliases and headline metrics."""
+    settings = settings or get_settings()
+    uri = configure(settings, tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        versions = client.search_model_versions(f"name='{settings.model_name}'")
+    except MlflowException:
+        return []
+    if not versions:
+        return []
+    # search results do not carry aliases in every store; the registered model does
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(settings.model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    out = []
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        run = client.get_run(v.run_id) if v.run_id else None
+        m = run.data.metrics if run else {}
+        out.append(
+            {
+                "version": str(v.version),
+                "aliases": sorted(aliases.get(str(v.version), [])),
+                "created": v.creation_timestamp,
+                "run_id": v.run_id,
+                "booked.auc": m.get("booked.auc"),
+                "booked.ece": m.get("booked.ece"),
+                "arrived.auc": m.get("arrived.auc"),
+                "reply.r10_at_1": m.get("reply.r10_at_1"),
+                "stage.macro_f1": m.get("stage.macro_f1"),
+            }
+        )
+    return out
+
+
+def promote(version: str, settings: Settings | None = None, tracking_uri: str | None = None, alias: str = CHAMPION) -> None:
+    """Point ``alias`` (default ``champion``) at ``version``."""
+    settings = settings or get_settings()
+    uri = configure(settings, tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        client.get_model_version(settings.model_name, str(version))
+    except MlflowException:
+        known = [v["version"] for v in list_versions(settings, tracking_uri)]
+        raise RegistryError(
+            f"model {settings.model_name!r} has no version {version!r} (registered: {', '.join(known) or 'none'})"
+        ) from None
+    client.set_registered_model_alias(settings.model_name, alias, str(version))
+
+
+def load(ref: str = CHAMPION, settings: Settings | None = None, tracking_uri: str | None = None) -> tuple[YuyueModel, str]:
+    """The bundle registered as ``ref`` (an alias or a version number) and its version."""
+    settings = settings or get_settings()
+    uri = configure(settings, tracking_uri)
+    try:
+        return load_from_registry(uri, settings.model_name, ref)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot load model {settings.model_name!r} {ref!r}: {exc.message}") from None

@@ -1,0 +1,96 @@
+"""Fit, compare and calibrate the booking and arrival scorers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.scorer import OutcomeScorer
+from training.dataset import LabelledRows
+from training.metrics import safe_auc
+
+log = logging.getLogger(__name__)
+
+CANDIDATES: dict[str, dict] = {
+    "logreg": {"kind": "logreg", "C": 0.5},
+    "hgb": {"kind": "hgb", "max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 31},
+}
+
+
+@dataclass
+class ScorerChoice:
+    """The kept scorer of one target and how every candidate did on validation."""
+
+    target: str
+    scorer: OutcomeScorer
+    kind: str
+    valid_auc: dict[str, float | None] = field(default_factory=dict)
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class UnusableDataError(ValueError):
+    """The data cannot train what was asked (named in the message)."""
+
+
+SELECT_MAX_CONVERSATIONS = 20000
+
+
+def fit_target(
+    target: str,
+    data: dict[str, LabelledRows],
+    candidates: dict[str, dict] | None = None,
+    random_state: int = 0,
+    select_max_conversations: int = SELECT_MAX_CONVERSATIONS,
+) -> ScorerChoice:
+    """Compare candidates on valid, refit the best on all of train, calibrate on calib.
+
+    Candidates are compared after fitting on at most ``select_max_conversations``
+    training chats (a random subset by conversation); only the kept family is
+    then fitted on the whole training split.
+    """
+    candidates = candidates or CANDIDATES
+    tr = data["train"]
+    mask, y = tr.target(target)
+    if len(np.unique(y)) < 2:
+        raise UnusableDataError(
+            f"{target}: the training conversations have only one class ({'all' if y.all() else 'none'} {target}); "
+            "need both outcomes to train a scorer"
+        )
+    rows, w = tr.rows.take(mask), tr.weight[mask]
+    n_groups = len(np.unique(rows.group))
+    sel_rows, sel_y, sel_w = rows, y, w
+    if n_groups > select_max_conversations:
+        rng = np.random.default_rng(random_state)
+        keep_groups = rng.choice(np.unique(rows.group), select_max_conversations, replace=False)
+        sel = np.isin(rows.group, keep_groups)
+        sel_rows, sel_y, sel_w = rows.take(sel), y[sel], w[sel]
+    va = data.get("valid") or tr
+    vmask, vy = va.target(target)
+    vrows, vw = va.rows.take(vmask), va.weight[vmask]
+    best: tuple[float, str, OutcomeScorer] | None = None
+    choice = ScorerChoice(target, None, "")  # type: ignore[arg-type]
+    for name, params in candidates.items():
+        t0 = time.perf_counter()
+        model = OutcomeScorer(random_state=random_state, **params).fit(sel_rows, sel_y, sel_w)
+        choice.fit_seconds[name] = round(time.perf_counter() - t0, 2)
+        auc = safe_auc(vy, model.decision_function(vrows), vw)
+        choice.valid_auc[name] = auc
+        log.info("%s %s: valid AUC %s in %.1fs", target, name, auc, choice.fit_seconds[name])
+        if best is None or (auc or 0) > best[0]:
+            best = (auc or 0, name, model)
+    assert best is not None
+    _, name, model = best
+    if sel_rows is not rows:
+        t0 = time.perf_counter()
+        model = OutcomeScorer(random_state=random_state, **candidates[name]).fit(rows, y, w)
+        choice.fit_seconds[name + "_full"] = round(time.perf_counter() - t0, 2)
+    ca = data.get("calib") or va
+    cmask, cy = ca.target(target)
+    if len(np.unique(cy)) < 2:
+        raise UnusableDataError(f"{target}: the calibration conversations have only one class")
+    model.calibrate(ca.rows.take(cmask), cy, ca.weight[cmask])
+    choice.scorer, choice.kind = model, name
+    return choice

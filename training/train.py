@@ -1,0 +1,213 @@
+"""``yuyue train``: train every model the data supports, evaluate, log to MLflow, register.
+
+What is trained depends on the data, and the result says what was skipped:
+outcomes train the booking / arrival scorers; stage annotations (plus the
+script library) train the stage model, or the library alone when there are
+none; consultant replies that follow a visitor message train the reply
+suggester (so question → answer pairs alone train only that).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config import Settings, get_settings
+from data.contract import Conversation
+from data.io import read_conversations
+from features.rows import FeatureSpace
+from models.bundle import YuyueModel
+from models.reasons import ReasonExplainer
+from models.replies.pool import build_pool, iter_reply_examples
+from models.replies.scripts import load_library
+from models.replies.suggest import ReplySuggester, hospital_slots
+from models.stages import StageClassifier, training_examples
+from training.dataset import DatasetScan, build_rows, frequent_consultants, scan, split_by_time
+from training.evaluate import evaluate, public
+from training.scorers import UnusableDataError, fit_target
+
+log = logging.getLogger(__name__)
+
+MIN_LABELLED = 50
+MAX_OPEN_ROWS = 8  # rows after messages kept per training chat (seeded sample); test keeps all
+MAX_STAGE_CONVERSATIONS = 5000
+MAX_REPLY_CONVERSATIONS = 20000
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and what it skipped."""
+
+    bundle_dir: Path
+    model: YuyueModel
+    metrics: dict[str, Any]
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+    version: str | None = None
+
+
+def _hospital(settings: Settings) -> dict[str, str]:
+    return {
+        "hospital_name": settings.hospital_name,
+        "hospital_city": settings.hospital_city,
+        "hospital_province": settings.hospital_province,
+        **hospital_slots(settings),
+    }
+
+
+def _load_split(path: Path, scan_: DatasetScan, split: str, limit: int, seed: int = 0) -> list[Conversation]:
+    idx = scan_.ids(split)
+    if len(idx) > limit:
+        idx = random.Random(seed).sample(idx, limit)
+    wanted = set(idx)
+    return [c.without_truth() for i, c in enumerate(read_conversations(path)) if i in wanted]
+
+
+def fit_suggester(convs: list[Conversation], library: list, hospital: dict[str, str]) -> ReplySuggester | None:
+    """Pool (mined replies + scripts) and retrieval index from chats; None without consultant replies."""
+    examples = list(iter_reply_examples(convs))
+    if not examples:
+        return None
+    pool, assignments = build_pool(examples, library)
+    return ReplySuggester(pool, hospital=hospital).fit_examples(examples, assignments)
+
+
+def check_usable(scan_: DatasetScan) -> None:
+    """Fail early, naming the problem, when the data can train nothing."""
+    if not scan_.metas:
+        extra = f" ({scan_.report.skipped} invalid records skipped)" if scan_.report.skipped else ""
+        raise UnusableDataError(f"{scan_.path}: no valid conversations{extra}")
+    if not any(m.n_consultant for m in scan_.metas):
+        raise UnusableDataError(f"{scan_.path}: no consultant messages in any conversation: nothing to learn from")
+    labelled = [m for m in scan_.metas if m.booked is not None]
+    if labelled and len({m.booked for m in labelled}) == 1:
+        which = "booked" if labelled[0].booked else "not booked"
+        raise UnusableDataError(
+            f"{scan_.path}: all {len(labelled)} labelled conversations are {which}: "
+            "a scorer needs both outcomes (check the export's outcome marks)"
+        )
+
+
+def train(
+    data: str | Path,
+    *,
+    settings: Settings | None = None,
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    workers: int = 2,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train, evaluate on the latest conversations, and save the bundle (MLflow logging is separate)."""
+    settings = settings or get_settings()
+    path = Path(data)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    scan_ = split_by_time(scan(path, strict=strict))
+    timings["scan_s"] = round(time.perf_counter() - t, 1)
+    if scan_.report.skipped:
+        echo(f"skipped {scan_.report.skipped} invalid records (see `yuyue data validate {path}`)")
+    check_usable(scan_)
+    hospital = _hospital(settings)
+    feature_hospital = {k: hospital[k] for k in ("hospital_name", "hospital_city", "hospital_province")}
+    trained: list[str] = []
+    skipped: list[str] = []
+    comparison: dict[str, Any] = {}
+
+    # ---- scorers -------------------------------------------------------
+    scorers, explainers = {}, {}
+    space = FeatureSpace.with_consultants(frequent_consultants(scan_))
+    if scan_.n_labelled >= MIN_LABELLED:
+        t = time.perf_counter()
+        rows = build_rows(scan_, space, workers=workers, hospital=feature_hospital, max_open=MAX_OPEN_ROWS)
+        timings["rows_s"] = round(time.perf_counter() - t, 1)
+        echo(f"built {sum(len(r.rows) for r in rows.values())} prefix rows in {timings['rows_s']}s")
+        baseline = ReasonExplainer.fit_baseline(rows["train"].rows.struct, space.names)
+        for target in ("booked", "arrived"):
+            known = (rows["train"].booked if target == "booked" else rows["train"].arrived) >= 0
+            if known.sum() == 0:
+                skipped.append(f"{target} scorer: no known {target} outcomes")
+                continue
+            t = time.perf_counter()
+            try:
+                choice = fit_target(target, rows)
+            except UnusableDataError as exc:
+                skipped.append(f"{target} scorer: {exc}")
+                continue
+            timings[f"{target}_fit_s"] = round(time.perf_counter() - t, 1)
+            scorers[target] = choice.scorer
+            explainers[target] = ReasonExplainer(space.names, baseline)
+            comparison[target] = {"kept": choice.kind, "valid_auc": choice.valid_auc, "fit_seconds": choice.fit_seconds}
+            trained.append(f"{target} scorer ({choice.kind})")
+            echo(f"{target}: kept {choice.kind}; validation AUC {choice.valid_auc}")
+        del rows
+    else:
+        skipped.append(f"booked/arrived scorers: {scan_.n_labelled} conversations with outcomes (need {MIN_LABELLED})")
+
+    # ---- stage model ---------------------------------------------------
+    t = time.perf_counter()
+    library = load_library()
+    annotated = sum(m.n_annotated for m in scan_.metas)
+    stage_convs = _load_split(path, scan_, "train", MAX_STAGE_CONVERSATIONS) if annotated else []
+    texts, contexts, stages, weights = training_examples(stage_convs, library)
+    stage_model = StageClassifier().fit(texts, stages, contexts, sample_weight=weights)
+    timings["stage_fit_s"] = round(time.perf_counter() - t, 1)
+    trained.append("stage model (annotations + script library)" if annotated else "stage model (script library only)")
+    if not annotated:
+        skipped.append("stage annotations: none in the data; the stage model learned from the script library alone")
+
+    # ---- replies -------------------------------------------------------
+    t = time.perf_counter()
+    reply_convs = _load_split(path, scan_, "train", MAX_REPLY_CONVERSATIONS)
+    suggester = fit_suggester(reply_convs, library, hospital)
+    if suggester is not None:
+        trained.append(f"reply suggester ({len(suggester.pool)} pool entries)")
+    else:
+        skipped.append("reply suggester: no consultant replies")
+    timings["replies_fit_s"] = round(time.perf_counter() - t, 1)
+
+    model = YuyueModel(space, scorers, explainers, stage_model, suggester, hospital=hospital)
+
+    # ---- evaluation on the latest conversations -------------------------
+    t = time.perf_counter()
+    metrics = evaluate(model, path, scan_=scan_, split="test", workers=workers)
+    timings["evaluate_s"] = round(time.perf_counter() - t, 1)
+    model.info = {
+        "data": str(path),
+        "n_conversations": len(scan_.metas),
+        "n_labelled": scan_.n_labelled,
+        "trained": trained,
+        "skipped": skipped,
+        "comparison": comparison,
+        "metrics": public(metrics),
+        "timings": timings,
+    }
+    bundle_dir = Path(out_dir) if out_dir else settings.var_dir / "models" / "latest"
+    model.save(bundle_dir)
+    return TrainResult(bundle_dir, model, metrics, trained, skipped, comparison, timings)
+
+
+def summary_lines(result: TrainResult) -> list[str]:
+    m = public(result.metrics)
+    lines = [f"trained: {', '.join(result.trained) or 'nothing'}"]
+    lines += [f"skipped: {s}" for s in result.skipped]
+    for target in ("booked", "arrived"):
+        if f"{target}.auc" in m:
+            lines.append(
+                f"{target}: AUC {m[f'{target}.auc']} (oracle {m.get(f'{target}.auc_oracle')}), "
+                f"ECE {m[f'{target}.ece']}, Brier {m[f'{target}.brier']}"
+            )
+    for key in ("stage.macro_f1", "reply.r10_at_1", "reply.hit_at_3", "pii.recall", "pii.precision"):
+        if key in m:
+            lines.append(f"{key}: {m[key]}")
+    return lines
+
+
+__all__ = ["TrainResult", "UnusableDataError", "check_usable", "summary_lines", "train"]

@@ -1,0 +1,49 @@
+"""Train → log → register → (promote) as one function, shared by ``yuyue train`` and ``yuyue start``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from config import Settings
+from training import registry
+from training.train import TrainResult, summary_lines, train
+
+
+def train_and_register(
+    data: str | Path,
+    settings: Settings,
+    *,
+    experiment: str = "yuyue",
+    tracking_uri: str | None = None,
+    strict: bool = False,
+    register: bool = True,
+    promote_if_first: bool = True,
+    workers: int = 2,
+    echo: Callable[[str], None] = print,
+) -> tuple[TrainResult, str | None]:
+    """Train on ``data``, log the run, register a version; make it champion if there is none yet."""
+    result = train(data, settings=settings, strict=strict, workers=workers, echo=echo)
+    for line in summary_lines(result):
+        echo(line)
+    params = {"data": str(data), "workers": workers, **{f"kept.{k}": v["kept"] for k, v in result.comparison.items()}}
+    run_id, version = registry.log_and_register(
+        result.model,
+        result.bundle_dir,
+        result.metrics,
+        params=params,
+        experiment=experiment,
+        settings=settings,
+        tracking_uri=tracking_uri,
+        register=register,
+    )
+    result.run_id, result.version = run_id, version
+    echo(f"MLflow run {run_id}" + (f"; registered {settings.model_name} version {version}" if version else ""))
+    if version and promote_if_first and not has_champion(settings, tracking_uri):
+        registry.promote(version, settings, tracking_uri)
+        echo(f"no champion yet: version {version} is now champion")
+    return result, version
+
+
+def has_champion(settings: Settings, tracking_uri: str | None = None) -> bool:
+    return any(registry.CHAMPION in v["aliases"] for v in registry.list_versions(settings, tracking_uri))
