@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/ensure_venv.sh dev
 .venv/bin/ruff check .
+bash scripts/ensure_services.sh || true  # start local PostgreSQL/Redis for the serving tests if they are down
 exec .venv/bin/python -m pytest "$@"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from data.cli import app as data_app
 from models.replies.cli import compliance_app
 from models.replies.pool_cli import replies_app
+from serving.keys_cli import keys_app
 from training.cli import evaluate_command, models_app, train_command
 
 app = typer.Typer(
@@ -21,6 +24,7 @@ app.add_typer(replies_app, name="replies", help="Review the reply pool: list, al
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.add_typer(compliance_app, name="compliance")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
@@ -28,31 +32,60 @@ def start(
     n: int = typer.Option(20000, "--n", min=1, help="conversations to generate when no dataset exists yet"),
     seed: int = typer.Option(7, help="simulator seed"),
 ) -> None:
-    """The main job: make sure a dataset and a champion model exist, then show the model at work."""
+    """Make sure a dataset and a champion model exist, then replay one chat through it (no server)."""
     from config import get_settings
-    from data.simulator import generate_file
-    from data.summary import format_summary, summarize
-    from data.validate import validate_file
     from training.demo import replay_chat
-    from training.workflow import has_champion, train_and_register
 
     settings = get_settings()
-    path = settings.data_dir / "synthetic.jsonl"
-    if not path.exists():
-        typer.echo(f"no dataset at {path}: generating {n} simulated conversations (seed {seed}) ...")
-        generate_file(path, n=n, seed=seed, workers=2)
-    report = validate_file(path)
-    typer.echo(f"{path}: {report.read} valid records, {report.skipped} invalid")
-    if report.n_problems:
-        for p in report.problems[:10]:
-            typer.echo(p.format(path), err=True)
-        raise typer.Exit(1)
-    typer.echo(format_summary(summarize(path)))
-    if not has_champion(settings):
-        typer.echo("\nno champion model registered: training one on this dataset ...")
-        train_and_register(path, settings, echo=typer.echo)
+    _ensure_champion(settings, n, seed)
     typer.echo("\nreplaying a held-out simulated chat through the champion, message by message:")
     replay_chat(settings, echo=typer.echo)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="listen address (default: the host setting, 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default: the port setting, 8000)"),
+    n: int = typer.Option(20000, "--n", min=1, help="conversations to generate when no model is registered"),
+    seed: int = typer.Option(7, help="simulator seed for that dataset"),
+    model_dir: Path = typer.Option(None, help="serve this saved bundle instead of the registry's champion"),
+) -> None:
+    """The main job: train and promote a model if none is registered, then serve the API and the console."""
+    import uvicorn
+
+    from config import get_settings
+    from serving.app import create_app
+    from serving.keys_cli import ensure_demo_keys
+
+    settings = get_settings()
+    model = None
+    if model_dir is not None:
+        from models.bundle import YuyueModel
+
+        try:
+            model = YuyueModel.load(model_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        settings = settings.model_copy(update={"model_poll_seconds": 0})
+    else:
+        _ensure_champion(settings, n, seed)
+    for line in ensure_demo_keys(settings):
+        typer.echo(line)
+    host, port = host or settings.host, port or settings.port
+    typer.echo(f"serving on http://{host}:{port}/ (console) and http://{host}:{port}/docs (API)")
+    app_ = create_app(settings, model, f"dir:{model_dir.name}" if model_dir else None)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _ensure_champion(settings, n: int, seed: int) -> None:
+    from training.workflow import DatasetError, ensure_champion
+
+    try:
+        ensure_champion(settings, n=n, seed=seed, echo=typer.echo)
+    except DatasetError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

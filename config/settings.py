@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     )
     model_name: str = Field("yuyue", description="registered model name in the MLflow registry")
 
+    host: str = Field("127.0.0.1", description="address `yuyue serve` listens on")
+    port: int = Field(8000, ge=1, le=65535, description="port `yuyue serve` listens on")
+    model_poll_seconds: float = Field(
+        30.0, ge=0, description="how often the server checks the registry for a new champion (0: never)"
+    )
+    rate_per_minute: int = Field(1200, ge=1, description="default requests per minute per API key")
+    suggestions_k: int = Field(3, ge=0, le=10, description="reply suggestions per visitor message")
+
     @field_validator("hospital_city", "hospital_province")
     @classmethod
     def _not_blank(cls, value: str) -> str:

@@ -221,3 +221,13 @@ def load(ref: str = CHAMPION, settings: Settings | None = None, tracking_uri: st
         return load_from_registry(uri, settings.model_name, ref)
     except MlflowException as exc:
         raise RegistryError(f"cannot load model {settings.model_name!r} {ref!r}: {exc.message}") from None
+
+
+def alias_version(alias: str = CHAMPION, settings: Settings | None = None, tracking_uri: str | None = None) -> str | None:
+    """The version ``alias`` points at, or None when it is not set (a cheap check for the server's poller)."""
+    settings = settings or get_settings()
+    uri = configure(settings, tracking_uri)
+    try:
+        return str(MlflowClient(uri).get_model_version_by_alias(settings.model_name, alias).version)
+    except MlflowException:
+        return None

@@ -46,4 +46,33 @@ def train_and_register(
 
 
 def has_champion(settings: Settings, tracking_uri: str | None = None) -> bool:
-    return any(registry.CHAMPION in v["aliases"] for v in registry.list_versions(settings, tracking_uri))
+    return registry.alias_version(registry.CHAMPION, settings, tracking_uri) is not None
+
+
+def ensure_champion(settings: Settings, *, n: int = 20000, seed: int = 7, echo: Callable[[str], None] = print) -> Path:
+    """Make sure a champion exists: generate, validate and summarise a dataset, train and promote if needed.
+
+    Returns the dataset path. Raises ``DatasetError`` when the bundled dataset does not validate.
+    """
+    from data.simulator import generate_file
+    from data.summary import format_summary, summarize
+    from data.validate import validate_file
+
+    path = settings.data_dir / "synthetic.jsonl"
+    if has_champion(settings):
+        return path
+    if not path.exists():
+        echo(f"no dataset at {path}: generating {n} simulated conversations (seed {seed}) ...")
+        generate_file(path, n=n, seed=seed, workers=2)
+    report = validate_file(path)
+    echo(f"{path}: {report.read} valid records, {report.skipped} invalid")
+    if report.n_problems:
+        raise DatasetError("\n".join(p.format(path) for p in report.problems[:10]))
+    echo(format_summary(summarize(path)))
+    echo("\nno champion model registered: training one on this dataset ...")
+    train_and_register(path, settings, echo=echo)
+    return path
+
+
+class DatasetError(Exception):
+    """The bundled dataset does not validate (the message lists the first problems)."""

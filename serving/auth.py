@@ -1,0 +1,336 @@
+"""API keys: one per user, each with a role.
+
+Roles:
+
+- ``consultant``: answers chats as one consultant (``consultant_id`` is required);
+- ``supervisor``: reviews replies and watches the desk;
+- ``analyst``: reads metrics and funnels, manages models;
+- ``admin``: everything, including keys.
+
+A raw key looks like ``yy_<prefix>_<secret>``: ``prefix`` is 8 hex characters,
+stored in clear to find the row and to tell keys apart in listings; ``secret``
+comes from :func:`secrets.token_urlsafe` (256 bits). The raw key is returned once
+by :meth:`KeyStore.create` and never stored: the table keeps only its SHA-256
+digest (keys are random and long, so a slow password hash would add nothing), and
+:meth:`KeyStore.authenticate` compares digests with :func:`hmac.compare_digest`.
+
+Caching: :meth:`KeyStore.authenticate` remembers successful look-ups in process
+for ``cache_ttl`` seconds (default 5). Revoking through the same ``KeyStore``
+takes effect at once; revoking elsewhere (the CLI, another worker) takes effect
+in every process within ``cache_ttl`` seconds. ``cache_ttl=0`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from serving.db import UTCDateTime, create_all, metadata, utcnow
+
+KEY_TAG = "yy"
+PREFIX_HEX = 8
+DEFAULT_CACHE_TTL = 5.0
+MAX_CACHE_ITEMS = 10_000
+_KEY_RE = re.compile(rf"^{KEY_TAG}_([0-9a-f]{{{PREFIX_HEX}}})_([A-Za-z0-9_-]{{20,200}})$")
+
+
+class Role(enum.StrEnum):
+    CONSULTANT = "consultant"
+    SUPERVISOR = "supervisor"
+    ANALYST = "analyst"
+    ADMIN = "admin"
+
+
+ROLES: tuple[str, ...] = tuple(r.value for r in Role)
+
+
+class AuthError(ValueError):
+    """Base class of every key-management error; the message names the problem."""
+
+
+class UnknownRole(AuthError):
+    pass
+
+
+class MissingConsultantId(AuthError):
+    pass
+
+
+class DuplicateKeyName(AuthError):
+    pass
+
+
+class UnknownKey(AuthError):
+    pass
+
+
+class InvalidKeyField(AuthError):
+    pass
+
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("consultant_id", sa.String(64), nullable=True),
+    sa.Column("key_prefix", sa.String(16), nullable=False, unique=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("rate_per_minute", sa.Integer, nullable=True),
+    sa.CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),
+    sa.CheckConstraint("role <> 'consultant' OR consultant_id IS NOT NULL", name="consultant_id"),
+    sa.CheckConstraint("rate_per_minute IS NULL OR rate_per_minute > 0", name="rate"),
+)
+# a name is unique among the active keys; revoked keys keep their name for the audit trail
+sa.Index(
+    "uq_api_keys_active_name",
+    api_keys.c.name,
+    unique=True,
+    sqlite_where=api_keys.c.revoked_at.is_(None),
+    postgresql_where=api_keys.c.revoked_at.is_(None),
+)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as the service sees it (never the raw key nor its hash)."""
+
+    id: int
+    name: str
+    role: str
+    consultant_id: str | None
+    key_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    rate_per_minute: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_role(self, *roles: str) -> bool:
+        """True when the key's role is one of ``roles`` (admins pass every check)."""
+        return self.role == Role.ADMIN or self.role in roles
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "consultant_id": self.consultant_id,
+            "key_prefix": self.key_prefix,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "rate_per_minute": self.rate_per_minute,
+            "active": self.active,
+        }
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def parse_key(raw: str) -> tuple[str, str] | None:
+    """``(prefix, secret)`` of a well-formed raw key, else None."""
+    m = _KEY_RE.match(raw.strip()) if isinstance(raw, str) else None
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _row_to_key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        consultant_id=row.consultant_id,
+        key_prefix=row.key_prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        rate_per_minute=row.rate_per_minute,
+    )
+
+
+_PUBLIC_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
+
+
+class KeyStore:
+    """Create, revoke, list and check API keys in the ``api_keys`` table of ``engine``."""
+
+    def __init__(self, engine: Engine, *, cache_ttl: float = DEFAULT_CACHE_TTL, create: bool = True):
+        self.engine = engine
+        self.cache_ttl = cache_ttl
+        self._cache: dict[str, tuple[float, ApiKey]] = {}  # key hash -> (expires at, key)
+        self._lock = threading.Lock()
+        if create:
+            create_all(engine, tables=[api_keys])
+
+    # ---------------------------------------------------------------- management
+    def create(
+        self,
+        name: str,
+        role: str,
+        consultant_id: str | None = None,
+        rate_per_minute: int | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its raw value (show it once: it cannot be recovered)."""
+        name = (name or "").strip()
+        if not name:
+            raise InvalidKeyField("key name must not be empty")
+        if len(name) > 100:
+            raise InvalidKeyField("key name is longer than 100 characters")
+        if name.isdigit():
+            raise InvalidKeyField(f"key name {name!r} is all digits (reserved for key ids)")
+        role = (role or "").strip().lower()
+        if role not in ROLES:
+            raise UnknownRole(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+        consultant_id = (consultant_id or "").strip() or None
+        if role == Role.CONSULTANT and consultant_id is None:
+            raise MissingConsultantId(
+                "a consultant key needs the consultant id it serves as (--consultant-id)"
+            )
+        if consultant_id is not None and len(consultant_id) > 64:
+            raise InvalidKeyField("consultant id is longer than 64 characters")
+        if rate_per_minute is not None and (
+            isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or rate_per_minute < 1
+        ):
+            raise InvalidKeyField(f"rate per minute must be a positive integer, got {rate_per_minute!r}")
+
+        for _attempt in range(5):  # prefix collisions are very unlikely; retry if one happens
+            prefix = secrets.token_hex(PREFIX_HEX // 2)
+            raw = f"{KEY_TAG}_{prefix}_{secrets.token_urlsafe(32)}"
+            values = {
+                "name": name,
+                "role": role,
+                "consultant_id": consultant_id,
+                "key_prefix": prefix,
+                "key_hash": hash_key(raw),
+                "created_at": utcnow(),
+                "revoked_at": None,
+                "rate_per_minute": rate_per_minute,
+            }
+            try:
+                with self.engine.begin() as conn:
+                    if self._active_by_name(conn, name) is not None:
+                        raise DuplicateKeyName(f"an active key named {name!r} already exists")
+                    key_id = conn.execute(
+                        api_keys.insert().values(**values).returning(api_keys.c.id)
+                    ).scalar_one()
+            except IntegrityError as exc:
+                with self.engine.connect() as conn:
+                    if self._active_by_name(conn, name) is not None:
+                        raise DuplicateKeyName(f"an active key named {name!r} already exists") from None
+                if "prefix" in str(exc.orig) or "hash" in str(exc.orig):
+                    continue
+                raise
+            values.pop("key_hash")
+            return ApiKey(id=key_id, **values), raw
+        raise RuntimeError("could not draw a unique key prefix")  # pragma: no cover
+
+    def revoke(self, name_or_id: str | int) -> ApiKey:
+        """Revoke the active key with this name, or the key with this id."""
+        ident = str(name_or_id).strip()
+        with self.engine.begin() as conn:
+            if ident.isdigit():
+                row = conn.execute(
+                    sa.select(*_PUBLIC_COLUMNS).where(api_keys.c.id == int(ident))
+                ).one_or_none()
+                if row is None:
+                    raise UnknownKey(f"no key with id {ident}")
+                if row.revoked_at is not None:
+                    raise UnknownKey(
+                        f"key {ident} ({row.name}) was already revoked at {row.revoked_at.isoformat()}"
+                    )
+            else:
+                row = self._active_by_name(conn, ident)
+                if row is None:
+                    raise UnknownKey(f"no active key named {ident!r}")
+            now = utcnow()
+            done = conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == row.id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            ).rowcount
+            if done != 1:  # pragma: no cover - revoked concurrently
+                raise UnknownKey(f"key {row.id} ({row.name}) was already revoked")
+        with self._lock:
+            for h, (_exp, key) in list(self._cache.items()):
+                if key.id == row.id:
+                    del self._cache[h]
+        return replace(_row_to_key(row), revoked_at=now)
+
+    def list(self, include_revoked: bool = True) -> list[ApiKey]:
+        query = sa.select(*_PUBLIC_COLUMNS).order_by(api_keys.c.id)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_row_to_key(r) for r in conn.execute(query)]
+
+    def get(self, name_or_id: str | int) -> ApiKey | None:
+        """The key with this id, or the active key with this name."""
+        ident = str(name_or_id).strip()
+        with self.engine.connect() as conn:
+            if ident.isdigit():
+                row = conn.execute(
+                    sa.select(*_PUBLIC_COLUMNS).where(api_keys.c.id == int(ident))
+                ).one_or_none()
+            else:
+                row = self._active_by_name(conn, ident)
+        return _row_to_key(row) if row is not None else None
+
+    # ---------------------------------------------------------------- checking
+    def authenticate(self, raw: str | None) -> ApiKey | None:
+        """The active key matching ``raw``, else None (malformed, unknown or revoked)."""
+        if not raw:
+            return None
+        parsed = parse_key(raw)
+        if parsed is None:
+            return None
+        raw = raw.strip()
+        digest = hash_key(raw)
+        now = time.monotonic()
+        if self.cache_ttl > 0:
+            with self._lock:
+                hit = self._cache.get(digest)
+            if hit is not None:
+                if hit[0] > now:
+                    return hit[1]
+                with self._lock:
+                    self._cache.pop(digest, None)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(api_keys).where(api_keys.c.key_prefix == parsed[0], api_keys.c.revoked_at.is_(None))
+            ).one_or_none()
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        key = _row_to_key(row)
+        if self.cache_ttl > 0:
+            with self._lock:
+                if len(self._cache) >= MAX_CACHE_ITEMS:
+                    self._cache.clear()
+                self._cache[digest] = (now + self.cache_ttl, key)
+        return key
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _active_by_name(conn: sa.Connection, name: str) -> Any:
+        return conn.execute(
+            sa.select(*_PUBLIC_COLUMNS).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+        ).one_or_none()

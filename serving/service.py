@@ -1,0 +1,528 @@
+"""The chat service: what each endpoint does, without HTTP.
+
+:class:`ChatService` ties the model (held by :class:`ModelHolder`, swappable at
+run time), the event store and the session cache together:
+
+- ``open``: a new chat with its visit trace, scored from the trace alone;
+- ``message``: fold one message into the chat's session (from the cache, or
+  rebuilt by replaying the stored messages on a miss), score it, store message,
+  scores and suggestions in one transaction, then answer;
+- ``outcome``, ``feedback``, ``followups``, ``funnel``, ``export``.
+
+Masking: what the visitor revealed (surname, phone, WeChat …) is returned raw
+only to the consultant serving the chat (``raw=True``); every other view and
+the export get masked values and masked text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgpack
+
+from config import Settings
+from data.contract import Visit
+from features.pii import PiiSpan, mask_text, mask_value
+from features.signals import CONCERNS
+from features.visit import keyword_category, page_category, parse_region
+from models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
+from serving.cache import CacheUnavailable, SessionCache
+from serving.store import Conflict, EventStore, Filters, StoreError
+
+log = logging.getLogger("yuyue.serving")
+
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+MAX_TEXT = 10_000
+N_LOCKS = 512
+CACHE_FORMAT = 1
+
+
+class InvalidInput(StoreError):
+    """Well-formed request that the chat's state does not allow (out of order, closed …)."""
+
+
+class Forbidden(StoreError):
+    pass
+
+
+@dataclass
+class Caller:
+    """Who is calling: the key's name, role and (for consultants) the consultant id they serve as."""
+
+    name: str
+    role: str
+    consultant_id: str | None = None
+
+    def sees_raw(self, chat: dict[str, Any]) -> bool:
+        """Raw personal data only in the live view of the consultant serving this chat."""
+        return self.role == "consultant" and self.consultant_id is not None and chat.get("consultant_id") == self.consultant_id
+
+    def may_write(self, chat: dict[str, Any]) -> bool:
+        if self.role == "consultant":
+            return chat.get("consultant_id") in (None, self.consultant_id)
+        return self.role in ("supervisor", "admin")
+
+
+class ModelHolder:
+    """The model in use; swapped atomically by :meth:`set` (requests in flight keep the one they started with)."""
+
+    def __init__(self, model: YuyueModel | None = None, version: str | None = None):
+        self._current: tuple[YuyueModel, str] | None = (model, version or "local") if model is not None else None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[YuyueModel, str]:
+        current = self._current
+        if current is None:
+            raise RuntimeError("no model loaded")
+        return current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    @property
+    def version(self) -> str | None:
+        return self._current[1] if self._current else None
+
+    def set(self, model: YuyueModel, version: str) -> None:
+        with self._lock:
+            self._current = (model, version)
+
+
+@dataclass
+class Live:
+    """A chat's session as kept between messages: the model session plus the contact data revealed."""
+
+    n_messages: int
+    session: ChatSession
+    contacts: list[list[Any]]  # [type, value, message seq]
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb([CACHE_FORMAT, self.n_messages, self.session.to_bytes(), self.contacts], use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Live:
+        fmt, n, session, contacts = msgpack.unpackb(blob, raw=False)
+        if fmt != CACHE_FORMAT:
+            raise ValueError(f"cached session format {fmt} != {CACHE_FORMAT}")
+        return cls(n, ChatSession.from_bytes(session), contacts)
+
+
+def _local_day(at: datetime) -> str:
+    return at.astimezone(LOCAL_TZ).date().isoformat()
+
+
+def _aware(at: datetime | None, default: datetime) -> datetime:
+    if at is None:
+        return default
+    if at.tzinfo is None:
+        raise InvalidInput(f"'at' must carry a timezone offset (got {at.isoformat()})")
+    return at
+
+
+def mask_form(form: str | None, surname: str | None) -> str | None:
+    """``王女士`` → ``*女士`` (the form of address without the surname)."""
+    if not form:
+        return form
+    if surname and surname in form:
+        return form.replace(surname, "*" * len(surname))
+    return form
+
+
+class ChatService:
+    """See the module docstring."""
+
+    def __init__(self, settings: Settings, store: EventStore, cache: SessionCache, models: ModelHolder):
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.models = models
+        self._locks = [threading.Lock() for _ in range(N_LOCKS)]
+        self.cache_misses = 0
+
+    def _lock(self, conversation_id: str) -> threading.Lock:
+        return self._locks[zlib.crc32(conversation_id.encode()) % N_LOCKS]
+
+    # ---- open --------------------------------------------------------------
+    def open(
+        self,
+        caller: Caller,
+        *,
+        conversation_id: str | None,
+        started_at: datetime | None,
+        visit: Visit | None,
+        hospital: str | None,
+        department: str | None,
+        project: str | None,
+        consultant_id: str | None,
+    ) -> dict[str, Any]:
+        if caller.role == "consultant":
+            if consultant_id not in (None, caller.consultant_id):
+                raise Forbidden(f"a consultant key for {caller.consultant_id!r} cannot open a chat for {consultant_id!r}")
+            consultant_id = caller.consultant_id
+        elif caller.role not in ("supervisor", "admin"):
+            raise Forbidden(f"role {caller.role!r} cannot open chats")
+        model, version = self.models.get()
+        started = _aware(started_at, datetime.now(UTC))
+        cid = conversation_id or uuid.uuid4().hex
+        session, scores = model.open_chat(
+            started_at=started, visit=visit, department=department, project=project, consultant_id=consultant_id
+        )
+        pages = (visit.pages or []) if visit else []
+        _, city = parse_region(visit.region) if visit and visit.region else (None, None)
+        row = {
+            "id": cid,
+            "hospital": hospital,
+            "department": department,
+            "project": project,
+            "consultant_id": consultant_id,
+            "started_at": started,
+            "last_at": started,
+            "day": _local_day(started),
+            "visit": visit.model_dump_json(exclude_none=True) if visit else None,
+            "engine": getattr(visit.engine, "value", visit.engine) if visit else None,
+            "keyword": visit.keyword if visit else None,
+            "keyword_category": keyword_category(visit.keyword, self.settings.hospital_name) if visit and visit.keyword else None,
+            "landing_page": page_category(visit.landing_url, None) if visit and visit.landing_url else (
+                page_category(pages[0].url, pages[0].title) if pages else None
+            ),
+            "region": city or (visit.region if visit else None),
+            "n_messages": 0,
+            "n_visitor": 0,
+            "closed": False,
+            "contact_seen": False,
+            "p_booked": scores["booked"].probability if "booked" in scores else None,
+            "p_arrived": scores["arrived"].probability if "arrived" in scores else None,
+            "reasons": _reasons_json(scores),
+            "model_version": version,
+        }
+        self.store.open(row, caller.name, started)
+        self._cache_set(cid, Live(0, session, []))
+        return {
+            "conversation_id": cid,
+            "model_version": version,
+            "scores": {k: s.as_dict() for k, s in scores.items()},
+            "band": band(scores["booked"].probability) if "booked" in scores else None,
+        }
+
+    # ---- messages ----------------------------------------------------------
+    def message(
+        self, caller: Caller, conversation_id: str, role: str, text: str, at: datetime | None, k: int = 3
+    ) -> dict[str, Any]:
+        if not text.strip():
+            raise InvalidInput("text is empty")
+        if len(text) > MAX_TEXT:
+            raise InvalidInput(f"text is {len(text)} characters; the limit is {MAX_TEXT}")
+        with self._lock(conversation_id):
+            chat = self.store.conversation(conversation_id)
+            if not caller.may_write(chat):
+                raise Forbidden(f"key {caller.name!r} may not write to conversation {conversation_id!r}")
+            if chat["closed"]:
+                raise Conflict(f"conversation {conversation_id!r} is closed; no more messages can be added")
+            now = datetime.now(UTC)
+            at = _aware(at, max(now, chat["last_at"]))
+            if at < chat["last_at"]:
+                raise InvalidInput(
+                    f"message time {at.isoformat()} is before the chat's last message at {chat['last_at'].isoformat()}"
+                )
+            model, version = self.models.get()
+            live = self._load(conversation_id, chat, model)
+            seq = chat["n_messages"]
+            insight = model.on_message(live.session, role, text, at, k=k)
+            for span in insight.analysis.pii if role == "visitor" else ():
+                live.contacts.append([span.type, span.value, seq])
+            live.n_messages = seq + 1
+            shown = [
+                {"id": uuid.uuid4().hex, "rank": i, "text": s.text, "source": s.source}
+                for i, s in enumerate(insight.suggestions)
+            ]
+            scores = {n: s.probability for n, s in insight.scores.items()}
+            message = {
+                "role": role,
+                "text": text,
+                "at": at.isoformat(),
+                "stage": insight.stage,
+                "pii": [[s.type, s.start, s.end] for s in insight.analysis.pii],
+                "scores": scores,
+                "model_version": version,
+                "suggestions": [s["id"] for s in shown],
+            }
+            update = {
+                "last_at": at,
+                "n_visitor": chat["n_visitor"] + (role == "visitor"),
+                "contact_seen": chat["contact_seen"] or any(s.type != "surname" for s in insight.analysis.pii),
+                "p_booked": scores.get("booked"),
+                "p_arrived": scores.get("arrived"),
+                "reasons": _reasons_json(insight.scores),
+                "model_version": version,
+            }
+            try:
+                self.store.append_message(conversation_id, seq, message, shown, update, caller.name)
+            except Conflict:
+                self._cache_delete(conversation_id)  # another worker moved on: rebuild next time
+                raise
+            self._cache_set(conversation_id, live)
+        return self._insight_view(caller, chat, live, insight, shown, seq, version)
+
+    def _insight_view(
+        self, caller: Caller, chat: dict[str, Any], live: Live, insight: MessageInsight, shown: list[dict[str, Any]], seq: int, version: str
+    ) -> dict[str, Any]:
+        raw = caller.sees_raw(chat)
+        view = insight_dict(insight)
+        view["suggestions"] = [
+            {"id": s["id"], "text": s["text"], "source": s["source"], "stage": sug.stage}
+            for s, sug in zip(shown, insight.suggestions, strict=True)
+        ]
+        p = insight.scores.get("booked")
+        return {
+            "conversation_id": chat["id"],
+            "seq": seq,
+            "model_version": version,
+            **view,
+            "band": band(p.probability) if p else None,
+            "entities": self.entities(live, raw),
+            "message_pii": [
+                {"type": s.type, "value": s.value if raw else mask_value(s.type, s.value)} for s in insight.analysis.pii
+            ],
+            "masked": not raw,
+            "timings_ms": insight.timings_ms,
+        }
+
+    @staticmethod
+    def entities(live: Live, raw: bool) -> dict[str, Any]:
+        """What the visitor has revealed so far; masked unless ``raw``."""
+        facts = live.session.state.revealed
+        flags = live.session.state.flags
+        surname = facts.get("surname")
+        contacts, seen = [], set()
+        for type_, value, seq in live.contacts:
+            if type_ == "surname" or (type_, value) in seen:
+                continue
+            seen.add((type_, value))
+            contacts.append({"type": type_, "value": value if raw else mask_value(type_, value), "message": seq})
+        return {
+            "surname": surname if raw else (mask_value("surname", surname) if surname else None),
+            "address_form": facts.get("address_form") if raw else mask_form(facts.get("address_form"), surname),
+            "gender": facts.get("gender"),
+            "age": facts.get("age"),
+            "projects": facts.get("projects", []),
+            "contact_kinds": facts.get("contact_kinds", []),
+            "contacts": contacts,
+            "concerns": [c for c in CONCERNS if flags.get("concern_raised_" + c)],
+            "concerns_open": [c for c in CONCERNS if flags.get("concern_open_" + c)],
+        }
+
+    def _load(self, conversation_id: str, chat: dict[str, Any], model: YuyueModel) -> Live:
+        blob = None
+        try:
+            blob = self.cache.get(conversation_id)
+        except CacheUnavailable as exc:
+            log.warning("session cache unavailable, rebuilding %s from the store: %s", conversation_id, exc)
+        if blob is not None:
+            try:
+                live = Live.from_bytes(blob)
+                if live.n_messages == chat["n_messages"]:
+                    return live
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                log.warning("unreadable cached session for %s (%s); rebuilding", conversation_id, exc)
+        self.cache_misses += 1
+        return self.rebuild(chat, model)
+
+    def rebuild(self, chat: dict[str, Any], model: YuyueModel) -> Live:
+        """The session of a stored chat, by replaying its stored messages (no suggestions computed)."""
+        visit = Visit.model_validate_json(chat["visit"]) if chat.get("visit") else None
+        session, _ = model.open_chat(
+            started_at=chat["started_at"], visit=visit, department=chat.get("department"),
+            project=chat.get("project"), consultant_id=chat.get("consultant_id"),
+        )
+        contacts: list[list[Any]] = []
+        messages = self.store.messages(chat["id"])
+        for m in messages:
+            insight = model.on_message(session, m["role"], m["text"], datetime.fromisoformat(m["at"]), suggest=False)
+            if m["role"] == "visitor":
+                contacts += [[s.type, s.value, m["seq"]] for s in insight.analysis.pii]
+        return Live(len(messages), session, contacts)
+
+    def _cache_set(self, conversation_id: str, live: Live) -> None:
+        try:
+            self.cache.set(conversation_id, live.to_bytes())
+        except CacheUnavailable as exc:
+            log.warning("session cache unavailable (%s); the chat will be rebuilt from the store", exc)
+
+    def _cache_delete(self, conversation_id: str) -> None:
+        try:
+            self.cache.delete(conversation_id)
+        except CacheUnavailable:
+            pass
+
+    # ---- reads ---------------------------------------------------------------
+    def conversation(self, caller: Caller, conversation_id: str) -> dict[str, Any]:
+        chat = self.store.conversation(conversation_id)
+        if caller.role == "consultant" and chat.get("consultant_id") not in (None, caller.consultant_id):
+            raise Forbidden(f"conversation {conversation_id!r} is served by another consultant")
+        raw = caller.sees_raw(chat)
+        messages = []
+        for m in self.store.messages(conversation_id):
+            spans = [PiiSpan(t, a, b, m["text"][a:b]) for t, a, b in m.get("pii", [])]
+            messages.append(
+                {
+                    "seq": m["seq"],
+                    "role": m["role"],
+                    "text": m["text"] if raw else mask_text(m["text"], spans or None),
+                    "at": m["at"],
+                    "stage": m.get("stage"),
+                    "scores": m.get("scores"),
+                }
+            )
+        return {"conversation": _chat_view(chat), "messages": messages, "masked": not raw}
+
+    # ---- outcome -------------------------------------------------------------
+    def outcome(self, caller: Caller, conversation_id: str, values: dict[str, Any], close: bool) -> dict[str, Any]:
+        with self._lock(conversation_id):
+            chat = self.store.conversation(conversation_id)
+            if not caller.may_write(chat):
+                raise Forbidden(f"key {caller.name!r} may not record outcomes of conversation {conversation_id!r}")
+            update = {k: v for k, v in values.items() if v is not None}
+            if update.get("arrived") and not (update.get("booked") or chat["booked"]):
+                update["booked"] = True  # an arrival implies the booking
+            if update.get("booked") or update.get("arrived"):
+                update.setdefault("contact", chat["contact"] if chat["contact"] is not None else True)
+            if close:
+                update["closed"] = True
+            if not update:
+                raise InvalidInput("nothing to record: give at least one of contact, booked, arrived, booked_at, arrived_at, close")
+            now = datetime.now(UTC)
+            self.store.record(conversation_id, "outcome", {k: v for k, v in update.items()}, update, caller.name, now)
+            if close:
+                self._cache_delete(conversation_id)
+        return _chat_view(self.store.conversation(conversation_id))
+
+    def feedback(self, caller: Caller, suggestion_id: str, action: str, final_text: str | None) -> dict[str, Any]:
+        if action == "edited" and not (final_text and final_text.strip()):
+            raise InvalidInput("action 'edited' needs final_text (the text the consultant sent)")
+        if action != "edited" and final_text:
+            raise InvalidInput(f"final_text is only for action 'edited', not {action!r}")
+        row = self.store.feedback(suggestion_id, action, final_text, caller.name)
+        return {"suggestion_id": suggestion_id, "action": action, "conversation_id": row["conversation_id"]}
+
+    # ---- supervisors -----------------------------------------------------------
+    def followups(self, filters: Filters, limit: int, offset: int, now: datetime | None = None) -> dict[str, Any]:
+        """Follow-up queue ranked by the probability at stake (see :func:`followup_item`)."""
+        now = now or datetime.now(UTC)
+        items = [followup_item(row, now) for row in self.store.followup_candidates(filters)]
+        items.sort(key=lambda x: (-x["priority"], x["conversation_id"]))
+        return {"total": len(items), "limit": limit, "offset": offset, "items": items[offset : offset + limit]}
+
+    def funnel(self, group_by: str | None, filters: Filters) -> dict[str, Any]:
+        groups = []
+        for row in self.store.funnel(group_by, filters):
+            visits = row["visits"] or 0
+            groups.append(
+                {
+                    "group": row["group"],
+                    **{k: int(row[k] or 0) for k in ("visits", "chats", "contact", "booked", "arrived")},
+                    "contact_rate": _rate(row["contact"], row["chats"]),
+                    "booked_rate": _rate(row["booked"], row["chats"]),
+                    "arrived_of_booked": _rate(row["arrived"], row["booked"]),
+                    "arrived_of_visits": _rate(row["arrived"], visits),
+                }
+            )
+        return {"group_by": group_by, "groups": groups, "suggestions": self.store.acceptance(filters)}
+
+    def export(self, filters: Filters) -> Iterator[dict[str, Any]]:
+        """Stored chats as contract records, personal data masked (training data for ``yuyue train``)."""
+        for chat, messages in self.store.iter_conversations(filters):
+            rec: dict[str, Any] = {
+                "conversation_id": chat["id"],
+                "started_at": chat["started_at"].astimezone(LOCAL_TZ).isoformat(),
+                "messages": [],
+            }
+            for key in ("hospital", "department", "project", "consultant_id"):
+                if chat.get(key):
+                    rec[key] = chat[key]
+            if chat.get("visit"):
+                rec["visit"] = Visit.model_validate_json(chat["visit"]).model_dump(mode="json", exclude_none=True)
+            for m in messages:
+                spans = [PiiSpan(t, a, b, m["text"][a:b]) for t, a, b in m.get("pii", [])]
+                msg = {"at": m["at"], "role": m["role"], "text": mask_text(m["text"], spans or None)}
+                if m.get("stage") and m["role"] == "consultant":
+                    msg["stage"] = m["stage"]
+                rec["messages"].append(msg)
+            outcome = {k: chat[k] for k in ("contact", "booked", "arrived") if chat.get(k) is not None}
+            for k in ("booked_at", "arrived_at"):
+                if chat.get(k):
+                    outcome[k] = chat[k].isoformat()
+            if chat["contact_seen"] and "contact" not in outcome:
+                outcome["contact"] = True
+            if outcome:
+                rec["outcome"] = outcome
+            yield rec
+
+
+def _rate(a: Any, b: Any) -> float | None:
+    return round(int(a or 0) / int(b), 4) if b else None
+
+
+def _reasons_json(scores: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps({k: s.as_dict()["reasons"] for k, s in scores.items()}, ensure_ascii=False)
+
+
+def _chat_view(chat: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    out = {k: v for k, v in chat.items() if k not in ("visit", "reasons")}
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = v.isoformat()
+    out["visit"] = json.loads(chat["visit"]) if chat.get("visit") else None
+    out["reasons"] = json.loads(chat["reasons"]) if chat.get("reasons") else {}
+    out["band"] = band(chat["p_booked"]) if chat.get("p_booked") is not None else None
+    return out
+
+
+def followup_item(chat: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """One queue entry with its priority (the probability at stake) and why.
+
+    - a lead (contact left, not booked): priority = p(booked), the chance a call turns it into a booking;
+    - a booking whose arrival is unknown: priority = 1 - p(arrived | booked) ≈ 1 - p_arrived / p_booked,
+      the chance the booking is lost without a reminder.
+    """
+    import json
+
+    reasons = json.loads(chat["reasons"]) if chat.get("reasons") else {}
+    pb, pa = chat.get("p_booked") or 0.0, chat.get("p_arrived") or 0.0
+    if chat.get("booked"):
+        p_arrive_given_booked = min(1.0, pa / pb) if pb > 0 else 0.0
+        kind, priority = "booking_at_risk", 1.0 - p_arrive_given_booked
+        why = [r for r in reasons.get("arrived", []) if r["delta"] < 0] or reasons.get("arrived", [])
+        summary = f"已预约，到诊把握 {p_arrive_given_booked:.0%}"
+        if chat.get("booked_at") and chat["booked_at"] < now - timedelta(days=3):
+            summary += "，预约已超过3天"
+    else:
+        kind, priority = "lead_not_booked", pb
+        why = [r for r in reasons.get("booked", []) if r["delta"] > 0] or reasons.get("booked", [])
+        summary = f"留了联系方式未预约，预约可能性 {pb:.0%}"
+    return {
+        "conversation_id": chat["id"],
+        "kind": kind,
+        "priority": round(priority, 4),
+        "summary": summary,
+        "reasons": why[:3],
+        "p_booked": pb,
+        "p_arrived": pa,
+        "consultant_id": chat.get("consultant_id"),
+        "department": chat.get("department"),
+        "hospital": chat.get("hospital"),
+        "started_at": chat["started_at"].isoformat(),
+        "last_at": chat["last_at"].isoformat(),
+    }

@@ -1,0 +1,344 @@
+"""The event store: every message, score, suggestion, feedback and outcome, append-only.
+
+Three tables on :data:`serving.db.metadata`:
+
+- ``events``: the append-only log (``open``, ``message``, ``outcome``, ``feedback``,
+  ``close``), one row per event with its JSON payload; a message event holds the raw
+  text, its scores and the suggestion ids shown. ``(conversation_id, seq)`` is unique
+  for messages, so two workers can never both store message ``n`` of one chat.
+- ``conversations``: one row per chat, the current projection of its events (visit
+  facts for the funnel, latest scores and reasons for the follow-up queue, outcome).
+  It is written in the same transaction as the event that changes it.
+- ``suggestions``: each suggestion shown, with the consultant's feedback.
+
+Every write is one transaction committed before the API answers, so an
+acknowledged message survives a crash (SQLite WAL or PostgreSQL). Raw text is
+kept here (the hospital's own database); every read path that leaves the
+consultant's live view masks it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from serving.db import UTCDateTime, metadata
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(128), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=True),  # message position for message events
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=True),  # API key name
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.UniqueConstraint("conversation_id", "kind", "seq"),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("hospital", sa.String(128), index=True),
+    sa.Column("department", sa.String(64), index=True),
+    sa.Column("project", sa.String(64)),
+    sa.Column("consultant_id", sa.String(128), index=True),
+    sa.Column("started_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("last_at", UTCDateTime, nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),  # local date of started_at, for grouping
+    sa.Column("visit", sa.Text),  # the visit trace as JSON
+    sa.Column("engine", sa.String(32)),
+    sa.Column("keyword", sa.String(512)),
+    sa.Column("keyword_category", sa.String(32)),
+    sa.Column("landing_page", sa.String(32)),
+    sa.Column("region", sa.String(64)),
+    sa.Column("n_messages", sa.Integer, nullable=False, default=0),
+    sa.Column("n_visitor", sa.Integer, nullable=False, default=0),
+    sa.Column("closed", sa.Boolean, nullable=False, default=False),
+    sa.Column("contact_seen", sa.Boolean, nullable=False, default=False),  # contact detected in the chat
+    sa.Column("contact", sa.Boolean),
+    sa.Column("booked", sa.Boolean),
+    sa.Column("arrived", sa.Boolean),
+    sa.Column("booked_at", UTCDateTime),
+    sa.Column("arrived_at", UTCDateTime),
+    sa.Column("p_booked", sa.Float),
+    sa.Column("p_arrived", sa.Float),
+    sa.Column("reasons", sa.Text),  # latest reasons per target, JSON
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+suggestions = sa.Table(
+    "suggestions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("conversation_id", sa.String(128), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # the visitor message it answered
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("source", sa.String(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("feedback", sa.String(16)),  # used | edited | dismissed
+    sa.Column("final_text", sa.Text),
+    sa.Column("feedback_at", UTCDateTime),
+    sa.Column("feedback_by", sa.String(128)),
+)
+
+FUNNEL_GROUPS = {
+    "engine": conversations.c.engine,
+    "keyword": conversations.c.keyword,
+    "keyword_category": conversations.c.keyword_category,
+    "landing_page": conversations.c.landing_page,
+    "region": conversations.c.region,
+    "consultant": conversations.c.consultant_id,
+    "department": conversations.c.department,
+    "day": conversations.c.day,
+}
+
+
+class StoreError(Exception):
+    """Base of the errors the API maps to 4xx answers."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Filters:
+    hospital: str | None = None
+    department: str | None = None
+    consultant_id: str | None = None
+    since: datetime | None = None  # started_at >= since
+    until: datetime | None = None  # started_at < until
+
+    def where(self) -> list[Any]:
+        c = conversations.c
+        out = []
+        for col, value in ((c.hospital, self.hospital), (c.department, self.department), (c.consultant_id, self.consultant_id)):
+            if value is not None:
+                out.append(col == value)
+        if self.since is not None:
+            out.append(c.started_at >= self.since)
+        if self.until is not None:
+            out.append(c.started_at < self.until)
+        return out
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventStore:
+    """Reads and writes of the service's tables (see the module docstring)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # ---- writes ------------------------------------------------------------
+    def open(self, row: dict[str, Any], actor: str | None, at: datetime) -> None:
+        """Insert a new chat (``row``: conversations columns) and its ``open`` event."""
+        now = _now()
+        try:
+            with self.engine.begin() as cx:
+                cx.execute(conversations.insert().values(**row, updated_at=now))
+                cx.execute(
+                    events.insert().values(
+                        conversation_id=row["id"], seq=None, kind="open", at=at, recorded_at=now, actor=actor,
+                        payload=_dumps({k: v for k, v in row.items() if k not in ("id",)}),
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"conversation {row['id']!r} already exists") from None
+
+    def append_message(
+        self,
+        conversation_id: str,
+        seq: int,
+        message: dict[str, Any],
+        shown: Sequence[dict[str, Any]],
+        update: dict[str, Any],
+        actor: str | None,
+    ) -> None:
+        """Store message ``seq`` with its scores, the suggestions shown, and the chat's new projection.
+
+        Raises :class:`Conflict` when message ``seq`` is already stored (another worker won).
+        """
+        now = _now()
+        try:
+            with self.engine.begin() as cx:
+                cx.execute(
+                    events.insert().values(
+                        conversation_id=conversation_id, seq=seq, kind="message", at=datetime.fromisoformat(message["at"]),
+                        recorded_at=now, actor=actor, payload=_dumps(message),
+                    )
+                )
+                if shown:
+                    cx.execute(
+                        suggestions.insert(),
+                        [{**s, "conversation_id": conversation_id, "seq": seq, "created_at": now} for s in shown],
+                    )
+                res = cx.execute(
+                    conversations.update()
+                    .where(conversations.c.id == conversation_id, conversations.c.n_messages == seq)
+                    .values(**update, n_messages=seq + 1, updated_at=now)
+                )
+                if res.rowcount != 1:
+                    raise Conflict(f"conversation {conversation_id!r} changed while message {seq} was stored; retry")
+        except IntegrityError:
+            raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored; retry") from None
+
+    def record(self, conversation_id: str, kind: str, payload: dict[str, Any], update: dict[str, Any], actor: str | None, at: datetime) -> None:
+        """Append a non-message event (outcome, close) and apply ``update`` to the chat's row."""
+        now = _now()
+        with self.engine.begin() as cx:
+            cx.execute(
+                events.insert().values(
+                    conversation_id=conversation_id, seq=None, kind=kind, at=at, recorded_at=now, actor=actor,
+                    payload=_dumps(payload),
+                )
+            )
+            res = cx.execute(conversations.update().where(conversations.c.id == conversation_id).values(**update, updated_at=now))
+            if res.rowcount != 1:
+                raise NotFound(f"no conversation {conversation_id!r}")
+
+    def feedback(self, suggestion_id: str, action: str, final_text: str | None, actor: str | None) -> dict[str, Any]:
+        """Record what the consultant did with a suggestion; returns the suggestion row."""
+        now = _now()
+        with self.engine.begin() as cx:
+            row = cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no suggestion {suggestion_id!r}")
+            cx.execute(
+                suggestions.update()
+                .where(suggestions.c.id == suggestion_id)
+                .values(feedback=action, final_text=final_text, feedback_at=now, feedback_by=actor)
+            )
+            cx.execute(
+                events.insert().values(
+                    conversation_id=row["conversation_id"], seq=None, kind="feedback", at=now, recorded_at=now,
+                    actor=actor, payload=_dumps({"suggestion_id": suggestion_id, "action": action, "final_text": final_text}),
+                )
+            )
+        return {**row, "feedback": action, "final_text": final_text, "feedback_at": now}
+
+    # ---- reads -------------------------------------------------------------
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        with self.engine.connect() as cx:
+            row = cx.execute(sa.select(conversations).where(conversations.c.id == conversation_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no conversation {conversation_id!r}")
+        return dict(row)
+
+    def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Stored messages of one chat in order (payloads: role, text, at, stage, scores …)."""
+        with self.engine.connect() as cx:
+            rows = cx.execute(
+                sa.select(events.c.seq, events.c.payload)
+                .where(events.c.conversation_id == conversation_id, events.c.kind == "message")
+                .order_by(events.c.seq)
+            ).all()
+        return [{"seq": seq, **json.loads(payload)} for seq, payload in rows]
+
+    def shown_suggestions(self, conversation_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as cx:
+            rows = cx.execute(
+                sa.select(suggestions).where(suggestions.c.conversation_id == conversation_id).order_by(suggestions.c.seq, suggestions.c.rank)
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def followup_candidates(self, filters: Filters) -> list[dict[str, Any]]:
+        """Chats that left contact without booking, and bookings whose arrival is not known yet."""
+        c = conversations.c
+        lead = sa.and_(sa.or_(c.contact.is_(True), c.contact_seen.is_(True)), sa.not_(sa.func.coalesce(c.booked, False)))
+        booking = sa.and_(c.booked.is_(True), c.arrived.is_(None))
+        query = sa.select(conversations).where(sa.or_(lead, booking), *filters.where())
+        with self.engine.connect() as cx:
+            return [dict(r) for r in cx.execute(query).mappings().all()]
+
+    def funnel(self, group_by: str | None, filters: Filters) -> list[dict[str, Any]]:
+        """visits → chats → contact → booked → arrived counts, overall or per group."""
+        c = conversations.c
+        key = FUNNEL_GROUPS[group_by] if group_by else sa.literal("all")
+        contact = sa.or_(c.contact.is_(True), c.contact_seen.is_(True))
+
+        def count(cond: Any) -> Any:
+            return sa.func.sum(sa.case((cond, 1), else_=0))
+
+        query = (
+            sa.select(
+                key.label("group"),
+                sa.func.count().label("visits"),
+                count(c.n_visitor > 0).label("chats"),
+                count(contact).label("contact"),
+                count(c.booked.is_(True)).label("booked"),
+                count(c.arrived.is_(True)).label("arrived"),
+            )
+            .where(*filters.where())
+            .group_by(key)
+            .order_by(sa.func.count().desc())
+        )
+        with self.engine.connect() as cx:
+            return [dict(r) for r in cx.execute(query).mappings().all()]
+
+    def acceptance(self, filters: Filters) -> dict[str, Any]:
+        """How often shown suggestions were used, edited or dismissed."""
+        s = suggestions.c
+        query = (
+            sa.select(s.feedback, sa.func.count())
+            .select_from(suggestions.join(conversations, conversations.c.id == s.conversation_id))
+            .where(*filters.where())
+            .group_by(s.feedback)
+        )
+        with self.engine.connect() as cx:
+            counts = {k or "none": n for k, n in cx.execute(query).all()}
+        shown = sum(counts.values())
+        answered = shown - counts.get("none", 0)
+        used = counts.get("used", 0) + counts.get("edited", 0)
+        return {
+            "shown": shown,
+            "with_feedback": answered,
+            "used": counts.get("used", 0),
+            "edited": counts.get("edited", 0),
+            "dismissed": counts.get("dismissed", 0),
+            "acceptance_rate": round(used / answered, 4) if answered else None,
+        }
+
+    def iter_conversations(self, filters: Filters, batch: int = 500) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Stored chats with at least one message, oldest first, each with its messages (for export)."""
+        c = conversations.c
+        last: tuple[datetime, str] | None = None
+        while True:
+            query = sa.select(conversations).where(c.n_messages > 0, *filters.where())
+            if last is not None:
+                query = query.where(sa.tuple_(c.started_at, c.id) > sa.tuple_(*last))
+            query = query.order_by(c.started_at, c.id).limit(batch)
+            with self.engine.connect() as cx:
+                rows = [dict(r) for r in cx.execute(query).mappings().all()]
+            if not rows:
+                return
+            for row in rows:
+                yield row, self.messages(row["id"])
+            last = (rows[-1]["started_at"], rows[-1]["id"])
+
+    def count_messages(self) -> int:
+        with self.engine.connect() as cx:
+            return int(cx.execute(sa.select(sa.func.count()).select_from(events).where(events.c.kind == "message")).scalar_one())

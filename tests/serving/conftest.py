@@ -1,0 +1,144 @@
+"""Fixtures for the serving tests: real SQLite, PostgreSQL and Redis (no mocks).
+
+- ``pg_url``: a throwaway PostgreSQL database created for this test session on the
+  local server and dropped afterwards (session scope). Skips when no server answers.
+  The server is ``YUYUE_TEST_PG_URL`` if set, else ``postgresql://postgres@127.0.0.1:5432/test``
+  then ``postgresql://root@127.0.0.1:5432/test``.
+- ``redis_url``: Redis database 15 (``YUYUE_TEST_REDIS_URL`` to change). Skips when no
+  server answers. Tests keep their keys under ``redis_prefix``.
+- ``redis_prefix``: a key prefix unique to this test (``yuyue-test:<session>:<n>:``);
+  every key under this session's prefix is deleted at the end of the session, so
+  concurrent test runs sharing the server never touch each other's keys.
+- ``sqlite_url``: ``sqlite:///<tmp_path>/yuyue.db``.
+- ``db_url``: parametrized over ``sqlite`` and ``postgres``; the PostgreSQL variant drops
+  every table after the test so each test starts from an empty database.
+- ``engine``: ``serving.db.make_engine(db_url)``, disposed after the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+PG_CANDIDATES = (
+    "postgresql://postgres@127.0.0.1:5432/test",
+    "postgresql://root@127.0.0.1:5432/test",
+)
+REDIS_DEFAULT = "redis://127.0.0.1:6379/15"
+
+SESSION_TAG = secrets.token_hex(4)
+_counter = itertools.count()
+
+
+def _pg_admin() -> tuple[str | None, list[str]]:
+    import psycopg
+
+    candidates = [os.environ["YUYUE_TEST_PG_URL"]] if os.environ.get("YUYUE_TEST_PG_URL") else PG_CANDIDATES
+    errors = []
+    for url in candidates:
+        try:
+            with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return url, errors
+        except psycopg.Error as exc:
+            errors.append(f"{url}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
+    return None, errors
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    admin, errors = _pg_admin()
+    if admin is None:
+        pytest.skip("PostgreSQL not reachable (run scripts/ensure_services.sh): " + "; ".join(errors))
+    dbname = f"yuyue_test_{os.getpid()}_{SESSION_TAG}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    url = make_url(admin).set(database=dbname).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@pytest.fixture(scope="session")
+def _redis_session_url() -> Iterator[str]:
+    import redis
+
+    url = os.environ.get("YUYUE_TEST_REDIS_URL") or REDIS_DEFAULT
+    client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(f"Redis not reachable at {url} (run scripts/ensure_services.sh): {exc}")
+    try:
+        yield url
+    finally:
+        try:
+            keys = list(client.scan_iter(match=f"yuyue-test:{SESSION_TAG}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def redis_url(_redis_session_url: str) -> str:
+    return _redis_session_url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"yuyue-test:{SESSION_TAG}:{next(_counter)}:"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'db' / 'yuyue.db'}"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.integration),
+    ]
+)
+def db_url(request) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        return
+    url = request.getfixturevalue("pg_url")
+    yield url
+    _drop_all_tables(url)
+
+
+def _drop_all_tables(url: str) -> None:
+    import sqlalchemy as sa
+
+    from serving.db import make_engine
+
+    engine = make_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        meta.drop_all(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(db_url):
+    from serving.db import make_engine
+
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()

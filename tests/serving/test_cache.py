@@ -1,0 +1,167 @@
+"""serving.cache: the in-process LRU and the shared Redis cache of chat-session blobs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from serving.cache import CacheUnavailable, MemoryCache, RedisCache, SessionCache, make_cache
+
+BLOB = os.urandom(4096)
+
+
+def test_memory_round_trip():
+    cache = MemoryCache()
+    assert isinstance(cache, SessionCache)
+    assert cache.get("c-1") is None
+    cache.set("c-1", BLOB)
+    assert cache.get("c-1") == BLOB
+    cache.set("c-1", b"v2")
+    assert cache.get("c-1") == b"v2"
+    cache.delete("c-1")
+    cache.delete("c-1")  # deleting a missing entry is fine
+    assert cache.get("c-1") is None
+
+
+def test_memory_lru_eviction():
+    cache = MemoryCache(max_items=3)
+    for cid in ("a", "b", "c"):
+        cache.set(cid, cid.encode())
+    assert cache.get("a") == b"a"  # "a" is now the most recently used
+    cache.set("d", b"d")  # evicts "b", the least recently used
+    assert cache.get("b") is None
+    assert [cache.get(c) for c in ("a", "c", "d")] == [b"a", b"c", b"d"]
+    assert len(cache) == 3
+    cache.set("c", b"c2")  # rewriting refreshes too
+    cache.set("e", b"e")  # evicts "a"
+    assert cache.get("a") is None and cache.get("c") == b"c2"
+
+
+def test_memory_is_thread_safe():
+    cache = MemoryCache(max_items=500)
+
+    def work(t: int):
+        for i in range(2000):
+            cache.set(f"{t}-{i % 700}", b"x")
+            cache.get(f"{(t + 1) % 4}-{i % 700}")
+            if i % 7 == 0:
+                cache.delete(f"{t}-{i % 300}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(cache) <= 500
+
+
+def test_make_cache_picks_the_backend(redis_url, redis_prefix):
+    assert isinstance(make_cache(None), MemoryCache)
+    assert make_cache(None, max_items=7).max_items == 7
+    cache = make_cache(redis_url, prefix=redis_prefix, ttl_seconds=60)
+    assert isinstance(cache, RedisCache) and isinstance(cache, SessionCache)
+    cache.close()
+
+
+@pytest.fixture
+def rcache(redis_url, redis_prefix):
+    cache = RedisCache(redis_url, ttl_seconds=3600, prefix=redis_prefix)
+    yield cache
+    cache.close()
+
+
+def test_redis_round_trip(rcache):
+    assert rcache.ping()
+    assert rcache.get("c-1") is None
+    rcache.set("c-1", BLOB)
+    assert rcache.get("c-1") == BLOB
+    rcache.set("c-1", b"\x00\xffv2")
+    assert rcache.get("c-1") == b"\x00\xffv2"
+    rcache.delete("c-1")
+    rcache.delete("c-1")
+    assert rcache.get("c-1") is None
+
+
+def test_redis_sets_ttl_and_writes_refresh_it(redis_url, redis_prefix):
+    import redis
+
+    cache = RedisCache(redis_url, ttl_seconds=100, prefix=redis_prefix)
+    cache.set("会话-1", BLOB)
+    assert 90 <= cache.ttl("会话-1") <= 100
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        assert 90 <= raw.ttl(f"{redis_prefix}会话-1") <= 100  # stored under the prefix
+        raw.expire(f"{redis_prefix}会话-1", 5)
+        cache.set("会话-1", BLOB)
+        assert cache.ttl("会话-1") > 5
+    finally:
+        raw.close()
+        cache.close()
+    assert cache.ttl("missing") is None if cache.ping() else True
+
+
+def test_redis_entries_expire(redis_url, redis_prefix):
+    import time
+
+    cache = RedisCache(redis_url, ttl_seconds=1, prefix=redis_prefix)
+    cache.set("short", b"x")
+    assert cache.get("short") == b"x"
+    time.sleep(1.3)
+    assert cache.get("short") is None
+    cache.close()
+
+
+def test_two_redis_caches_share_data(redis_url, redis_prefix):
+    a = RedisCache(redis_url, prefix=redis_prefix)
+    b = RedisCache(redis_url, prefix=redis_prefix)
+    other = RedisCache(redis_url, prefix=redis_prefix + "other:")
+    try:
+        a.set("c-9", BLOB)
+        assert b.get("c-9") == BLOB
+        assert other.get("c-9") is None  # prefixes isolate
+        b.delete("c-9")
+        assert a.get("c-9") is None
+    finally:
+        for c in (a, b, other):
+            c.close()
+
+
+def test_redis_down_raises_cache_unavailable():
+    cache = RedisCache("redis://127.0.0.1:1/0", timeout=0.2)  # nothing listens on port 1
+    assert cache.ping() is False
+    with pytest.raises(CacheUnavailable, match="get failed"):
+        cache.get("c-1")
+    with pytest.raises(CacheUnavailable, match="set failed"):
+        cache.set("c-1", b"x")
+    with pytest.raises(CacheUnavailable, match="delete failed"):
+        cache.delete("c-1")
+    cache.close()
+
+
+def test_session_blob_round_trip(redis_url, redis_prefix):
+    """A real ChatSession blob survives both caches byte for byte."""
+    from features.state import ConversationState
+    from models.bundle import ChatSession
+    from models.stages import ChatStageTracker
+
+    state = ConversationState.start(
+        started_at=datetime(2025, 3, 5, 14, 2, 11, tzinfo=timezone(timedelta(hours=8))),
+        department="整形美容",
+        project="隆鼻",
+        consultant_id="kf01",
+    )
+    session = ChatSession(state, ChatStageTracker.start())
+    session.context.append(("visitor", "你好，隆鼻多少钱？"))
+    session.last["booked"] = 0.42
+    blob = session.to_bytes()
+    mem, red = MemoryCache(), RedisCache(redis_url, prefix=redis_prefix)
+    try:
+        for cache in (mem, red):
+            cache.set("c-42", blob)
+            back = ChatSession.from_bytes(cache.get("c-42"))
+            assert back.context == session.context and back.last == session.last
+    finally:
+        red.close()
