@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,5 +36,11 @@ def trained(sim_path, test_settings):
 
 
 @pytest.fixture(scope="session")
-def model(trained):
-    return trained.model
+def model(request):
+    """The trained bundle; ``YUYUE_TEST_MODEL_DIR`` points at a saved one to skip training (local iteration)."""
+    path = os.environ.get("YUYUE_TEST_MODEL_DIR")
+    if path:
+        from models.bundle import YuyueModel
+
+        return YuyueModel.load(path)
+    return request.getfixturevalue("trained").model
