@@ -371,11 +371,12 @@ def create_app(
 
     @app.get("/v1/model", tags=["admin"])
     def model_info(who: Who) -> dict[str, Any]:
-        """The model in use: version and what it contains."""
+        """The model in use (version, what it contains) and who is calling (key name, role, consultant id)."""
+        caller = {"name": who.name, "role": who.role, "consultant_id": who.consultant_id}
         if not state.models.ready:
-            return {"version": None}
+            return {"version": None, "caller": caller}
         model, version = state.models.get()
-        return {"version": version, **model.describe()}
+        return {"version": version, **model.describe(), "caller": caller}
 
     # ---- operations ------------------------------------------------------------------------
     @app.get("/healthz", tags=["ops"])
