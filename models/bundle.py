@@ -23,6 +23,7 @@ import numpy as np
 
 from data.contract import Visit
 from features.rows import FeatureSpace
+from features.signals import CONCERNS
 from features.state import ConversationState, MessageAnalysis
 from models.hints import Hint, HintEngine
 from models.reasons import Reason, ReasonExplainer
@@ -202,6 +203,8 @@ class YuyueModel:
 
     def _facts(self, session: ChatSession, hints: list[Hint]) -> dict[str, Any]:
         facts = dict(session.state.revealed)
+        flags = session.state.flags
+        facts["concerns_open"] = [c for c in CONCERNS if flags.get("concern_open_" + c)]
         if facts.get("projects"):
             facts["project"] = facts["projects"][0]
         next_stages = [h.stage for h in hints if getattr(h, "stage", None)]

@@ -131,8 +131,21 @@ def reply_metrics(model: YuyueModel, convs: list[Conversation], seed: int = 0) -
     rng = random.Random(seed)
     if len(pairs) > MAX_REPLY_PAIRS:
         pairs = rng.sample(pairs, MAX_REPLY_PAIRS)
-    retriever = model.suggester.retriever
-    ranked = r10_at_1_and_mrr(pairs, lambda q, cands: retriever.score_texts(q, list(cands)), seed=seed)
+    suggester = model.suggester
+    retriever = suggester.retriever
+    lexical = r10_at_1_and_mrr(pairs, lambda q, cands: retriever.score_texts(q, list(cands)), seed=seed)
+    extra: dict[str, Any] = {}
+    if getattr(suggester, "uses_hybrid", False):  # the served ranking is the hybrid's
+        ranked = r10_at_1_and_mrr(pairs, suggester.score_texts, seed=seed)
+        neural = r10_at_1_and_mrr(pairs, suggester.neural.score_texts, seed=seed)
+        extra = {
+            "reply.r10_at_1_lexical": _r(lexical["r10@1"]),
+            "reply.mrr_lexical": _r(lexical["mrr"]),
+            "reply.r10_at_1_neural": _r(neural["r10@1"]),
+            "reply.mrr_neural": _r(neural["mrr"]),
+        }
+    else:
+        ranked = lexical
     hits = answered = 0
     from models.replies.pool import bigram_jaccard
 
@@ -147,6 +160,7 @@ def reply_metrics(model: YuyueModel, convs: list[Conversation], seed: int = 0) -
         "reply.hit_at_3": _r(hits / len(sample)),
         "reply.coverage": _r(answered / len(sample)),
         "reply.n": len(pairs),
+        **extra,
     }
 
 

@@ -72,12 +72,29 @@ def _load_split(path: Path, scan_: DatasetScan, split: str, limit: int, seed: in
 
 
 def fit_suggester(convs: list[Conversation], library: list, hospital: dict[str, str]) -> ReplySuggester | None:
-    """Pool (mined replies + scripts) and retrieval index from chats; None without consultant replies."""
+    """Pool (mined replies + scripts) and retrieval index from chats; None without consultant replies.
+
+    Also the neural + hybrid reply ranker (see :mod:`models.replies.neural`) unless the chats give
+    too few reply pairs or ``YUYUE_NEURAL_RANKER=0`` (the default under pytest);
+    ``YUYUE_NEURAL_RANKER=tiny`` trains a tiny one in seconds. ``suggester.neural_status`` says which.
+    """
     examples = list(iter_reply_examples(convs))
     if not examples:
         return None
     pool, assignments = build_pool(examples, library)
-    return ReplySuggester(pool, hospital=hospital).fit_examples(examples, assignments)
+    suggester = ReplySuggester(pool, hospital=hospital)
+    from models.replies.neural import config_for, neural_mode
+
+    mode = neural_mode()
+    if mode == "off":
+        suggester.fit_examples(examples, assignments)
+        suggester.neural_status = "skipped: off by default (YUYUE_NEURAL_RANKER=full trains it)"
+    else:
+        suggester.fit_hybrid(examples, assignments, config=config_for(mode), echo=log.info)
+        if mode == "tiny" and suggester.neural is not None:
+            suggester.neural_status += " (tiny config)"
+    log.info("neural reply ranker: %s", suggester.neural_status)
+    return suggester
 
 
 def check_usable(scan_: DatasetScan) -> None:
@@ -169,6 +186,8 @@ def train(
     suggester = fit_suggester(reply_convs, library, hospital)
     if suggester is not None:
         trained.append(f"reply suggester ({len(suggester.pool)} pool entries)")
+        status = getattr(suggester, "neural_status", "")
+        (skipped if status.startswith("skipped") else trained).append(f"neural reply ranker: {status}")
     else:
         skipped.append("reply suggester: no consultant replies")
     timings["replies_fit_s"] = round(time.perf_counter() - t, 1)

