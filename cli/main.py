@@ -52,9 +52,13 @@ def serve(
 ) -> None:
     """The main job: train and promote a model if none is registered, then serve the API and the console."""
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from config import get_settings
     from serving.app import create_app
+
+    # requests run in a thread pool; nested OpenMP/BLAS threads would only spin against each other
+    threadpool_limits(limits=1)
     from serving.keys_cli import ensure_demo_keys
 
     settings = get_settings()

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
         30.0, ge=0, description="how often the server checks the registry for a new champion (0: never)"
     )
     rate_per_minute: int = Field(1200, ge=1, description="default requests per minute per API key")
+    worker_threads: int = Field(4, ge=1, le=64, description="threads that run requests in one server process")
     suggestions_k: int = Field(3, ge=0, le=10, description="reply suggestions per visitor message")
 
     @field_validator("hospital_city", "hospital_province")

@@ -50,7 +50,8 @@ class TextScorer(BaseEstimator):
         return self
 
     def decision_function(self, X: sp.csr_matrix) -> np.ndarray:
-        return self.model_.decision_function(X)
+        # X @ w + b without sklearn's input validation (it dominates the cost of one row)
+        return np.asarray(X @ self.model_.coef_.ravel(), dtype=np.float64) + float(self.model_.intercept_[0])
 
 
 class OutcomeScorer(BaseEstimator):
@@ -148,9 +149,29 @@ class OutcomeScorer(BaseEstimator):
         return self
 
     # ---- prediction ----------------------------------------------------
+    def _linear_weights(self) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """Scaler folded into the coefficients: (struct weights, text weights, intercept), cached."""
+        cached = getattr(self, "_weights_cache", None)
+        if cached is None:
+            w = self.model_.coef_.ravel().astype(np.float64)
+            n = len(self.scaler_.scale_)
+            cached = (w[:n] / self.scaler_.scale_, w[n:] if self.use_text else None, float(self.model_.intercept_[0]))
+            self._weights_cache = cached
+        return cached
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_weights_cache", None)  # derived; rebuilt on first use
+        return state
+
     def decision_function_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> np.ndarray:
         if self.kind == "logreg":
-            return self.model_.decision_function(self._linear_arrays(struct, text))
+            # equal to model_.decision_function(scaler_.transform(...)), minus sklearn's per-call overhead
+            ws, wt, b = self._linear_weights()
+            out = np.asarray(struct, dtype=np.float64) @ ws + b
+            if wt is not None:
+                out += text @ wt
+            return out
         X = struct
         if self.use_text:
             text_score = np.mean([m.decision_function(text) for m in self.text_models_], axis=0)
@@ -165,7 +186,8 @@ class OutcomeScorer(BaseEstimator):
         if self.calibrator_ is None:
             return 1.0 / (1.0 + np.exp(-raw))
         if isinstance(self.calibrator_, IsotonicRegression):
-            return self.calibrator_.predict(raw)
+            # IsotonicRegression.predict with out_of_bounds="clip" is this linear interpolation
+            return np.interp(raw, self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
         return self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
 
     def predict_proba(self, rows: PrefixRows) -> np.ndarray:

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -196,6 +197,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Iterator[None]:
+        # the work is CPU-bound under the GIL: a few threads keep the cores busy without thrashing
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         if not state.models.ready:
             try:
                 state.reload()
@@ -231,14 +234,7 @@ def create_app(
 
         app.add_exception_handler(exc_type, handler)
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next: Any) -> Response:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        state.metrics.latency.labels(request.method, endpoint, str(response.status_code)).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(TimingMiddleware, metrics=state.metrics)
 
     # ---- auth -------------------------------------------------------------------------
     def caller(
@@ -289,17 +285,18 @@ def create_app(
 
     # ---- chats -------------------------------------------------------------------------
     @app.post("/v1/conversations", status_code=201, tags=["chats"], dependencies=[Depends(model_ready)])
-    def open_chat(body: OpenChat, who: Who) -> dict[str, Any]:
+    def open_chat(body: OpenChat, who: Who) -> Response:
         """Open a chat with its visit trace; returns its id and the score from the visit trace alone."""
-        return state.service.open(who, **body.model_dump(exclude_none=False, exclude={"visit"}), visit=body.visit)
+        out = state.service.open(who, **body.model_dump(exclude_none=False, exclude={"visit"}), visit=body.visit)
+        return fast_json(out, 201)
 
     @app.post("/v1/conversations/{conversation_id}/messages", tags=["chats"], dependencies=[Depends(model_ready)])
-    def add_message(conversation_id: CONVERSATION_ID, body: NewMessage, who: Who) -> dict[str, Any]:
+    def add_message(conversation_id: CONVERSATION_ID, body: NewMessage, who: Who) -> Response:
         """Append one message; returns scores and their change, band, reasons, stage, hints, entities, suggestions."""
         out = state.service.message(who, conversation_id, body.role, body.text, body.at, k=min(body.k, settings.suggestions_k) if body.k else 0)
         state.metrics.shown.inc(len(out["suggestions"]))
         state.metrics.cache_misses.set(state.service.cache_misses)
-        return out
+        return fast_json(out)
 
     @app.post("/v1/conversations/{conversation_id}/outcome", tags=["chats"])
     def record_outcome(conversation_id: CONVERSATION_ID, body: OutcomeUpdate, who: Who) -> dict[str, Any]:
@@ -416,6 +413,39 @@ def _http(status: int, detail: str, retry_after: float | None = None) -> Excepti
 
     headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if retry_after else None
     return HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+def fast_json(obj: Any, status: int = 200) -> Response:
+    """JSON with orjson, skipping FastAPI's generic encoder (the per-message answer is on the hot path)."""
+    return Response(
+        orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json"
+    )
+
+
+class TimingMiddleware:
+    """Pure ASGI middleware: request latency per route template and status, into the Prometheus histogram."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(scope["method"], endpoint, str(status[0])).observe(time.perf_counter() - t0)
 
 
 def warm_up(model: YuyueModel) -> None:

@@ -34,7 +34,7 @@ from training.scorers import UnusableDataError, fit_target
 log = logging.getLogger(__name__)
 
 MIN_LABELLED = 50
-MAX_OPEN_ROWS = 8  # rows after messages kept per training chat (seeded sample); test keeps all
+MAX_OPEN_ROWS = 6  # rows after messages kept per training chat (seeded sample); test keeps all
 MAX_STAGE_CONVERSATIONS = 5000
 MAX_REPLY_CONVERSATIONS = 20000
 
@@ -187,7 +187,8 @@ def train(
     if suggester is not None:
         trained.append(f"reply suggester ({len(suggester.pool)} pool entries)")
         status = getattr(suggester, "neural_status", "")
-        (skipped if status.startswith("skipped") else trained).append(f"neural reply ranker: {status}")
+        skip = status.startswith("skipped: ")
+        (skipped if skip else trained).append(f"neural reply ranker: {status.removeprefix('skipped: ')}")
     else:
         skipped.append("reply suggester: no consultant replies")
     timings["replies_fit_s"] = round(time.perf_counter() - t, 1)
