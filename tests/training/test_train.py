@@ -60,16 +60,18 @@ def test_outcome_is_never_a_feature(model, sim_path):
 
 
 def test_reasons_are_signed_and_worded(model, sim_path):
-    contact_deltas = []
+    contact_deltas, without = [], 0
     chats = [c for c, _ in zip(read_conversations(sim_path), range(200), strict=False) if c.outcome.contact]
     for conv in chats:
         reasons = model.score(replay(conv, **_h(model)), closed=True)["booked"].reasons
-        assert reasons, "a chat with contact left should have reasons"
+        # on a flat step of the isotonic calibration no single group moves the probability: no reasons
+        without += not reasons
         for r in reasons:
             assert r.render().endswith(f"{abs(r.delta):.2f}")
             assert r.label and not r.label.startswith("{")
         contact_deltas += [r.delta for r in reasons if r.group == "contact"]
     # leaving contact details is among the top reasons of most such chats, and always pushes the score up
+    assert without <= len(chats) / 10, f"{without} of {len(chats)} chats without reasons"
     assert len(contact_deltas) > len(chats) / 2
     assert min(contact_deltas) > 0
 
