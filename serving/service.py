@@ -16,6 +16,7 @@ the export get masked values and masked text.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -371,12 +372,11 @@ class ChatService:
         raw = caller.sees_raw(chat)
         messages = []
         for m in self.store.messages(conversation_id):
-            spans = [PiiSpan(t, a, b, m["text"][a:b]) for t, a, b in m.get("pii", [])]
             messages.append(
                 {
                     "seq": m["seq"],
                     "role": m["role"],
-                    "text": m["text"] if raw else mask_text(m["text"], spans or None),
+                    "text": m["text"] if raw else masked_text(m),
                     "at": m["at"],
                     "stage": m.get("stage"),
                     "scores": m.get("scores"),
@@ -451,8 +451,7 @@ class ChatService:
             if chat.get("visit"):
                 rec["visit"] = Visit.model_validate_json(chat["visit"]).model_dump(mode="json", exclude_none=True)
             for m in messages:
-                spans = [PiiSpan(t, a, b, m["text"][a:b]) for t, a, b in m.get("pii", [])]
-                msg = {"at": m["at"], "role": m["role"], "text": mask_text(m["text"], spans or None)}
+                msg = {"at": m["at"], "role": m["role"], "text": masked_text(m)}
                 if m.get("stage") and m["role"] == "consultant":
                     msg["stage"] = m["stage"]
                 rec["messages"].append(msg)
@@ -467,19 +466,22 @@ class ChatService:
             yield rec
 
 
+def masked_text(message: dict[str, Any]) -> str:
+    """A stored message's text with its personal data masked (spans found when it was received;
+    detected again when none were stored)."""
+    spans = [PiiSpan(t, a, b, message["text"][a:b]) for t, a, b in message.get("pii", [])]
+    return mask_text(message["text"], spans or None)
+
+
 def _rate(a: Any, b: Any) -> float | None:
     return round(int(a or 0) / int(b), 4) if b else None
 
 
 def _reasons_json(scores: dict[str, Any]) -> str:
-    import json
-
     return json.dumps({k: s.as_dict()["reasons"] for k, s in scores.items()}, ensure_ascii=False)
 
 
 def _chat_view(chat: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     out = {k: v for k, v in chat.items() if k not in ("visit", "reasons")}
     for k, v in out.items():
         if isinstance(v, datetime):
@@ -497,8 +499,6 @@ def followup_item(chat: dict[str, Any], now: datetime) -> dict[str, Any]:
     - a booking whose arrival is unknown: priority = 1 - p(arrived | booked) ≈ 1 - p_arrived / p_booked,
       the chance the booking is lost without a reminder.
     """
-    import json
-
     reasons = json.loads(chat["reasons"]) if chat.get("reasons") else {}
     pb, pa = chat.get("p_booked") or 0.0, chat.get("p_arrived") or 0.0
     if chat.get("booked"):
