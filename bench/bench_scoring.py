@@ -37,8 +37,11 @@ def main() -> None:
     for rec in iter_records(400, seed=424242):
         conv = Conversation.model_validate(rec).without_truth()
         session, _ = model.open_chat(
-            started_at=conv.started_at, visit=conv.visit, department=conv.department,
-            project=conv.project, consultant_id=conv.consultant_id,
+            started_at=conv.started_at,
+            visit=conv.visit,
+            department=conv.department,
+            project=conv.project,
+            consultant_id=conv.consultant_id,
         )
         for m in conv.messages:
             t0 = time.perf_counter()
@@ -51,8 +54,12 @@ def main() -> None:
     core, whole = core[warm:], whole[warm:]
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1]  # noqa: E731
     print(f"messages timed: {len(core)}")
-    print(f"features + both scores + reasons: median {statistics.median(core):.2f} ms  p99 {q(core, 99):.2f} ms")
-    print(f"whole step (+ stage, hints, replies): median {statistics.median(whole):.2f} ms  p99 {q(whole, 99):.2f} ms")
+    print(
+        f"features + both scores + reasons: median {statistics.median(core):.2f} ms  p99 {q(core, 99):.2f} ms"
+    )
+    print(
+        f"whole step (+ stage, hints, replies): median {statistics.median(whole):.2f} ms  p99 {q(whole, 99):.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -126,7 +126,9 @@ class Server:
         cmd = [*self.yuyue(), "keys", "create", name, "--role", role, "--rate", str(rate)]
         out = subprocess.run(cmd, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
-            raise ServerError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+            raise ServerError(
+                f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
+            )
         lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
         return lines[-1]
 
@@ -144,19 +146,30 @@ class Server:
         if self.alive():
             raise ServerError("server already running")
         cmd = [
-            *self.yuyue(), "serve", "--model-dir", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port),
+            *self.yuyue(),
+            "serve",
+            "--model-dir",
+            str(self.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed by the child's exit; we keep no handle)
         log.write(f"\n==== {datetime.now().isoformat()} {' '.join(cmd)}\n".encode())
         log.flush()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         deadline = t0 + timeout
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if not self.alive():
-                    raise ServerError(f"server exited with {self.proc.returncode} during start-up; log:\n{self.log_tail()}")
+                    raise ServerError(
+                        f"server exited with {self.proc.returncode} during start-up; log:\n{self.log_tail()}"
+                    )
                 try:
                     if client.get(self.base_url + "/readyz").status_code == 200:
                         return time.monotonic() - t0
@@ -345,7 +358,10 @@ class Driver:
             max_connections=connections + 5, max_keepalive_connections=connections + 5, keepalive_expiry=2.0
         )
         return httpx.AsyncClient(
-            base_url=self.base_url, headers={"X-API-Key": self.key}, limits=limits, timeout=httpx.Timeout(60.0)
+            base_url=self.base_url,
+            headers={"X-API-Key": self.key},
+            limits=limits,
+            timeout=httpx.Timeout(60.0),
         )
 
     # keepalive_expiry: httpx's default (5 s) equals uvicorn's keep-alive timeout (5 s), so a pooled connection
@@ -372,7 +388,9 @@ class Driver:
         self.opened.append(chat.cid)
         return True
 
-    async def send(self, client: httpx.AsyncClient, chat: Chat, budget: Budget, upto: int | None = None) -> bool:
+    async def send(
+        self, client: httpx.AsyncClient, chat: Chat, budget: Budget, upto: int | None = None
+    ) -> bool:
         """Send ``chat``'s next messages (up to position ``upto``) while the budget lasts; False on a transport error."""
         end = len(chat.messages) if upto is None else min(upto, len(chat.messages))
         while chat.sent < end and budget.take():
@@ -390,7 +408,9 @@ class Driver:
                 body = r.json()
                 seq = body.get("seq")
                 timings = body.get("timings_ms") or {}
-                self.samples.append(Sample(t_send, ms, pos, 200, chat.kind, sum(timings.values()) if timings else None, seq))
+                self.samples.append(
+                    Sample(t_send, ms, pos, 200, chat.kind, sum(timings.values()) if timings else None, seq)
+                )
                 self.acked.append((chat.cid, seq))
                 if seq != pos:
                     self._error(f"message {chat.cid}#{pos}: answered seq {seq}, expected {pos}")
@@ -402,7 +422,9 @@ class Driver:
                 await asyncio.sleep(self.think_s)
         return True
 
-    async def slot(self, client: httpx.AsyncClient, first: Chat | None, chats: Iterator[Chat], budget: Budget) -> None:
+    async def slot(
+        self, client: httpx.AsyncClient, first: Chat | None, chats: Iterator[Chat], budget: Budget
+    ) -> None:
         """One chat slot: ``first`` (already open) if given, then new chats from ``chats`` until the budget ends."""
         chat = first
         while True:
@@ -419,13 +441,18 @@ class Driver:
                 return  # budget exhausted mid-chat
             chat = None
 
-    async def run(self, chats: Iterator[Chat], budget: Budget, concurrency: int, firsts: list[Chat] | None = None) -> float:
+    async def run(
+        self, chats: Iterator[Chat], budget: Budget, concurrency: int, firsts: list[Chat] | None = None
+    ) -> float:
         """Run ``concurrency`` slots (the first ones start with ``firsts``); returns the wall time in seconds."""
         firsts = list(firsts or [])
         async with self.client(concurrency) as client:
             t0 = time.perf_counter()
             await asyncio.gather(
-                *(self.slot(client, firsts[i] if i < len(firsts) else None, chats, budget) for i in range(concurrency))
+                *(
+                    self.slot(client, firsts[i] if i < len(firsts) else None, chats, budget)
+                    for i in range(concurrency)
+                )
             )
             return time.perf_counter() - t0
 
@@ -442,7 +469,9 @@ def pct(values: list[float], q: float) -> float:
 
 def window(samples: list[Sample], center: int, half: int, kind: str | None = None) -> list[Sample]:
     return [
-        s for s in samples if s.status == 200 and abs(s.pos - center) <= half and (kind is None or s.kind == kind)
+        s
+        for s in samples
+        if s.status == 200 and abs(s.pos - center) <= half and (kind is None or s.kind == kind)
     ]
 
 
@@ -486,10 +515,14 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
             stack.callback(redis_client.close)
         server = Server(a.model_dir, var, database_url=db_url, redis_url=a.redis_url if cfg.redis else None)
         key = server.create_key("bench", "admin", 1_000_000)
-        echo(f"[{cfg.name}] starting server (var {var}{', db ' + db_url.rsplit('/', 1)[-1] if db_url else ''}) …")
+        echo(
+            f"[{cfg.name}] starting server (var {var}{', db ' + db_url.rsplit('/', 1)[-1] if db_url else ''}) …"
+        )
         stack.callback(server.stop)
         ready_s = server.start()
-        echo(f"[{cfg.name}] ready in {ready_s:.1f}s, pid {server.pid}, RSS {server.rss_kb() / 1024:.0f} MB, load {loadavg()}")
+        echo(
+            f"[{cfg.name}] ready in {ready_s:.1f}s, pid {server.pid}, RSS {server.rss_kb() / 1024:.0f} MB, load {loadavg()}"
+        )
         result.update(ready_s=ready_s, rss_start_mb=server.rss_kb() / 1024)
         all_ids: list[str] = []
 
@@ -502,20 +535,30 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
             async with warm.client(len(longs)) as client:
                 opened = await asyncio.gather(*(warm.open(client, c) for c in longs))
                 budget = Budget(None, None)
-                await asyncio.gather(*(warm.send(client, c, budget, upto=a.prefill) for c, ok in zip(longs, opened, strict=True) if ok))
+                await asyncio.gather(
+                    *(
+                        warm.send(client, c, budget, upto=a.prefill)
+                        for c, ok in zip(longs, opened, strict=True)
+                        if ok
+                    )
+                )
 
         t0 = time.perf_counter()
         asyncio.run(prefill())
         all_ids += warm.attempted
         longs = [c for c in longs if c.sent == a.prefill]
-        echo(f"[{cfg.name}] pre-filled {len(longs)} long chats to {a.prefill} messages in {time.perf_counter() - t0:.1f}s "
-             f"({len(warm.errors)} errors), load {loadavg()}")
+        echo(
+            f"[{cfg.name}] pre-filled {len(longs)} long chats to {a.prefill} messages in {time.perf_counter() - t0:.1f}s "
+            f"({len(warm.errors)} errors), load {loadavg()}"
+        )
         if warm.errors:
             echo("  first errors: " + " | ".join(warm.errors[:3]))
 
         # 2. the measured load
         drv = Driver(server.base_url, key, think_s=a.think_ms / 1000)
-        budget = Budget(a.messages if a.seconds is None else None, time.monotonic() + a.seconds if a.seconds else None)
+        budget = Budget(
+            a.messages if a.seconds is None else None, time.monotonic() + a.seconds if a.seconds else None
+        )
         load_before = loadavg()
         cpu0, client0 = server.cpu_s(), _self_cpu_s()
         wall = asyncio.run(drv.run(simulated_chats(tag, a.seed), budget, a.chats, firsts=longs))
@@ -525,8 +568,9 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
         ok = [s for s in drv.samples if s.status == 200]
         lat = [s.ms for s in ok]
         early, late = window(drv.samples, 5, 3), window(drv.samples, 200, 3, kind="long")
-        early_ms, late_ms = statistics.median(s.ms for s in early) if early else float("nan"), (
-            statistics.median(s.ms for s in late) if late else float("nan")
+        early_ms, late_ms = (
+            statistics.median(s.ms for s in early) if early else float("nan"),
+            (statistics.median(s.ms for s in late) if late else float("nan")),
         )
         early_srv = [s.server_ms for s in early if s.server_ms is not None]
         late_srv = [s.server_ms for s in late if s.server_ms is not None]
@@ -555,8 +599,12 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
             server_cpu_ms=(cpu1 - cpu0) * 1e3 / max(1, len(drv.samples) + len(drv.opened)),
             client_cpu_ms=(client1 - client0) * 1e3 / max(1, len(drv.samples) + len(drv.opened)),
         )
-        result["capacity_per_core"] = 1e3 / result["server_cpu_ms"] if result["server_cpu_ms"] else float("nan")
-        result["srv_ratio_200_5"] = result["srv_at200_ms"] / result["srv_at5_ms"] if early_srv and late_srv else float("nan")
+        result["capacity_per_core"] = (
+            1e3 / result["server_cpu_ms"] if result["server_cpu_ms"] else float("nan")
+        )
+        result["srv_ratio_200_5"] = (
+            result["srv_at200_ms"] / result["srv_at5_ms"] if early_srv and late_srv else float("nan")
+        )
         echo(
             f"[{cfg.name}] {len(drv.samples)} messages in {wall:.1f}s: {result['msgs_per_s']:.0f} msg/s, "
             f"p50 {result['p50_ms']:.1f} p90 {result['p90_ms']:.1f} p99 {result['p99_ms']:.1f} ms, "
@@ -619,9 +667,11 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
             sizes = [redis_client.strlen(SESSION_PREFIX + c.cid) for c in mem_chats]
             sizes = [s for s in sizes if s]
             long_sizes = [redis_client.strlen(SESSION_PREFIX + c.cid) for c in longs]
-            result.update(blob_b=statistics.median(sizes) if sizes else float("nan"),
-                          blob_long_b=statistics.median(long_sizes) if long_sizes else float("nan"),
-                          blob_source="redis STRLEN")
+            result.update(
+                blob_b=statistics.median(sizes) if sizes else float("nan"),
+                blob_long_b=statistics.median(long_sizes) if long_sizes else float("nan"),
+                blob_source="redis STRLEN",
+            )
             keys = [SESSION_PREFIX + cid for cid in set(all_ids)]
             for i in range(0, len(keys), 500):
                 redis_client.delete(*keys[i : i + 500])
@@ -629,11 +679,16 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
         if redis_client is None and mem_chats:
             sizes_b = blob_sizes(a.model_dir, mem_chats[:50], a.mem_messages)
             long_b = blob_sizes(a.model_dir, longs[:1], long_sent) if longs else []
-            result.update(blob_b=statistics.median(sizes_b), blob_long_b=long_b[0] if long_b else float("nan"),
-                          blob_source="replayed locally")
+            result.update(
+                blob_b=statistics.median(sizes_b),
+                blob_long_b=long_b[0] if long_b else float("nan"),
+                blob_source="replayed locally",
+            )
         if "blob_b" in result:
-            echo(f"[{cfg.name}] cached session blob: {result['blob_b']:.0f} B at {a.mem_messages} messages, "
-                 f"{result['blob_long_b']:.0f} B at {long_sent} messages ({result['blob_source']})")
+            echo(
+                f"[{cfg.name}] cached session blob: {result['blob_b']:.0f} B at {a.mem_messages} messages, "
+                f"{result['blob_long_b']:.0f} B at {long_sent} messages ({result['blob_source']})"
+            )
     if not a.keep:
         shutil.rmtree(var, ignore_errors=True)
     return result
@@ -663,11 +718,15 @@ def blob_sizes(model_dir: Path, chats: list[Chat], n_messages: int) -> list[int]
         session, _ = model.open_chat(
             started_at=datetime.fromisoformat(b["started_at"]),
             visit=Visit.model_validate(b["visit"]) if b.get("visit") else None,
-            department=b.get("department"), project=b.get("project"), consultant_id=b.get("consultant_id"),
+            department=b.get("department"),
+            project=b.get("project"),
+            consultant_id=b.get("consultant_id"),
         )
         contacts: list[list[Any]] = []
         for seq, m in enumerate(c.messages[:n_messages]):
-            ins = model.on_message(session, m["role"], m["text"], datetime.fromisoformat(m["at"]), suggest=False)
+            ins = model.on_message(
+                session, m["role"], m["text"], datetime.fromisoformat(m["at"]), suggest=False
+            )
             if m["role"] == "visitor":
                 contacts += [[s.type, s.value, seq] for s in ins.analysis.pii]
         out.append(len(Live(min(n_messages, len(c.messages)), session, contacts).to_bytes()))
@@ -694,7 +753,13 @@ def table(results: list[dict[str, Any]]) -> str:
         ("blob@200+ B", "blob_long_b", "{:.0f}"),
         ("load 1m", "load_during", "{}"),
     ]
-    target = {"config": "target", "msgs_per_s": "≥300", "p50_ms": "≤10", "p99_ms": "≤40", "ratio_200_5": "≤1.2"}
+    target = {
+        "config": "target",
+        "msgs_per_s": "≥300",
+        "p50_ms": "≤10",
+        "p99_ms": "≤40",
+        "ratio_200_5": "≤1.2",
+    }
     rows = [[h for h, _, _ in cols]]
     for r in results:
         row = []
@@ -708,34 +773,63 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, help="a saved model bundle (YuyueModel.save), e.g. /tmp/yy/model101")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--model-dir", type=Path, help="a saved model bundle (YuyueModel.save), e.g. /tmp/yy/model101"
+    )
     bound = ap.add_mutually_exclusive_group()
-    bound.add_argument("--messages", type=int, default=3000, help="messages to send in the measured phase (default 3000)")
+    bound.add_argument(
+        "--messages", type=int, default=3000, help="messages to send in the measured phase (default 3000)"
+    )
     bound.add_argument("--seconds", type=float, help="or: run the measured phase this long")
     ap.add_argument("--chats", type=int, default=50, help="concurrent chats (default 50)")
-    ap.add_argument("--think-ms", type=float, default=0.0, help="pause between a chat's messages (default 0: closed loop)")
-    ap.add_argument("--long-chats", type=int, default=6, help="long chats measured at message ~200 (default 6)")
-    ap.add_argument("--prefill", type=int, default=190, help="messages pre-filled into each long chat (default 190)")
-    ap.add_argument("--mem-chats", type=int, default=400, help="chats opened for the memory measurement (0: skip)")
+    ap.add_argument(
+        "--think-ms", type=float, default=0.0, help="pause between a chat's messages (default 0: closed loop)"
+    )
+    ap.add_argument(
+        "--long-chats", type=int, default=6, help="long chats measured at message ~200 (default 6)"
+    )
+    ap.add_argument(
+        "--prefill", type=int, default=190, help="messages pre-filled into each long chat (default 190)"
+    )
+    ap.add_argument(
+        "--mem-chats", type=int, default=400, help="chats opened for the memory measurement (0: skip)"
+    )
     ap.add_argument("--mem-messages", type=int, default=3, help="messages sent to each of those chats")
     ap.add_argument("--pg", action="store_true", help="PostgreSQL (a throwaway database) instead of SQLite")
     ap.add_argument("--redis", action="store_true", help="Redis session cache and rate limiter")
     ap.add_argument("--all", action="store_true", help="run SQLite+memory, then PostgreSQL+Redis")
-    ap.add_argument("--pg-admin-url", default=PG_ADMIN_DEFAULT, help=f"server to create the database on ({PG_ADMIN_DEFAULT})")
+    ap.add_argument(
+        "--pg-admin-url",
+        default=PG_ADMIN_DEFAULT,
+        help=f"server to create the database on ({PG_ADMIN_DEFAULT})",
+    )
     ap.add_argument("--redis-url", default=REDIS_DEFAULT, help=f"Redis URL ({REDIS_DEFAULT})")
     ap.add_argument("--seed", type=int, default=424242)
     ap.add_argument("--keep", action="store_true", help="keep the var dirs (server logs)")
     args = ap.parse_args(argv)
     if args.model_dir is None:
-        ap.error("pass --model-dir DIR: a saved model bundle (for example /tmp/yy/model101, or one written by "
-                 "YuyueModel.save); train one with `yuyue train` or tests/conftest.py's recipe")
+        ap.error(
+            "pass --model-dir DIR: a saved model bundle (for example /tmp/yy/model101, or one written by "
+            "YuyueModel.save); train one with `yuyue train` or tests/conftest.py's recipe"
+        )
     if not (args.model_dir / "bundle.joblib").exists() and not args.model_dir.is_dir():
         ap.error(f"--model-dir {args.model_dir}: not a directory")
     a = BenchArgs(
-        model_dir=args.model_dir.resolve(), messages=args.messages, seconds=args.seconds, chats=args.chats,
-        think_ms=args.think_ms, long_chats=args.long_chats, prefill=args.prefill, mem_chats=args.mem_chats,
-        mem_messages=args.mem_messages, seed=args.seed, pg_admin_url=args.pg_admin_url, redis_url=args.redis_url,
+        model_dir=args.model_dir.resolve(),
+        messages=args.messages,
+        seconds=args.seconds,
+        chats=args.chats,
+        think_ms=args.think_ms,
+        long_chats=args.long_chats,
+        prefill=args.prefill,
+        mem_chats=args.mem_chats,
+        mem_messages=args.mem_messages,
+        seed=args.seed,
+        pg_admin_url=args.pg_admin_url,
+        redis_url=args.redis_url,
         keep=args.keep,
     )
     if args.all:
@@ -744,16 +838,20 @@ def main(argv: list[str] | None = None) -> int:
         name = ("pg" if args.pg else "sqlite") + ("+redis" if args.redis else "+mem")
         configs = [BenchConfig(name, pg=args.pg, redis=args.redis)]
     bound_text = f"{args.seconds:g}s" if args.seconds else f"{args.messages} messages"
-    print(f"bench_serve: {args.chats} concurrent chats, {bound_text}"
-          f", think {args.think_ms:g} ms, one uvicorn worker, {os.cpu_count()} CPUs, load {loadavg()}")
+    print(
+        f"bench_serve: {args.chats} concurrent chats, {bound_text}"
+        f", think {args.think_ms:g} ms, one uvicorn worker, {os.cpu_count()} CPUs, load {loadavg()}"
+    )
     results = []
     for cfg in configs:
         results.append(run_config(cfg, a))
     print()
     print(table(results))
-    print("latency: client-side per-message request; @5/@200: median at messages 2-8 of all chats / 197-203 of the long "
-          "chats in the same run; model 200/5: the same ratio of the server's timings_ms; srv CPU ms/req: server "
-          "process CPU time per request in the measured phase (1000/it ≈ requests/s one free core could serve)")
+    print(
+        "latency: client-side per-message request; @5/@200: median at messages 2-8 of all chats / 197-203 of the long "
+        "chats in the same run; model 200/5: the same ratio of the server's timings_ms; srv CPU ms/req: server "
+        "process CPU time per request in the measured phase (1000/it ≈ requests/s one free core could serve)"
+    )
     errors = sum(r["errors"] for r in results)
     return 1 if errors else 0
 

@@ -95,7 +95,11 @@ class FeatureSpace:
                 data.extend(vals.tolist())
             indptr.append(len(indices))
         return sp.csr_matrix(
-            (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
+            (
+                np.asarray(data, dtype=np.float32),
+                np.asarray(indices, dtype=np.int32),
+                np.asarray(indptr, dtype=np.int64),
+            ),
             shape=(len(indptr) - 1, TEXT_DIM),
         )
 
@@ -125,7 +129,9 @@ class PrefixRows:
             n_messages=np.concatenate([p.n_messages for p in parts]),
             visitor_turns=np.concatenate([p.visitor_turns for p in parts]),
             conversation_ids=[c for p in parts for c in p.conversation_ids],
-            closed=np.concatenate([p.closed for p in parts]) if all(p.closed is not None for p in parts) else None,
+            closed=np.concatenate([p.closed for p in parts])
+            if all(p.closed is not None for p in parts)
+            else None,
         )
 
     def take(self, mask: np.ndarray) -> PrefixRows:

@@ -46,7 +46,9 @@ class Scored:
     def as_dict(self) -> dict[str, Any]:
         return {
             "probability": round(self.probability, 4),
-            "reasons": [{"group": r.group, "text": r.render(), "delta": round(r.delta, 4)} for r in self.reasons],
+            "reasons": [
+                {"group": r.group, "text": r.render(), "delta": round(r.delta, 4)} for r in self.reasons
+            ],
         }
 
 
@@ -138,7 +140,11 @@ class YuyueModel:
             department=department,
             project=project,
             consultant_id=consultant_id,
-            **{k: v for k, v in self.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")},
+            **{
+                k: v
+                for k, v in self.hospital.items()
+                if k in ("hospital_name", "hospital_city", "hospital_province")
+            },
         )
         session = ChatSession(state, ChatStageTracker.start())
         scores = self.score(state)
@@ -230,7 +236,9 @@ class YuyueModel:
         )
         if self.suggester is not None:
             self.suggester.save(d / "replies")
-        (d / "info.json").write_text(json.dumps(self.info, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        (d / "info.json").write_text(
+            json.dumps(self.info, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
+        )
         return d
 
     @classmethod

@@ -62,9 +62,18 @@ class ReasonExplainer:
                 if j not in taken and any(fnmatch.fnmatchcase(name, p) for p in patterns if p != TEXT_GROUP)
             ]
             taken.update(cols)
-            value_of = {j: self.feature_names[j].split("=", 1)[1] for j in cols if "=" in self.feature_names[j]}
+            value_of = {
+                j: self.feature_names[j].split("=", 1)[1] for j in cols if "=" in self.feature_names[j]
+            }
             self.groups.append(
-                _Group(g["id"], g["label"], np.asarray(cols, dtype=np.int64), TEXT_GROUP in patterns, g.get("values", {}), value_of)
+                _Group(
+                    g["id"],
+                    g["label"],
+                    np.asarray(cols, dtype=np.int64),
+                    TEXT_GROUP in patterns,
+                    g.get("values", {}),
+                    value_of,
+                )
             )
 
     @staticmethod
@@ -81,7 +90,12 @@ class ReasonExplainer:
         return base
 
     def explain(
-        self, scorer: OutcomeScorer, struct: np.ndarray, text: sp.csr_matrix, top: int = 4, min_abs: float = 0.005
+        self,
+        scorer: OutcomeScorer,
+        struct: np.ndarray,
+        text: sp.csr_matrix,
+        top: int = 4,
+        min_abs: float = 0.005,
     ) -> tuple[float, list[Reason]]:
         """The calibrated score of one row and its top reasons by absolute contribution."""
         x = struct.reshape(1, -1)

@@ -91,7 +91,9 @@ class OutcomeScorer(BaseEstimator):
             raise ValueError("only one class in the labels: need both positive and negative conversations")
         if self.kind == "logreg":
             # scale without centring so zeros stay zeros: the features are mostly sparse flags
-            self.scaler_ = StandardScaler(with_mean=False).fit(sp.csr_matrix(rows.struct), sample_weight=sample_weight)
+            self.scaler_ = StandardScaler(with_mean=False).fit(
+                sp.csr_matrix(rows.struct), sample_weight=sample_weight
+            )
             # ~40 lbfgs iterations reach the validation optimum here; more only overfit and cost time
             self.model_ = LogisticRegression(C=self.C, max_iter=self.linear_max_iter, solver="lbfgs")
             with warnings.catch_warnings():
@@ -116,7 +118,9 @@ class OutcomeScorer(BaseEstimator):
         self.calibrator_ = None
         return self
 
-    def _oof_text(self, rows: PrefixRows, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, list[TextScorer]]:
+    def _oof_text(
+        self, rows: PrefixRows, y: np.ndarray, w: np.ndarray
+    ) -> tuple[np.ndarray, list[TextScorer]]:
         """Out-of-fold text logits (folds by conversation, so no chat scores its own rows).
 
         The fold models are kept: at prediction time their mean is the text score.
@@ -145,7 +149,9 @@ class OutcomeScorer(BaseEstimator):
             self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
             self.calibrator_.fit(raw, y, sample_weight=sample_weight)
         else:
-            self.calibrator_ = LogisticRegression(C=1e4).fit(raw.reshape(-1, 1), y, sample_weight=sample_weight)
+            self.calibrator_ = LogisticRegression(C=1e4).fit(
+                raw.reshape(-1, 1), y, sample_weight=sample_weight
+            )
         return self
 
     # ---- prediction ----------------------------------------------------
@@ -155,7 +161,11 @@ class OutcomeScorer(BaseEstimator):
         if cached is None:
             w = self.model_.coef_.ravel().astype(np.float64)
             n = len(self.scaler_.scale_)
-            cached = (w[:n] / self.scaler_.scale_, w[n:] if self.use_text else None, float(self.model_.intercept_[0]))
+            cached = (
+                w[:n] / self.scaler_.scale_,
+                w[n:] if self.use_text else None,
+                float(self.model_.intercept_[0]),
+            )
             self._weights_cache = cached
         return cached
 

@@ -8,7 +8,6 @@ cache (in-process or Redis), API keys with roles and rate limits, and the model
 transaction).
 """
 
-
 import logging
 import threading
 import time
@@ -54,7 +53,9 @@ class _Body(BaseModel):
 
 
 class OpenChat(_Body):
-    conversation_id: CONVERSATION_ID | None = Field(None, description="your chat tool's id; generated when absent")
+    conversation_id: CONVERSATION_ID | None = Field(
+        None, description="your chat tool's id; generated when absent"
+    )
     started_at: AwareDatetime | None = Field(None, description="chat start (default: now)")
     visit: Visit | None = None
     hospital: str | None = Field(None, max_length=128)
@@ -88,12 +89,18 @@ class OpenChat(_Body):
 class NewMessage(_Body):
     role: Literal["visitor", "consultant", "system"]
     text: str = Field(min_length=1, max_length=10_000)
-    at: AwareDatetime | None = Field(None, description="when it was sent (default: now); never before the last message")
+    at: AwareDatetime | None = Field(
+        None, description="when it was sent (default: now); never before the last message"
+    )
     k: int = Field(3, ge=0, le=10, description="how many reply suggestions (visitor messages only)")
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"role": "visitor", "text": "你好，隆鼻大概多少钱？疼不疼", "at": "2025-03-05T14:02:30+08:00"}]},
+        json_schema_extra={
+            "examples": [
+                {"role": "visitor", "text": "你好，隆鼻大概多少钱？疼不疼", "at": "2025-03-05T14:02:30+08:00"}
+            ]
+        },
     )
 
 
@@ -105,14 +112,21 @@ class OutcomeUpdate(_Body):
     arrived_at: AwareDatetime | None = None
     close: bool = Field(False, description="the chat has ended: no more messages")
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"contact": True, "booked": True, "close": True}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"contact": True, "booked": True, "close": True}]}
+    )
 
 
 class Feedback(_Body):
     action: Literal["used", "edited", "dismissed"]
     final_text: str | None = Field(None, max_length=10_000, description="what was sent, for 'edited'")
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"action": "edited", "final_text": "王女士您好，隆鼻的费用要看方案…"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"action": "edited", "final_text": "王女士您好，隆鼻的费用要看方案…"}]
+        },
+    )
 
 
 # ---- metrics ----------------------------------------------------------------------------
@@ -126,10 +140,16 @@ class Metrics:
             registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
         )
-        self.feedback = Counter("yuyue_suggestion_feedback_total", "suggestion feedback", ["action"], registry=self.registry)
+        self.feedback = Counter(
+            "yuyue_suggestion_feedback_total", "suggestion feedback", ["action"], registry=self.registry
+        )
         self.shown = Counter("yuyue_suggestions_shown_total", "suggestions shown", registry=self.registry)
-        self.model = Gauge("yuyue_model_info", "model version in use (value 1)", ["version"], registry=self.registry)
-        self.cache_misses = Gauge("yuyue_session_cache_misses", "chats rebuilt from the event store", registry=self.registry)
+        self.model = Gauge(
+            "yuyue_model_info", "model version in use (value 1)", ["version"], registry=self.registry
+        )
+        self.cache_misses = Gauge(
+            "yuyue_session_cache_misses", "chats rebuilt from the event store", registry=self.registry
+        )
 
     def set_model(self, version: str) -> None:
         self.model.clear()
@@ -149,7 +169,9 @@ class Yuyue:
         self.keys = KeyStore(self.engine)
         self.limiter = RateLimiter(settings.redis_url)
         self.models = ModelHolder(model, version)
-        self.service = ChatService(settings, EventStore(self.engine), make_cache(settings.redis_url), self.models)
+        self.service = ChatService(
+            settings, EventStore(self.engine), make_cache(settings.redis_url), self.models
+        )
         self.metrics = Metrics()
         if model is not None:
             self.metrics.set_model(self.models.version or "local")
@@ -225,7 +247,9 @@ def create_app(
         for e in exc.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             problems.append(f"{where}: {e.get('msg')}")
-        return JSONResponse({"detail": "; ".join(problems), "errors": jsonable(exc.errors())}, status_code=422)
+        return JSONResponse(
+            {"detail": "; ".join(problems), "errors": jsonable(exc.errors())}, status_code=422
+        )
 
     for exc_type, status in ((NotFound, 404), (Conflict, 409), (InvalidInput, 422), (Forbidden, 403)):
 
@@ -239,9 +263,15 @@ def create_app(
     # ---- auth -------------------------------------------------------------------------
     def caller(
         authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
-        x_api_key: Annotated[str | None, Header(description="the API key (alternative to Authorization)")] = None,
+        x_api_key: Annotated[
+            str | None, Header(description="the API key (alternative to Authorization)")
+        ] = None,
     ) -> Caller:
-        raw = x_api_key or (authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else None)
+        raw = x_api_key or (
+            authorization[7:].strip()
+            if authorization and authorization.lower().startswith("bearer ")
+            else None
+        )
         if not raw:
             raise _http(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         key: ApiKey | None = state.keys.authenticate(raw)
@@ -249,20 +279,28 @@ def create_app(
             raise _http(401, "invalid or revoked API key")
         ok, retry = state.limiter.check(key.id, key.rate_per_minute or settings.rate_per_minute)
         if not ok:
-            raise _http(429, f"rate limit of {key.rate_per_minute or settings.rate_per_minute}/min exceeded for key {key.name!r}", retry)
+            raise _http(
+                429,
+                f"rate limit of {key.rate_per_minute or settings.rate_per_minute}/min exceeded for key {key.name!r}",
+                retry,
+            )
         return Caller(key.name, key.role, key.consultant_id)
 
     def role(*roles: str) -> Any:
         def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
             if who.role != "admin" and who.role not in roles:
-                raise _http(403, f"role {who.role!r} cannot do this (needs one of: {', '.join(roles + ('admin',))})")
+                raise _http(
+                    403, f"role {who.role!r} cannot do this (needs one of: {', '.join(roles + ('admin',))})"
+                )
             return who
 
         return check
 
     def model_ready() -> None:
         if not state.models.ready:
-            raise _http(503, "no model loaded yet: train and promote one (yuyue train), then POST /v1/admin/reload")
+            raise _http(
+                503, "no model loaded yet: train and promote one (yuyue train), then POST /v1/admin/reload"
+            )
 
     def filters(
         who: Caller,
@@ -287,13 +325,24 @@ def create_app(
     @app.post("/v1/conversations", status_code=201, tags=["chats"], dependencies=[Depends(model_ready)])
     def open_chat(body: OpenChat, who: Who) -> Response:
         """Open a chat with its visit trace; returns its id and the score from the visit trace alone."""
-        out = state.service.open(who, **body.model_dump(exclude_none=False, exclude={"visit"}), visit=body.visit)
+        out = state.service.open(
+            who, **body.model_dump(exclude_none=False, exclude={"visit"}), visit=body.visit
+        )
         return fast_json(out, 201)
 
-    @app.post("/v1/conversations/{conversation_id}/messages", tags=["chats"], dependencies=[Depends(model_ready)])
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages", tags=["chats"], dependencies=[Depends(model_ready)]
+    )
     def add_message(conversation_id: CONVERSATION_ID, body: NewMessage, who: Who) -> Response:
         """Append one message; returns scores and their change, band, reasons, stage, hints, entities, suggestions."""
-        out = state.service.message(who, conversation_id, body.role, body.text, body.at, k=min(body.k, settings.suggestions_k) if body.k else 0)
+        out = state.service.message(
+            who,
+            conversation_id,
+            body.role,
+            body.text,
+            body.at,
+            k=min(body.k, settings.suggestions_k) if body.k else 0,
+        )
         state.metrics.shown.inc(len(out["suggestions"]))
         state.metrics.cache_misses.set(state.service.cache_misses)
         return fast_json(out)
@@ -310,7 +359,9 @@ def create_app(
         return state.service.conversation(who, conversation_id)
 
     @app.post("/v1/suggestions/{suggestion_id}/feedback", tags=["chats"])
-    def suggestion_feedback(suggestion_id: Annotated[str, Field(max_length=32)], body: Feedback, who: Who) -> dict[str, Any]:
+    def suggestion_feedback(
+        suggestion_id: Annotated[str, Field(max_length=32)], body: Feedback, who: Who
+    ) -> dict[str, Any]:
         """What the consultant did with a suggestion: used, edited (with the final text) or dismissed."""
         out = state.service.feedback(who, suggestion_id, body.action, body.final_text)
         state.metrics.feedback.labels(body.action).inc()
@@ -329,12 +380,16 @@ def create_app(
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:
         """Leads that left contact without booking and bookings at risk of not arriving, ranked, with reasons."""
-        return state.service.followups(filters(who, hospital, department, consultant, since, until), limit, offset)
+        return state.service.followups(
+            filters(who, hospital, department, consultant, since, until), limit, offset
+        )
 
     @app.get("/v1/stats/funnel", tags=["supervisors"])
     def funnel(
         who: Supervisor,
-        group_by: Literal[tuple(FUNNEL_GROUPS)] | None = Query(None, description="one of " + ", ".join(FUNNEL_GROUPS)),  # type: ignore[valid-type]
+        group_by: Literal[tuple(FUNNEL_GROUPS)] | None = Query(
+            None, description="one of " + ", ".join(FUNNEL_GROUPS)
+        ),  # type: ignore[valid-type]
         hospital: str | None = None,
         department: str | None = None,
         consultant: str | None = None,
@@ -391,7 +446,10 @@ def create_app(
         except Exception as exc:
             problems.append(f"database: {exc}")
         status = 200 if not problems else 503
-        return JSONResponse({"ready": not problems, "model_version": state.models.version, "problems": problems}, status_code=status)
+        return JSONResponse(
+            {"ready": not problems, "model_version": state.models.version, "problems": problems},
+            status_code=status,
+        )
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
@@ -418,7 +476,9 @@ def _http(status: int, detail: str, retry_after: float | None = None) -> Excepti
 def fast_json(obj: Any, status: int = 200) -> Response:
     """JSON with orjson, skipping FastAPI's generic encoder (the per-message answer is on the hot path)."""
     return Response(
-        orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json"
+        orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
     )
 
 
@@ -445,7 +505,9 @@ class TimingMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             endpoint = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.latency.labels(scope["method"], endpoint, str(status[0])).observe(time.perf_counter() - t0)
+            self.metrics.latency.labels(scope["method"], endpoint, str(status[0])).observe(
+                time.perf_counter() - t0
+            )
 
 
 def warm_up(model: YuyueModel) -> None:
@@ -454,7 +516,11 @@ def warm_up(model: YuyueModel) -> None:
 
     now = datetime.now(UTC)
     session, _ = model.open_chat(started_at=now)
-    for role, text in (("visitor", "你好，想了解一下价格"), ("consultant", "您好，请问怎么称呼？"), ("visitor", "姓李")):
+    for role, text in (
+        ("visitor", "你好，想了解一下价格"),
+        ("consultant", "您好，请问怎么称呼？"),
+        ("visitor", "姓李"),
+    ):
         model.on_message(session, role, text, now)
 
 

@@ -64,7 +64,11 @@ class Caller:
 
     def sees_raw(self, chat: dict[str, Any]) -> bool:
         """Raw personal data only in the live view of the consultant serving this chat."""
-        return self.role == "consultant" and self.consultant_id is not None and chat.get("consultant_id") == self.consultant_id
+        return (
+            self.role == "consultant"
+            and self.consultant_id is not None
+            and chat.get("consultant_id") == self.consultant_id
+        )
 
     def may_write(self, chat: dict[str, Any]) -> bool:
         if self.role == "consultant":
@@ -76,7 +80,9 @@ class ModelHolder:
     """The model in use; swapped atomically by :meth:`set` (requests in flight keep the one they started with)."""
 
     def __init__(self, model: YuyueModel | None = None, version: str | None = None):
-        self._current: tuple[YuyueModel, str] | None = (model, version or "local") if model is not None else None
+        self._current: tuple[YuyueModel, str] | None = (
+            (model, version or "local") if model is not None else None
+        )
         self._lock = threading.Lock()
 
     def get(self) -> tuple[YuyueModel, str]:
@@ -107,7 +113,9 @@ class Live:
     contacts: list[list[Any]]  # [type, value, message seq]
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb([CACHE_FORMAT, self.n_messages, self.session.to_bytes(), self.contacts], use_bin_type=True)
+        return msgpack.packb(
+            [CACHE_FORMAT, self.n_messages, self.session.to_bytes(), self.contacts], use_bin_type=True
+        )
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Live:
@@ -167,7 +175,9 @@ class ChatService:
     ) -> dict[str, Any]:
         if caller.role == "consultant":
             if consultant_id not in (None, caller.consultant_id):
-                raise Forbidden(f"a consultant key for {caller.consultant_id!r} cannot open a chat for {consultant_id!r}")
+                raise Forbidden(
+                    f"a consultant key for {caller.consultant_id!r} cannot open a chat for {consultant_id!r}"
+                )
             consultant_id = caller.consultant_id
         elif caller.role not in ("supervisor", "admin"):
             raise Forbidden(f"role {caller.role!r} cannot open chats")
@@ -175,7 +185,11 @@ class ChatService:
         started = _aware(started_at, datetime.now(UTC))
         cid = conversation_id or uuid.uuid4().hex
         session, scores = model.open_chat(
-            started_at=started, visit=visit, department=department, project=project, consultant_id=consultant_id
+            started_at=started,
+            visit=visit,
+            department=department,
+            project=project,
+            consultant_id=consultant_id,
         )
         pages = (visit.pages or []) if visit else []
         _, city = parse_region(visit.region) if visit and visit.region else (None, None)
@@ -191,10 +205,12 @@ class ChatService:
             "visit": visit.model_dump_json(exclude_none=True) if visit else None,
             "engine": getattr(visit.engine, "value", visit.engine) if visit else None,
             "keyword": visit.keyword if visit else None,
-            "keyword_category": keyword_category(visit.keyword, self.settings.hospital_name) if visit and visit.keyword else None,
-            "landing_page": page_category(visit.landing_url, None) if visit and visit.landing_url else (
-                page_category(pages[0].url, pages[0].title) if pages else None
-            ),
+            "keyword_category": keyword_category(visit.keyword, self.settings.hospital_name)
+            if visit and visit.keyword
+            else None,
+            "landing_page": page_category(visit.landing_url, None)
+            if visit and visit.landing_url
+            else (page_category(pages[0].url, pages[0].title) if pages else None),
             "region": city or (visit.region if visit else None),
             "n_messages": 0,
             "n_visitor": 0,
@@ -259,7 +275,8 @@ class ChatService:
             update = {
                 "last_at": at,
                 "n_visitor": chat["n_visitor"] + (role == "visitor"),
-                "contact_seen": chat["contact_seen"] or any(s.type != "surname" for s in insight.analysis.pii),
+                "contact_seen": chat["contact_seen"]
+                or any(s.type != "surname" for s in insight.analysis.pii),
                 "p_booked": scores.get("booked"),
                 "p_arrived": scores.get("arrived"),
                 "reasons": _reasons_json(insight.scores),
@@ -274,7 +291,14 @@ class ChatService:
         return self._insight_view(caller, chat, live, insight, shown, seq, version)
 
     def _insight_view(
-        self, caller: Caller, chat: dict[str, Any], live: Live, insight: MessageInsight, shown: list[dict[str, Any]], seq: int, version: str
+        self,
+        caller: Caller,
+        chat: dict[str, Any],
+        live: Live,
+        insight: MessageInsight,
+        shown: list[dict[str, Any]],
+        seq: int,
+        version: str,
     ) -> dict[str, Any]:
         raw = caller.sees_raw(chat)
         view = insight_dict(insight)
@@ -291,7 +315,8 @@ class ChatService:
             "band": band(p.probability) if p else None,
             "entities": self.entities(live, raw),
             "message_pii": [
-                {"type": s.type, "value": s.value if raw else mask_value(s.type, s.value)} for s in insight.analysis.pii
+                {"type": s.type, "value": s.value if raw else mask_value(s.type, s.value)}
+                for s in insight.analysis.pii
             ],
             "masked": not raw,
             "timings_ms": insight.timings_ms,
@@ -308,10 +333,14 @@ class ChatService:
             if type_ == "surname" or (type_, value) in seen:
                 continue
             seen.add((type_, value))
-            contacts.append({"type": type_, "value": value if raw else mask_value(type_, value), "message": seq})
+            contacts.append(
+                {"type": type_, "value": value if raw else mask_value(type_, value), "message": seq}
+            )
         return {
             "surname": surname if raw else (mask_value("surname", surname) if surname else None),
-            "address_form": facts.get("address_form") if raw else mask_form(facts.get("address_form"), surname),
+            "address_form": facts.get("address_form")
+            if raw
+            else mask_form(facts.get("address_form"), surname),
             "gender": facts.get("gender"),
             "age": facts.get("age"),
             "projects": facts.get("projects", []),
@@ -341,13 +370,18 @@ class ChatService:
         """The session of a stored chat, by replaying its stored messages (no suggestions computed)."""
         visit = Visit.model_validate_json(chat["visit"]) if chat.get("visit") else None
         session, _ = model.open_chat(
-            started_at=chat["started_at"], visit=visit, department=chat.get("department"),
-            project=chat.get("project"), consultant_id=chat.get("consultant_id"),
+            started_at=chat["started_at"],
+            visit=visit,
+            department=chat.get("department"),
+            project=chat.get("project"),
+            consultant_id=chat.get("consultant_id"),
         )
         contacts: list[list[Any]] = []
         messages = self.store.messages(chat["id"])
         for m in messages:
-            insight = model.on_message(session, m["role"], m["text"], datetime.fromisoformat(m["at"]), suggest=False)
+            insight = model.on_message(
+                session, m["role"], m["text"], datetime.fromisoformat(m["at"]), suggest=False
+            )
             if m["role"] == "visitor":
                 contacts += [[s.type, s.value, m["seq"]] for s in insight.analysis.pii]
         return Live(len(messages), session, contacts)
@@ -385,11 +419,15 @@ class ChatService:
         return {"conversation": _chat_view(chat), "messages": messages, "masked": not raw}
 
     # ---- outcome -------------------------------------------------------------
-    def outcome(self, caller: Caller, conversation_id: str, values: dict[str, Any], close: bool) -> dict[str, Any]:
+    def outcome(
+        self, caller: Caller, conversation_id: str, values: dict[str, Any], close: bool
+    ) -> dict[str, Any]:
         with self._lock(conversation_id):
             chat = self.store.conversation(conversation_id)
             if not caller.may_write(chat):
-                raise Forbidden(f"key {caller.name!r} may not record outcomes of conversation {conversation_id!r}")
+                raise Forbidden(
+                    f"key {caller.name!r} may not record outcomes of conversation {conversation_id!r}"
+                )
             update = {k: v for k, v in values.items() if v is not None}
             if update.get("arrived") and not (update.get("booked") or chat["booked"]):
                 update["booked"] = True  # an arrival implies the booking
@@ -398,14 +436,20 @@ class ChatService:
             if close:
                 update["closed"] = True
             if not update:
-                raise InvalidInput("nothing to record: give at least one of contact, booked, arrived, booked_at, arrived_at, close")
+                raise InvalidInput(
+                    "nothing to record: give at least one of contact, booked, arrived, booked_at, arrived_at, close"
+                )
             now = datetime.now(UTC)
-            self.store.record(conversation_id, "outcome", {k: v for k, v in update.items()}, update, caller.name, now)
+            self.store.record(
+                conversation_id, "outcome", {k: v for k, v in update.items()}, update, caller.name, now
+            )
             if close:
                 self._cache_delete(conversation_id)
         return _chat_view(self.store.conversation(conversation_id))
 
-    def feedback(self, caller: Caller, suggestion_id: str, action: str, final_text: str | None) -> dict[str, Any]:
+    def feedback(
+        self, caller: Caller, suggestion_id: str, action: str, final_text: str | None
+    ) -> dict[str, Any]:
         if action == "edited" and not (final_text and final_text.strip()):
             raise InvalidInput("action 'edited' needs final_text (the text the consultant sent)")
         if action != "edited" and final_text:
@@ -414,12 +458,19 @@ class ChatService:
         return {"suggestion_id": suggestion_id, "action": action, "conversation_id": row["conversation_id"]}
 
     # ---- supervisors -----------------------------------------------------------
-    def followups(self, filters: Filters, limit: int, offset: int, now: datetime | None = None) -> dict[str, Any]:
+    def followups(
+        self, filters: Filters, limit: int, offset: int, now: datetime | None = None
+    ) -> dict[str, Any]:
         """Follow-up queue ranked by the probability at stake (see :func:`followup_item`)."""
         now = now or datetime.now(UTC)
         items = [followup_item(row, now) for row in self.store.followup_candidates(filters)]
         items.sort(key=lambda x: (-x["priority"], x["conversation_id"]))
-        return {"total": len(items), "limit": limit, "offset": offset, "items": items[offset : offset + limit]}
+        return {
+            "total": len(items),
+            "limit": limit,
+            "offset": offset,
+            "items": items[offset : offset + limit],
+        }
 
     def funnel(self, group_by: str | None, filters: Filters) -> dict[str, Any]:
         groups = []
@@ -449,7 +500,9 @@ class ChatService:
                 if chat.get(key):
                     rec[key] = chat[key]
             if chat.get("visit"):
-                rec["visit"] = Visit.model_validate_json(chat["visit"]).model_dump(mode="json", exclude_none=True)
+                rec["visit"] = Visit.model_validate_json(chat["visit"]).model_dump(
+                    mode="json", exclude_none=True
+                )
             for m in messages:
                 msg = {"at": m["at"], "role": m["role"], "text": masked_text(m)}
                 if m.get("stage") and m["role"] == "consultant":

@@ -129,7 +129,11 @@ class Filters:
     def where(self) -> list[Any]:
         c = conversations.c
         out = []
-        for col, value in ((c.hospital, self.hospital), (c.department, self.department), (c.consultant_id, self.consultant_id)):
+        for col, value in (
+            (c.hospital, self.hospital),
+            (c.department, self.department),
+            (c.consultant_id, self.consultant_id),
+        ):
             if value is not None:
                 out.append(col == value)
         if self.since is not None:
@@ -162,7 +166,12 @@ class EventStore:
                 cx.execute(conversations.insert().values(**row, updated_at=now))
                 cx.execute(
                     events.insert().values(
-                        conversation_id=row["id"], seq=None, kind="open", at=at, recorded_at=now, actor=actor,
+                        conversation_id=row["id"],
+                        seq=None,
+                        kind="open",
+                        at=at,
+                        recorded_at=now,
+                        actor=actor,
                         payload=_dumps({k: v for k, v in row.items() if k not in ("id",)}),
                     )
                 )
@@ -187,14 +196,22 @@ class EventStore:
             with self.engine.begin() as cx:
                 cx.execute(
                     events.insert().values(
-                        conversation_id=conversation_id, seq=seq, kind="message", at=datetime.fromisoformat(message["at"]),
-                        recorded_at=now, actor=actor, payload=_dumps(message),
+                        conversation_id=conversation_id,
+                        seq=seq,
+                        kind="message",
+                        at=datetime.fromisoformat(message["at"]),
+                        recorded_at=now,
+                        actor=actor,
+                        payload=_dumps(message),
                     )
                 )
                 if shown:
                     cx.execute(
                         suggestions.insert(),
-                        [{**s, "conversation_id": conversation_id, "seq": seq, "created_at": now} for s in shown],
+                        [
+                            {**s, "conversation_id": conversation_id, "seq": seq, "created_at": now}
+                            for s in shown
+                        ],
                     )
                 res = cx.execute(
                     conversations.update()
@@ -202,29 +219,54 @@ class EventStore:
                     .values(**update, n_messages=seq + 1, updated_at=now)
                 )
                 if res.rowcount != 1:
-                    raise Conflict(f"conversation {conversation_id!r} changed while message {seq} was stored; retry")
+                    raise Conflict(
+                        f"conversation {conversation_id!r} changed while message {seq} was stored; retry"
+                    )
         except IntegrityError:
-            raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored; retry") from None
+            raise Conflict(
+                f"message {seq} of conversation {conversation_id!r} is already stored; retry"
+            ) from None
 
-    def record(self, conversation_id: str, kind: str, payload: dict[str, Any], update: dict[str, Any], actor: str | None, at: datetime) -> None:
+    def record(
+        self,
+        conversation_id: str,
+        kind: str,
+        payload: dict[str, Any],
+        update: dict[str, Any],
+        actor: str | None,
+        at: datetime,
+    ) -> None:
         """Append a non-message event (outcome, close) and apply ``update`` to the chat's row."""
         now = _now()
         with self.engine.begin() as cx:
             cx.execute(
                 events.insert().values(
-                    conversation_id=conversation_id, seq=None, kind=kind, at=at, recorded_at=now, actor=actor,
+                    conversation_id=conversation_id,
+                    seq=None,
+                    kind=kind,
+                    at=at,
+                    recorded_at=now,
+                    actor=actor,
                     payload=_dumps(payload),
                 )
             )
-            res = cx.execute(conversations.update().where(conversations.c.id == conversation_id).values(**update, updated_at=now))
+            res = cx.execute(
+                conversations.update()
+                .where(conversations.c.id == conversation_id)
+                .values(**update, updated_at=now)
+            )
             if res.rowcount != 1:
                 raise NotFound(f"no conversation {conversation_id!r}")
 
-    def feedback(self, suggestion_id: str, action: str, final_text: str | None, actor: str | None) -> dict[str, Any]:
+    def feedback(
+        self, suggestion_id: str, action: str, final_text: str | None, actor: str | None
+    ) -> dict[str, Any]:
         """Record what the consultant did with a suggestion; returns the suggestion row."""
         now = _now()
         with self.engine.begin() as cx:
-            row = cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
+            row = (
+                cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
+            )
             if row is None:
                 raise NotFound(f"no suggestion {suggestion_id!r}")
             cx.execute(
@@ -234,8 +276,15 @@ class EventStore:
             )
             cx.execute(
                 events.insert().values(
-                    conversation_id=row["conversation_id"], seq=None, kind="feedback", at=now, recorded_at=now,
-                    actor=actor, payload=_dumps({"suggestion_id": suggestion_id, "action": action, "final_text": final_text}),
+                    conversation_id=row["conversation_id"],
+                    seq=None,
+                    kind="feedback",
+                    at=now,
+                    recorded_at=now,
+                    actor=actor,
+                    payload=_dumps(
+                        {"suggestion_id": suggestion_id, "action": action, "final_text": final_text}
+                    ),
                 )
             )
         return {**row, "feedback": action, "final_text": final_text, "feedback_at": now}
@@ -243,7 +292,11 @@ class EventStore:
     # ---- reads -------------------------------------------------------------
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         with self.engine.connect() as cx:
-            row = cx.execute(sa.select(conversations).where(conversations.c.id == conversation_id)).mappings().first()
+            row = (
+                cx.execute(sa.select(conversations).where(conversations.c.id == conversation_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound(f"no conversation {conversation_id!r}")
         return dict(row)
@@ -260,15 +313,23 @@ class EventStore:
 
     def shown_suggestions(self, conversation_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as cx:
-            rows = cx.execute(
-                sa.select(suggestions).where(suggestions.c.conversation_id == conversation_id).order_by(suggestions.c.seq, suggestions.c.rank)
-            ).mappings().all()
+            rows = (
+                cx.execute(
+                    sa.select(suggestions)
+                    .where(suggestions.c.conversation_id == conversation_id)
+                    .order_by(suggestions.c.seq, suggestions.c.rank)
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     def followup_candidates(self, filters: Filters) -> list[dict[str, Any]]:
         """Chats that left contact without booking, and bookings whose arrival is not known yet."""
         c = conversations.c
-        lead = sa.and_(sa.or_(c.contact.is_(True), c.contact_seen.is_(True)), sa.not_(sa.func.coalesce(c.booked, False)))
+        lead = sa.and_(
+            sa.or_(c.contact.is_(True), c.contact_seen.is_(True)), sa.not_(sa.func.coalesce(c.booked, False))
+        )
         booking = sa.and_(c.booked.is_(True), c.arrived.is_(None))
         query = sa.select(conversations).where(sa.or_(lead, booking), *filters.where())
         with self.engine.connect() as cx:
@@ -322,7 +383,9 @@ class EventStore:
             "acceptance_rate": round(used / answered, 4) if answered else None,
         }
 
-    def iter_conversations(self, filters: Filters, batch: int = 500) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    def iter_conversations(
+        self, filters: Filters, batch: int = 500
+    ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """Stored chats with at least one message, oldest first, each with its messages (for export)."""
         c = conversations.c
         last: tuple[datetime, str] | None = None
@@ -341,4 +404,8 @@ class EventStore:
 
     def count_messages(self) -> int:
         with self.engine.connect() as cx:
-            return int(cx.execute(sa.select(sa.func.count()).select_from(events).where(events.c.kind == "message")).scalar_one())
+            return int(
+                cx.execute(
+                    sa.select(sa.func.count()).select_from(events).where(events.c.kind == "message")
+                ).scalar_one()
+            )

@@ -34,9 +34,17 @@ def test_sampled_rows_equal_full_rows(convs):
     for g in range(len(convs)):
         f, s = full.group == g, sampled.group == g
         assert (sampled.closed[s] == 0).sum() == min(4, len(convs[g].messages)) + 1  # + the empty row
-        by_prefix = {int(n): i for i, n in zip(np.flatnonzero(f), full.n_messages[f], strict=True) if not full.closed[i]}
+        by_prefix = {
+            int(n): i
+            for i, n in zip(np.flatnonzero(f), full.n_messages[f], strict=True)
+            if not full.closed[i]
+        }
         for i in np.flatnonzero(s):
-            j = int(np.flatnonzero(f & (full.closed == 1))[0]) if sampled.closed[i] else by_prefix[int(sampled.n_messages[i])]
+            j = (
+                int(np.flatnonzero(f & (full.closed == 1))[0])
+                if sampled.closed[i]
+                else by_prefix[int(sampled.n_messages[i])]
+            )
             assert np.array_equal(sampled.struct[i], full.struct[j])
             assert abs(sampled.text[i] - full.text[j]).max() < 1e-6
 

@@ -69,7 +69,12 @@ def _open(api, cid=None, who="c01", **extra):
         "started_at": T0,
         "department": "整形美容",
         "project": "隆鼻",
-        "visit": {"engine": "baidu", "keyword": "杭州隆鼻多少钱", "region": "浙江省杭州市", "device": "mobile"},
+        "visit": {
+            "engine": "baidu",
+            "keyword": "杭州隆鼻多少钱",
+            "region": "浙江省杭州市",
+            "device": "mobile",
+        },
         **extra,
     }
     r = api.post("/v1/conversations", json=body, headers=api.keys[who])
@@ -80,7 +85,11 @@ def _open(api, cid=None, who="c01", **extra):
 def _chat(api, cid, messages=CHAT, start=3, who="c01"):
     out = []
     for i, (role, text) in enumerate(messages):
-        r = api.post(f"/v1/conversations/{cid}/messages", json={"role": role, "text": text, "at": _at(start + i)}, headers=api.keys[who])
+        r = api.post(
+            f"/v1/conversations/{cid}/messages",
+            json={"role": role, "text": text, "at": _at(start + i)},
+            headers=api.keys[who],
+        )
         assert r.status_code == 200, r.text
         out.append(r.json())
     return out
@@ -126,7 +135,14 @@ def test_outcomes_feed_the_followup_queue_and_the_funnel(api):
     _chat(api, lead)
     _chat(api, booking)
     _chat(api, cold, messages=[("visitor", "随便看看"), ("consultant", "好的，有需要随时问我")])
-    assert api.post(f"/v1/conversations/{booking}/outcome", json={"booked": True, "close": True}, headers=api.keys["c01"]).status_code == 200
+    assert (
+        api.post(
+            f"/v1/conversations/{booking}/outcome",
+            json={"booked": True, "close": True},
+            headers=api.keys["c01"],
+        ).status_code
+        == 200
+    )
     q = api.get("/v1/followups", headers=api.keys["sup"]).json()
     kinds = {item["conversation_id"]: item["kind"] for item in q["items"]}
     assert kinds == {lead: "lead_not_booked", booking: "booking_at_risk"}
@@ -136,7 +152,9 @@ def test_outcomes_feed_the_followup_queue_and_the_funnel(api):
     assert page["total"] == 2 and len(page["items"]) == 1 and page["items"][0] == q["items"][1]
     assert api.get("/v1/followups?department=男科", headers=api.keys["sup"]).json()["total"] == 0
     funnel = api.get("/v1/stats/funnel", headers=api.keys["sup"]).json()["groups"]
-    assert [(g["visits"], g["chats"], g["contact"], g["booked"], g["arrived"]) for g in funnel] == [(3, 3, 2, 1, 0)]
+    assert [(g["visits"], g["chats"], g["contact"], g["booked"], g["arrived"]) for g in funnel] == [
+        (3, 3, 2, 1, 0)
+    ]
     by_engine = api.get("/v1/stats/funnel?group_by=engine", headers=api.keys["sup"]).json()["groups"]
     assert by_engine[0]["group"] == "baidu"
     bad = api.get("/v1/stats/funnel?group_by=weather", headers=api.keys["sup"])
@@ -149,10 +167,17 @@ def test_suggestion_feedback_is_stored_and_reported(api):
     ids = [s["id"] for s in first["suggestions"]]
     assert len(ids) >= 2
     h = api.keys["c01"]
-    assert api.post(f"/v1/suggestions/{ids[0]}/feedback", json={"action": "used"}, headers=h).status_code == 200
+    assert (
+        api.post(f"/v1/suggestions/{ids[0]}/feedback", json={"action": "used"}, headers=h).status_code == 200
+    )
     r = api.post(f"/v1/suggestions/{ids[1]}/feedback", json={"action": "edited"}, headers=h)
     assert r.status_code == 422 and "final_text" in r.json()["detail"]
-    assert api.post(f"/v1/suggestions/{ids[1]}/feedback", json={"action": "edited", "final_text": "您好"}, headers=h).status_code == 200
+    assert (
+        api.post(
+            f"/v1/suggestions/{ids[1]}/feedback", json={"action": "edited", "final_text": "您好"}, headers=h
+        ).status_code
+        == 200
+    )
     assert api.post("/v1/suggestions/nope/feedback", json={"action": "used"}, headers=h).status_code == 404
     acc = api.get("/v1/stats/funnel", headers=api.keys["sup"]).json()["suggestions"]
     assert acc["used"] == 1 and acc["edited"] == 1 and acc["acceptance_rate"] == 1.0
@@ -180,8 +205,16 @@ def test_export_is_masked_contract_jsonl(api):
         ({"role": "visitor", "text": 5}, 422, "text: Input should be a valid string"),
         ({"role": "bot", "text": "hi"}, 422, "role: Input should be 'visitor', 'consultant' or 'system'"),
         ({"role": "visitor", "text": "   "}, 422, "text is empty"),
-        ({"role": "visitor", "text": "早", "at": "2025-03-05T14:00:00+08:00"}, 422, "before the chat's last message"),
-        ({"role": "visitor", "text": "早", "at": "2025-03-05T15:00:00"}, 422, "at: Input should have timezone info"),
+        (
+            {"role": "visitor", "text": "早", "at": "2025-03-05T14:00:00+08:00"},
+            422,
+            "before the chat's last message",
+        ),
+        (
+            {"role": "visitor", "text": "早", "at": "2025-03-05T15:00:00"},
+            422,
+            "at: Input should have timezone info",
+        ),
         ({"role": "visitor", "text": "hi", "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
     ],
 )
@@ -200,16 +233,56 @@ def test_other_bad_requests_name_the_problem(api):
     h = api.keys["c01"]
     cid = _open(api)
     cases = [
-        (api.post("/v1/conversations/nope/messages", json={"role": "visitor", "text": "hi"}, headers=h), 404, "no conversation 'nope'"),
-        (api.post("/v1/conversations", json={"conversation_id": cid, "started_at": T0}, headers=h), 409, "already exists"),
+        (
+            api.post("/v1/conversations/nope/messages", json={"role": "visitor", "text": "hi"}, headers=h),
+            404,
+            "no conversation 'nope'",
+        ),
+        (
+            api.post("/v1/conversations", json={"conversation_id": cid, "started_at": T0}, headers=h),
+            409,
+            "already exists",
+        ),
         (api.post("/v1/conversations", json={"visit": {"engine": "yahoo"}}, headers=h), 422, "visit.engine"),
-        (api.post("/v1/conversations", json={"consultant_id": "c02"}, headers=h), 403, "cannot open a chat for 'c02'"),
-        (api.post(f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": "hi"}), 401, "missing API key"),
-        (api.post(f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": "hi"}, headers={"X-API-Key": "yy_bad_key"}), 401, "invalid or revoked"),
-        (api.post(f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": "hi"}, headers=api.keys["c02"]), 403, "may not write"),
+        (
+            api.post("/v1/conversations", json={"consultant_id": "c02"}, headers=h),
+            403,
+            "cannot open a chat for 'c02'",
+        ),
+        (
+            api.post(f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": "hi"}),
+            401,
+            "missing API key",
+        ),
+        (
+            api.post(
+                f"/v1/conversations/{cid}/messages",
+                json={"role": "visitor", "text": "hi"},
+                headers={"X-API-Key": "yy_bad_key"},
+            ),
+            401,
+            "invalid or revoked",
+        ),
+        (
+            api.post(
+                f"/v1/conversations/{cid}/messages",
+                json={"role": "visitor", "text": "hi"},
+                headers=api.keys["c02"],
+            ),
+            403,
+            "may not write",
+        ),
         (api.post(f"/v1/conversations/{cid}/outcome", json={}, headers=h), 422, "nothing to record"),
-        (api.post(f"/v1/conversations/{cid}/outcome", json={"booked": "yes"}, headers=h), 422, "booked: Input should be a valid boolean"),
-        (api.get("/v1/followups?since=2025-03-01T00:00:00", headers=api.keys["sup"]), 422, "since must carry a timezone"),
+        (
+            api.post(f"/v1/conversations/{cid}/outcome", json={"booked": "yes"}, headers=h),
+            422,
+            "booked: Input should be a valid boolean",
+        ),
+        (
+            api.get("/v1/followups?since=2025-03-01T00:00:00", headers=api.keys["sup"]),
+            422,
+            "since must carry a timezone",
+        ),
         (api.post("/v1/admin/reload", headers=h), 403, "role 'consultant' cannot do this"),
     ]
     for r, status, words in cases:
@@ -262,6 +335,11 @@ def test_health_readiness_metrics_and_openapi(api):
     assert 'yuyue_request_seconds_bucket{endpoint="/v1/conversations/{conversation_id}/messages"' in metrics
     assert 'yuyue_model_info{version="t1"} 1.0' in metrics
     spec = api.get("/openapi.json").json()
-    for path in ("/v1/conversations", "/v1/conversations/{conversation_id}/messages", "/v1/followups", "/v1/stats/funnel"):
+    for path in (
+        "/v1/conversations",
+        "/v1/conversations/{conversation_id}/messages",
+        "/v1/followups",
+        "/v1/stats/funnel",
+    ):
         assert path in spec["paths"]
     assert spec["components"]["schemas"]["NewMessage"]["examples"]
