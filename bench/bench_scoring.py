@@ -58,7 +58,8 @@ def main() -> None:
         f"features + both scores + reasons: median {statistics.median(core):.2f} ms  p99 {q(core, 99):.2f} ms"
     )
     print(
-        f"whole step (+ stage, hints, replies): median {statistics.median(whole):.2f} ms  p99 {q(whole, 99):.2f} ms"
+        f"whole step (+ stage, hints, replies): median {statistics.median(whole):.2f} ms  "
+        f"mean {statistics.fmean(whole):.2f} ms  p99 {q(whole, 99):.2f} ms"
     )
 
 

@@ -8,6 +8,7 @@ row and a live request with the same prefix get the same numbers.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,22 @@ class FeatureSpace:
         norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
         norms[norms == 0] = 1.0
         return (sp.diags((1.0 / norms).astype(np.float32)) @ counts).tocsr().astype(np.float32)
+
+    @staticmethod
+    def text_row(bag_v: dict[int, int], bag_c: dict[int, int]) -> sp.csr_matrix:
+        """:meth:`text` of one chat (a 1-row matrix), merged with numpy instead of a Python loop.
+
+        Equal to ``text([(bag_v, bag_c)])`` up to the order of the stored entries (here sorted).
+        """
+        n = len(bag_v) + len(bag_c)
+        keys = np.fromiter(itertools.chain(bag_v, bag_c), dtype=np.int64, count=n)
+        counts = np.fromiter(itertools.chain(bag_v.values(), bag_c.values()), dtype=np.float64, count=n)
+        indices, where = np.unique(keys, return_inverse=True)
+        vals = np.log1p(np.bincount(where, weights=counts).astype(np.float32))
+        vals /= np.linalg.norm(vals) or 1.0
+        return sp.csr_matrix(
+            (vals, indices.astype(np.int32), np.array([0, len(indices)], dtype=np.int64)), shape=(1, TEXT_DIM)
+        )
 
     @staticmethod
     def text(bags: Iterable[tuple[dict[int, int], dict[int, int]]]) -> sp.csr_matrix:

@@ -157,7 +157,7 @@ class YuyueModel:
             return {}
         struct = np.zeros((1, self.space.n_struct), dtype=np.float32)
         self.space.struct_row(state.features(closed=closed), struct[0])
-        text = self.space.text([state.text_bag()])
+        text = self.space.text_row(*state.text_bag())
         out = {}
         for name, scorer in self.scorers.items():
             p, reasons = self.explainers[name].explain(scorer, struct, text, top=top)

@@ -98,33 +98,41 @@ class ReasonExplainer:
         min_abs: float = 0.005,
     ) -> tuple[float, list[Reason]]:
         """The calibrated score of one row and its top reasons by absolute contribution."""
-        x = struct.reshape(1, -1)
-        active: list[_Group] = []
-        variants = [x[0]]
-        texts = [text]
-        for g in self.groups:
+        x = np.asarray(struct, dtype=np.float32).reshape(-1)
+        active = self._active_groups(x, text)
+        variants = np.repeat(x[None, :], len(active) + 1, axis=0)
+        with_text = np.ones(len(active) + 1, dtype=bool)
+        for i, g in enumerate(active, start=1):
             if g.text:
-                if text.nnz:
-                    active.append(g)
-                    variants.append(x[0])
-                    texts.append(sp.csr_matrix(text.shape, dtype=text.dtype))
-                continue
-            if len(g.columns) == 0 or np.array_equal(x[0, g.columns], self.baseline[g.columns]):
-                continue
-            v = x[0].copy()
-            v[g.columns] = self.baseline[g.columns]
-            active.append(g)
-            variants.append(v)
-            texts.append(text)
-        probs = scorer.predict_proba_arrays(np.vstack(variants), sp.vstack(texts, format="csr"))
+                with_text[i] = False
+            else:
+                variants[i, g.columns] = self.baseline[g.columns]
+        probs = scorer.predict_proba_variants(variants, text, with_text)
         p = float(probs[0])
         reasons = [
-            Reason(g.id, self._label(g, x[0]), float(p - probs[i + 1]))
+            Reason(g.id, self._label(g, x), float(p - probs[i + 1]))
             for i, g in enumerate(active)
             if abs(p - probs[i + 1]) >= min_abs
         ]
         reasons.sort(key=lambda r: -abs(r.delta))
         return p, reasons[:top]
+
+    def _active_groups(self, x: np.ndarray, text: sp.csr_matrix) -> list[_Group]:
+        """Groups whose features differ from the baseline (the text group: a non-empty bag), in spec order."""
+        group_of = getattr(self, "_group_of", None)
+        if group_of is None:  # column -> index of its group (-1: in none); derived, not saved
+            group_of = np.full(len(self.feature_names), -1, dtype=np.int64)
+            for i, g in enumerate(self.groups):
+                group_of[g.columns] = i
+            self._group_of = group_of
+        hit = np.zeros(len(self.groups) + 1, dtype=bool)
+        hit[group_of[x != self.baseline]] = True  # -1 lands in the spare last slot
+        return [g for i, g in enumerate(self.groups) if (text.nnz > 0 if g.text else hit[i])]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_group_of", None)
+        return state
 
     def _label(self, g: _Group, x: np.ndarray) -> str:
         if "{value}" not in g.label:

@@ -75,8 +75,10 @@ def _accumulate(
     lens = ends - starts
     if lens.sum() == 0:
         return np.zeros(n_docs)
-    idx = np.concatenate([indices[s:e] for s, e in zip(starts, ends, strict=True)])
-    vals = np.concatenate([data[s:e] * w for s, e, w in zip(starts, ends, weights, strict=True)])
+    # positions of all the terms' postings, without a Python loop over terms
+    pos = np.arange(lens.sum()) + np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    idx = indices[pos]
+    vals = data[pos] * np.repeat(weights, lens)
     return np.bincount(idx, weights=vals, minlength=n_docs)
 
 
@@ -224,8 +226,35 @@ class TfidfCharRetriever(_InvertedIndexRetriever):
         return self
 
     def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:
-        q = self.vectorizer_.transform([context])
-        return q.indices.astype(np.int64), q.data.astype(np.float64), 1.0
+        # what vectorizer_.transform([context]) computes (counts of known n-grams, 1 + log tf,
+        # × idf, l2 norm), without its per-call validation and sparse-matrix assembly
+        v = self.vectorizer_
+        if not (v.sublinear_tf and v.use_idf and v.norm == "l2"):
+            q = v.transform([context])
+            return q.indices.astype(np.int64), q.data.astype(np.float64), 1.0
+        vocab = v.vocabulary_
+        counts: dict[int, int] = {}
+        for gram in self._analyzer()(context):
+            j = vocab.get(gram)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), 1.0
+        ids = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        weights = (np.log(tf) + 1.0) * v.idf_[ids]
+        return ids, weights / np.sqrt(weights @ weights), 1.0
+
+    def _analyzer(self) -> Callable[[str], list[str]]:
+        analyzer = getattr(self, "_analyzer_cache", None)
+        if analyzer is None:
+            analyzer = self._analyzer_cache = self.vectorizer_.build_analyzer()
+        return analyzer
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_analyzer_cache", None)  # derived; rebuilt on first use
+        return state
 
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each text to ``query`` in the fitted TF-IDF space."""

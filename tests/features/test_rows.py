@@ -60,3 +60,12 @@ def test_unknown_feature_names_are_ignored_known_ones_placed():
     space = FeatureSpace(["a", "b"])
     X = space.struct([{"a": 1.0, "zzz": 5.0}, {"b": 2.0}])
     assert X.tolist() == [[1.0, 0.0], [0.0, 2.0]]
+
+
+def test_one_text_row_equals_the_batch_text(convs):
+    for conv in convs[:10]:
+        for k in (0, 1, len(conv.messages) // 2, len(conv.messages)):
+            bags = replay(conv, upto=k).text_bag()
+            one, ref = FeatureSpace.text_row(*bags), FeatureSpace.text([bags])
+            assert one.shape == ref.shape == (1, ref.shape[1]) and one.nnz == ref.nnz
+            assert abs(one - ref).max() < 1e-6 if ref.nnz else one.nnz == 0

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import orjson
 import pytest
 
@@ -64,6 +65,20 @@ def test_retrieval_finds_the_exact_context(cls) -> None:
     top = r.query("请问医院地址在哪里", k=2)
     assert top[0][0] == "r2" and 0 < top[0][1] <= 1
     assert r.query("完全无关的内容xyz", k=3) == [] or r.query("完全无关的内容xyz", k=3)[0][1] < 0.3
+
+
+def test_tfidf_scores_equal_the_vectorizers_cosine() -> None:
+    contexts = [
+        "隆鼻多少钱？",
+        "医院地址在哪里",
+        "周末上班吗 周末",
+        "术后多久恢复，疼不疼",
+        "隆鼻隆鼻 价格 13812345678",
+    ]
+    r = TfidfCharRetriever().fit(contexts, ["r1", "r2", "r3", "r4", "r5"])
+    for query in ["隆鼻大概多少钱 隆鼻", "地址", "我的电话13900001111", "xyz", "周末"]:
+        ref = (r.vectorizer_.transform(contexts) @ r.vectorizer_.transform([query]).T).toarray().ravel()
+        np.testing.assert_allclose(r.doc_scores(query), np.minimum(ref, 1.0), atol=1e-6)
 
 
 def test_suggestions_fill_slots_and_prefer_matching_replies(suggester: ReplySuggester) -> None:
