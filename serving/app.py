@@ -261,7 +261,9 @@ def create_app(
     app.add_middleware(TimingMiddleware, metrics=state.metrics)
 
     # ---- auth -------------------------------------------------------------------------
-    def caller(
+    # dependencies are ``async def`` so they run on the event loop: a plain ``def`` would cost a
+    # thread-pool round trip each, per request (keys are cached, so no I/O on the hot path)
+    async def caller(
         authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
         x_api_key: Annotated[
             str | None, Header(description="the API key (alternative to Authorization)")
@@ -287,7 +289,7 @@ def create_app(
         return Caller(key.name, key.role, key.consultant_id)
 
     def role(*roles: str) -> Any:
-        def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
             if who.role != "admin" and who.role not in roles:
                 raise _http(
                     403, f"role {who.role!r} cannot do this (needs one of: {', '.join(roles + ('admin',))})"
@@ -296,7 +298,7 @@ def create_app(
 
         return check
 
-    def model_ready() -> None:
+    async def model_ready() -> None:
         if not state.models.ready:
             raise _http(
                 503, "no model loaded yet: train and promote one (yuyue train), then POST /v1/admin/reload"
@@ -333,7 +335,7 @@ def create_app(
     @app.post(
         "/v1/conversations/{conversation_id}/messages", tags=["chats"], dependencies=[Depends(model_ready)]
     )
-    def add_message(conversation_id: CONVERSATION_ID, body: NewMessage, who: Who) -> Response:
+    async def add_message(conversation_id: CONVERSATION_ID, body: NewMessage, who: Who) -> Response:
         """Append one message; returns scores and their change, band, reasons, stage, hints, entities, suggestions."""
         out = state.service.message(
             who,

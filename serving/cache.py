@@ -1,12 +1,14 @@
-"""Cache of per-chat session blobs (``ChatSession.to_bytes()``, a few KB each).
+"""Cache of per-chat sessions.
 
 The cache is only an accelerator: the event store stays the source of truth, so
 a miss (or :class:`CacheUnavailable`) means "rebuild the session from the events".
 
-- :class:`MemoryCache`: LRU in this process, thread-safe (one worker).
-- :class:`RedisCache`: shared by every worker; each write resets the entry's TTL
-  (one day by default), so an active chat never expires. Any Redis failure
-  (down, timeout, refused) raises :class:`CacheUnavailable`.
+- :class:`MemoryCache`: LRU in this process, thread-safe (one worker). It keeps
+  the session objects themselves (``shared = False``): no encoding per message.
+- :class:`RedisCache`: shared by every worker, so it keeps encoded session blobs
+  (``shared = True``; ``Live.to_bytes()``, a few KB each); each write resets the
+  entry's TTL (one day by default), so an active chat never expires. Any Redis
+  failure (down, timeout, refused) raises :class:`CacheUnavailable`.
 - :func:`make_cache` picks one from the ``redis_url`` setting.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,34 +29,37 @@ class CacheUnavailable(RuntimeError):
 
 @runtime_checkable
 class SessionCache(Protocol):
-    def get(self, conversation_id: str) -> bytes | None: ...
+    shared: bool  # True: other processes read the entries, so they must be bytes
 
-    def set(self, conversation_id: str, blob: bytes) -> None: ...
+    def get(self, conversation_id: str) -> Any | None: ...
+
+    def set(self, conversation_id: str, value: Any) -> None: ...
 
     def delete(self, conversation_id: str) -> None: ...
 
 
 class MemoryCache:
-    """A thread-safe LRU of at most ``max_items`` session blobs."""
+    """A thread-safe LRU of at most ``max_items`` entries (session objects or blobs), for one process."""
+
+    shared = False
 
     def __init__(self, max_items: int = 50_000):
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         self.max_items = max_items
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, conversation_id: str) -> bytes | None:
+    def get(self, conversation_id: str) -> Any | None:
         with self._lock:
-            blob = self._items.get(conversation_id)
-            if blob is not None:
+            value = self._items.get(conversation_id)
+            if value is not None:
                 self._items.move_to_end(conversation_id)
-            return blob
+            return value
 
-    def set(self, conversation_id: str, blob: bytes) -> None:
-        blob = bytes(blob)
+    def set(self, conversation_id: str, value: Any) -> None:
         with self._lock:
-            self._items[conversation_id] = blob
+            self._items[conversation_id] = value
             self._items.move_to_end(conversation_id)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
@@ -82,6 +87,8 @@ class MemoryCache:
 
 class RedisCache:
     """Session blobs in Redis under ``prefix + conversation_id``, expiring ``ttl_seconds`` after the last write."""
+
+    shared = True
 
     def __init__(
         self,

@@ -43,7 +43,7 @@ log = logging.getLogger("yuyue.serving")
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 MAX_TEXT = 10_000
 N_LOCKS = 512
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 class InvalidInput(StoreError):
@@ -106,23 +106,45 @@ class ModelHolder:
 
 @dataclass
 class Live:
-    """A chat's session as kept between messages: the model session plus the contact data revealed."""
+    """A chat's session as kept between messages: the model session, the contact data revealed,
+    and what the message path checks before writing (the chat's consultant, its last message time).
+
+    With it the message path reads nothing from the store; the store's conditional write still
+    catches a closed chat or a stale copy (another worker moved on).
+    """
 
     n_messages: int
     session: ChatSession
     contacts: list[list[Any]]  # [type, value, message seq]
+    consultant_id: str | None
+    last_at: datetime
 
     def to_bytes(self) -> bytes:
         return msgpack.packb(
-            [CACHE_FORMAT, self.n_messages, self.session.to_bytes(), self.contacts], use_bin_type=True
+            [
+                CACHE_FORMAT,
+                self.n_messages,
+                self.session.to_bytes(),
+                self.contacts,
+                self.consultant_id,
+                self.last_at.isoformat(),
+            ],
+            use_bin_type=True,
         )
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Live:
-        fmt, n, session, contacts = msgpack.unpackb(blob, raw=False)
+        fmt, *rest = msgpack.unpackb(blob, raw=False)
         if fmt != CACHE_FORMAT:
             raise ValueError(f"cached session format {fmt} != {CACHE_FORMAT}")
-        return cls(n, ChatSession.from_bytes(session), contacts)
+        n, session, contacts, consultant_id, last_at = rest
+        return cls(
+            n, ChatSession.from_bytes(session), contacts, consultant_id, datetime.fromisoformat(last_at)
+        )
+
+
+class _Stale(Exception):
+    """The cached session is behind the store (another worker wrote): rebuild it and try again."""
 
 
 def _local_day(at: datetime) -> str:
@@ -222,7 +244,7 @@ class ChatService:
             "model_version": version,
         }
         self.store.open(row, caller.name, started)
-        self._cache_set(cid, Live(0, session, []))
+        self._cache_set(cid, Live(0, session, [], consultant_id, started))
         return {
             "conversation_id": cid,
             "model_version": version,
@@ -239,24 +261,44 @@ class ChatService:
         if len(text) > MAX_TEXT:
             raise InvalidInput(f"text is {len(text)} characters; the limit is {MAX_TEXT}")
         with self._lock(conversation_id):
-            chat = self.store.conversation(conversation_id)
-            if not caller.may_write(chat):
-                raise Forbidden(f"key {caller.name!r} may not write to conversation {conversation_id!r}")
-            if chat["closed"]:
-                raise Conflict(f"conversation {conversation_id!r} is closed; no more messages can be added")
-            now = datetime.now(UTC)
-            at = _aware(at, max(now, chat["last_at"]))
-            if at < chat["last_at"]:
-                raise InvalidInput(
-                    f"message time {at.isoformat()} is before the chat's last message at {chat['last_at'].isoformat()}"
-                )
             model, version = self.models.get()
-            live = self._load(conversation_id, chat, model)
-            seq = chat["n_messages"]
+            live = self._cached(conversation_id)
+            for _ in range(3):
+                if live is None:
+                    live = self._from_store(conversation_id, model)
+                try:
+                    return self._append(caller, conversation_id, live, model, version, role, text, at, k)
+                except _Stale:
+                    live = None
+        raise Conflict(f"conversation {conversation_id!r} keeps changing under this request; retry")
+
+    def _append(
+        self,
+        caller: Caller,
+        conversation_id: str,
+        live: Live,
+        model: YuyueModel,
+        version: str,
+        role: str,
+        text: str,
+        at: datetime | None,
+        k: int,
+    ) -> dict[str, Any]:
+        """Score and store one message on ``live`` (modified in place; dropped from the cache on failure)."""
+        chat = {"id": conversation_id, "consultant_id": live.consultant_id}
+        if not caller.may_write(chat):
+            raise Forbidden(f"key {caller.name!r} may not write to conversation {conversation_id!r}")
+        at = _aware(at, max(datetime.now(UTC), live.last_at))
+        if at < live.last_at:
+            raise InvalidInput(
+                f"message time {at.isoformat()} is before the chat's last message at {live.last_at.isoformat()}"
+            )
+        seq = live.n_messages
+        try:
             insight = model.on_message(live.session, role, text, at, k=k)
             for span in insight.analysis.pii if role == "visitor" else ():
                 live.contacts.append([span.type, span.value, seq])
-            live.n_messages = seq + 1
+            live.n_messages, live.last_at = seq + 1, at
             shown = [
                 {"id": uuid.uuid4().hex, "rank": i, "text": s.text, "source": s.source}
                 for i, s in enumerate(insight.suggestions)
@@ -274,9 +316,8 @@ class ChatService:
             }
             update = {
                 "last_at": at,
-                "n_visitor": chat["n_visitor"] + (role == "visitor"),
-                "contact_seen": chat["contact_seen"]
-                or any(s.type != "surname" for s in insight.analysis.pii),
+                "visitor": int(role == "visitor"),
+                "contact": any(s.type != "surname" for s in insight.analysis.pii),
                 "p_booked": scores.get("booked"),
                 "p_arrived": scores.get("arrived"),
                 "reasons": _reasons_json(insight.scores),
@@ -285,10 +326,40 @@ class ChatService:
             try:
                 self.store.append_message(conversation_id, seq, message, shown, update, caller.name)
             except Conflict:
-                self._cache_delete(conversation_id)  # another worker moved on: rebuild next time
-                raise
-            self._cache_set(conversation_id, live)
+                stored = self.store.conversation(conversation_id)
+                if stored["closed"]:
+                    raise Conflict(
+                        f"conversation {conversation_id!r} is closed; no more messages can be added"
+                    ) from None
+                raise _Stale from None
+        except BaseException:
+            self._cache_delete(conversation_id)  # the session was modified: rebuild it next time
+            raise
+        self._cache_set(conversation_id, live)
         return self._insight_view(caller, chat, live, insight, shown, seq, version)
+
+    def _cached(self, conversation_id: str) -> Live | None:
+        try:
+            blob = self.cache.get(conversation_id)
+        except CacheUnavailable as exc:
+            log.warning("session cache unavailable, rebuilding %s from the store: %s", conversation_id, exc)
+            return None
+        if blob is None:
+            return None
+        if isinstance(blob, Live):
+            return blob  # this process's own cache: the object itself
+        try:
+            return Live.from_bytes(blob)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.warning("unreadable cached session for %s (%s); rebuilding", conversation_id, exc)
+            return None
+
+    def _from_store(self, conversation_id: str, model: YuyueModel) -> Live:
+        chat = self.store.conversation(conversation_id)
+        if chat["closed"]:
+            raise Conflict(f"conversation {conversation_id!r} is closed; no more messages can be added")
+        self.cache_misses += 1
+        return self.rebuild(chat, model)
 
     def _insight_view(
         self,
@@ -350,22 +421,6 @@ class ChatService:
             "concerns_open": [c for c in CONCERNS if flags.get("concern_open_" + c)],
         }
 
-    def _load(self, conversation_id: str, chat: dict[str, Any], model: YuyueModel) -> Live:
-        blob = None
-        try:
-            blob = self.cache.get(conversation_id)
-        except CacheUnavailable as exc:
-            log.warning("session cache unavailable, rebuilding %s from the store: %s", conversation_id, exc)
-        if blob is not None:
-            try:
-                live = Live.from_bytes(blob)
-                if live.n_messages == chat["n_messages"]:
-                    return live
-            except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                log.warning("unreadable cached session for %s (%s); rebuilding", conversation_id, exc)
-        self.cache_misses += 1
-        return self.rebuild(chat, model)
-
     def rebuild(self, chat: dict[str, Any], model: YuyueModel) -> Live:
         """The session of a stored chat, by replaying its stored messages (no suggestions computed)."""
         visit = Visit.model_validate_json(chat["visit"]) if chat.get("visit") else None
@@ -384,11 +439,12 @@ class ChatService:
             )
             if m["role"] == "visitor":
                 contacts += [[s.type, s.value, m["seq"]] for s in insight.analysis.pii]
-        return Live(len(messages), session, contacts)
+        last_at = datetime.fromisoformat(messages[-1]["at"]) if messages else chat["started_at"]
+        return Live(len(messages), session, contacts, chat.get("consultant_id"), last_at)
 
     def _cache_set(self, conversation_id: str, live: Live) -> None:
         try:
-            self.cache.set(conversation_id, live.to_bytes())
+            self.cache.set(conversation_id, live.to_bytes() if self.cache.shared else live)
         except CacheUnavailable as exc:
             log.warning("session cache unavailable (%s); the chat will be rebuilt from the store", exc)
 

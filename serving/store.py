@@ -94,6 +94,30 @@ suggestions = sa.Table(
     sa.Column("feedback_by", sa.String(128)),
 )
 
+# the per-message statements, built once (SQLAlchemy then only binds values)
+_INSERT_EVENT = events.insert()
+_INSERT_SUGGESTION = suggestions.insert()
+_SELECT_CHAT = sa.select(conversations).where(conversations.c.id == sa.bindparam("_id"))
+_AFTER_MESSAGE = (
+    conversations.update()
+    .where(
+        conversations.c.id == sa.bindparam("_id"),
+        conversations.c.n_messages == sa.bindparam("_seq", type_=sa.Integer),
+        conversations.c.closed == sa.false(),
+    )
+    .values(
+        n_messages=sa.bindparam("_seq", type_=sa.Integer) + 1,
+        n_visitor=conversations.c.n_visitor + sa.bindparam("_visitor", type_=sa.Integer),
+        contact_seen=sa.or_(conversations.c.contact_seen, sa.bindparam("_contact", type_=sa.Boolean)),
+        last_at=sa.bindparam("_last_at", type_=UTCDateTime),
+        p_booked=sa.bindparam("_p_booked", type_=sa.Float),
+        p_arrived=sa.bindparam("_p_arrived", type_=sa.Float),
+        reasons=sa.bindparam("_reasons", type_=sa.Text),
+        model_version=sa.bindparam("_model_version", type_=sa.String),
+        updated_at=sa.bindparam("_now", type_=UTCDateTime),
+    )
+)
+
 FUNNEL_GROUPS = {
     "engine": conversations.c.engine,
     "keyword": conversations.c.keyword,
@@ -189,43 +213,49 @@ class EventStore:
     ) -> None:
         """Store message ``seq`` with its scores, the suggestions shown, and the chat's new projection.
 
-        Raises :class:`Conflict` when message ``seq`` is already stored (another worker won).
+        ``update`` holds ``last_at``, ``visitor`` (1 for a visitor message), ``contact``
+        (contact data seen in it), ``p_booked``, ``p_arrived``, ``reasons`` (JSON) and
+        ``model_version``. Raises :class:`Conflict` when the chat is closed or message
+        ``seq`` is already stored (another worker won); nothing is written then.
         """
         now = _now()
         try:
             with self.engine.begin() as cx:
                 cx.execute(
-                    events.insert().values(
-                        conversation_id=conversation_id,
-                        seq=seq,
-                        kind="message",
-                        at=datetime.fromisoformat(message["at"]),
-                        recorded_at=now,
-                        actor=actor,
-                        payload=_dumps(message),
-                    )
+                    _INSERT_EVENT,
+                    {
+                        "conversation_id": conversation_id,
+                        "seq": seq,
+                        "kind": "message",
+                        "at": update["last_at"],
+                        "recorded_at": now,
+                        "actor": actor,
+                        "payload": _dumps(message),
+                    },
                 )
                 if shown:
                     cx.execute(
-                        suggestions.insert(),
+                        _INSERT_SUGGESTION,
                         [
                             {**s, "conversation_id": conversation_id, "seq": seq, "created_at": now}
                             for s in shown
                         ],
                     )
                 res = cx.execute(
-                    conversations.update()
-                    .where(conversations.c.id == conversation_id, conversations.c.n_messages == seq)
-                    .values(**update, n_messages=seq + 1, updated_at=now)
+                    _AFTER_MESSAGE,
+                    {
+                        **{f"_{k}": v for k, v in update.items()},
+                        "_id": conversation_id,
+                        "_seq": seq,
+                        "_now": now,
+                    },
                 )
                 if res.rowcount != 1:
                     raise Conflict(
-                        f"conversation {conversation_id!r} changed while message {seq} was stored; retry"
+                        f"conversation {conversation_id!r} is closed or changed while message {seq} was stored"
                     )
         except IntegrityError:
-            raise Conflict(
-                f"message {seq} of conversation {conversation_id!r} is already stored; retry"
-            ) from None
+            raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored") from None
 
     def record(
         self,
@@ -292,11 +322,7 @@ class EventStore:
     # ---- reads -------------------------------------------------------------
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         with self.engine.connect() as cx:
-            row = (
-                cx.execute(sa.select(conversations).where(conversations.c.id == conversation_id))
-                .mappings()
-                .first()
-            )
+            row = cx.execute(_SELECT_CHAT, {"_id": conversation_id}).mappings().first()
         if row is None:
             raise NotFound(f"no conversation {conversation_id!r}")
         return dict(row)

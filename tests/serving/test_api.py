@@ -317,6 +317,25 @@ def test_a_second_worker_continues_a_chat_from_the_event_store(api, backend, mod
     assert model.score(rebuilt.session.state)["booked"].probability == pytest.approx(live_p, abs=1e-4)
 
 
+def test_a_chat_closed_by_another_worker_takes_no_more_messages(api, backend, model):
+    """The first worker still holds the session in its cache; the store's conditional write refuses."""
+    h = api.keys["c01"]
+    cid = _open(api)
+    _chat(api, cid, messages=CHAT[:2])
+    with TestClient(create_app(backend, model, "t1")) as other:
+        assert (
+            other.post(f"/v1/conversations/{cid}/outcome", json={"close": True}, headers=h).status_code == 200
+        )
+    before = api.get(f"/v1/conversations/{cid}", headers=h).json()
+    r = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"role": "visitor", "text": "还在吗", "at": _at(40)},
+        headers=h,
+    )
+    assert r.status_code == 409 and "is closed" in r.json()["detail"], r.text
+    assert api.get(f"/v1/conversations/{cid}", headers=h).json() == before
+
+
 def test_rate_limit_answers_429_with_retry_after(api):
     key = api.app.state.yuyue.keys.create("slow", "supervisor", rate_per_minute=3)[1]
     codes = [api.get("/v1/model", headers={"X-API-Key": key}).status_code for _ in range(4)]
