@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -151,12 +151,17 @@ class YuyueModel:
         session.last = {k: s.probability for k, s in scores.items()}
         return session, scores
 
-    def score(self, state: ConversationState, *, closed: bool = False, top: int = 4) -> dict[str, Scored]:
-        """Calibrated scores with reasons for the chat so far (``closed``: the chat has ended)."""
+    def score(
+        self, state: ConversationState, *, closed: bool = False, top: int = 4, features: dict[str, float] | None = None
+    ) -> dict[str, Scored]:
+        """Calibrated scores with reasons for the chat so far (``closed``: the chat has ended).
+
+        ``features``: ``state.features(closed=closed)`` when the caller has it already.
+        """
         if not self.scorers:
             return {}
         struct = np.zeros((1, self.space.n_struct), dtype=np.float32)
-        self.space.struct_row(state.features(closed=closed), struct[0])
+        self.space.struct_row(features if features is not None else state.features(closed=closed), struct[0])
         text = self.space.text_row(*state.text_bag())
         out = {}
         for name, scorer in self.scorers.items():
@@ -179,11 +184,11 @@ class YuyueModel:
         if role != "system":
             session.context.append((role, text))
             del session.context[:-CONTEXT_MESSAGES]
-        scores = self.score(session.state)
+        feats = session.state.features()
+        scores = self.score(session.state, features=feats)
         t2 = time.perf_counter()
         changes = {n: round(s.probability - session.last.get(n, s.probability), 4) for n, s in scores.items()}
         session.last = {n: s.probability for n, s in scores.items()}
-        feats = session.state.features()
         done = session.tracker.stages_done
         hints = self.hints.hints(feats, done)
         suggestions: list[Suggestion] = []
@@ -279,6 +284,7 @@ def insight_dict(insight: MessageInsight) -> dict[str, Any]:
         "stage_probability": insight.stage_probability,
         "stage_reached": insight.stage_reached,
         "stages_done": insight.stages_done,
-        "hints": [asdict(h) for h in insight.hints],
-        "suggestions": [asdict(s) for s in insight.suggestions],
+        # flat dataclasses: their __dict__ is what asdict would build, without its deep copy
+        "hints": [dict(vars(h)) for h in insight.hints],
+        "suggestions": [dict(vars(s)) for s in insight.suggestions],
     }

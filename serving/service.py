@@ -16,7 +16,6 @@ the export get masked values and masked text.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -28,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgpack
+import orjson
 
 from config import Settings
 from data.contract import Visit
@@ -587,7 +587,7 @@ def _rate(a: Any, b: Any) -> float | None:
 
 
 def _reasons_json(scores: dict[str, Any]) -> str:
-    return json.dumps({k: s.as_dict()["reasons"] for k, s in scores.items()}, ensure_ascii=False)
+    return orjson.dumps({k: s.as_dict()["reasons"] for k, s in scores.items()}).decode()
 
 
 def _chat_view(chat: dict[str, Any]) -> dict[str, Any]:
@@ -595,8 +595,8 @@ def _chat_view(chat: dict[str, Any]) -> dict[str, Any]:
     for k, v in out.items():
         if isinstance(v, datetime):
             out[k] = v.isoformat()
-    out["visit"] = json.loads(chat["visit"]) if chat.get("visit") else None
-    out["reasons"] = json.loads(chat["reasons"]) if chat.get("reasons") else {}
+    out["visit"] = orjson.loads(chat["visit"]) if chat.get("visit") else None
+    out["reasons"] = orjson.loads(chat["reasons"]) if chat.get("reasons") else {}
     out["band"] = band(chat["p_booked"]) if chat.get("p_booked") is not None else None
     return out
 
@@ -608,7 +608,7 @@ def followup_item(chat: dict[str, Any], now: datetime) -> dict[str, Any]:
     - a booking whose arrival is unknown: priority = 1 - p(arrived | booked) ≈ 1 - p_arrived / p_booked,
       the chance the booking is lost without a reminder.
     """
-    reasons = json.loads(chat["reasons"]) if chat.get("reasons") else {}
+    reasons = orjson.loads(chat["reasons"]) if chat.get("reasons") else {}
     pb, pa = chat.get("p_booked") or 0.0, chat.get("p_arrived") or 0.0
     if chat.get("booked"):
         p_arrive_given_booked = min(1.0, pa / pb) if pb > 0 else 0.0

@@ -19,12 +19,12 @@ consultant's live view masks it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -168,7 +168,8 @@ class Filters:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
+    # orjson: UTF-8 as is (no \u escapes), datetimes as ISO 8601; several times faster than json
+    return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _now() -> datetime:
@@ -335,7 +336,7 @@ class EventStore:
                 .where(events.c.conversation_id == conversation_id, events.c.kind == "message")
                 .order_by(events.c.seq)
             ).all()
-        return [{"seq": seq, **json.loads(payload)} for seq, payload in rows]
+        return [{"seq": seq, **orjson.loads(payload)} for seq, payload in rows]
 
     def shown_suggestions(self, conversation_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as cx:
