@@ -504,7 +504,8 @@ def fast_json(obj: Any, status: int = 200) -> Response:
 
 
 class TimingMiddleware:
-    """Pure ASGI middleware: request latency per route template and status, into the Prometheus histogram."""
+    """Pure ASGI middleware: request latency per route template and status, into the Prometheus histogram,
+    and a ``Server-Timing: app;dur=<ms>`` header on every answer."""
 
     def __init__(self, app: Any, metrics: Metrics):
         self.app = app
@@ -520,6 +521,9 @@ class TimingMiddleware:
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                # time spent on the request so far (for a JSON answer: all of it), for clients and load tests
+                dur = f"app;dur={(time.perf_counter() - t0) * 1e3:.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", dur)]}
             await send(message)
 
         try:

@@ -345,7 +345,9 @@ def test_rate_limit_answers_429_with_retry_after(api):
 
 
 def test_health_readiness_metrics_and_openapi(api):
-    assert api.get("/healthz").json() == {"status": "ok"}
+    health = api.get("/healthz")
+    assert health.json() == {"status": "ok"}
+    assert float(health.headers["server-timing"].split("dur=")[1]) >= 0
     ready = api.get("/readyz").json()
     assert ready["ready"] is True and ready["model_version"] == "t1"
     cid = _open(api)
