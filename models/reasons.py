@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import yaml
 
-from models.scorer import OutcomeScorer
+from models.scorer import Calibrated
 
 TEXT_GROUP = "@text"
 
@@ -91,7 +91,7 @@ class ReasonExplainer:
 
     def explain(
         self,
-        scorer: OutcomeScorer,
+        scorer: Calibrated,
         struct: np.ndarray,
         text: sp.csr_matrix,
         top: int = 4,

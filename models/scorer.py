@@ -84,18 +84,29 @@ class FlatForest:
         )
         self.value = nodes["value"].astype(np.float64)
         self.baseline = float(np.ravel(model._baseline_prediction)[0])
+        self.n_features = int(model.n_features_in_)
 
     def supports(self, X: np.ndarray) -> bool:
         return not self.categorical and not np.isnan(X).any()
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        """Raw (log-odds) predictions, one per row, equal to sklearn's ``_raw_predict``."""
+        """Raw (log-odds) predictions, one per row, equal to sklearn's ``_raw_predict``.
+
+        Rows after the first are walked only through the trees that split on a column
+        where they differ from the first row (elsewhere they reach the same leaf): the
+        reasons' perturbed variants of one row change a few columns each.
+        """
         X = np.ascontiguousarray(X, dtype=np.float64)
         n, n_cols = X.shape
         n_trees = len(self.roots)
-        node = np.tile(self.roots, n)
-        offset = np.repeat(np.arange(n, dtype=np.int64) * n_cols, n_trees)
-        pair = np.arange(n * n_trees)
+        need = np.ones((n, n_trees), dtype=bool)
+        if n > 1:
+            changed = (X[1:] != X[:1]).astype(np.float32)
+            need[1:] = (changed @ self._uses()) > 0
+        pairs = np.flatnonzero(need.ravel())
+        node = self.roots[pairs % n_trees]
+        offset = (pairs // n_trees) * n_cols
+        pair = np.arange(len(pairs))
         reached = node.copy()
         flat = X.ravel()
         while len(node):
@@ -106,10 +117,73 @@ class FlatForest:
                 reached[pair[done]] = node[done]
                 keep = ~done
                 node, offset, pair = node[keep], offset[keep], pair[keep]
-        return self.value[reached].reshape(n, n_trees).sum(axis=1) + self.baseline
+        leaves = np.tile(reached[:n_trees], n)  # row 0 walked every tree: its leaves are the default
+        leaves[pairs] = reached
+        return self.value[leaves].reshape(n, n_trees).sum(axis=1) + self.baseline
+
+    def _uses(self) -> np.ndarray:
+        """(features, trees): 1 where the tree splits on the feature."""
+        uses = getattr(self, "_uses_cache", None)
+        if uses is None:
+            n_features = int(self.feature.max()) + 1 if len(self.feature) else 0
+            tree_of = np.repeat(np.arange(len(self.roots)), np.diff(np.r_[self.roots, len(self.leaf)]))
+            uses = np.zeros((max(n_features, self.n_features), len(self.roots)), dtype=np.float32)
+            inner = ~self.leaf
+            uses[self.feature[inner], tree_of[inner]] = 1.0
+            self._uses_cache = uses
+        return uses
 
 
-class OutcomeScorer(BaseEstimator):
+class Calibrated:
+    """Calibration and calibrated prediction on top of ``decision_function_arrays`` / ``decision_variants``."""
+
+    calibration: str
+    calibrator_: IsotonicRegression | LogisticRegression | None
+
+    def decision_function(self, rows: PrefixRows) -> np.ndarray:
+        return self.decision_function_arrays(rows.struct, rows.text)  # type: ignore[attr-defined]
+
+    def calibrate(self, rows: PrefixRows, y: np.ndarray, sample_weight: np.ndarray) -> Calibrated:
+        """Fit the calibration map on rows of conversations the model did not train on."""
+        raw = self.decision_function(rows)
+        if self.calibration == "isotonic":
+            self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+            self.calibrator_.fit(raw, y, sample_weight=sample_weight)
+        else:
+            self.calibrator_ = LogisticRegression(C=1e4).fit(
+                raw.reshape(-1, 1), y, sample_weight=sample_weight
+            )
+        return self
+
+    def predict_proba_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> np.ndarray:
+        return self._calibrated(self.decision_function_arrays(struct, text))  # type: ignore[attr-defined]
+
+    def predict_proba_variants(
+        self, struct: np.ndarray, text: sp.csr_matrix, with_text: np.ndarray
+    ) -> np.ndarray:
+        """Calibrated probabilities of rows that share one token bag ``text`` (a 1-row matrix).
+
+        Row ``i`` of ``struct`` is scored with ``text`` where ``with_text[i]`` and with an
+        empty bag elsewhere: what the reasons need (one row, perturbed group by group)
+        without stacking sparse copies of the same bag. Equal to
+        ``predict_proba_arrays`` on the stacked rows.
+        """
+        return self._calibrated(self.decision_variants(struct, text, with_text))  # type: ignore[attr-defined]
+
+    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
+        if self.calibrator_ is None:
+            return 1.0 / (1.0 + np.exp(-raw))
+        if isinstance(self.calibrator_, IsotonicRegression):
+            # IsotonicRegression.predict with out_of_bounds="clip" is this linear interpolation
+            return np.interp(raw, self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
+        return self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
+
+    def predict_proba(self, rows: PrefixRows) -> np.ndarray:
+        """Calibrated probabilities, one per row (a 1-d array)."""
+        return self.predict_proba_arrays(rows.struct, rows.text)
+
+
+class OutcomeScorer(Calibrated, BaseEstimator):
     """P(outcome | chat prefix), calibrated on held-out conversations."""
 
     def __init__(
@@ -197,18 +271,6 @@ class OutcomeScorer(BaseEstimator):
         Xs = self.scaler_.transform(sp.csr_matrix(struct, dtype=np.float32)).astype(np.float32)
         return sp.hstack([Xs, text], format="csr") if self.use_text else sp.csr_matrix(Xs)
 
-    def calibrate(self, rows: PrefixRows, y: np.ndarray, sample_weight: np.ndarray) -> OutcomeScorer:
-        """Fit the calibration map on rows of conversations the model did not train on."""
-        raw = self.decision_function(rows)
-        if self.calibration == "isotonic":
-            self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-            self.calibrator_.fit(raw, y, sample_weight=sample_weight)
-        else:
-            self.calibrator_ = LogisticRegression(C=1e4).fit(
-                raw.reshape(-1, 1), y, sample_weight=sample_weight
-            )
-        return self
-
     # ---- prediction ----------------------------------------------------
     def _linear_weights(self) -> tuple[np.ndarray, np.ndarray | None, float]:
         """Scaler folded into the coefficients: (struct weights, text weights, intercept), cached."""
@@ -254,22 +316,8 @@ class OutcomeScorer(BaseEstimator):
             X = np.column_stack([struct, text_score])
         return self._tree_logit(X)
 
-    def decision_function(self, rows: PrefixRows) -> np.ndarray:
-        return self.decision_function_arrays(rows.struct, rows.text)
-
-    def predict_proba_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> np.ndarray:
-        return self._calibrated(self.decision_function_arrays(struct, text))
-
-    def predict_proba_variants(
-        self, struct: np.ndarray, text: sp.csr_matrix, with_text: np.ndarray
-    ) -> np.ndarray:
-        """Calibrated probabilities of rows that share one token bag ``text`` (a 1-row matrix).
-
-        Row ``i`` of ``struct`` is scored with ``text`` where ``with_text[i]`` and with an
-        empty bag elsewhere: what the reasons need (one row, perturbed group by group)
-        without stacking sparse copies of the same bag. Equal to
-        ``predict_proba_arrays`` on the stacked rows.
-        """
+    def decision_variants(self, struct: np.ndarray, text: sp.csr_matrix, with_text: np.ndarray) -> np.ndarray:
+        """Raw scores of rows sharing one token bag (see :meth:`Calibrated.predict_proba_variants`)."""
         struct = np.asarray(struct, dtype=np.float64)
         with_text = np.asarray(with_text, dtype=bool)
         if self.kind == "logreg":
@@ -277,22 +325,10 @@ class OutcomeScorer(BaseEstimator):
             raw = struct @ ws + b
             if wt is not None:
                 raw += with_text * float((text @ wt)[0])
-            return self._calibrated(raw)
+            return raw
         X = struct
         if self.use_text:
             full = float(np.mean([m.decision_function(text)[0] for m in self.text_models_]))
             empty = float(np.mean([m.model_.intercept_[0] for m in self.text_models_]))
             X = np.column_stack([struct, np.where(with_text, full, empty)])
-        return self._calibrated(self._tree_logit(X))
-
-    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
-        if self.calibrator_ is None:
-            return 1.0 / (1.0 + np.exp(-raw))
-        if isinstance(self.calibrator_, IsotonicRegression):
-            # IsotonicRegression.predict with out_of_bounds="clip" is this linear interpolation
-            return np.interp(raw, self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
-        return self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
-
-    def predict_proba(self, rows: PrefixRows) -> np.ndarray:
-        """Calibrated probabilities, one per row (a 1-d array)."""
-        return self.predict_proba_arrays(rows.struct, rows.text)
+        return self._tree_logit(X)
