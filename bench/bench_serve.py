@@ -1,9 +1,9 @@
 """Load benchmark of the per-message endpoint, through a real ``yuyue serve`` process.
 
 Run:
-    .venv/bin/python bench/bench_serve.py --model-dir /tmp/yy/model101                # SQLite + in-process cache
-    .venv/bin/python bench/bench_serve.py --model-dir /tmp/yy/model101 --pg --redis   # PostgreSQL + Redis
-    .venv/bin/python bench/bench_serve.py --model-dir /tmp/yy/model101 --all          # both, one table
+    .venv/bin/python bench/bench_serve.py --model-dir DIR                # SQLite + in-process cache
+    .venv/bin/python bench/bench_serve.py --model-dir DIR --pg --redis   # PostgreSQL + Redis
+    .venv/bin/python bench/bench_serve.py --model-dir DIR --all          # both, one table
     options: --messages 3000 | --seconds 60, --chats 50, --think-ms 0, --mem-chats 400
 
 For each configuration the script
