@@ -28,7 +28,7 @@ from features.state import ConversationState, MessageAnalysis
 from models.hints import Hint, HintEngine
 from models.reasons import Reason, ReasonExplainer
 from models.replies.suggest import ReplySuggester, Suggestion
-from models.scorer import Calibrated
+from models.scorer import OutcomeScorer
 from models.stages import ChatStageTracker, StageClassifier
 
 TARGETS = ("booked", "arrived")
@@ -106,7 +106,7 @@ class YuyueModel:
     def __init__(
         self,
         space: FeatureSpace,
-        scorers: dict[str, Calibrated],
+        scorers: dict[str, OutcomeScorer],
         explainers: dict[str, ReasonExplainer],
         stage_model: StageClassifier | None,
         suggester: ReplySuggester | None,

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import yaml
 
-from models.scorer import Calibrated
+from models.scorer import OutcomeScorer
 
 TEXT_GROUP = "@text"
 
@@ -91,7 +91,7 @@ class ReasonExplainer:
 
     def explain(
         self,
-        scorer: Calibrated,
+        scorer: OutcomeScorer,
         struct: np.ndarray,
         text: sp.csr_matrix,
         top: int = 4,

@@ -147,6 +147,10 @@ class _Stale(Exception):
     """The cached session is behind the store (another worker wrote): rebuild it and try again."""
 
 
+def _closed(conversation_id: str) -> Conflict:
+    return Conflict(f"conversation {conversation_id!r} is closed; no more messages can be added")
+
+
 def _local_day(at: datetime) -> str:
     return at.astimezone(LOCAL_TZ).date().isoformat()
 
@@ -326,11 +330,8 @@ class ChatService:
             try:
                 self.store.append_message(conversation_id, seq, message, shown, update, caller.name)
             except Conflict:
-                stored = self.store.conversation(conversation_id)
-                if stored["closed"]:
-                    raise Conflict(
-                        f"conversation {conversation_id!r} is closed; no more messages can be added"
-                    ) from None
+                if self.store.conversation(conversation_id)["closed"]:
+                    raise _closed(conversation_id) from None
                 raise _Stale from None
         except BaseException:
             self._cache_delete(conversation_id)  # the session was modified: rebuild it next time
@@ -357,7 +358,7 @@ class ChatService:
     def _from_store(self, conversation_id: str, model: YuyueModel) -> Live:
         chat = self.store.conversation(conversation_id)
         if chat["closed"]:
-            raise Conflict(f"conversation {conversation_id!r} is closed; no more messages can be added")
+            raise _closed(conversation_id)
         self.cache_misses += 1
         return self.rebuild(chat, model)
 
