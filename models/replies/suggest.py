@@ -162,12 +162,15 @@ class ReplySuggester:
             val_rows = random.Random(seed).sample(val_rows, max_valid_pairs)
         self._fit_tokens([tokens[i] for i in fit_idx], [r[3] for r in fit_rows])
         cfg = config if config is not None else nr.config_for("full")
-        self.neural = nr.NeuralReplyRanker(cfg).fit(
-            [r[1] for r in fit_rows], [r[2] for r in fit_rows], teacher=teacher, echo=echo
-        )
+        if cfg.reply_space == "teacher":
+            # the teacher embeds the pool's (masked, de-duplicated) entries, which serving indexes too
+            replies = [self.pool.get(r[3]).text for r in fit_rows]  # type: ignore[union-attr]
+        else:
+            replies = [r[2] for r in fit_rows]
+        self.neural = nr.NeuralReplyRanker(cfg).fit([r[1] for r in fit_rows], replies, teacher=teacher, echo=echo)
         self.tfidf = nr.CharTfidf().fit([r[1] for r in fit_rows] + [r[2] for r in fit_rows])
         self._index_pool()
-        self.hybrid = nr.HybridRanker()
+        self.hybrid = nr.HybridRanker(features=nr.LINEAR_FEATURES if self.neural.linear is not None else nr.FEATURES)
         X, y = nr.sampled_training_set(
             [r[1] for r in val_rows], [r[2] for r in val_rows], self.features, seed=seed, groups=[r[0] for r in val_rows]
         )
@@ -222,24 +225,35 @@ class ReplySuggester:
         return self.pool.get(rid) if rid else None
 
     def features(self, context: str, texts: Sequence[str]) -> np.ndarray:
-        """The hybrid's features (:data:`models.replies.neural.FEATURES`) of reply texts for a context."""
+        """The hybrid's features (named in ``self.hybrid.features``) of reply texts for a context."""
         texts = list(texts)
-        q = self.neural.encode_context(context)
         R = self.neural.encode_replies(texts)
-        neural = R @ q
-        tfidf = self.tfidf.score_texts(context, texts)
         bm25, codes = self._bm25_by_reply(context)
         base = self.pool.base_rate
-        X = np.zeros((len(texts), 4))
+        bm = np.zeros(len(texts))
+        prior = np.zeros(len(texts))
         for i, t in enumerate(texts):
             entry = self._entry_for(t, R[i])
             if entry is not None:
                 c = codes.get(entry.id)
-                X[i, 2] = bm25[c] if c is not None else 0.0
-                X[i, 3] = entry.booked_after - base
-        X[:, 0] = neural
-        X[:, 1] = tfidf
-        return X
+                bm[i] = bm25[c] if c is not None else 0.0
+                prior[i] = entry.booked_after - base
+        return self._feature_matrix(context, R, lambda: self.tfidf.score_texts(context, texts), bm, prior)
+
+    def _feature_matrix(
+        self, context: str, R: np.ndarray, tfidf: Callable[[], np.ndarray], bm25: np.ndarray, prior: np.ndarray
+    ) -> np.ndarray:
+        """Columns in the hybrid's order from the candidates' reply embeddings ``R`` and the rest."""
+        names = self.hybrid.features if self.hybrid is not None else ()
+        cols = {
+            "neural": lambda: R @ self.neural.encode_context(context),
+            "linear": lambda: R @ self.neural.encode_context_linear(context),
+            "tfidf_reply": tfidf,
+            "bm25_context": lambda: bm25,
+            "booking_prior": lambda: prior,
+        }
+        return np.column_stack([np.asarray(cols[n](), dtype=np.float64) for n in names]) if names else np.zeros(
+            (len(R), 0))
 
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Score of each reply text for the context ``query``: the hybrid's when there is one, else BM25."""
@@ -329,15 +343,16 @@ class ReplySuggester:
                     entries.append(entry)
         if not entries:
             return []
-        q = self.neural.encode_context(context)
         emb = self.neural._index_emb[[self._entry_index(e.id) for e in entries]]
         bm25, codes = self._bm25_by_reply(context)
         base = self.pool.base_rate
-        X = np.zeros((len(entries), 4))
-        X[:, 0] = emb @ q
-        X[:, 1] = self.tfidf.score_texts(context, [e.text for e in entries])
-        X[:, 2] = [bm25[codes[e.id]] if e.id in codes else 0.0 for e in entries]
-        X[:, 3] = [e.booked_after - base for e in entries]
+        X = self._feature_matrix(
+            context,
+            emb,
+            lambda: self.tfidf.score_texts(context, [e.text for e in entries]),
+            np.asarray([bm25[codes[e.id]] if e.id in codes else 0.0 for e in entries]),
+            np.asarray([e.booked_after - base for e in entries]),
+        )
         probs = self.hybrid.proba(X)
         return [_Candidate(e, float(p)) for e, p in zip(entries, probs, strict=True) if p >= self.min_score]
 

