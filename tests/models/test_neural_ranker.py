@@ -327,3 +327,13 @@ def test_hybrid_features_are_checked() -> None:
     assert len(h.coef) == 5 and HybridRanker.from_json(h.to_json()).features == nr.LINEAR_FEATURES
     with pytest.raises(ValueError, match="4 weights for 5 features"):
         HybridRanker.from_json({**HybridRanker().to_json(), "features": list(nr.LINEAR_FEATURES)})
+
+
+def test_training_device_and_serving_on_the_cpu() -> None:
+    assert nr.train_device("cpu").type == "cpu"
+    assert nr.train_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device='tpu'"):
+        nr.train_device("tpu")
+    m = NeuralReplyRanker(TINY, epochs=1).fit([c for _, c, _ in TRAIN[:100]], [r for _, _, r in TRAIN[:100]])
+    assert m.train_info_["device"] == nr.train_device("auto").type
+    assert all(p.device.type == "cpu" for p in m.model.parameters())  # whatever trained it, it serves on the CPU
