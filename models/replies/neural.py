@@ -145,9 +145,14 @@ def config_for(mode: str) -> NeuralConfig:
 
 
 @lru_cache(maxsize=50000)
+def strip_slots(text: str) -> str:
+    """A reply as a reader sees it: the form of address dropped, other slots' braces removed."""
+    return text.replace("{address_form}", "").replace("{", "").replace("}", "")
+
+
 def preprocess(text: str) -> str:
     """What the encoder reads: normalised, personal data as placeholders, lower case, no slots."""
-    norm = normalize(text.replace("{address_form}", "").replace("{", "").replace("}", ""))
+    norm = normalize(strip_slots(text))
     return redact(norm, find_pii(norm)).lower()
 
 
@@ -254,7 +259,8 @@ class NeuralReplyRanker:
     - ``teacher``: the encoder (plus a linear map) embeds contexts into the teacher's space, and
       replies are embedded by the teacher itself. Each context is pulled towards the teacher's
       embedding of its true reply against *all* the training replies (InfoNCE over the whole reply
-      bank), and towards the teacher's own embedding of the context (cosine regression). Serving
+      bank), and optionally (``teacher_reg``) towards the teacher's own embedding of the context; the
+      :class:`LinearContextMap` is fitted on those context embeddings. Serving
       encodes only the context with the small encoder; candidate replies are embedded once by the
       teacher and saved with the model, so the teacher is needed again only for replies that were
       never indexed (e.g. evaluation on new data).
@@ -351,15 +357,12 @@ class NeuralReplyRanker:
                 uniq = rng.sample(uniq, cfg.teacher_max_contexts)
             want_ctx = (cfg.teacher_reg > 0 or cfg.linear_features > 0) and uniq
             t_ctx = _teach(teacher, uniq, True) if want_ctx else None
-            row_of = {c: i for i, c in enumerate(uniq)}
-            tq = torch.zeros((len(ctx), self.dim))
-            has_tq = torch.zeros(len(ctx), dtype=torch.bool)
-            if t_ctx is not None:
-                for i, c in enumerate(ctx):
-                    j = row_of.get(c)
-                    if j is not None:
-                        tq[i], has_tq[i] = torch.as_tensor(t_ctx[j]), True
-            tq, has_tq = tq.to(dev), has_tq.to(dev)
+            tq = has_tq = None
+            if cfg.teacher_reg > 0 and t_ctx is not None:  # each training row's regression target, if sampled
+                row_of = {c: i for i, c in enumerate(uniq)}
+                rows = [row_of.get(c, -1) for c in ctx]
+                has_tq = torch.as_tensor([j >= 0 for j in rows], device=dev)
+                tq = torch.as_tensor(t_ctx[[max(j, 0) for j in rows]], device=dev)
             if echo:
                 n_ctx = 0 if t_ctx is None else len(uniq)
                 echo(f"neural ranker: teacher embedded {len(bank_texts)} replies and {n_ctx} contexts "
@@ -368,9 +371,10 @@ class NeuralReplyRanker:
             def batch_loss(idx: list[int]) -> torch.Tensor:
                 q = model(*batch([ctx_ids[i] for i in idx]), CONTEXT)
                 loss = F.cross_entropy(q @ bank_dev.T / cfg.temperature, label[idx])
-                sel = has_tq[idx]
-                if cfg.teacher_reg > 0 and bool(sel.any()):
-                    loss = loss + cfg.teacher_reg * (1 - (q[sel] * tq[idx][sel]).sum(-1)).mean()
+                if tq is not None and has_tq is not None:
+                    sel = has_tq[idx]
+                    if bool(sel.any()):
+                        loss = loss + cfg.teacher_reg * (1 - (q[sel] * tq[idx][sel]).sum(-1)).mean()
                 return loss
         else:
             rep_ids = [self.vocab.ids(r, cfg.max_len) for r in rep]
@@ -397,6 +401,7 @@ class NeuralReplyRanker:
                     loss = loss + cfg.distill_weight * kl
                 return loss
 
+        teacher_seconds = time.perf_counter() - t0  # vocabulary and ids included: negligible beside it
         self._train_loop(len(pairs), batch_loss, rng, echo)
         self.model.to("cpu")  # served on the CPU
         self.linear = None
@@ -417,9 +422,8 @@ class NeuralReplyRanker:
             distilled=teacher is not None,
             device=str(dev),
             teacher_replies=len(bank_texts) if bank is not None else 0,
-            teacher_seconds=round(self.train_info_.get("started", t0) - t0, 1),
+            teacher_seconds=round(teacher_seconds, 1),
         )
-        self.train_info_.pop("started", None)
         return self
 
     def _train_loop(
@@ -480,7 +484,6 @@ class NeuralReplyRanker:
         if cfg.threads:
             torch.set_num_threads(threads_before)
         self.train_info_ = {
-            "started": start,
             "steps": step,
             "epochs_done": len(self.loss_history_),
             "seconds": round(time.perf_counter() - start, 1),
@@ -626,10 +629,8 @@ class NeuralReplyRanker:
 
 
 def _teach(teacher: Teacher, texts: Sequence[str], is_query: bool) -> np.ndarray:
-    """The teacher's embeddings of texts as a reader sees them (reply slots such as ``{address_form}``
-    removed)."""
-    clean = [t.replace("{address_form}", "").replace("{", "").replace("}", "") for t in texts]
-    return np.asarray(teacher(clean, is_query), dtype=np.float32)
+    """The teacher's embeddings of texts as a reader sees them (:func:`strip_slots`)."""
+    return np.asarray(teacher([strip_slots(t) for t in texts], is_query), dtype=np.float32)
 
 
 def _training_fields(cfg: NeuralConfig) -> dict[str, Any]:
@@ -645,46 +646,37 @@ def _training_fields(cfg: NeuralConfig) -> dict[str, Any]:
 class LinearContextMap:
     """A context's char n-gram TF-IDF mapped linearly onto the teacher's embedding of it.
 
-    Ridge regression (``alpha``) from the ``max_features`` most frequent char 1-3-grams to the
-    teacher's (e5's) embedding of each training context; the output is L2-normalised, so its dot
-    product with the teacher's reply embeddings is a cosine like the neural encoder's. A sparse row
-    times a dense matrix: well under a millisecond per context. Saved as ``.json`` (vocabulary, idf)
-    + ``.npz`` (weights in float16, bias).
+    Ridge regression (``alpha``) from the ``max_features`` most frequent char 1-3-grams
+    (:class:`CharTfidf`) to the teacher's (e5's) embedding of each training context; the output is
+    L2-normalised, so its dot product with the teacher's reply embeddings is a cosine like the neural
+    encoder's. A sparse row times a dense (C-ordered) matrix: ~1 ms per context, mostly the n-grams.
+    Saved as ``.json`` (alpha, the TF-IDF's vocabulary and idf) + ``.npz`` (weights in float16, bias).
     """
 
     def __init__(self, max_features: int = 20000, alpha: float = 0.1):
         self.max_features = max_features
         self.alpha = alpha
 
-    def _vectorizer(self, vocabulary: Mapping[str, int] | None = None) -> TfidfVectorizer:
-        return TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1 if vocabulary else 2,
-                               max_features=None if vocabulary else self.max_features, preprocessor=preprocess,
-                               dtype=np.float32, vocabulary=vocabulary)
-
     def fit(self, contexts: Sequence[str], targets: np.ndarray, vocabulary_texts: Sequence[str] | None = None
             ) -> LinearContextMap:
         from sklearn.linear_model import Ridge
 
-        self.vectorizer_ = self._vectorizer().fit(list(vocabulary_texts or contexts))
-        ridge = Ridge(alpha=self.alpha).fit(self.vectorizer_.transform(list(contexts)), np.asarray(targets))
-        # kept at the precision it is saved in, so a loaded map scores exactly as the fitted one
+        self.tfidf_ = CharTfidf(max_features=self.max_features).fit(list(vocabulary_texts or contexts))
+        X = self.tfidf_.vectorizer_.transform(list(contexts))
+        ridge = Ridge(alpha=self.alpha).fit(X, np.asarray(targets))
+        # kept at the precision it is saved in, so a loaded map scores exactly as the fitted one; C order
+        # keeps the sparse product fast (a transposed view made it ~10 ms)
         self.coef_ = np.ascontiguousarray(ridge.coef_.T.astype(np.float16), dtype=np.float32)  # n_features × dim
         self.intercept_ = np.asarray(ridge.intercept_, dtype=np.float32)
         return self
 
     def transform(self, contexts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings in the teacher's space (n × dim)."""
-        X = self.vectorizer_.transform(list(contexts)).tocsr()
-        E = np.tile(self.intercept_, (X.shape[0], 1))
-        for i in range(X.shape[0]):  # a row's few hundred n-grams: gather their weight rows (~0.1 ms)
-            s, e = X.indptr[i], X.indptr[i + 1]
-            E[i] += X.data[s:e] @ self.coef_[X.indices[s:e]]
+        E = np.asarray(self.tfidf_.vectorizer_.transform(list(contexts)) @ self.coef_) + self.intercept_
         return (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-9)).astype(np.float32)
 
     def save(self, stem: Path) -> None:
-        v = self.vectorizer_
-        meta = {"max_features": self.max_features, "alpha": self.alpha,
-                "vocabulary": {k: int(i) for k, i in v.vocabulary_.items()}, "idf": v.idf_.tolist()}
+        meta = {"max_features": self.max_features, "alpha": self.alpha, "tfidf": self.tfidf_.to_json()}
         stem.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         np.savez(stem.with_suffix(".npz"), coef=self.coef_.astype(np.float16), intercept=self.intercept_)
 
@@ -692,10 +684,7 @@ class LinearContextMap:
     def load(cls, stem: Path) -> LinearContextMap:
         meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
         self = cls(meta["max_features"], meta["alpha"])
-        vec = self._vectorizer(meta["vocabulary"])
-        vec.fit([""])  # fixed vocabulary: fitting only sets up the idf holder
-        vec.idf_ = np.asarray(meta["idf"], dtype=np.float32)
-        self.vectorizer_ = vec
+        self.tfidf_ = CharTfidf.from_json(meta["tfidf"])
         z = np.load(stem.with_suffix(".npz"))
         self.coef_ = np.ascontiguousarray(z["coef"], dtype=np.float32)
         self.intercept_ = z["intercept"].astype(np.float32)
@@ -705,13 +694,15 @@ class LinearContextMap:
 class CharTfidf:
     """Char n-gram TF-IDF cosine of a context and a reply; saved as JSON (n-grams of masked text)."""
 
-    def __init__(self, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2):
+    def __init__(self, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2, max_features: int | None = None):
         self.ngram_range = tuple(ngram_range)
         self.min_df = min_df
+        self.max_features = max_features  # the most frequent n-grams only (None: all)
 
     def _vectorizer(self, vocabulary: Mapping[str, int] | None = None) -> TfidfVectorizer:
         return TfidfVectorizer(analyzer="char", ngram_range=self.ngram_range, sublinear_tf=True,
                                min_df=1 if vocabulary else self.min_df, preprocessor=preprocess,
+                               max_features=None if vocabulary else self.max_features,
                                dtype=np.float32, vocabulary=vocabulary)
 
     def fit(self, texts: Sequence[str]) -> CharTfidf:
@@ -725,12 +716,12 @@ class CharTfidf:
 
     def to_json(self) -> dict[str, Any]:
         v = self.vectorizer_
-        return {"ngram_range": list(self.ngram_range), "min_df": self.min_df,
+        return {"ngram_range": list(self.ngram_range), "min_df": self.min_df, "max_features": self.max_features,
                 "vocabulary": {k: int(i) for k, i in v.vocabulary_.items()}, "idf": v.idf_.tolist()}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> CharTfidf:
-        self = cls(tuple(obj["ngram_range"]), obj["min_df"])
+        self = cls(tuple(obj["ngram_range"]), obj["min_df"], obj.get("max_features"))
         vec = self._vectorizer(obj["vocabulary"])
         vec.fit([""])  # fixed vocabulary: fitting only sets up the idf holder
         vec.idf_ = np.asarray(obj["idf"], dtype=np.float32)

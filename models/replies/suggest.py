@@ -238,22 +238,17 @@ class ReplySuggester:
                 c = codes.get(entry.id)
                 bm[i] = bm25[c] if c is not None else 0.0
                 prior[i] = entry.booked_after - base
-        return self._feature_matrix(context, R, lambda: self.tfidf.score_texts(context, texts), bm, prior)
+        return self._feature_matrix(context, R, self.tfidf.score_texts(context, texts), bm, prior)
 
     def _feature_matrix(
-        self, context: str, R: np.ndarray, tfidf: Callable[[], np.ndarray], bm25: np.ndarray, prior: np.ndarray
+        self, context: str, R: np.ndarray, tfidf: np.ndarray, bm25: np.ndarray, prior: np.ndarray
     ) -> np.ndarray:
         """Columns in the hybrid's order from the candidates' reply embeddings ``R`` and the rest."""
-        names = self.hybrid.features if self.hybrid is not None else ()
-        cols = {
-            "neural": lambda: R @ self.neural.encode_context(context),
-            "linear": lambda: R @ self.neural.encode_context_linear(context),
-            "tfidf_reply": tfidf,
-            "bm25_context": lambda: bm25,
-            "booking_prior": lambda: prior,
-        }
-        return np.column_stack([np.asarray(cols[n](), dtype=np.float64) for n in names]) if names else np.zeros(
-            (len(R), 0))
+        cols = {"neural": R @ self.neural.encode_context(context), "tfidf_reply": tfidf, "bm25_context": bm25,
+                "booking_prior": prior}
+        if "linear" in self.hybrid.features:
+            cols["linear"] = R @ self.neural.encode_context_linear(context)
+        return np.column_stack([cols[n] for n in self.hybrid.features]).astype(np.float64)
 
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Score of each reply text for the context ``query``: the hybrid's when there is one, else BM25."""
@@ -349,7 +344,7 @@ class ReplySuggester:
         X = self._feature_matrix(
             context,
             emb,
-            lambda: self.tfidf.score_texts(context, [e.text for e in entries]),
+            self.tfidf.score_texts(context, [e.text for e in entries]),
             np.asarray([bm25[codes[e.id]] if e.id in codes else 0.0 for e in entries]),
             np.asarray([e.booked_after - base for e in entries]),
         )
