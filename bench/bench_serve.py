@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -356,6 +357,8 @@ class Driver:
     base_url: str
     key: str
     think_s: float = 0.0
+    think_dist: str = "exp"  # "exp": exponential pauses with mean think_s (chats desynchronised); "fixed"
+    seed: int = 0
     samples: list[Sample] = field(default_factory=list)
     open_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # every failure, transport errors included
@@ -363,6 +366,22 @@ class Driver:
     acked: list[tuple[str, int]] = field(default_factory=list)  # (conversation id, seq) answered 200
     opened: list[str] = field(default_factory=list)  # conversation ids answered 201
     attempted: list[str] = field(default_factory=list)  # conversation ids we tried to open
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def pause_s(self) -> float:
+        """The next pause between a chat's messages.
+
+        A fixed pause keeps the chats in lockstep (all 50 arrive within a few ms of each other,
+        then nothing), so the last of each burst waits for the 49 before it; exponential pauses
+        (each chat a Poisson source, as real visitors are) offer the same mean load, spread out.
+        """
+        if not self.think_s:
+            return 0.0
+        if self.think_dist == "fixed":
+            return self.think_s
+        return self._rng.expovariate(1.0 / self.think_s)
 
     def client(self, connections: int) -> aiohttp.ClientSession:
         # aiohttp rather than httpx: the client shares this machine's two cores with the server,
@@ -434,7 +453,7 @@ class Driver:
                 )
             chat.sent += 1  # the server decides the seq; the next message goes on in order either way
             if self.think_s:
-                await asyncio.sleep(self.think_s)
+                await asyncio.sleep(self.pause_s())
         return True
 
     async def slot(
@@ -442,6 +461,8 @@ class Driver:
     ) -> None:
         """One chat slot: ``first`` (already open) if given, then new chats from ``chats`` until the budget ends."""
         chat = first
+        if self.think_s and self.think_dist != "fixed":
+            await asyncio.sleep(self._rng.uniform(0, self.think_s))  # start the slots out of step
         while True:
             if chat is None:
                 if budget.exhausted():
@@ -505,6 +526,7 @@ class BenchArgs:
     seconds: float | None = None
     chats: int = 50
     think_ms: float = 0.0
+    think_dist: str = "exp"
     long_chats: int = 6
     prefill: int = 190
     mem_chats: int = 400
@@ -570,7 +592,7 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
             echo("  first errors: " + " | ".join(warm.errors[:3]))
 
         # 2. the measured load
-        drv = Driver(server.base_url, key, think_s=a.think_ms / 1000)
+        drv = Driver(server.base_url, key, think_s=a.think_ms / 1000, think_dist=a.think_dist, seed=a.seed)
         budget = Budget(
             a.messages if a.seconds is None else None, time.monotonic() + a.seconds if a.seconds else None
         )
@@ -809,6 +831,12 @@ def main(argv: list[str] | None = None) -> int:
         "--think-ms", type=float, default=0.0, help="pause between a chat's messages (default 0: closed loop)"
     )
     ap.add_argument(
+        "--think-dist",
+        choices=("exp", "fixed"),
+        default="exp",
+        help="pauses exponential with mean --think-ms (default; chats out of step, like real visitors) or fixed",
+    )
+    ap.add_argument(
         "--long-chats", type=int, default=6, help="long chats measured at message ~200 (default 6)"
     )
     ap.add_argument(
@@ -843,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         chats=args.chats,
         think_ms=args.think_ms,
+        think_dist=args.think_dist,
         long_chats=args.long_chats,
         prefill=args.prefill,
         mem_chats=args.mem_chats,
@@ -860,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
     bound_text = f"{args.seconds:g}s" if args.seconds else f"{args.messages} messages"
     print(
         f"bench_serve: {args.chats} concurrent chats, {bound_text}"
-        f", think {args.think_ms:g} ms, one uvicorn worker, {os.cpu_count()} CPUs, load {loadavg()}"
+        f", think {args.think_ms:g} ms ({args.think_dist}), one uvicorn worker, {os.cpu_count()} CPUs, load {loadavg()}"
     )
     results = []
     for cfg in configs:

@@ -9,8 +9,11 @@
   ``sqlite://`` / ``sqlite:///:memory:`` gives one in-memory database shared by
   all threads (tests only).
 - ``postgresql://user@host/db`` (or ``postgres://``): mapped to the psycopg 3
-  driver (``postgresql+psycopg://``), with pre-ping so dropped connections are
-  replaced transparently.
+  driver (``postgresql+psycopg://``). A pooled connection idle for more than
+  :data:`PING_AFTER_IDLE_S` is pinged when checked out and replaced if the server
+  dropped it; one reused sooner is not (under load a ping per transaction was a
+  whole extra round trip per message, and a connection cannot go stale in
+  seconds without the server going away, which the next statement reports).
 
 Modules that own tables declare them on :data:`metadata`; :func:`create_all`
 creates every table declared by the modules imported so far (import
@@ -20,6 +23,7 @@ creates every table declared by the modules imported so far (import
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 BUSY_TIMEOUT_MS = 5000
+PING_AFTER_IDLE_S = 10.0
 
 metadata = sa.MetaData(
     naming_convention={
@@ -130,14 +135,45 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect(wal=not memory))
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    ping_after = kwargs.pop("ping_after_idle_s", PING_AFTER_IDLE_S)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_recycle", 1800)
     connect_args = {"connect_timeout": 10}
     connect_args.update(kwargs.pop("connect_args", {}))
-    return sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+    engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        sa.event.listen(engine, "checkin", _stamp_idle)
+        sa.event.listen(engine, "checkout", _ping_if_idle(ping_after))
+    return engine
+
+
+def _stamp_idle(_dbapi_conn: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(after_s: float):
+    """Checkout hook: ping a connection that sat in the pool longer than ``after_s``.
+
+    Raising :class:`sqlalchemy.exc.DisconnectionError` makes the pool drop the connection
+    and check out another (a fresh one if need be), as ``pool_pre_ping`` would.
+    """
+
+    def on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since <= after_s:
+            return  # new, or back in the pool only moments ago
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()  # the ping's implicit transaction (psycopg is not in autocommit)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(
+                f"pooled connection idle {time.monotonic() - since:.0f}s is gone: {exc}"
+            ) from exc
+
+    return on_checkout
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -364,3 +364,32 @@ def test_health_readiness_metrics_and_openapi(api):
     ):
         assert path in spec["paths"]
     assert spec["components"]["schemas"]["NewMessage"]["examples"]
+
+
+def test_concurrent_messages_are_all_stored_once_in_order(api):
+    # requests for several chats in flight at once; two racing messages of one chat both land,
+    # one after the other
+    from concurrent.futures import ThreadPoolExecutor
+
+    cids = [_open(api) for _ in range(4)]
+
+    def one_chat(cid):
+        return [r["seq"] for r in _chat(api, cid)]
+
+    def post(cid, text):
+        r = api.post(
+            f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": text}, headers=api.keys["c01"]
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["seq"]
+
+    with ThreadPoolExecutor(6) as pool:
+        chats = [pool.submit(one_chat, c) for c in cids[:3]]
+        racing = [pool.submit(post, cids[3], t) for t in ("在吗", "想问一下价格")]
+        assert all(f.result() == list(range(len(CHAT))) for f in chats)
+        assert sorted(f.result() for f in racing) == [0, 1]
+    for cid in cids[:3]:
+        stored = api.get(f"/v1/conversations/{cid}", headers=api.keys["c01"]).json()["messages"]
+        assert [m["text"] for m in stored] == [t for _, t in CHAT]
+    stored = api.get(f"/v1/conversations/{cids[3]}", headers=api.keys["c01"]).json()["messages"]
+    assert sorted(m["text"] for m in stored) == sorted(["在吗", "想问一下价格"])

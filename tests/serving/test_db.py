@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -131,5 +132,46 @@ def test_postgres_engine_uses_psycopg(pg_url):
         assert engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+
+
+def _terminate(pg_url: str, pid: int) -> None:
+    other = make_engine(pg_url, poolclass=sa.pool.NullPool)
+    try:
+        with other.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+    finally:
+        other.dispose()
+
+
+def test_postgres_pool_replaces_a_dropped_idle_connection(pg_url):
+    # pinged on checkout once idle longer than ping_after_idle_s: the server killed it, the pool reconnects
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0, ping_after_idle_s=0.0)
+    try:
+        pid = _backend_pid(engine)
+        _terminate(pg_url, pid)
+        time.sleep(0.05)
+        assert _backend_pid(engine) != pid  # a fresh connection, no error
+    finally:
+        engine.dispose()
+
+
+def test_postgres_pool_does_not_ping_a_connection_reused_at_once(pg_url):
+    # within ping_after_idle_s the pooled connection is handed out as is (no round trip per checkout):
+    # proven by a dead one surfacing as an error, after which the pool starts afresh
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0, ping_after_idle_s=3600.0)
+    try:
+        pid = _backend_pid(engine)
+        _terminate(pg_url, pid)
+        time.sleep(0.05)
+        with pytest.raises(sa.exc.OperationalError):
+            _backend_pid(engine)
+        assert _backend_pid(engine) != pid
     finally:
         engine.dispose()
