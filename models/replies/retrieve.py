@@ -82,43 +82,61 @@ def _accumulate(
     return np.bincount(idx, weights=vals, minlength=n_docs)
 
 
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest positive ``scores``, best first (ties in index order)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return top[scores[top] > 0]
+
+
 class _InvertedIndexRetriever:
-    """Shared query logic: doc scores from postings, then best score per reply id."""
+    """Shared query logic: column scores from postings, then best score per reply id.
+
+    The postings' columns are the fitted contexts, or (``doc_of_`` set) the distinct ones:
+    context ``i`` is column ``doc_of_[i]``, and ``col_replies_`` lists each column's reply ids.
+    """
 
     n_candidates: int
     postings_: sp.csr_matrix
     reply_ids_: np.ndarray
+    doc_of_: np.ndarray | None = None
 
     def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:
         raise NotImplementedError
 
-    def doc_scores(self, context: str) -> np.ndarray:
-        """Score of every fitted context against ``context`` (in [0, 1])."""
+    def column_scores(self, context: str) -> np.ndarray:
+        """Score of every postings column against ``context`` (in [0, 1])."""
         term_ids, weights, norm = self._query_vector(context)
-        scores = _accumulate(self.postings_, term_ids, weights, len(self.reply_ids_))
+        scores = _accumulate(self.postings_, term_ids, weights, self.postings_.shape[1])
         if norm > 0:
             scores /= norm
         return np.minimum(scores, 1.0, out=scores)
 
-    def query_docs(self, context: str, k: int) -> list[tuple[int, float]]:
-        """The ``k`` best fitted contexts as ``(index, score)``, best first; zero scores left out."""
-        scores = self.doc_scores(context)
-        k = min(k, len(scores))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+    def doc_scores(self, context: str) -> np.ndarray:
+        """Score of every fitted context against ``context`` (in [0, 1])."""
+        scores = self.column_scores(context)
+        return scores if self.doc_of_ is None else scores[self.doc_of_]
+
+    def _replies_of(self, col: int) -> Sequence[str]:
+        if self.doc_of_ is None:
+            return (self.reply_ids_[col],)
+        ptr = self.col_reply_ptr_
+        return self.col_replies_[ptr[col] : ptr[col + 1]]
 
     def query(self, context: str, k: int = 10) -> list[tuple[str, float]]:
         """Up to ``k`` reply ids with their best context score, best first."""
+        scores = self.column_scores(context)
         best: dict[str, float] = {}
-        for i, s in self.query_docs(context, max(k, self.n_candidates)):
-            rid = self.reply_ids_[i]
-            if rid not in best:
-                best[rid] = s
-                if len(best) == k:
-                    break
+        for col in _top(scores, max(k, self.n_candidates)):
+            s = float(scores[col])
+            for rid in self._replies_of(int(col)):
+                if rid not in best:
+                    best[rid] = s
+                    if len(best) == k:
+                        return list(best.items())
         return list(best.items())
 
 
@@ -141,34 +159,63 @@ class Bm25Retriever(_InvertedIndexRetriever):
         return self.fit_tokens([self.tokenizer(c) for c in contexts], reply_ids)
 
     def fit_tokens(self, docs: Sequence[Sequence[str]], reply_ids: Sequence[str]) -> Bm25Retriever:
-        """Fit from already tokenised contexts (what a saved model keeps instead of text)."""
+        """Fit from already tokenised contexts (what a saved model keeps instead of text).
+
+        Contexts with the same tokens score the same, so each distinct bag of tokens is one
+        postings column (templated openings repeat by the thousand); idf and the average length
+        still count every context.
+        """
         if len(docs) != len(reply_ids):
             raise ValueError("contexts and reply_ids differ in length")
         vocab: dict[str, int] = {}
+        col_of: dict[tuple[int, ...], int] = {}
+        doc_of = np.empty(len(docs), dtype=np.int64)
         rows, cols = [], []
         for d, toks in enumerate(docs):
-            for t in toks:
-                rows.append(vocab.setdefault(t, len(vocab)))
-                cols.append(d)
-        n_docs = len(docs)
+            ids = sorted(vocab.setdefault(t, len(vocab)) for t in toks)
+            key = tuple(ids)
+            col = col_of.get(key)
+            if col is None:
+                col = col_of[key] = len(col_of)
+                rows.extend(ids)
+                cols.extend([col] * len(ids))
+            doc_of[d] = col
+        n_docs, n_cols = len(docs), len(col_of)
         tf = sp.csr_matrix(
             (np.ones(len(rows)), (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))),
-            shape=(len(vocab), n_docs),
+            shape=(len(vocab), n_cols),
         )
         tf.sum_duplicates()
-        doc_len = np.asarray(tf.sum(axis=0)).ravel()
-        avgdl = doc_len.mean() if n_docs else 1.0
-        df = np.diff(tf.indptr)
+        mult = np.bincount(doc_of, minlength=n_cols).astype(np.float64)  # contexts per column
+        col_len = np.asarray(tf.sum(axis=0)).ravel()
+        avgdl = float(col_len @ mult / n_docs) if n_docs else 1.0
+        df = np.asarray(sp.csr_matrix((mult[tf.indices], tf.indices, tf.indptr), shape=tf.shape).sum(axis=1)).ravel()
         self.idf_ = np.log1p((n_docs - df + 0.5) / (df + 0.5))
         self.max_idf_ = float(np.log1p((n_docs + 0.5) / 0.5))
-        self.counts_ = tf.copy()  # raw term counts (what a saved model keeps)
-        # BM25 weight of each (term, doc); idf is applied at query time
-        denom = tf.data + self.k1 * (1 - self.b + self.b * doc_len[tf.indices] / (avgdl or 1.0))
+        self.counts_ = tf.copy()  # raw term counts of each column (what a saved model keeps)
+        # BM25 weight of each (term, column); idf is applied at query time
+        denom = tf.data + self.k1 * (1 - self.b + self.b * col_len[tf.indices] / (avgdl or 1.0))
         tf.data = tf.data * (self.k1 + 1) / denom
         self.postings_ = tf
         self.vocabulary_ = vocab
-        self.avgdl_ = float(avgdl)
+        self.avgdl_ = avgdl
         self.reply_ids_ = np.asarray(reply_ids, dtype=object)
+        self.doc_of_ = doc_of
+        # each column's distinct reply ids, in the order their contexts came
+        order = np.argsort(doc_of, kind="stable")
+        ptr = np.zeros(n_cols + 1, dtype=np.int64)
+        replies: list[str] = []
+        seen: set[str] = set()
+        for i, d in enumerate(order):
+            if i and doc_of[d] != doc_of[order[i - 1]]:
+                seen.clear()
+            rid = self.reply_ids_[d]
+            if rid not in seen:
+                seen.add(rid)
+                replies.append(rid)
+                ptr[doc_of[d] + 1] += 1
+        self.col_reply_ptr_ = np.cumsum(ptr)
+        self.col_replies_ = np.asarray(replies, dtype=object)
         return self
 
     def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:

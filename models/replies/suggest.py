@@ -199,20 +199,23 @@ class ReplySuggester:
             self.neural.index(self._entry_ids, [e.text for e in entries])
         r = self.retriever
         codes: dict[str, int] = {}
-        self._rid_codes = np.fromiter((codes.setdefault(str(i), len(codes)) for i in r.reply_ids_), dtype=np.int64)
+        reply_codes = np.fromiter((codes.setdefault(str(i), len(codes)) for i in r.reply_ids_), dtype=np.int64)
         self._rid_index = codes
-        # docs grouped by reply id, so the best doc of each reply is one reduceat
-        self._rid_order = np.argsort(self._rid_codes, kind="stable")
-        self._rid_starts = np.searchsorted(self._rid_codes[self._rid_order], np.arange(len(codes)))
+        # distinct (postings column, reply) pairs grouped by reply, so each reply's best column is one reduceat
+        col = r.doc_of_ if r.doc_of_ is not None else np.arange(len(reply_codes))
+        pairs = np.unique(np.stack([reply_codes, col]), axis=1)  # sorted by reply, then column
+        self._rid_codes = reply_codes
+        self._pair_cols = pairs[1]
+        self._rid_starts = np.searchsorted(pairs[0], np.arange(len(codes)))
 
     def _bm25_by_reply(self, context: str) -> tuple[np.ndarray, dict[str, int]]:
         """Best BM25 score of each reply id's past contexts (indexed by ``_rid_index``)."""
         if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(self.retriever.reply_ids_):
             self._index_pool()
-        scores = self.retriever.doc_scores(context)
-        if not len(scores):
+        scores = self.retriever.column_scores(context)
+        if not len(self._pair_cols):
             return np.zeros(0), self._rid_index
-        return np.maximum.reduceat(scores[self._rid_order], self._rid_starts), self._rid_index
+        return np.maximum.reduceat(scores[self._pair_cols], self._rid_starts), self._rid_index
 
     def _entry_for(self, text: str, emb: np.ndarray | None) -> PoolEntry | None:
         """The pool entry a reply text is (same canonical text, or nearest by embedding with
@@ -423,10 +426,11 @@ class ReplySuggester:
         self.pool.save(directory / "pool.jsonl")
         r = self.retriever
         inv = {i: t for t, i in r.vocabulary_.items()}
-        docs: list[list[str]] = [[] for _ in range(len(r.reply_ids_))]
+        columns: list[list[str]] = [[] for _ in range(r.counts_.shape[1])]
         tf = r.counts_.tocoo()
-        for t, d, n in zip(tf.row, tf.col, tf.data, strict=True):
-            docs[d].extend([inv[int(t)]] * int(n))
+        for t, c, n in zip(tf.row, tf.col, tf.data, strict=True):
+            columns[c].extend([inv[int(t)]] * int(n))
+        docs = [columns[c] for c in r.doc_of_] if r.doc_of_ is not None else columns
         with open(directory / "index.jsonl", "wb") as fh:
             header = {"k1": r.k1, "b": r.b, "n_candidates": r.n_candidates}
             fh.write(orjson.dumps(header) + b"\n")

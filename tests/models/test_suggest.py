@@ -81,6 +81,37 @@ def test_tfidf_scores_equal_the_vectorizers_cosine() -> None:
         np.testing.assert_allclose(r.doc_scores(query), np.minimum(ref, 1.0), atol=1e-6)
 
 
+def _bm25_reference(docs: list[list[str]], query: list[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
+    """Okapi BM25 (Lucene idf) of every doc, written out longhand, normalised as the retriever does."""
+    n = len(docs)
+    avgdl = sum(len(d) for d in docs) / n
+    q = set(query)
+    idf = {t: np.log1p((n - sum(t in d for d in docs) + 0.5) / (sum(t in d for d in docs) + 0.5)) for t in q}
+    known = [t for t in q if any(t in d for d in docs)]
+    norm = (sum(idf[t] for t in known) + (len(q) - len(known)) * np.log1p((n + 0.5) / 0.5)) * (k1 + 1)
+    out = []
+    for d in docs:
+        s = sum(
+            idf[t] * d.count(t) * (k1 + 1) / (d.count(t) + k1 * (1 - b + b * len(d) / avgdl)) for t in known
+        )
+        out.append(min(s / norm, 1.0) if norm else 0.0)
+    return np.asarray(out)
+
+
+def test_bm25_scores_repeated_contexts_once_and_exactly() -> None:
+    # templated chats repeat contexts: each distinct bag of tokens is one postings column, but the
+    # scores (idf, average length) still count every context, and every reply of a repeated one is found
+    docs = [["隆鼻", "多少", "钱"], ["地址", "在", "哪里"], ["隆鼻", "多少", "钱"], ["周末", "上班"],
+            ["钱", "隆鼻", "多少"], ["地址", "在", "哪里"], ["术后", "恢复", "多久", "隆鼻"]]
+    ids = ["r1", "r2", "r3", "r4", "r1", "r5", "r6"]
+    r = Bm25Retriever(tokenizer=str.split).fit_tokens(docs, ids)
+    assert r.postings_.shape[1] == 4
+    for query in (["隆鼻", "多少"], ["地址"], ["周末", "上班", "陌生"], ["xyz"]):
+        np.testing.assert_allclose(r.doc_scores(" ".join(query)), _bm25_reference(docs, query), atol=1e-9)
+    assert [rid for rid, _ in r.query("隆鼻 多少 钱", k=3)] == ["r1", "r3", "r6"]
+    assert dict(r.query("地址 在 哪里", k=5)).keys() >= {"r2", "r5"}
+
+
 def test_suggestions_fill_slots_and_prefer_matching_replies(suggester: ReplySuggester) -> None:
     out = suggester.suggest(chat("你们医院地址在哪里"), {"address_form": "王女士"}, k=5)
     texts = [s.text for s in out]
