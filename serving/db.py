@@ -145,7 +145,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         sa.event.listen(engine, "checkin", _stamp_idle)
-        sa.event.listen(engine, "checkout", _ping_if_idle(ping_after))
+        sa.event.listen(engine, "checkout", _ping_if_idle(engine.dialect, ping_after))
     return engine
 
 
@@ -153,8 +153,9 @@ def _stamp_idle(_dbapi_conn: Any, record: Any) -> None:
     record.info["idle_since"] = time.monotonic()
 
 
-def _ping_if_idle(after_s: float):
-    """Checkout hook: ping a connection that sat in the pool longer than ``after_s``.
+def _ping_if_idle(dialect: sa.engine.Dialect, after_s: float):
+    """Checkout hook: ping (as ``pool_pre_ping`` does, with the dialect's own ping) a connection that
+    sat in the pool longer than ``after_s``.
 
     Raising :class:`sqlalchemy.exc.DisconnectionError` makes the pool drop the connection
     and check out another (a fresh one if need be), as ``pool_pre_ping`` would.
@@ -165,9 +166,7 @@ def _ping_if_idle(after_s: float):
         if since is None or time.monotonic() - since <= after_s:
             return  # new, or back in the pool only moments ago
         try:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT 1")
-            dbapi_conn.rollback()  # the ping's implicit transaction (psycopg is not in autocommit)
+            dialect.do_ping(dbapi_conn)
         except Exception as exc:
             raise sa.exc.DisconnectionError(
                 f"pooled connection idle {time.monotonic() - since:.0f}s is gone: {exc}"

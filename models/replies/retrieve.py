@@ -202,20 +202,11 @@ class Bm25Retriever(_InvertedIndexRetriever):
         self.reply_ids_ = np.asarray(reply_ids, dtype=object)
         self.doc_of_ = doc_of
         # each column's distinct reply ids, in the order their contexts came
-        order = np.argsort(doc_of, kind="stable")
-        ptr = np.zeros(n_cols + 1, dtype=np.int64)
-        replies: list[str] = []
-        seen: set[str] = set()
-        for i, d in enumerate(order):
-            if i and doc_of[d] != doc_of[order[i - 1]]:
-                seen.clear()
-            rid = self.reply_ids_[d]
-            if rid not in seen:
-                seen.add(rid)
-                replies.append(rid)
-                ptr[doc_of[d] + 1] += 1
-        self.col_reply_ptr_ = np.cumsum(ptr)
-        self.col_replies_ = np.asarray(replies, dtype=object)
+        _, reply_code = np.unique(self.reply_ids_.astype(str), return_inverse=True)
+        _, first = np.unique(doc_of * (reply_code.max(initial=0) + 1) + reply_code, return_index=True)
+        first = first[np.lexsort((first, doc_of[first]))]  # by column, then by first occurrence
+        self.col_reply_ptr_ = np.concatenate([[0], np.cumsum(np.bincount(doc_of[first], minlength=n_cols))])
+        self.col_replies_ = self.reply_ids_[first]
         return self
 
     def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:

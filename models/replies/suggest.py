@@ -198,19 +198,19 @@ class ReplySuggester:
         if self.neural is not None:
             self.neural.index(self._entry_ids, [e.text for e in entries])
         r = self.retriever
+        # the retriever's distinct (postings column, reply) pairs grouped by reply, so each reply's best
+        # column is one reduceat
+        cols = np.repeat(np.arange(len(r.col_reply_ptr_) - 1), np.diff(r.col_reply_ptr_))
         codes: dict[str, int] = {}
-        reply_codes = np.fromiter((codes.setdefault(str(i), len(codes)) for i in r.reply_ids_), dtype=np.int64)
+        self._rid_codes = np.fromiter((codes.setdefault(str(i), len(codes)) for i in r.col_replies_), dtype=np.int64)
         self._rid_index = codes
-        # distinct (postings column, reply) pairs grouped by reply, so each reply's best column is one reduceat
-        col = r.doc_of_ if r.doc_of_ is not None else np.arange(len(reply_codes))
-        pairs = np.unique(np.stack([reply_codes, col]), axis=1)  # sorted by reply, then column
-        self._rid_codes = reply_codes
-        self._pair_cols = pairs[1]
-        self._rid_starts = np.searchsorted(pairs[0], np.arange(len(codes)))
+        order = np.argsort(self._rid_codes, kind="stable")
+        self._pair_cols = cols[order]
+        self._rid_starts = np.searchsorted(self._rid_codes[order], np.arange(len(codes)))
 
     def _bm25_by_reply(self, context: str) -> tuple[np.ndarray, dict[str, int]]:
         """Best BM25 score of each reply id's past contexts (indexed by ``_rid_index``)."""
-        if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(self.retriever.reply_ids_):
+        if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(self.retriever.col_replies_):
             self._index_pool()
         scores = self.retriever.column_scores(context)
         if not len(self._pair_cols):

@@ -141,22 +141,24 @@ def _backend_pid(engine) -> int:
         return conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
 
 
-def _terminate(pg_url: str, pid: int) -> None:
+def _kill_pooled_connection(engine, pg_url: str) -> int:
+    """Check a connection out and back in, then have the server end its backend; returns that backend's pid."""
+    pid = _backend_pid(engine)
     other = make_engine(pg_url, poolclass=sa.pool.NullPool)
     try:
         with other.connect() as conn:
             assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
     finally:
         other.dispose()
+    time.sleep(0.05)
+    return pid
 
 
 def test_postgres_pool_replaces_a_dropped_idle_connection(pg_url):
     # pinged on checkout once idle longer than ping_after_idle_s: the server killed it, the pool reconnects
     engine = make_engine(pg_url, pool_size=1, max_overflow=0, ping_after_idle_s=0.0)
     try:
-        pid = _backend_pid(engine)
-        _terminate(pg_url, pid)
-        time.sleep(0.05)
+        pid = _kill_pooled_connection(engine, pg_url)
         assert _backend_pid(engine) != pid  # a fresh connection, no error
     finally:
         engine.dispose()
@@ -167,9 +169,7 @@ def test_postgres_pool_does_not_ping_a_connection_reused_at_once(pg_url):
     # proven by a dead one surfacing as an error, after which the pool starts afresh
     engine = make_engine(pg_url, pool_size=1, max_overflow=0, ping_after_idle_s=3600.0)
     try:
-        pid = _backend_pid(engine)
-        _terminate(pg_url, pid)
-        time.sleep(0.05)
+        pid = _kill_pooled_connection(engine, pg_url)
         with pytest.raises(sa.exc.OperationalError):
             _backend_pid(engine)
         assert _backend_pid(engine) != pid
