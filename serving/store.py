@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -118,6 +119,55 @@ _AFTER_MESSAGE = (
     )
 )
 
+
+
+def _pg_append_statement() -> sa.Select:
+    """PostgreSQL's per-message write as one statement (one round trip, atomic on its own).
+
+    ``WITH up AS (UPDATE conversations … RETURNING id), ev AS (INSERT INTO events … FROM up),
+    sg AS (INSERT INTO suggestions … FROM up, jsonb_to_recordset(:_shown)) SELECT count(*) FROM up``:
+    the inserts draw their rows from ``up``, so when the chat is closed or another worker
+    already moved it past ``_seq`` nothing at all is written and the count is 0. The
+    suggestions travel as one JSON parameter, so the text is the same for any number of
+    them (and psycopg prepares it once). SQLite has no data-modifying CTEs: it keeps the
+    three-statement transaction, which costs no round trips there.
+    """
+    up = _AFTER_MESSAGE.returning(conversations.c.id).cte("up")
+    seq = sa.bindparam("_seq", type_=sa.Integer)
+    now = sa.bindparam("_now", type_=UTCDateTime)
+    event = events.insert().from_select(
+        ["conversation_id", "seq", "kind", "at", "recorded_at", "actor", "payload"],
+        sa.select(
+            up.c.id,
+            seq,
+            sa.literal("message"),
+            sa.bindparam("_last_at", type_=UTCDateTime),
+            now,
+            sa.bindparam("_actor", type_=sa.String),
+            sa.bindparam("_payload", type_=sa.Text),
+        ).select_from(up),
+    )
+    shown = (
+        sa.func.jsonb_to_recordset(sa.bindparam("_shown", type_=JSONB))
+        .table_valued(
+            sa.column("id", sa.String),
+            sa.column("rank", sa.Integer),
+            sa.column("text", sa.Text),
+            sa.column("source", sa.String),
+        )
+        .render_derived(name="s", with_types=True)
+    )
+    shown_rows = suggestions.insert().from_select(
+        ["id", "conversation_id", "seq", "rank", "text", "source", "created_at"],
+        sa.select(shown.c.id, up.c.id, seq, shown.c.rank, shown.c.text, shown.c.source, now)
+        .select_from(up)
+        .join(shown, sa.true()),
+    )
+    return sa.select(sa.func.count()).select_from(up).add_cte(event.cte("ev"), shown_rows.cte("sg"))
+
+
+_PG_APPEND = _pg_append_statement()
+
 FUNNEL_GROUPS = {
     "engine": conversations.c.engine,
     "keyword": conversations.c.keyword,
@@ -181,6 +231,11 @@ class EventStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        # PostgreSQL: the per-message write is one self-contained statement, run in autocommit
+        # (no BEGIN/COMMIT round trips); see _pg_append_statement
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else None
+        )
 
     # ---- writes ------------------------------------------------------------
     def open(self, row: dict[str, Any], actor: str | None, at: datetime) -> None:
@@ -220,6 +275,8 @@ class EventStore:
         ``seq`` is already stored (another worker won); nothing is written then.
         """
         now = _now()
+        if self._autocommit is not None:
+            return self._pg_append(conversation_id, seq, message, shown, update, actor, now)
         try:
             with self.engine.begin() as cx:
                 cx.execute(
@@ -257,6 +314,33 @@ class EventStore:
                     )
         except IntegrityError:
             raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored") from None
+
+    def _pg_append(
+        self,
+        conversation_id: str,
+        seq: int,
+        message: dict[str, Any],
+        shown: Sequence[dict[str, Any]],
+        update: dict[str, Any],
+        actor: str | None,
+        now: datetime,
+    ) -> None:
+        params = {
+            **{f"_{k}": v for k, v in update.items()},
+            "_id": conversation_id,
+            "_seq": seq,
+            "_now": now,
+            "_actor": actor,
+            "_payload": _dumps(message),
+            "_shown": [{"id": s["id"], "rank": s["rank"], "text": s["text"], "source": s["source"]} for s in shown],
+        }
+        try:
+            with self._autocommit.connect() as cx:
+                written = cx.execute(_PG_APPEND, params).scalar_one()
+        except IntegrityError:
+            raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored") from None
+        if written != 1:
+            raise Conflict(f"conversation {conversation_id!r} is closed or changed while message {seq} was stored")
 
     def record(
         self,
