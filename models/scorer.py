@@ -146,7 +146,7 @@ class OutcomeScorer(BaseEstimator):
         C: float = 1.0,
         text_C: float = 2.0,
         max_iter: int = 300,
-        linear_max_iter: int = 40,
+        linear_max_iter: int = 200,
         learning_rate: float = 0.08,
         max_leaf_nodes: int = 31,
         l2_regularization: float = 1.0,
@@ -175,7 +175,9 @@ class OutcomeScorer(BaseEstimator):
             self.scaler_ = StandardScaler(with_mean=False).fit(
                 sp.csr_matrix(rows.struct), sample_weight=sample_weight
             )
-            # ~40 lbfgs iterations reach the validation optimum here; more only overfit and cost time
+            # 200 lbfgs iterations: held-out AUC of the booked score on 40k simulated chats (2026-11-23)
+            # was 0.8623 at 40, 0.8669 at 200, 0.8675 at 400 and 0.8672 at convergence (~500), at
+            # 5, 25, 48 and 61 s of fitting
             self.model_ = LogisticRegression(C=self.C, max_iter=self.linear_max_iter, solver="lbfgs")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
