@@ -217,6 +217,10 @@ class Filters:
         return out
 
 
+def _moved(conversation_id: str, seq: int) -> Conflict:
+    return Conflict(f"conversation {conversation_id!r} is closed or changed while message {seq} was stored")
+
+
 def _dumps(obj: Any) -> str:
     # orjson: UTF-8 as is (no \u escapes), datetimes as ISO 8601; several times faster than json
     return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -275,9 +279,21 @@ class EventStore:
         ``seq`` is already stored (another worker won); nothing is written then.
         """
         now = _now()
-        if self._autocommit is not None:
-            return self._pg_append(conversation_id, seq, message, shown, update, actor, now)
         try:
+            if self._autocommit is not None:  # PostgreSQL: one statement (see _pg_append_statement)
+                with self._autocommit.connect() as cx:
+                    params = {
+                        **{f"_{k}": v for k, v in update.items()},
+                        "_id": conversation_id,
+                        "_seq": seq,
+                        "_now": now,
+                        "_actor": actor,
+                        "_payload": _dumps(message),
+                        "_shown": [{k: s[k] for k in ("id", "rank", "text", "source")} for s in shown],
+                    }
+                    if cx.execute(_PG_APPEND, params).scalar_one() != 1:
+                        raise _moved(conversation_id, seq)
+                return
             with self.engine.begin() as cx:
                 cx.execute(
                     _INSERT_EVENT,
@@ -309,38 +325,9 @@ class EventStore:
                     },
                 )
                 if res.rowcount != 1:
-                    raise Conflict(
-                        f"conversation {conversation_id!r} is closed or changed while message {seq} was stored"
-                    )
+                    raise _moved(conversation_id, seq)  # rolls the transaction back
         except IntegrityError:
             raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored") from None
-
-    def _pg_append(
-        self,
-        conversation_id: str,
-        seq: int,
-        message: dict[str, Any],
-        shown: Sequence[dict[str, Any]],
-        update: dict[str, Any],
-        actor: str | None,
-        now: datetime,
-    ) -> None:
-        params = {
-            **{f"_{k}": v for k, v in update.items()},
-            "_id": conversation_id,
-            "_seq": seq,
-            "_now": now,
-            "_actor": actor,
-            "_payload": _dumps(message),
-            "_shown": [{"id": s["id"], "rank": s["rank"], "text": s["text"], "source": s["source"]} for s in shown],
-        }
-        try:
-            with self._autocommit.connect() as cx:
-                written = cx.execute(_PG_APPEND, params).scalar_one()
-        except IntegrityError:
-            raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored") from None
-        if written != 1:
-            raise Conflict(f"conversation {conversation_id!r} is closed or changed while message {seq} was stored")
 
     def record(
         self,
