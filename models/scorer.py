@@ -175,9 +175,9 @@ class OutcomeScorer(BaseEstimator):
             self.scaler_ = StandardScaler(with_mean=False).fit(
                 sp.csr_matrix(rows.struct), sample_weight=sample_weight
             )
-            # 200 lbfgs iterations: held-out AUC of the booked score on 40k simulated chats (2026-11-23)
-            # was 0.8623 at 40, 0.8669 at 200, 0.8675 at 400 and 0.8672 at convergence (~500), at
-            # 5, 25, 48 and 61 s of fitting
+            # 200 lbfgs iterations: closed-chat test AUC of the booked score on 40k simulated chats was
+            # 0.8621 at 40, 0.8675 at 200, 0.8672 at 400 and 0.8673 at convergence (638), for 5, 21, 38
+            # and 65 s of fitting (bench/bench_linear_iters.py, 2026-11-23)
             self.model_ = LogisticRegression(C=self.C, max_iter=self.linear_max_iter, solver="lbfgs")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)

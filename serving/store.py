@@ -120,7 +120,6 @@ _AFTER_MESSAGE = (
 )
 
 
-
 def _pg_append_statement() -> sa.Select:
     """PostgreSQL's per-message write as one statement (one round trip, atomic on its own).
 
@@ -279,14 +278,13 @@ class EventStore:
         ``seq`` is already stored (another worker won); nothing is written then.
         """
         now = _now()
+        # the projection's parameters (_AFTER_MESSAGE, also the core of _PG_APPEND)
+        projection = {**{f"_{k}": v for k, v in update.items()}, "_id": conversation_id, "_seq": seq, "_now": now}
         try:
             if self._autocommit is not None:  # PostgreSQL: one statement (see _pg_append_statement)
                 with self._autocommit.connect() as cx:
                     params = {
-                        **{f"_{k}": v for k, v in update.items()},
-                        "_id": conversation_id,
-                        "_seq": seq,
-                        "_now": now,
+                        **projection,
                         "_actor": actor,
                         "_payload": _dumps(message),
                         "_shown": [{k: s[k] for k in ("id", "rank", "text", "source")} for s in shown],
@@ -315,15 +313,7 @@ class EventStore:
                             for s in shown
                         ],
                     )
-                res = cx.execute(
-                    _AFTER_MESSAGE,
-                    {
-                        **{f"_{k}": v for k, v in update.items()},
-                        "_id": conversation_id,
-                        "_seq": seq,
-                        "_now": now,
-                    },
-                )
+                res = cx.execute(_AFTER_MESSAGE, projection)
                 if res.rowcount != 1:
                     raise _moved(conversation_id, seq)  # rolls the transaction back
         except IntegrityError:
