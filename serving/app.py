@@ -39,7 +39,7 @@ from serving.auth import ApiKey, KeyStore
 from serving.cache import make_cache
 from serving.db import create_all, make_engine
 from serving.ratelimit import RateLimiter
-from serving.service import Caller, ChatService, Forbidden, InvalidInput, ModelHolder
+from serving.service import LIVE_CODEC, Caller, ChatService, Forbidden, InvalidInput, ModelHolder
 from serving.store import FUNNEL_GROUPS, Conflict, EventStore, Filters, NotFound
 
 log = logging.getLogger("yuyue.serving")
@@ -170,7 +170,7 @@ class Yuyue:
         self.limiter = RateLimiter(settings.redis_url)
         self.models = ModelHolder(model, version)
         self.service = ChatService(
-            settings, EventStore(self.engine), make_cache(settings.redis_url), self.models
+            settings, EventStore(self.engine), make_cache(settings.redis_url, LIVE_CODEC), self.models
         )
         self.metrics = Metrics()
         if model is not None:

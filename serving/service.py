@@ -35,7 +35,7 @@ from features.pii import PiiSpan, mask_text, mask_value
 from features.signals import CONCERNS
 from features.visit import keyword_category, page_category, parse_region
 from models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
-from serving.cache import CacheUnavailable, SessionCache
+from serving.cache import CacheUnavailable, Codec, SessionCache
 from serving.store import Conflict, EventStore, Filters, StoreError
 
 log = logging.getLogger("yuyue.serving")
@@ -141,6 +141,18 @@ class Live:
         return cls(
             n, ChatSession.from_bytes(session), contacts, consultant_id, datetime.fromisoformat(last_at)
         )
+
+
+def _live_loads(blob: bytes) -> Live:
+    try:
+        return Live.from_bytes(blob)
+    except msgpack.UnpackException as exc:  # not all of msgpack's errors are ValueErrors
+        raise ValueError(f"unreadable session blob: {exc}") from exc
+
+
+# how the shared (Redis) cache stores sessions: the message count is the version, since the
+# store accepts exactly one message at each position of a chat
+LIVE_CODEC = Codec(Live.to_bytes, _live_loads, lambda live: live.n_messages)
 
 
 class _Stale(Exception):
@@ -341,18 +353,9 @@ class ChatService:
 
     def _cached(self, conversation_id: str) -> Live | None:
         try:
-            blob = self.cache.get(conversation_id)
+            return self.cache.get(conversation_id)
         except CacheUnavailable as exc:
             log.warning("session cache unavailable, rebuilding %s from the store: %s", conversation_id, exc)
-            return None
-        if blob is None:
-            return None
-        if isinstance(blob, Live):
-            return blob  # this process's own cache: the object itself
-        try:
-            return Live.from_bytes(blob)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            log.warning("unreadable cached session for %s (%s); rebuilding", conversation_id, exc)
             return None
 
     def _from_store(self, conversation_id: str, model: YuyueModel) -> Live:
@@ -445,7 +448,7 @@ class ChatService:
 
     def _cache_set(self, conversation_id: str, live: Live) -> None:
         try:
-            self.cache.set(conversation_id, live.to_bytes() if self.cache.shared else live)
+            self.cache.set(conversation_id, live)
         except CacheUnavailable as exc:
             log.warning("session cache unavailable (%s); the chat will be rebuilt from the store", exc)
 

@@ -1,4 +1,4 @@
-"""serving.cache: the in-process LRU and the shared Redis cache of chat-session blobs."""
+"""serving.cache: the in-process LRU, the shared Redis cache of session blobs, and the two tiered."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from serving.cache import CacheUnavailable, MemoryCache, RedisCache, SessionCache, make_cache
+from serving.cache import (
+    CacheUnavailable,
+    Codec,
+    MemoryCache,
+    RedisCache,
+    SessionCache,
+    TieredCache,
+    make_cache,
+)
 
 BLOB = os.urandom(4096)
 
@@ -165,3 +173,102 @@ def test_session_blob_round_trip(redis_url, redis_prefix):
             assert back.context == session.context and back.last == session.last
     finally:
         red.close()
+
+
+def test_make_cache_tiers_redis_when_given_a_codec(redis_url, redis_prefix):
+    cache = make_cache(redis_url, CODEC, prefix=redis_prefix, max_items=5)
+    assert isinstance(cache, TieredCache) and isinstance(cache, SessionCache)
+    assert cache.near.max_items == 5 and cache.far.prefix == redis_prefix
+    cache.close()
+    with pytest.raises(TypeError, match="prefix"):
+        make_cache(None, prefix=redis_prefix)
+
+
+def test_redis_blobs_carry_a_version(rcache):
+    assert rcache.version("c-v") is None and rcache.fetch("c-v") is None
+    rcache.set("c-v", BLOB, version=41)
+    assert rcache.version("c-v") == 41
+    assert rcache.fetch("c-v") == (41, BLOB) and rcache.get("c-v") == BLOB
+    rcache.set("c-v", b"", version=2**40)
+    assert rcache.fetch("c-v") == (2**40, b"")
+    rcache._client.set(rcache._key("c-v"), b"short")  # not written by this class
+    assert rcache.version("c-v") is None and rcache.fetch("c-v") is None
+
+
+# ---- the tiered cache: decoded objects here, versioned blobs in Redis ------------------------
+class Counter:
+    """A stand-in for a chat session: a version and a payload; counts its decodings."""
+
+    loads = 0
+
+    def __init__(self, n: int, payload: str = ""):
+        self.n, self.payload = n, payload
+
+
+def _loads(blob: bytes) -> Counter:
+    if not blob.startswith(b"C:"):
+        raise ValueError("not a counter")
+    Counter.loads += 1
+    n, payload = blob[2:].decode().split(":", 1)
+    return Counter(int(n), payload)
+
+
+CODEC = Codec(lambda c: f"C:{c.n}:{c.payload}".encode(), _loads, lambda c: c.n)
+
+
+@pytest.fixture
+def tiers(redis_url, redis_prefix):
+    """Two workers' tiered caches over one Redis."""
+    a, b = (TieredCache(RedisCache(redis_url, prefix=redis_prefix), CODEC) for _ in range(2))
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_tiered_hit_returns_the_object_without_decoding(tiers):
+    a, _ = tiers
+    assert a.get("c-1") is None
+    obj = Counter(3, "三条")
+    a.set("c-1", obj)
+    before = Counter.loads
+    assert a.get("c-1") is obj and a.get("c-1") is obj
+    assert Counter.loads == before  # the version matched: nothing fetched or decoded
+    assert a.far.fetch("c-1") == (3, "C:3:三条".encode())  # and Redis holds it for the other workers
+
+
+def test_tiered_picks_up_what_another_worker_wrote(tiers):
+    a, b = tiers
+    a.set("c-2", Counter(1, "a"))
+    seen = b.get("c-2")  # b has no copy yet: decoded from Redis
+    assert (seen.n, seen.payload) == (1, "a")
+    seen.n, seen.payload = 2, "b"  # b takes the next message
+    b.set("c-2", seen)
+    newer = a.get("c-2")  # a's own copy is one behind: it must not use it
+    assert (newer.n, newer.payload) == (2, "b")
+    assert a.get("c-2") is newer  # and keeps the decoded one
+    b.delete("c-2")
+    assert a.get("c-2") is None  # gone from Redis: a's copy is not trusted either
+
+
+def test_tiered_treats_unreadable_or_mislabelled_blobs_as_missing(tiers, caplog):
+    a, b = tiers
+    a.far.set("c-3", b"garbage", version=1)
+    assert b.get("c-3") is None
+    a.far.set("c-3", b"C:5:x", version=4)  # stamped 4, holds 5
+    assert b.get("c-3") is None
+    assert "unreadable cached entry c-3" in caplog.text and "stamped 4, holds 5" in caplog.text
+
+
+def test_tiered_uses_its_own_copy_when_redis_is_down():
+    cache = TieredCache(RedisCache("redis://127.0.0.1:1/0", timeout=0.2), CODEC)
+    obj = Counter(1)
+    with pytest.raises(CacheUnavailable, match="set failed"):
+        cache.set("c-4", obj)
+    assert cache.get("c-4") is obj  # the caller's conditional store write guards against staleness
+    with pytest.raises(CacheUnavailable, match="delete failed"):
+        cache.delete("c-4")
+    assert "c-4" not in cache.near
+    with pytest.raises(CacheUnavailable, match="get failed"):
+        cache.get("c-4")  # nothing here and nothing reachable: the caller rebuilds
+    assert cache.ping() is False
+    cache.close()
