@@ -89,7 +89,7 @@ _URL = re.compile(
     re.IGNORECASE,
 )
 
-_MAYBE_SURNAME = re.compile(r"姓|叫|女士|小姐|先生|阿姨|太太|大姐|大哥|夫人|名字|联系人|称呼|我是|本人是")
+_MAYBE_SURNAME = re.compile(r"姓|叫|女士|小姐|先生|阿姨|太太|大姐|大哥|夫人|名字|联系人|称呼|我是|本人是|姐|哥")
 # titles a visitor gives after the surname; the second group only in a form of address (叫我王姐)
 _TITLE = "女士|小姐|先生|阿姨|太太|大姐|大哥|夫人"
 _TITLE_CUED = "姐姐|哥哥|姐|哥|总|叔|老师|师傅"
@@ -155,6 +155,7 @@ class _SurnamePatterns:
     small_old: re.Pattern[str]  # 叫我小王 / 老王
     cued_title: re.Pattern[str]  # 叫我王姐
     full_name: re.Pattern[str]  # 我叫王小明
+    greeting: re.Pattern[str]  # 王姐您好 / 好的李哥， (a consultant addressing the visitor)
     form_after: re.Pattern[str]  # title right after a surname span (for address_form)
 
 
@@ -177,6 +178,12 @@ def _surname_patterns() -> _SurnamePatterns:
             r"(?P<g>(?:(?!" + _NAME_STOP + r")" + given + r"){0,2})"
         ),
         form_after=re.compile(r"(?:" + _TITLE + "|" + _TITLE_CUED + ")"),
+        # without a cue, 姐/哥 after a surname is a form of address only where a greeting puts it:
+        # after a break or 好的/嗯, and before one or 您/你 (表姐, 空姐, 王姐姐家 are not)
+        greeting=re.compile(
+            r"(?:(?<![\u4e00-\u9fff])|(?<=[的好嗯哦啊呀]))(?P<s>" + s.safe_re + r")(?:姐姐|哥哥|姐|哥)"
+            r"(?=[您你]|[^\u4e00-\u9fff]|$)"
+        ),
     )
 
 
@@ -265,6 +272,9 @@ def _find_surnames(text: str, out: list[tuple[int, PiiSpan]]) -> None:
         if text.startswith(not_names, m.start("s")):
             continue
         out.append((8, PiiSpan("surname", m.start("s"), m.end("g"), m.group("s"))))
+    for m in p.greeting.finditer(text):
+        if not text.startswith(not_names, m.start("s")):
+            out.append((9, PiiSpan("surname", m.start("s"), m.end("s"), m.group("s"))))
 
 
 def _repeat_mentions(text: str, spans: list[PiiSpan]) -> list[PiiSpan]:
@@ -367,6 +377,18 @@ def address_form(text: str, span: PiiSpan) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- masking
+
+
+def mask_address_form(form: str) -> str:
+    """A form of address with its surname masked, whichever surname it holds: 王女士 → *女士,
+    欧阳先生 → **先生, 小王 → 小*. A form of any other shape is masked whole."""
+    if len(form) in (2, 3) and form[0] in "小老":
+        return form[0] + "*" * (len(form) - 1)
+    cut = 2 if form[:2] in _surnames().compound else 1  # 欧阳先生 is ** + 先生, 王小姐 is * + 小姐
+    if len(form) > cut and _surname_patterns().form_after.fullmatch(form, cut):
+        return "*" * cut + form[cut:]
+    return "*" * len(form)
+
 
 
 def mask_value(type: str, value: str) -> str:

@@ -31,7 +31,7 @@ import orjson
 
 from config import Settings
 from data.contract import Visit
-from features.pii import PiiSpan, mask_text, mask_value
+from features.pii import PiiSpan, mask_address_form, mask_text, mask_value
 from features.signals import CONCERNS
 from features.visit import keyword_category, page_category, parse_region
 from models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
@@ -173,15 +173,6 @@ def _aware(at: datetime | None, default: datetime) -> datetime:
     if at.tzinfo is None:
         raise InvalidInput(f"'at' must carry a timezone offset (got {at.isoformat()})")
     return at
-
-
-def mask_form(form: str | None, surname: str | None) -> str | None:
-    """``王女士`` → ``*女士`` (the form of address without the surname)."""
-    if not form:
-        return form
-    if surname and surname in form:
-        return form.replace(surname, "*" * len(surname))
-    return form
 
 
 class ChatService:
@@ -377,8 +368,14 @@ class ChatService:
     ) -> dict[str, Any]:
         raw = caller.sees_raw(chat)
         view = insight_dict(insight)
+        form = None if raw else live.session.state.facts.get("address_form")  # filled into replies' slot
         view["suggestions"] = [
-            {"id": s["id"], "text": s["text"], "source": s["source"], "stage": sug.stage}
+            {
+                "id": s["id"],
+                "text": s["text"].replace(form, mask_address_form(form)) if form else s["text"],
+                "source": s["source"],
+                "stage": sug.stage,
+            }
             for s, sug in zip(shown, insight.suggestions, strict=True)
         ]
         p = insight.scores.get("booked")
@@ -415,7 +412,7 @@ class ChatService:
             "surname": surname if raw else (mask_value("surname", surname) if surname else None),
             "address_form": facts.get("address_form")
             if raw
-            else mask_form(facts.get("address_form"), surname),
+            else (mask_address_form(facts["address_form"]) if facts.get("address_form") else None),
             "gender": facts.get("gender"),
             "age": facts.get("age"),
             "projects": facts.get("projects", []),

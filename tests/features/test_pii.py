@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from features.normalize import normalize
-from features.pii import PII_TYPES, PiiSpan, contact_kinds, find_pii, mask_text, mask_value
+from features.pii import (
+    PII_TYPES,
+    PiiSpan,
+    contact_kinds,
+    find_pii,
+    mask_address_form,
+    mask_text,
+    mask_value,
+)
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
@@ -171,6 +179,45 @@ def test_mask_values() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "surname"),
+    [
+        ("顾姐您好。", "顾"),
+        ("好的王姐，我帮您约一下", "王"),
+        ("您好,张哥", "张"),
+        ("欧阳姐你好", "欧阳"),
+        ("表姐说的", None),
+        ("空姐", None),
+        ("王姐姐家在哪", None),  # not a greeting: nothing after the form says so
+        ("帅哥你好", None),
+        ("小姐姐您好", None),
+    ],
+)
+def test_a_consultant_greeting_by_surname_is_personal_data(text: str, surname: str | None) -> None:
+    """王姐您好 has no 叫我 cue, but the greeting's place makes it a form of address."""
+    assert [s.value for s in find_pii(text) if s.type == "surname"] == ([surname] if surname else [])
+
+
+@pytest.mark.parametrize(
+    ("form", "masked"),
+    [
+        ("王女士", "*女士"),
+        ("曹先生", "*先生"),
+        ("欧阳先生", "**先生"),
+        ("王姐", "*姐"),
+        ("张老师", "*老师"),
+        ("小曹", "小*"),
+        ("老王", "老*"),
+        ("小欧阳", "小**"),
+        ("王小姐", "*小姐"),
+        ("某个不认识的称呼", "********"),
+    ],
+)
+def test_mask_address_form_masks_whatever_surname_it_holds(form: str, masked: str) -> None:
+    """The form is masked on its own shape, not by looking up the chat's current surname (which may differ)."""
+    assert mask_address_form(form) == masked
+
+
+@pytest.mark.parametrize(
     ("text", "masked"),
     [
         ("王女士您好", "*女士您好"),
@@ -254,7 +301,6 @@ def test_customer_service_text_flags_only_plausible_personal_data() -> None:
             assert 5 <= len(span.value) <= 11, text
 
 
-
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -269,7 +315,16 @@ def test_cue_with_a_filler_before_the_id(text, expected):
 
 @pytest.mark.parametrize(
     "text, surname",
-    [("邓", "邓"), ("呃 小余", "余"), ("小戴", "戴"), ("王姐就行", "王"), ("欧阳", "欧阳"), ("好的", None), ("隆鼻", None), ("谢谢", None)],
+    [
+        ("邓", "邓"),
+        ("呃 小余", "余"),
+        ("小戴", "戴"),
+        ("王姐就行", "王"),
+        ("欧阳", "欧阳"),
+        ("好的", None),
+        ("隆鼻", None),
+        ("谢谢", None),
+    ],
 )
 def test_bare_surname_counts_only_as_an_answer_to_a_name_question(text, surname):
     got = [s.value for s in find_pii(text, name_answer=True) if s.type == "surname"]

@@ -14,6 +14,7 @@ from models.replies.pool import (
     build_pool,
     cluster_near_duplicates,
     iter_reply_examples,
+    reply_text,
 )
 from models.replies.pool_cli import replies_app
 
@@ -55,6 +56,12 @@ def test_build_pool_counts_stage_booking_prior_and_assignments() -> None:
     assert entry.booked_after == pytest.approx((2 + 2 * 0.4) / (3 + 2))
     other = pool.get(assign[3])
     assert other.booked_after < entry.booked_after
+
+
+def test_a_greeting_by_surname_becomes_the_slot() -> None:
+    """A mined 顾姐您好 would greet the next visitor by someone else's surname (and keep personal data)."""
+    assert reply_text("顾姐您好。") == "{address_form}您好。"
+    assert reply_text("好的李哥，这边帮您登记") == "好的{address_form},这边帮您登记"  # normalised commas
 
 
 def test_no_raw_phone_in_pool_file(tmp_path: Path) -> None:
