@@ -328,6 +328,7 @@ class Sample:
     kind: str  # normal | long
     server_ms: float | None = None  # the server's own handling time (Server-Timing header)
     seq: int | None = None
+    role: str = ""  # visitor | consultant (a visitor message also gets reply suggestions)
 
 
 @dataclass
@@ -426,6 +427,7 @@ class Driver:
         end = len(chat.messages) if upto is None else min(upto, len(chat.messages))
         while chat.sent < end and budget.take():
             pos = chat.sent
+            role = chat.messages[pos]["role"]
             t_send = time.monotonic()
             t0 = time.perf_counter()
             try:
@@ -435,19 +437,19 @@ class Driver:
                     status, raw = r.status, await r.read()
                     timing = r.headers.get("server-timing", "")
             except TRANSPORT_ERRORS as exc:
-                self.samples.append(Sample(t_send, (time.perf_counter() - t0) * 1e3, pos, 0, chat.kind))
+                self.samples.append(Sample(t_send, (time.perf_counter() - t0) * 1e3, pos, 0, chat.kind, role=role))
                 self._error(f"message {chat.cid}#{pos}: {type(exc).__name__}: {exc}")
                 return False
             ms = (time.perf_counter() - t0) * 1e3
             if status == 200:
                 body = orjson.loads(raw)
                 seq = body.get("seq")
-                self.samples.append(Sample(t_send, ms, pos, 200, chat.kind, _server_ms(timing), seq))
+                self.samples.append(Sample(t_send, ms, pos, 200, chat.kind, _server_ms(timing), seq, role))
                 self.acked.append((chat.cid, seq))
                 if seq != pos:
                     self._error(f"message {chat.cid}#{pos}: answered seq {seq}, expected {pos}")
             else:
-                self.samples.append(Sample(t_send, ms, pos, status, chat.kind))
+                self.samples.append(Sample(t_send, ms, pos, status, chat.kind, role=role))
                 self._error(
                     f"message {chat.cid}#{pos}: {status} {raw[:300].decode(errors='replace')}", http=True
                 )
@@ -511,6 +513,26 @@ def window(samples: list[Sample], center: int, half: int, kind: str | None = Non
     ]
 
 
+def matched_ratio(early: list[Sample], late: list[Sample], field: str = "ms") -> tuple[float, dict[str, float]]:
+    """Latency at ~200 over latency at ~5, compared role by role.
+
+    A visitor message costs more than a consultant's (it also gets reply suggestions), and the two
+    windows need not hold the same mix of roles, so the medians are compared within each role and the
+    per-role ratios averaged with the late window's role counts as weights. Returns
+    ``(ratio, {role: ratio})``; NaN when no role has samples in both windows.
+    """
+    per_role, weights = {}, {}
+    for role in sorted({s.role for s in late}):
+        a = [getattr(s, field) for s in early if s.role == role and getattr(s, field) is not None]
+        b = [getattr(s, field) for s in late if s.role == role and getattr(s, field) is not None]
+        if a and b:
+            per_role[role] = statistics.median(b) / statistics.median(a)
+            weights[role] = len(b)
+    if not per_role:
+        return float("nan"), {}
+    return sum(per_role[r] * weights[r] for r in per_role) / sum(weights.values()), per_role
+
+
 # ---- one benchmark configuration ----------------------------------------------------------
 @dataclass
 class BenchConfig:
@@ -527,7 +549,7 @@ class BenchArgs:
     chats: int = 50
     think_ms: float = 0.0
     think_dist: str = "exp"
-    long_chats: int = 6
+    long_chats: int = 12
     prefill: int = 190
     mem_chats: int = 400
     mem_messages: int = 3
@@ -611,6 +633,8 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
         )
         early_srv = [s.server_ms for s in early if s.server_ms is not None]
         late_srv = [s.server_ms for s in late if s.server_ms is not None]
+        ratio, by_role = matched_ratio(early, late)
+        srv_ratio, srv_by_role = matched_ratio(early, late, "server_ms")
         result.update(
             messages=len(drv.samples),
             ok=len(ok),
@@ -628,7 +652,10 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
             at200_ms=late_ms,
             n_at5=len(early),
             n_at200=len(late),
-            ratio_200_5=late_ms / early_ms if early and late else float("nan"),
+            ratio_200_5=ratio,
+            ratio_200_5_by_role=by_role,
+            srv_ratio_200_5=srv_ratio,
+            srv_ratio_200_5_by_role=srv_by_role,
             srv_at5_ms=statistics.median(early_srv) if early_srv else float("nan"),
             srv_at200_ms=statistics.median(late_srv) if late_srv else float("nan"),
             srv_p50_ms=pct([s.server_ms for s in ok if s.server_ms is not None], 50),
@@ -638,9 +665,6 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
         )
         result["capacity_per_core"] = (
             1e3 / result["server_cpu_ms"] if result["server_cpu_ms"] else float("nan")
-        )
-        result["srv_ratio_200_5"] = (
-            result["srv_at200_ms"] / result["srv_at5_ms"] if early_srv and late_srv else float("nan")
         )
         echo(
             f"[{cfg.name}] {len(drv.samples)} messages in {wall:.1f}s: {result['msgs_per_s']:.0f} msg/s, "
@@ -655,8 +679,14 @@ def run_config(cfg: BenchConfig, a: BenchArgs, echo=print) -> dict[str, Any]:
         )
         echo(
             f"[{cfg.name}] message ~5: {early_ms:.1f} ms (n={len(early)}), message ~200 of long chats: {late_ms:.1f} ms "
-            f"(n={len(late)}), ratio {result['ratio_200_5']:.2f}; server handling {result['srv_at5_ms']:.2f} vs "
-            f"{result['srv_at200_ms']:.2f} ms (ratio {result['srv_ratio_200_5']:.2f})"
+            f"(n={len(late)}); server handling {result['srv_at5_ms']:.2f} vs {result['srv_at200_ms']:.2f} ms"
+        )
+        echo(
+            f"[{cfg.name}] ~200 / ~5, role by role: client {result['ratio_200_5']:.2f} ("
+            + ", ".join(f"{r} {v:.2f}" for r, v in by_role.items())
+            + f"), server {result['srv_ratio_200_5']:.2f} ("
+            + ", ".join(f"{r} {v:.2f}" for r, v in srv_by_role.items())
+            + ")"
         )
 
         # 3. memory per open chat
@@ -837,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
         help="pauses exponential with mean --think-ms (default; chats out of step, like real visitors) or fixed",
     )
     ap.add_argument(
-        "--long-chats", type=int, default=6, help="long chats measured at message ~200 (default 6)"
+        "--long-chats", type=int, default=12, help="long chats measured at message ~200 (default 12)"
     )
     ap.add_argument(
         "--prefill", type=int, default=190, help="messages pre-filled into each long chat (default 190)"
@@ -898,8 +928,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(
         "latency: client-side per-message request; @5/@200: median at messages 2-8 of all chats / 197-203 of the long "
-        "chats in the same run (at saturation mostly queueing); srv ms / srv 200/5: median handling time inside the "
-        "server (its Server-Timing header) and its ratio at ~200 vs ~5; srv CPU ms/req: server "
+        "chats in the same run (at saturation mostly queueing); 200/5: their ratio compared role by role (visitor "
+        "with visitor, consultant with consultant), weighted by the ~200 window's roles; srv ms / srv 200/5: median "
+        "handling time inside the server (its Server-Timing header) and its role-matched ratio; srv CPU ms/req: server "
         "process CPU time per request in the measured phase (1000/it ≈ requests/s one free core could serve)"
     )
     errors = sum(r["errors"] for r in results)
