@@ -31,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
+from sqlalchemy import exc as sa_exc
 
 from config import Settings, get_settings
 from data.contract import Visit
@@ -257,6 +258,23 @@ def create_app(
             return JSONResponse({"detail": str(exc)}, status_code=status)
 
         app.add_exception_handler(exc_type, handler)
+
+    # the database went away (restart, failover, a dropped connection): not the caller's fault, and
+    # worth a retry; the pool replaces the dead connection on the next request
+    def database_down(request: Request, exc: Exception) -> JSONResponse:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        log.warning("database error on %s %s: %s", request.method, request.url.path, reason)
+        return JSONResponse(
+            {
+                "detail": f"the database could not be reached or dropped the connection ({reason}); "
+                "retry. Before resending a message, GET the conversation: the write may have landed"
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(sa_exc.OperationalError, database_down)
+    app.add_exception_handler(sa_exc.InterfaceError, database_down)
 
     app.add_middleware(TimingMiddleware, metrics=state.metrics)
 

@@ -359,6 +359,36 @@ def test_a_chat_closed_by_another_worker_takes_no_more_messages(api, backend, mo
     assert api.get(f"/v1/conversations/{cid}", headers=h).json() == before
 
 
+def test_a_dropped_database_connection_is_a_503_and_stores_nothing(api, backend):
+    """PostgreSQL ends the worker's pooled connections (a restart, a failover): 503 naming it, then a retry works."""
+    if not backend.database_url:
+        pytest.skip("needs PostgreSQL")
+    import sqlalchemy as sa
+
+    h = api.keys["c01"]
+    cid = _open(api)
+    _chat(api, cid, messages=CHAT[:2])
+    killer = sa.create_engine(backend.database_url, poolclass=sa.pool.NullPool)
+    try:  # end every other backend on this database: all of the worker's pooled connections
+        with killer.connect() as conn:
+            killed = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+    finally:
+        killer.dispose()
+    assert killed >= 1
+    nxt = {"role": CHAT[2][0], "text": CHAT[2][1], "at": _at(10)}
+    r = api.post(f"/v1/conversations/{cid}/messages", json=nxt, headers=h)
+    assert r.status_code == 503, r.text
+    assert "database" in r.json()["detail"] and r.headers["Retry-After"] == "1"
+    assert len(api.get(f"/v1/conversations/{cid}", headers=h).json()["messages"]) == 2  # nothing half-written
+    r = api.post(f"/v1/conversations/{cid}/messages", json=nxt, headers=h)
+    assert r.status_code == 200 and r.json()["seq"] == 2, r.text
+
+
 def test_rate_limit_answers_429_with_retry_after(api):
     key = api.app.state.yuyue.keys.create("slow", "supervisor", rate_per_minute=3)[1]
     codes = [api.get("/v1/model", headers={"X-API-Key": key}).status_code for _ in range(4)]
