@@ -179,10 +179,10 @@ def _surname_patterns() -> _SurnamePatterns:
         ),
         form_after=re.compile(r"(?:" + _TITLE + "|" + _TITLE_CUED + ")"),
         # without a cue, 姐/哥 after a surname is a form of address only where a greeting puts it:
-        # after a break or 好的/嗯, and before one or 您/你 (表姐, 空姐, 王姐姐家 are not)
+        # after a break or 好的/嗯, and before one, 您/你, 好/早 or 在吗 (表姐, 空姐, 王姐姐家 are not)
         greeting=re.compile(
             r"(?:(?<![\u4e00-\u9fff])|(?<=[的好嗯哦啊呀]))(?P<s>" + s.safe_re + r")(?:姐姐|哥哥|姐|哥)"
-            r"(?=[您你]|[^\u4e00-\u9fff]|$)"
+            r"(?=[您你好早]|在吗|[^\u4e00-\u9fff]|$)"
         ),
     )
 

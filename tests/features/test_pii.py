@@ -185,6 +185,9 @@ def test_mask_values() -> None:
         ("好的王姐，我帮您约一下", "王"),
         ("您好,张哥", "张"),
         ("欧阳姐你好", "欧阳"),
+        ("王姐好", "王"),
+        ("张姐在吗", "张"),
+        ("大姐好", None),
         ("表姐说的", None),
         ("空姐", None),
         ("王姐姐家在哪", None),  # not a greeting: nothing after the form says so
