@@ -164,15 +164,25 @@ def _closed(conversation_id: str) -> Conflict:
 
 
 def _local_day(at: datetime) -> str:
-    return at.astimezone(LOCAL_TZ).date().isoformat()
+    return _local(at).date().isoformat()
 
 
 def _aware(at: datetime | None, default: datetime) -> datetime:
+    """``at`` (or ``default``) in the desk's time zone.
+
+    The model reads local clock time (hour of the visit, 明天下午 in a message), as the training
+    chats carry it; a client may send any offset, and the store gives the chat's start back in
+    UTC, so every time goes to the model in one zone: live and replayed sessions then agree.
+    """
     if at is None:
-        return default
+        return _local(default)
     if at.tzinfo is None:
         raise InvalidInput(f"'at' must carry a timezone offset (got {at.isoformat()})")
-    return at
+    return _local(at)
+
+
+def _local(at: datetime) -> datetime:
+    return at.astimezone(LOCAL_TZ)
 
 
 class ChatService:
@@ -426,7 +436,7 @@ class ChatService:
         """The session of a stored chat, by replaying its stored messages (no suggestions computed)."""
         visit = Visit.model_validate_json(chat["visit"]) if chat.get("visit") else None
         session, _ = model.open_chat(
-            started_at=chat["started_at"],
+            started_at=_local(chat["started_at"]),
             visit=visit,
             department=chat.get("department"),
             project=chat.get("project"),
@@ -436,7 +446,7 @@ class ChatService:
         messages = self.store.messages(chat["id"])
         for m in messages:
             insight = model.on_message(
-                session, m["role"], m["text"], datetime.fromisoformat(m["at"]), suggest=False
+                session, m["role"], m["text"], _local(datetime.fromisoformat(m["at"])), suggest=False
             )
             if m["role"] == "visitor":
                 contacts += [[s.type, s.value, m["seq"]] for s in insight.analysis.pii]

@@ -340,6 +340,49 @@ def test_a_second_worker_continues_a_chat_from_the_event_store(api, backend, mod
     assert model.score(rebuilt.session.state)["booked"].probability == pytest.approx(live_p, abs=1e-4)
 
 
+def test_two_workers_taking_turns_on_one_chat_stay_consistent(api, backend, model):
+    """Every message goes to the other worker: each must notice its own copy is behind and catch up."""
+    if not backend.redis_url:
+        pytest.skip("workers share sessions through Redis")
+    cid = _open(api)
+    other = create_app(backend, model, "t1")
+    with TestClient(other) as second:
+        workers = [api, second]
+        for i, (role, text) in enumerate(CHAT * 2):
+            r = workers[i % 2].post(
+                f"/v1/conversations/{cid}/messages",
+                json={"role": role, "text": text, "at": _at(3 + i)},
+                headers=api.keys["c01"],
+            )
+            assert r.status_code == 200 and r.json()["seq"] == i, r.text
+    # each picked the newer session up from Redis: nothing was replayed from the store
+    assert api.app.state.yuyue.service.cache_misses == 0
+    assert other.state.yuyue.service.cache_misses == 0
+    rebuilt = api.app.state.yuyue.service.rebuild(api.app.state.yuyue.service.store.conversation(cid), model)
+    assert rebuilt.n_messages == 2 * len(CHAT)
+    assert model.score(rebuilt.session.state)["booked"].probability == pytest.approx(
+        r.json()["scores"]["booked"]["probability"], abs=1e-4
+    )
+
+
+def test_the_same_instants_in_another_offset_give_the_same_scores(api):
+    """Times reach the model in the desk's zone: a client sending UTC gets what one sending +08:00 gets."""
+    local, utc = _open(api), _open(api, started_at="2025-03-05T06:02:11Z")
+    a = _chat(api, local, messages=CHAT[:3])
+    b = []
+    for i, (role, text) in enumerate(CHAT[:3]):
+        r = api.post(
+            f"/v1/conversations/{utc}/messages",
+            json={"role": role, "text": text, "at": f"2025-03-05T06:{3 + i:02d}:00Z"},
+            headers=api.keys["c01"],
+        )
+        assert r.status_code == 200, r.text
+        b.append(r.json())
+    for x, y in zip(a, b, strict=True):
+        assert x["scores"]["booked"]["probability"] == y["scores"]["booked"]["probability"]
+        assert x["scores"]["booked"]["reasons"] == y["scores"]["booked"]["reasons"]
+
+
 def test_a_chat_closed_by_another_worker_takes_no_more_messages(api, backend, model):
     """The first worker still holds the session in its cache; the store's conditional write refuses."""
     h = api.keys["c01"]
