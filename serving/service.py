@@ -31,7 +31,7 @@ import orjson
 
 from config import Settings
 from data.contract import Visit
-from features.pii import PiiSpan, mask_address_form, mask_text, mask_value
+from features.pii import PiiSpan, find_pii, mask_address_form, mask_text, mask_value
 from features.signals import CONCERNS
 from features.visit import keyword_category, page_category, parse_region
 from models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
@@ -587,10 +587,13 @@ class ChatService:
 
 
 def masked_text(message: dict[str, Any]) -> str:
-    """A stored message's text with its personal data masked (spans found when it was received;
-    detected again when none were stored)."""
-    spans = [PiiSpan(t, a, b, message["text"][a:b]) for t, a, b in message.get("pii", [])]
-    return mask_text(message["text"], spans or None)
+    """A stored message's text with its personal data masked: the spans found when it was received
+    (some need the chat's context, such as a bare surname answering 怎么称呼), plus whatever today's
+    detector finds elsewhere in it, so messages stored before a detector improved are masked too."""
+    text = message["text"]
+    spans = [PiiSpan(t, a, b, text[a:b]) for t, a, b in message.get("pii", [])]
+    spans += [f for f in find_pii(text) if not any(f.start < s.end and s.start < f.end for s in spans)]
+    return mask_text(text, spans)
 
 
 def _rate(a: Any, b: Any) -> float | None:

@@ -140,6 +140,17 @@ def test_a_form_of_address_with_an_older_surname_is_masked_too(api):
     assert "曹" not in json.dumps(seen, ensure_ascii=False)
 
 
+def test_stored_messages_are_masked_with_todays_detector_too():
+    """A message stored when only its phone number was detected: the greeting by surname is masked now."""
+    from serving.service import masked_text
+
+    old = {"text": "顾姐您好，电话13812345678", "pii": [["phone", 7, 18]]}
+    assert masked_text(old) == "*姐您好，电话138****5678"
+    # a span only the chat's context could find (a bare surname answering 怎么称呼) is kept
+    assert masked_text({"text": "邓", "pii": [["surname", 0, 1]]}) == "*"
+    assert masked_text({"text": "没有个人信息", "pii": []}) == "没有个人信息"
+
+
 def test_personal_data_is_masked_for_everyone_but_the_chats_consultant(api):
     cid = _open(api)
     _chat(api, cid)
