@@ -94,12 +94,19 @@ class NewMessage(_Body):
         None, description="when it was sent (default: now); never before the last message"
     )
     k: int = Field(3, ge=0, le=10, description="how many reply suggestions (visitor messages only)")
+    seq: int | None = Field(
+        None,
+        ge=0,
+        description="optional: the position this message takes (how many messages the sender has seen). "
+        "When the chat holds a different number of messages the answer is 409 and nothing is stored, "
+        "so resending after a lost answer cannot store a message twice",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"role": "visitor", "text": "你好，隆鼻大概多少钱？疼不疼", "at": "2025-03-05T14:02:30+08:00"}
+                {"role": "visitor", "text": "你好，隆鼻大概多少钱？疼不疼", "at": "2025-03-05T14:02:30+08:00", "seq": 0}
             ]
         },
     )
@@ -267,7 +274,7 @@ def create_app(
         return JSONResponse(
             {
                 "detail": f"the database could not be reached or dropped the connection ({reason}); "
-                "retry. Before resending a message, GET the conversation: the write may have landed"
+                "retry. The write may have landed: resend a message with its seq (a stored one gets 409)"
             },
             status_code=503,
             headers={"Retry-After": "1"},
@@ -367,6 +374,7 @@ def create_app(
             body.text,
             body.at,
             k=min(body.k, settings.suggestions_k) if body.k else 0,
+            expect_seq=body.seq,
         )
         state.metrics.shown.inc(len(out["suggestions"]))
         state.metrics.cache_misses.set(state.service.cache_misses)

@@ -159,6 +159,19 @@ class _Stale(Exception):
     """The cached session is behind the store (another worker wrote): rebuild it and try again."""
 
 
+def _check_position(conversation_id: str, n_messages: int, expect_seq: int | None) -> None:
+    if expect_seq is None or expect_seq == n_messages:
+        return
+    if expect_seq < n_messages:
+        raise Conflict(
+            f"conversation {conversation_id!r} already holds message {expect_seq} (it has {n_messages}): "
+            "this one was probably stored already; GET the conversation before resending"
+        )
+    raise Conflict(
+        f"conversation {conversation_id!r} has {n_messages} messages; seq {expect_seq} would leave a gap"
+    )
+
+
 def _closed(conversation_id: str) -> Conflict:
     return Conflict(f"conversation {conversation_id!r} is closed; no more messages can be added")
 
@@ -271,8 +284,17 @@ class ChatService:
 
     # ---- messages ----------------------------------------------------------
     def message(
-        self, caller: Caller, conversation_id: str, role: str, text: str, at: datetime | None, k: int = 3
+        self,
+        caller: Caller,
+        conversation_id: str,
+        role: str,
+        text: str,
+        at: datetime | None,
+        k: int = 3,
+        expect_seq: int | None = None,
     ) -> dict[str, Any]:
+        """Score and store one message. ``expect_seq``: the position the sender means it for; a chat
+        holding another number of messages gets :class:`Conflict` (a resent message is not stored twice)."""
         if not text.strip():
             raise InvalidInput("text is empty")
         if len(text) > MAX_TEXT:
@@ -281,9 +303,14 @@ class ChatService:
             model, version = self.models.get()
             live = self._cached(conversation_id)
             for _ in range(3):
+                cached = live is not None
                 if live is None:
                     live = self._from_store(conversation_id, model)
+                if cached and expect_seq is not None and expect_seq > live.n_messages:
+                    live = None  # the sender has seen more than this copy: it may be behind the store
+                    continue
                 try:
+                    _check_position(conversation_id, live.n_messages, expect_seq)
                     return self._append(caller, conversation_id, live, model, version, role, text, at, k)
                 except _Stale:
                     live = None

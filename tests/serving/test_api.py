@@ -443,6 +443,27 @@ def test_a_dropped_database_connection_is_a_503_and_stores_nothing(api, backend)
     assert r.status_code == 200 and r.json()["seq"] == 2, r.text
 
 
+def test_a_resent_message_with_its_seq_is_not_stored_twice(api, backend, model):
+    """The answer to message 2 was lost; the console resends it with seq 2: 409, still 3 messages."""
+    h = api.keys["c01"]
+    cid = _open(api)
+    _chat(api, cid, messages=CHAT[:2])
+    url = f"/v1/conversations/{cid}/messages"
+    body = {"role": CHAT[2][0], "text": CHAT[2][1], "at": _at(10), "seq": 2}
+    assert api.post(url, json=body, headers=h).json()["seq"] == 2
+    again = api.post(url, json=body, headers=h)
+    assert again.status_code == 409 and "already holds message 2" in again.json()["detail"], again.text
+    gap = api.post(url, json={**body, "seq": 5}, headers=h)
+    assert gap.status_code == 409 and "would leave a gap" in gap.json()["detail"], gap.text
+    # another worker (its own cache) took message 3: this worker's copy is behind, and seq 4 is still right
+    with TestClient(create_app(backend, model, "t1")) as other:
+        r = other.post(url, json={**body, "text": "好的", "at": _at(11), "seq": 3}, headers=h)
+        assert r.status_code == 200 and r.json()["seq"] == 3, r.text
+    r = api.post(url, json={**body, "text": "周六可以吗", "at": _at(12), "seq": 4}, headers=h)
+    assert r.status_code == 200 and r.json()["seq"] == 4, r.text
+    assert len(api.get(f"/v1/conversations/{cid}", headers=h).json()["messages"]) == 5
+
+
 def test_rate_limit_answers_429_with_retry_after(api):
     key = api.app.state.yuyue.keys.create("slow", "supervisor", rate_per_minute=3)[1]
     codes = [api.get("/v1/model", headers={"X-API-Key": key}).status_code for _ in range(4)]
