@@ -36,6 +36,9 @@ class PiiSpan:
     end: int
     value: str
 
+    def overlaps(self, other: PiiSpan) -> bool:
+        return self.start < other.end and other.start < self.end
+
 
 # ---------------------------------------------------------------------------------------------- patterns
 
@@ -331,11 +334,11 @@ def find_pii(text: str, name_answer: bool = False) -> list[PiiSpan]:
     found.sort(key=lambda item: (item[0], item[1].start))
     taken: list[PiiSpan] = []
     for _, span in found:
-        if not any(t.start < span.end and span.start < t.end for t in taken):
+        if not any(span.overlaps(t) for t in taken):
             taken.append(span)
     if any(t.type in ("wechat", "qq") for t in taken):
         for span in _repeat_mentions(text, taken):
-            if not any(t.start < span.end and span.start < t.end for t in taken):
+            if not any(span.overlaps(t) for t in taken):
                 taken.append(span)
     taken.sort(key=lambda s: s.start)
     return taken
@@ -388,7 +391,6 @@ def mask_address_form(form: str) -> str:
     if len(form) > cut and _surname_patterns().form_after.fullmatch(form, cut):
         return "*" * cut + form[cut:]
     return "*" * len(form)
-
 
 
 def mask_value(type: str, value: str) -> str:

@@ -406,10 +406,11 @@ class ChatService:
         raw = caller.sees_raw(chat)
         view = insight_dict(insight)
         form = None if raw else live.session.state.facts.get("address_form")  # filled into replies' slot
+        masked_form = mask_address_form(form) if form else None
         view["suggestions"] = [
             {
                 "id": s["id"],
-                "text": s["text"].replace(form, mask_address_form(form)) if form else s["text"],
+                "text": s["text"].replace(form, masked_form) if form else s["text"],
                 "source": s["source"],
                 "stage": sug.stage,
             }
@@ -619,7 +620,7 @@ def masked_text(message: dict[str, Any]) -> str:
     detector finds elsewhere in it, so messages stored before a detector improved are masked too."""
     text = message["text"]
     spans = [PiiSpan(t, a, b, text[a:b]) for t, a, b in message.get("pii", [])]
-    spans += [f for f in find_pii(text) if not any(f.start < s.end and s.start < f.end for s in spans)]
+    spans += [f for f in find_pii(text) if not any(f.overlaps(s) for s in spans)]
     return mask_text(text, spans)
 
 
