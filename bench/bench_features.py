@@ -11,9 +11,9 @@ import argparse
 import statistics
 import time
 
-from data.contract import Conversation
-from data.simulator import iter_records
-from features.state import ConversationState
+from yuyue.data.contract import Conversation
+from yuyue.data.simulator import iter_records
+from yuyue.features.state import ConversationState
 
 
 def _long_chat(min_messages: int) -> Conversation:

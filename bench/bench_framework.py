@@ -22,12 +22,12 @@ from typing import Any
 import orjson
 from threadpoolctl import threadpool_limits
 
-from config import Settings
-from data.contract import Conversation
-from data.simulator import iter_records
-from models.bundle import YuyueModel
-from serving.app import create_app
-from serving.service import Caller
+from yuyue.config import Settings
+from yuyue.data.contract import Conversation
+from yuyue.data.simulator import iter_records
+from yuyue.models.bundle import YuyueModel
+from yuyue.serving.app import create_app
+from yuyue.serving.service import Caller
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from data.simulator import generate_file
+from yuyue.data.simulator import generate_file
 
 
 def main() -> None:

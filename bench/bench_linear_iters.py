@@ -17,12 +17,12 @@ import itertools
 import time
 from pathlib import Path
 
-from data.simulator import generate_file
-from features.rows import FeatureSpace
-from models.scorer import OutcomeScorer
-from training.dataset import build_rows, frequent_consultants, scan, split_by_time
-from training.metrics import safe_auc
-from training.train import MAX_OPEN_ROWS
+from yuyue.data.simulator import generate_file
+from yuyue.features.rows import FeatureSpace
+from yuyue.models.scorer import OutcomeScorer
+from yuyue.training.dataset import build_rows, frequent_consultants, scan, split_by_time
+from yuyue.training.metrics import safe_auc
+from yuyue.training.train import MAX_OPEN_ROWS
 
 
 def main() -> None:

@@ -30,20 +30,20 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import Settings  # noqa: E402
-from data.io import read_conversations  # noqa: E402
-from models.replies.metrics import (  # noqa: E402
+from yuyue.config import Settings  # noqa: E402
+from yuyue.data.io import read_conversations  # noqa: E402
+from yuyue.models.replies.metrics import (  # noqa: E402
     evaluate_lexical_baselines,
     r10_at_1_and_mrr,
     reply_pairs,
     split_conversations,
 )
-from models.replies.neural import DEFAULT, STUDENT, NeuralConfig  # noqa: E402
-from models.replies.pool import build_pool, iter_reply_examples  # noqa: E402
-from models.replies.scripts import load_library  # noqa: E402
-from models.replies.suggest import ReplySuggester  # noqa: E402
-from models.replies.teacher import E5Teacher  # noqa: E402
-from training.train import _hospital  # noqa: E402
+from yuyue.models.replies.neural import DEFAULT, STUDENT, NeuralConfig  # noqa: E402
+from yuyue.models.replies.pool import build_pool, iter_reply_examples  # noqa: E402
+from yuyue.models.replies.scripts import load_library  # noqa: E402
+from yuyue.models.replies.suggest import ReplySuggester  # noqa: E402
+from yuyue.models.replies.teacher import E5Teacher  # noqa: E402
+from yuyue.training.train import _hospital  # noqa: E402
 
 MEDQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medqa_dev.jsonl"
 
@@ -51,7 +51,7 @@ MEDQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medq
 def load_dataset(name: str, args: argparse.Namespace) -> list:
     if name == "medqa":
         return list(read_conversations(args.medqa))
-    from data.simulator import generate_file
+    from yuyue.data.simulator import generate_file
 
     path = args.cache_dir / f"sim_{args.sim_n}_{args.sim_seed}.jsonl"
     if not path.exists():
@@ -125,7 +125,7 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> No
         lex = evaluate_lexical_baselines(records, seed=args.seed)
         rows["tfidf_char"], rows["bm25_jieba"] = lex["tfidf_char"], lex["bm25_jieba"]
     if args.max_test_pairs and not args.no_lexical:  # the baselines' function scores all test pairs; rescore the sample
-        from models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
+        from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
 
         tp = reply_pairs(train)
         corpus = [p.context for p in tp] + [p.reply for p in tp]
@@ -171,8 +171,8 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> No
 
 
 def train_timing(args: argparse.Namespace) -> None:
-    from data.simulator import generate_file
-    from training.train import fit_suggester
+    from yuyue.data.simulator import generate_file
+    from yuyue.training.train import fit_suggester
 
     path = args.cache_dir / f"sim_{args.train_timing_n}_1.jsonl"
     if not path.exists():

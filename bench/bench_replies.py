@@ -12,16 +12,16 @@ import argparse
 import time
 from pathlib import Path
 
-from config import Settings
-from data.io import read_conversations
-from models.replies.metrics import (
+from yuyue.config import Settings
+from yuyue.data.io import read_conversations
+from yuyue.models.replies.metrics import (
     evaluate_lexical_baselines,
     r10_at_1_and_mrr,
     reply_pairs,
     split_conversations,
 )
-from models.replies.scripts import load_library
-from training.train import _hospital, fit_suggester
+from yuyue.models.replies.scripts import load_library
+from yuyue.training.train import _hospital, fit_suggester
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medqa_dev.jsonl"
 

@@ -13,16 +13,16 @@ import statistics
 import time
 from pathlib import Path
 
-from config import get_settings
-from data.contract import Conversation
-from data.simulator import iter_records
-from models.bundle import YuyueModel
+from yuyue.config import get_settings
+from yuyue.data.contract import Conversation
+from yuyue.data.simulator import iter_records
+from yuyue.models.bundle import YuyueModel
 
 
 def _load(ref: str) -> YuyueModel:
     if Path(ref).is_dir():
         return YuyueModel.load(ref)
-    from training import registry
+    from yuyue.training import registry
 
     return registry.load(ref, get_settings())[0]
 

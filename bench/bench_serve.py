@@ -120,7 +120,7 @@ class Server:
     # the command: this interpreter, so it works from the venv and from pytest alike
     @staticmethod
     def yuyue() -> list[str]:
-        return [sys.executable, "-m", "cli.main"]
+        return [sys.executable, "-m", "yuyue.cli.main"]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("YUYUE_")}
@@ -278,7 +278,7 @@ def _msg(m: dict[str, Any], at: str | None = None) -> dict[str, str]:
 
 def simulated_chats(tag: str, seed: int, start: int = 0, min_messages: int = 1) -> Iterator[Chat]:
     """Simulated chats (``data.simulator.iter_records``) with ids ``<tag>-<i>``, endlessly."""
-    from data.simulator import iter_records
+    from yuyue.data.simulator import iter_records
 
     i = start
     while True:
@@ -294,7 +294,7 @@ def long_chat(cid: str, n_messages: int, seed: int, start: int) -> Chat:
 
     Each further chat keeps its own gaps and starts 60 s after the previous one ended.
     """
-    from data.simulator import iter_records
+    from yuyue.data.simulator import iter_records
 
     first: dict[str, Any] | None = None
     msgs: list[dict[str, str]] = []
@@ -771,9 +771,9 @@ _MODEL_CACHE: dict[str, Any] = {}
 
 def blob_sizes(model_dir: Path, chats: list[Chat], n_messages: int) -> list[int]:
     """Size of ``serving.service.Live(...).to_bytes()`` after ``n_messages`` of each chat, as the server caches it."""
-    from data.contract import Visit
-    from models.bundle import YuyueModel
-    from serving.service import Live
+    from yuyue.data.contract import Visit
+    from yuyue.models.bundle import YuyueModel
+    from yuyue.serving.service import Live
 
     key = str(model_dir)
     if key not in _MODEL_CACHE:

@@ -18,8 +18,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from serving.db import create_all, make_engine
-from serving.store import EventStore, conversations, events, suggestions
+from yuyue.serving.db import create_all, make_engine
+from yuyue.serving.store import EventStore, conversations, events, suggestions
 
 
 def run(url: str, n: int) -> str:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from data.simulator import generate_file
+from yuyue.data.simulator import generate_file
 
 YUYUE = str(Path(sys.executable).with_name("yuyue"))
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from data.cli import app as data_app
-from models.replies.cli import compliance_app
-from models.replies.pool_cli import replies_app
-from serving.keys_cli import keys_app
-from training.cli import evaluate_command, models_app, train_command
+from yuyue.data.cli import app as data_app
+from yuyue.models.replies.cli import compliance_app
+from yuyue.models.replies.pool_cli import replies_app
+from yuyue.serving.keys_cli import keys_app
+from yuyue.training.cli import evaluate_command, models_app, train_command
 
 app = typer.Typer(
     name="yuyue",
@@ -33,8 +33,8 @@ def start(
     seed: int = typer.Option(7, help="simulator seed"),
 ) -> None:
     """Make sure a dataset and a champion model exist, then replay one chat through it (no server)."""
-    from config import get_settings
-    from training.demo import replay_chat
+    from yuyue.config import get_settings
+    from yuyue.training.demo import replay_chat
 
     settings = get_settings()
     _ensure_champion(settings, n, seed)
@@ -54,17 +54,17 @@ def serve(
     import uvicorn
     from threadpoolctl import threadpool_limits
 
-    from config import get_settings
-    from serving.app import create_app
+    from yuyue.config import get_settings
+    from yuyue.serving.app import create_app
 
     # requests run in a thread pool; nested OpenMP/BLAS threads would only spin against each other
     threadpool_limits(limits=1)
-    from serving.keys_cli import ensure_demo_keys
+    from yuyue.serving.keys_cli import ensure_demo_keys
 
     settings = get_settings()
     model = None
     if model_dir is not None:
-        from models.bundle import YuyueModel
+        from yuyue.models.bundle import YuyueModel
 
         try:
             model = YuyueModel.load(model_dir)
@@ -83,7 +83,7 @@ def serve(
 
 
 def _ensure_champion(settings, n: int, seed: int) -> None:
-    from training.workflow import DatasetError, ensure_champion
+    from yuyue.training.workflow import DatasetError, ensure_champion
 
     try:
         ensure_champion(settings, n=n, seed=seed, echo=typer.echo)

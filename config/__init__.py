@@ -5,6 +5,6 @@ Read from environment variables (prefix ``YUYUE_``) and an optional TOML file
 Importing this package does nothing else: no folders are created here.
 """
 
-from config.settings import Settings, get_settings
+from yuyue.config.settings import Settings, get_settings
 
 __all__ = ["Settings", "get_settings"]

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from data.io import InvalidRecordError, SkipReport
-from data.summary import format_summary, summarize
-from data.validate import validate_file
+from yuyue.data.io import InvalidRecordError, SkipReport
+from yuyue.data.summary import format_summary, summarize
+from yuyue.data.validate import validate_file
 
 app = typer.Typer(help="Conversation data: generate, validate, import, summarise.", no_args_is_help=True)
 
@@ -79,7 +79,7 @@ def generate(
     workers: Annotated[int, typer.Option(min=1, help="processes to generate with")] = 1,
 ) -> None:
     """Write N simulated conversations (with truth for evaluation) to a JSONL file."""
-    from data.simulator import generate_file
+    from yuyue.data.simulator import generate_file
 
     count = generate_file(out, n=n, seed=seed, workers=workers)
     typer.echo(f"wrote {count} conversations to {out}")
@@ -93,7 +93,7 @@ def import_(
     strict: Annotated[bool, typer.Option(help="fail if any row cannot be parsed")] = False,
 ) -> None:
     """Convert a chat-tool export to contract JSONL; report rows that could not be parsed."""
-    from data.importers import ImportError_, import_export
+    from yuyue.data.importers import ImportError_, import_export
 
     _require_file(file)
     _require_file(mapping)

@@ -16,7 +16,7 @@ from typing import IO, Any
 import orjson
 from pydantic import ValidationError
 
-from data.contract import Conversation
+from yuyue.data.contract import Conversation
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.contract import Conversation
-from data.io import SkipReport, read_conversations
+from yuyue.data.contract import Conversation
+from yuyue.data.io import SkipReport, read_conversations
 
 
 @dataclass

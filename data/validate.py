@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.io import SkipReport, read_conversations
+from yuyue.data.io import SkipReport, read_conversations
 
 
 def validate_file(path: str | Path, keep: int = 50) -> SkipReport:

@@ -40,8 +40,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal
 
-from features.pii import PiiSpan, address_form, contact_kinds, find_pii
-from features.tokenize import domain_hits, tokenize
+from yuyue.features.pii import PiiSpan, address_form, contact_kinds, find_pii
+from yuyue.features.tokenize import domain_hits, tokenize
 
 Gender = Literal["female", "male"]
 
@@ -159,7 +159,7 @@ class _Places:
 
 @lru_cache(maxsize=1)
 def _places() -> _Places:
-    text = resources.files("features.lexicon").joinpath("places.txt").read_text(encoding="utf-8")
+    text = resources.files("yuyue.features.lexicon").joinpath("places.txt").read_text(encoding="utf-8")
     names: set[str] = set()
     cue_only: set[str] = set()
     for line in text.splitlines():

@@ -113,7 +113,7 @@ class _Surnames:
 
 @lru_cache(maxsize=1)
 def _surnames() -> _Surnames:
-    text = resources.files("features.lexicon").joinpath("surnames.txt").read_text(encoding="utf-8")
+    text = resources.files("yuyue.features.lexicon").joinpath("surnames.txt").read_text(encoding="utf-8")
     compound: list[str] = []
     single_all: list[str] = []
     single_safe: list[str] = []

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from data.contract import Conversation
-from features.state import TEXT_HASH_BITS, ConversationState, feature_names
+from yuyue.data.contract import Conversation
+from yuyue.features.state import TEXT_HASH_BITS, ConversationState, feature_names
 
 TEXT_DIM = 1 << TEXT_HASH_BITS
 

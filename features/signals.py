@@ -291,7 +291,7 @@ class _Lexicon:
 @lru_cache(maxsize=1)
 def _lexicon() -> _Lexicon:
     raw = yaml.safe_load(
-        resources.files("features.lexicon").joinpath("signals.yaml").read_text(encoding="utf-8")
+        resources.files("yuyue.features.lexicon").joinpath("signals.yaml").read_text(encoding="utf-8")
     )
     common = raw.get("common") or {}
     sides = {}

@@ -35,11 +35,11 @@ from typing import Any
 
 import msgpack
 
-from data.contract import Conversation, Visit
-from features.entities import MessageEntities, extract_entities
-from features.normalize import normalize
-from features.pii import PiiSpan, find_pii
-from features.signals import (
+from yuyue.data.contract import Conversation, Visit
+from yuyue.features.entities import MessageEntities, extract_entities
+from yuyue.features.normalize import normalize
+from yuyue.features.pii import PiiSpan, find_pii
+from yuyue.features.signals import (
     CONCERN_ANSWERS,
     CONCERN_TRIGGERS,
     CONCERNS,
@@ -48,8 +48,8 @@ from features.signals import (
     consultant_signals,
     visitor_signals,
 )
-from features.tokenize import tokenize
-from features.visit import visit_features
+from yuyue.features.tokenize import tokenize
+from yuyue.features.visit import visit_features
 
 STATE_VERSION = 1
 TEXT_HASH_BITS = 18
@@ -453,7 +453,7 @@ def feature_names(consultants: tuple[str, ...] = ()) -> list[str]:
     ``consultants``: the consultant ids that get a column of their own (the trainer
     picks those with enough training chats).
     """
-    from features.visit import VISIT_FEATURE_NAMES
+    from yuyue.features.visit import VISIT_FEATURE_NAMES
 
     names = list(VISIT_FEATURE_NAMES)
     names += [f"meta.department={d}" for d in (*DEPARTMENTS, "other", "unknown")] + ["meta.has_project"]

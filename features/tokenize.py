@@ -28,7 +28,7 @@ class Term:
 @lru_cache(maxsize=1)
 def domain_terms() -> dict[str, Term]:
     """The domain dictionary, keyed by term."""
-    text = resources.files("features.lexicon").joinpath("domain.tsv").read_text(encoding="utf-8")
+    text = resources.files("yuyue.features.lexicon").joinpath("domain.tsv").read_text(encoding="utf-8")
     terms: dict[str, Term] = {}
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):

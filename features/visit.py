@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
-from data.contract import DEVICES, ENGINES, Visit
-from features.normalize import normalize
-from features.tokenize import domain_terms
+from yuyue.data.contract import DEVICES, ENGINES, Visit
+from yuyue.features.normalize import normalize
+from yuyue.features.tokenize import domain_terms
 
 LOCALITIES: tuple[str, ...] = ("local", "province", "remote", "unknown")
 KEYWORD_CATEGORIES: tuple[str, ...] = (
@@ -70,7 +70,7 @@ def _fold(text: str) -> str:
 
 
 def _read(name: str) -> str:
-    return resources.files("features.lexicon").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("yuyue.features.lexicon").joinpath(name).read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- regions

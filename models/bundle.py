@@ -21,19 +21,20 @@ import joblib
 import msgpack
 import numpy as np
 
-from data.contract import Visit
-from features.rows import FeatureSpace
-from features.signals import CONCERNS
-from features.state import ConversationState, MessageAnalysis
-from models.hints import Hint, HintEngine
-from models.reasons import Reason, ReasonExplainer
-from models.replies.suggest import ReplySuggester, Suggestion
-from models.scorer import OutcomeScorer
-from models.stages import ChatStageTracker, StageClassifier
+from yuyue.data.contract import Visit
+from yuyue.features.rows import FeatureSpace
+from yuyue.features.signals import CONCERNS
+from yuyue.features.state import ConversationState, MessageAnalysis
+from yuyue.models.hints import Hint, HintEngine
+from yuyue.models.legacy import old_module_names
+from yuyue.models.reasons import Reason, ReasonExplainer
+from yuyue.models.replies.suggest import ReplySuggester, Suggestion
+from yuyue.models.scorer import OutcomeScorer
+from yuyue.models.stages import ChatStageTracker, StageClassifier
 
 TARGETS = ("booked", "arrived")
 CONTEXT_MESSAGES = 6
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: classes pickled under the yuyue namespace; 1: under the old top-level names
 
 
 @dataclass
@@ -251,8 +252,12 @@ class YuyueModel:
         d = Path(directory)
         if not (d / "bundle.joblib").exists():
             raise FileNotFoundError(f"{d}: not a Yuyue model directory (no bundle.joblib)")
-        parts = joblib.load(d / "bundle.joblib")
-        if parts.get("format") != BUNDLE_FORMAT:
+        try:
+            parts = joblib.load(d / "bundle.joblib")
+        except (ModuleNotFoundError, AttributeError):  # pickled before the yuyue namespace (format 1)
+            with old_module_names():
+                parts = joblib.load(d / "bundle.joblib")
+        if parts.get("format") not in (1, BUNDLE_FORMAT):
             raise ValueError(f"{d}: bundle format {parts.get('format')} != {BUNDLE_FORMAT}")
         suggester = ReplySuggester.load(d / "replies") if (d / "replies").exists() else None
         info = json.loads((d / "info.json").read_text(encoding="utf-8")) if (d / "info.json").exists() else {}

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from data.contract import STAGES
+from yuyue.data.contract import STAGES
 
 HINTS_FILE = Path(__file__).with_name("hints.yaml")
 
@@ -188,7 +188,7 @@ class HintEngine:
     @classmethod
     def default(cls) -> HintEngine:
         """The packaged rules (``models/hints.yaml``), feature names checked against the state's."""
-        from features.state import feature_names
+        from yuyue.features.state import feature_names
 
         text = HINTS_FILE.read_text(encoding="utf-8")
         return cls.from_text(text, set(feature_names()), source="models/hints.yaml")

@@ -8,8 +8,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from data.contract import Conversation
-from models.bundle import YuyueModel
+from yuyue.data.contract import Conversation
+from yuyue.models.bundle import YuyueModel
+from yuyue.models.legacy import old_module_names
 
 
 class YuyuePyfunc(mlflow.pyfunc.PythonModel):
@@ -48,6 +49,10 @@ def load_from_registry(tracking_uri: str, name: str, ref: str = "champion") -> t
     else:
         version = client.get_model_version_by_alias(name, ref)
         uri = f"models:/{name}@{ref}"
-    pyfunc = mlflow.pyfunc.load_model(uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except (ModuleNotFoundError, AttributeError):  # registered before the yuyue namespace
+        with old_module_names():
+            pyfunc = mlflow.pyfunc.load_model(uri)
     wrapper = pyfunc.unwrap_python_model()
     return wrapper.model, str(version.version)

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import yaml
 
-from models.scorer import OutcomeScorer
+from yuyue.models.scorer import OutcomeScorer
 
 TEXT_GROUP = "@text"
 
@@ -144,7 +144,7 @@ class ReasonExplainer:
 
 def _load_spec(path: str | Path | None) -> dict:
     if path is None:
-        text = resources.files("models").joinpath("reasons.yaml").read_text(encoding="utf-8")
+        text = resources.files("yuyue.models").joinpath("reasons.yaml").read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
     spec = yaml.safe_load(text)

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
-from features.rows import PrefixRows
+from yuyue.features.rows import PrefixRows
 
 # rows up to which FlatForest beats sklearn's per-tree loop (one message's score and reasons: ~10-30 rows).
 # Measured on the 100k model's 200 trees, unrelated rows: 16 rows 0.73 vs 5.05 ms, 64 rows 2.0 vs 2.9 ms,

@@ -48,9 +48,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from data.contract import STAGES
-from features.normalize import normalize
-from features.tokenize import tokenize
+from yuyue.data.contract import STAGES
+from yuyue.features.normalize import normalize
+from yuyue.features.tokenize import tokenize
 
 #: Playbook order; ``collect_contact`` and ``close`` may happen anywhere (see ChatStageTracker).
 STAGE_ORDER: tuple[str, ...] = STAGES

@@ -33,15 +33,15 @@ from prometheus_client import (
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import exc as sa_exc
 
-from config import Settings, get_settings
-from data.contract import Visit
-from models.bundle import YuyueModel
-from serving.auth import ApiKey, KeyStore
-from serving.cache import make_cache
-from serving.db import create_all, make_engine
-from serving.ratelimit import RateLimiter
-from serving.service import LIVE_CODEC, Caller, ChatService, Forbidden, InvalidInput, ModelHolder
-from serving.store import FUNNEL_GROUPS, Conflict, EventStore, Filters, NotFound
+from yuyue.config import Settings, get_settings
+from yuyue.data.contract import Visit
+from yuyue.models.bundle import YuyueModel
+from yuyue.serving.auth import ApiKey, KeyStore
+from yuyue.serving.cache import make_cache
+from yuyue.serving.db import create_all, make_engine
+from yuyue.serving.ratelimit import RateLimiter
+from yuyue.serving.service import LIVE_CODEC, Caller, ChatService, Forbidden, InvalidInput, ModelHolder
+from yuyue.serving.store import FUNNEL_GROUPS, Conflict, EventStore, Filters, NotFound
 
 log = logging.getLogger("yuyue.serving")
 STATIC = Path(__file__).parent / "static"
@@ -171,7 +171,7 @@ class Yuyue:
     def __init__(self, settings: Settings, model: YuyueModel | None = None, version: str | None = None):
         self.settings = settings
         self.engine = make_engine(settings.resolved_database_url)
-        import serving.auth  # noqa: F401  (declares its tables)
+        import yuyue.serving.auth  # noqa: F401  (declares its tables)
 
         create_all(self.engine)
         self.keys = KeyStore(self.engine)
@@ -189,7 +189,7 @@ class Yuyue:
 
     def reload(self) -> dict[str, Any]:
         """Load the registry's champion if it differs from the model in use."""
-        from training import registry
+        from yuyue.training import registry
 
         with self._reload_lock:
             version = registry.alias_version(registry.CHAMPION, self.settings)

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from serving.db import UTCDateTime, create_all, metadata, utcnow
+from yuyue.serving.db import UTCDateTime, create_all, metadata, utcnow
 
 KEY_TAG = "yy"
 PREFIX_HEX = 8

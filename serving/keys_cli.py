@@ -28,9 +28,9 @@ def _fail(message: str) -> None:
 def _store():
     from sqlalchemy.exc import SQLAlchemyError
 
-    from config import get_settings
-    from serving.auth import KeyStore
-    from serving.db import make_engine
+    from yuyue.config import get_settings
+    from yuyue.serving.auth import KeyStore
+    from yuyue.serving.db import make_engine
 
     try:
         url = get_settings().resolved_database_url
@@ -47,7 +47,7 @@ def _one_line(exc: BaseException) -> str:
 def _run(fn):
     from sqlalchemy.exc import SQLAlchemyError
 
-    from serving.auth import AuthError
+    from yuyue.serving.auth import AuthError
 
     try:
         return fn()
@@ -136,8 +136,8 @@ def ensure_demo_keys(settings) -> list[str]:
     """
     import os
 
-    from serving.auth import KeyStore
-    from serving.db import make_engine
+    from yuyue.serving.auth import KeyStore
+    from yuyue.serving.db import make_engine
 
     path = settings.var_dir / "demo-keys.json"
     engine = make_engine(settings.resolved_database_url)

@@ -29,14 +29,14 @@ from zoneinfo import ZoneInfo
 import msgpack
 import orjson
 
-from config import Settings
-from data.contract import Visit
-from features.pii import PiiSpan, find_pii, mask_address_form, mask_text, mask_value
-from features.signals import CONCERNS
-from features.visit import keyword_category, page_category, parse_region
-from models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
-from serving.cache import CacheUnavailable, Codec, SessionCache
-from serving.store import Conflict, EventStore, Filters, StoreError
+from yuyue.config import Settings
+from yuyue.data.contract import Visit
+from yuyue.features.pii import PiiSpan, find_pii, mask_address_form, mask_text, mask_value
+from yuyue.features.signals import CONCERNS
+from yuyue.features.visit import keyword_category, page_category, parse_region
+from yuyue.models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
+from yuyue.serving.cache import CacheUnavailable, Codec, SessionCache
+from yuyue.serving.store import Conflict, EventStore, Filters, StoreError
 
 log = logging.getLogger("yuyue.serving")
 

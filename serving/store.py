@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from serving.db import UTCDateTime, metadata
+from yuyue.serving.db import UTCDateTime, metadata
 
 events = sa.Table(
     "events",

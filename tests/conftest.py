@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings
+from yuyue.config import Settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 @pytest.fixture(scope="session")
 def sim_path(tmp_path_factory) -> Path:
-    from data.simulator import generate_file
+    from yuyue.data.simulator import generate_file
 
     path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
     generate_file(path, n=3000, seed=101, workers=2)
@@ -30,7 +30,7 @@ def test_settings(tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def trained(sim_path, test_settings):
     """A TrainResult from 3,000 simulated chats (scorers, stages, replies, evaluation)."""
-    from training.train import train
+    from yuyue.training.train import train
 
     return train(sim_path, settings=test_settings, workers=2, echo=lambda _: None)
 
@@ -40,7 +40,7 @@ def model(request):
     """The trained bundle; ``YUYUE_TEST_MODEL_DIR`` points at a saved one to skip training (local iteration)."""
     path = os.environ.get("YUYUE_TEST_MODEL_DIR")
     if path:
-        from models.bundle import YuyueModel
+        from yuyue.models.bundle import YuyueModel
 
         return YuyueModel.load(path)
     return request.getfixturevalue("trained").model

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from config import get_settings
+from yuyue.config import get_settings
 
 models_app = typer.Typer(help="The model registry: list versions, promote one to champion.", no_args_is_help=True)
 
@@ -35,9 +35,9 @@ def train_command(
     workers: Annotated[int, typer.Option(min=1, help="processes for feature extraction")] = 2,
 ) -> None:
     """Train every model the data supports, evaluate on the latest chats, log to MLflow and register."""
-    from data.io import InvalidRecordError
-    from training.scorers import UnusableDataError
-    from training.workflow import train_and_register
+    from yuyue.data.io import InvalidRecordError
+    from yuyue.training.scorers import UnusableDataError
+    from yuyue.training.workflow import train_and_register
 
     _check_file(data)
     try:
@@ -67,8 +67,8 @@ def evaluate_command(
     report: Annotated[Path | None, typer.Option(help="write an HTML report comparing with the champion")] = None,
 ) -> None:
     """Evaluate a registered model on a dataset (metrics absent when the data cannot support them)."""
-    from training import registry
-    from training.evaluate import evaluate, public
+    from yuyue.training import registry
+    from yuyue.training.evaluate import evaluate, public
 
     _check_file(data)
     settings = get_settings()
@@ -79,7 +79,7 @@ def evaluate_command(
     metrics = evaluate(bundle, data)
     result = {"model_version": version, **public(metrics)}
     if report is not None:
-        from training.report import write_report
+        from yuyue.training.report import write_report
 
         others = {}
         if model != CHAMPION:
@@ -103,7 +103,7 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Registered versions with their aliases and headline metrics."""
-    from training import registry
+    from yuyue.training import registry
 
     versions = registry.list_versions(get_settings(), tracking_uri)
     if as_json:
@@ -129,7 +129,7 @@ def promote_command(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
     """Point the ``champion`` alias at VERSION (serving loads the champion)."""
-    from training import registry
+    from yuyue.training import registry
 
     try:
         registry.promote(version, get_settings(), tracking_uri)

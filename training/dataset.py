@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from data.contract import Conversation
-from data.io import SkipReport, read_conversations
-from features.rows import FeatureSpace, PrefixRows, prefix_rows
+from yuyue.data.contract import Conversation
+from yuyue.data.io import SkipReport, read_conversations
+from yuyue.features.rows import FeatureSpace, PrefixRows, prefix_rows
 
 SPLITS = ("train", "valid", "calib", "test")
 

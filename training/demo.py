@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from config import Settings
-from data.contract import Conversation
-from data.simulator import iter_records
-from features.normalize import normalize
-from features.pii import mask_text
-from models.bundle import band
-from training import registry
+from yuyue.config import Settings
+from yuyue.data.contract import Conversation
+from yuyue.data.simulator import iter_records
+from yuyue.features.normalize import normalize
+from yuyue.features.pii import mask_text
+from yuyue.models.bundle import band
+from yuyue.training import registry
 
 
 def replay_chat(settings: Settings, seed: int = 99991, echo: Callable[[str], None] = print) -> None:

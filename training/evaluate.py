@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
-from data.contract import Conversation
-from data.io import read_conversations
-from features.normalize import normalize
-from features.state import ConversationState
-from models.bundle import YuyueModel
-from models.replies.metrics import r10_at_1_and_mrr, reply_pairs
-from training.dataset import DatasetScan, LabelledRows, build_rows, scan
-from training.metrics import brier, ece, lift_at, safe_auc
+from yuyue.data.contract import Conversation
+from yuyue.data.io import read_conversations
+from yuyue.features.normalize import normalize
+from yuyue.features.state import ConversationState
+from yuyue.models.bundle import YuyueModel
+from yuyue.models.replies.metrics import r10_at_1_and_mrr, reply_pairs
+from yuyue.training.dataset import DatasetScan, LabelledRows, build_rows, scan
+from yuyue.training.metrics import brier, ece, lift_at, safe_auc
 
 VISITOR_TURNS = (1, 2, 3, 5, 10)
 MAX_REPLY_PAIRS = 2000
@@ -147,7 +147,7 @@ def reply_metrics(model: YuyueModel, convs: list[Conversation], seed: int = 0) -
     else:
         ranked = lexical
     hits = answered = 0
-    from models.replies.pool import bigram_jaccard
+    from yuyue.models.replies.pool import bigram_jaccard
 
     sample = pairs[: min(len(pairs), 500)]
     for p in sample:

@@ -26,9 +26,9 @@ from mlflow.models import infer_signature  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from config import Settings, get_settings  # noqa: E402
-from models.bundle import YuyueModel  # noqa: E402
-from models.mlflow_model import YuyuePyfunc, load_from_registry  # noqa: E402
+from yuyue.config import Settings, get_settings  # noqa: E402
+from yuyue.models.bundle import YuyueModel  # noqa: E402
+from yuyue.models.mlflow_model import YuyuePyfunc, load_from_registry  # noqa: E402
 
 CHAMPION = "champion"
 

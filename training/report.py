@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from training.registry import plot_curves
+from yuyue.training.registry import plot_curves
 
 HEADLINE = [
     "n_conversations",

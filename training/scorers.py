@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.scorer import OutcomeScorer
-from training.dataset import LabelledRows
-from training.metrics import safe_auc
+from yuyue.models.scorer import OutcomeScorer
+from yuyue.training.dataset import LabelledRows
+from yuyue.training.metrics import safe_auc
 
 log = logging.getLogger(__name__)
 

@@ -17,19 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config import Settings, get_settings
-from data.contract import Conversation
-from data.io import read_conversations
-from features.rows import FeatureSpace
-from models.bundle import YuyueModel
-from models.reasons import ReasonExplainer
-from models.replies.pool import build_pool, iter_reply_examples
-from models.replies.scripts import load_library
-from models.replies.suggest import ReplySuggester, hospital_slots
-from models.stages import StageClassifier, training_examples
-from training.dataset import DatasetScan, build_rows, frequent_consultants, scan, split_by_time
-from training.evaluate import evaluate, public
-from training.scorers import UnusableDataError, fit_target
+from yuyue.config import Settings, get_settings
+from yuyue.data.contract import Conversation
+from yuyue.data.io import read_conversations
+from yuyue.features.rows import FeatureSpace
+from yuyue.models.bundle import YuyueModel
+from yuyue.models.reasons import ReasonExplainer
+from yuyue.models.replies.pool import build_pool, iter_reply_examples
+from yuyue.models.replies.scripts import load_library
+from yuyue.models.replies.suggest import ReplySuggester, hospital_slots
+from yuyue.models.stages import StageClassifier, training_examples
+from yuyue.training.dataset import DatasetScan, build_rows, frequent_consultants, scan, split_by_time
+from yuyue.training.evaluate import evaluate, public
+from yuyue.training.scorers import UnusableDataError, fit_target
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def fit_suggester(convs: list[Conversation], library: list, hospital: dict[str, 
         return None
     pool, assignments = build_pool(examples, library)
     suggester = ReplySuggester(pool, hospital=hospital)
-    from models.replies.neural import config_for, neural_mode
+    from yuyue.models.replies.neural import config_for, neural_mode
 
     mode = neural_mode()
     if mode == "off":

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from config import Settings
-from training import registry
-from training.train import TrainResult, summary_lines, train
+from yuyue.config import Settings
+from yuyue.training import registry
+from yuyue.training.train import TrainResult, summary_lines, train
 
 
 def train_and_register(
@@ -54,9 +54,9 @@ def ensure_champion(settings: Settings, *, n: int = 20000, seed: int = 7, echo: 
 
     Returns the dataset path. Raises ``DatasetError`` when the bundled dataset does not validate.
     """
-    from data.simulator import generate_file
-    from data.summary import format_summary, summarize
-    from data.validate import validate_file
+    from yuyue.data.simulator import generate_file
+    from yuyue.data.summary import format_summary, summarize
+    from yuyue.data.validate import validate_file
 
     path = settings.data_dir / "synthetic.jsonl"
     if has_champion(settings):

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.contract import Conversation
-from data.importers.errors import ImportError_, RowProblem
-from data.importers.mapping import MAPPINGS_DIR, ImportMapping, load_mapping
-from data.importers.records import RowConverter, cell_text, header_key
-from data.importers.tables import Row, open_rows
-from data.importers.transcript import ParsedMessage, TranscriptParser
-from data.io import write_jsonl
+from yuyue.data.contract import Conversation
+from yuyue.data.importers.errors import ImportError_, RowProblem
+from yuyue.data.importers.mapping import MAPPINGS_DIR, ImportMapping, load_mapping
+from yuyue.data.importers.records import RowConverter, cell_text, header_key
+from yuyue.data.importers.tables import Row, open_rows
+from yuyue.data.importers.transcript import ParsedMessage, TranscriptParser
+from yuyue.data.io import write_jsonl
 
 __all__ = [
     "MAPPINGS_DIR",

@@ -26,8 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from data.contract import Device, Engine
-from data.importers.errors import ImportError_
+from yuyue.data.contract import Device, Engine
+from yuyue.data.importers.errors import ImportError_
 
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
 

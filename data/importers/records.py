@@ -11,11 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
-from data.contract import Conversation
-from data.importers.errors import ImportError_, RowProblem
-from data.importers.mapping import REQUIRED_COLUMNS, Columns, ImportMapping, Outcomes
-from data.importers.transcript import TranscriptParser
-from data.io import problems_from_validation_error
+from yuyue.data.contract import Conversation
+from yuyue.data.importers.errors import ImportError_, RowProblem
+from yuyue.data.importers.mapping import REQUIRED_COLUMNS, Columns, ImportMapping, Outcomes
+from yuyue.data.importers.transcript import TranscriptParser
+from yuyue.data.io import problems_from_validation_error
 
 _SPACES = " \t\r\n\u3000\ufeff"
 _URL = re.compile(r"^(https?://|www\.)", re.IGNORECASE)

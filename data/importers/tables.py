@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from data.importers.errors import ImportError_
-from data.importers.mapping import ImportMapping
+from yuyue.data.importers.errors import ImportError_
+from yuyue.data.importers.mapping import ImportMapping
 
 Row = tuple[int, list[Any]]
 

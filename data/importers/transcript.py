@@ -22,8 +22,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from data.importers.errors import RowProblem
-from data.importers.mapping import Transcript
+from yuyue.data.importers.errors import RowProblem
+from yuyue.data.importers.mapping import Transcript
 
 _SPACES = " \t\u3000\ufeff"
 

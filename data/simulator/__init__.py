@@ -10,7 +10,7 @@ world are data in ``phrases/*.yaml``.
 *visitor* typed; consultants addressing the visitor by name are not listed.
 """
 
-from data.simulator.dialogue import ConversationSimulator, conversation_seed
-from data.simulator.generate import generate_file, iter_records
+from yuyue.data.simulator.dialogue import ConversationSimulator, conversation_seed
+from yuyue.data.simulator.generate import generate_file, iter_records
 
 __all__ = ["ConversationSimulator", "conversation_seed", "generate_file", "iter_records"]

@@ -18,15 +18,15 @@ import random
 from bisect import bisect
 from typing import Any
 
-from data.simulator.bank import PhraseBank, load_bank
-from data.simulator.clock import appointment_slots, draw_start, iso
-from data.simulator.outcome import (
+from yuyue.data.simulator.bank import PhraseBank, load_bank
+from yuyue.data.simulator.clock import appointment_slots, draw_start, iso
+from yuyue.data.simulator.outcome import (
     ChatEvents,
     arrival_probability,
     booking_probability,
     consultant_grade,
 )
-from data.simulator.spelling import (
+from yuyue.data.simulator.spelling import (
     Typist,
     id_card_number,
     order_number,
@@ -35,7 +35,7 @@ from data.simulator.spelling import (
     spell_phone,
     wechat_id,
 )
-from data.simulator.visit import LOCALITIES, VisitBuilder
+from yuyue.data.simulator.visit import LOCALITIES, VisitBuilder
 
 # Shares of local / same-province / neighbouring / far visitors per department.
 _LOCALITY_WEIGHTS = {
@@ -83,7 +83,7 @@ class ConversationSimulator:
         hospital_code: str | None = None,
     ):
         if city is None or province is None:
-            from config.settings import Settings
+            from yuyue.config.settings import Settings
 
             settings = Settings()
             city = city or settings.hospital_city

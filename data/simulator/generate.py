@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from data.io import write_jsonl
-from data.simulator.dialogue import ConversationSimulator
+from yuyue.data.io import write_jsonl
+from yuyue.data.simulator.dialogue import ConversationSimulator
 
 CHUNK = 500
 

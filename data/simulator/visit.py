@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from urllib.parse import quote
 
-from data.simulator.bank import Department, PhraseBank, Project
-from data.simulator.clock import iso
+from yuyue.data.simulator.bank import Department, PhraseBank, Project
+from yuyue.data.simulator.clock import iso
 
 LOCALITIES = ("local", "province", "neighbor", "far")
 

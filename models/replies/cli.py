@@ -9,8 +9,8 @@ from typing import Annotated, BinaryIO
 
 import typer
 
-from models.replies.guard import ComplianceGuard, RulesFileError
-from models.replies.scripts import LibraryError, load_library
+from yuyue.models.replies.guard import ComplianceGuard, RulesFileError
+from yuyue.models.replies.scripts import LibraryError, load_library
 
 compliance_app = typer.Typer(
     help="Compliance guard: audit reply texts and script libraries (话术库).", no_args_is_help=True

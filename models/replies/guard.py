@@ -25,7 +25,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from features.normalize import normalize
+from yuyue.features.normalize import normalize
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "compliance.yaml"
 _FLAGS = re.IGNORECASE

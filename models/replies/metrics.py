@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from data.contract import Conversation
-from models.replies.pool import bigram_jaccard
+from yuyue.data.contract import Conversation
+from yuyue.models.replies.pool import bigram_jaccard
 
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 
@@ -103,8 +103,8 @@ def reply_pairs(records: Iterable[Conversation | dict[str, Any]], max_context: i
     Only replies that follow at least one visitor message and differ from the previous consultant
     message count (the first of a run of consultant messages answers the visitor).
     """
-    from models.replies.pool import iter_reply_examples
-    from models.replies.retrieve import context_text
+    from yuyue.models.replies.pool import iter_reply_examples
+    from yuyue.models.replies.retrieve import context_text
 
     out = []
     for ex in iter_reply_examples(records, max_context=max_context):
@@ -122,7 +122,7 @@ def evaluate_lexical_baselines(
     Each baseline scores a candidate by its lexical similarity to the context with statistics
     (idf) learned from the training contexts and replies.
     """
-    from models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
+    from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
 
     train, test = split_conversations(records, test_fraction, seed)
     train_pairs, test_pairs = reply_pairs(train), reply_pairs(test)

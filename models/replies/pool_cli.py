@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from models.replies.pool import STATUSES, ReplyPool, UnknownReplyError
+from yuyue.models.replies.pool import STATUSES, ReplyPool, UnknownReplyError
 
 replies_app = typer.Typer(help="Review mined replies: list, allow, block.", no_args_is_help=True)
 
@@ -17,7 +17,7 @@ PoolOption = typer.Option(
 
 def default_pool_path() -> Path:
     """Where the pool lives unless ``--pool`` says otherwise."""
-    from config import get_settings
+    from yuyue.config import get_settings
 
     return get_settings().var_dir / "models" / "replies" / "pool.jsonl"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from models.replies.pool import PoolEntry, char_bigrams, jaccard
+from yuyue.models.replies.pool import PoolEntry, char_bigrams, jaccard
 
 T = TypeVar("T")
 

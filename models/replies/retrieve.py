@@ -22,10 +22,10 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from features.normalize import normalize
-from features.pii import find_pii
-from features.state import redact
-from features.tokenize import tokenize
+from yuyue.features.normalize import normalize
+from yuyue.features.pii import find_pii
+from yuyue.features.state import redact
+from yuyue.features.tokenize import tokenize
 
 ContextMessages = Sequence[tuple[str, str]]
 

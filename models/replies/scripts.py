@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from data.contract import Stage
+from yuyue.data.contract import Stage
 
 DEFAULT_LIBRARY = Path(__file__).parent / "library" / "scripts.yaml"
 

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.replies.guard import ComplianceGuard
-from models.replies.pool import PoolEntry, ReplyExample, ReplyPool, canonical_key, char_bigrams, jaccard
-from models.replies.rank import RankWeights, candidate_score, diverse_top_k
-from models.replies.retrieve import Bm25Retriever, TfidfCharRetriever, context_text
-from models.replies.scripts import fill_slots
-from models.replies.trigger import Trigger
+from yuyue.models.replies.guard import ComplianceGuard
+from yuyue.models.replies.pool import PoolEntry, ReplyExample, ReplyPool, canonical_key, char_bigrams, jaccard
+from yuyue.models.replies.rank import RankWeights, candidate_score, diverse_top_k
+from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever, context_text
+from yuyue.models.replies.scripts import fill_slots
+from yuyue.models.replies.trigger import Trigger
 
 _SLOT = re.compile(r"\{\w*\}")
 _PUNCT_RUN = re.compile(r"[,，、]\s*([。！？!?,，])")
@@ -141,7 +141,7 @@ class ReplySuggester:
         than ``min_pairs`` (default :data:`models.replies.neural.MIN_PAIRS`) pairs only BM25 is fitted;
         :attr:`neural_status` says what happened.
         """
-        from models.replies import neural as nr
+        from yuyue.models.replies import neural as nr
 
         rows = [
             (ex.conversation_id, context_text(ex.context), ex.reply, rid)
@@ -461,7 +461,7 @@ class ReplySuggester:
         cfg = orjson.loads((directory / "suggester.json").read_bytes())
         cfg.update(kwargs)
         if (directory / "hybrid.json").exists() and (directory / "neural").is_dir():
-            from models.replies import neural as nr
+            from yuyue.models.replies import neural as nr
 
             hybrid = orjson.loads((directory / "hybrid.json").read_bytes())
             cfg.setdefault("neural", nr.NeuralReplyRanker.load(directory / "neural"))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from features.normalize import normalize
+from yuyue.features.normalize import normalize
 
 TRIGGERS_FILE = Path(__file__).with_name("triggers.yaml")
 Action = Literal["suggest", "none", "emergency"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from data.contract import STAGES, Conversation
 from tests.utils.records import record
+from yuyue.data.contract import STAGES, Conversation
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "data" / "schema" / "conversation.schema.json"
 SHARED_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "contract" / "conversation.schema.json"

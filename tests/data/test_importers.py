@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli.main import app
-from data.contract import Conversation
-from data.importers import (
+from yuyue.cli.main import app
+from yuyue.data.contract import Conversation
+from yuyue.data.importers import (
     MAPPINGS_DIR,
     ImportError_,
     RowProblem,
@@ -24,9 +24,9 @@ from data.importers import (
     import_export,
     load_mapping,
 )
-from data.importers.records import outcome_from_remark
-from data.importers.tables import detect_encoding
-from data.io import SkipReport, read_conversations
+from yuyue.data.importers.records import outcome_from_remark
+from yuyue.data.importers.tables import detect_encoding
+from yuyue.data.io import SkipReport, read_conversations
 
 PACKAGE = Path(__file__).resolve().parents[2] / "data" / "importers"
 MAPPING = MAPPINGS_DIR / "shangwutong.yaml"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from data.contract import ENGINES, STAGES, Conversation
-from data.simulator import ConversationSimulator, generate_file, iter_records
-from data.simulator.bank import load_bank
-from data.simulator.spelling import FULLWIDTH_DIGITS, id_card_valid
+from yuyue.data.contract import ENGINES, STAGES, Conversation
+from yuyue.data.simulator import ConversationSimulator, generate_file, iter_records
+from yuyue.data.simulator.bank import load_bank
+from yuyue.data.simulator.spelling import FULLWIDTH_DIGITS, id_card_valid
 
 N = 3000
 SEED = 11

@@ -7,9 +7,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from data.io import InvalidRecordError, SkipReport, read_conversations, write_jsonl
 from tests.utils.records import record, write_lines
+from yuyue.cli.main import app
+from yuyue.data.io import InvalidRecordError, SkipReport, read_conversations, write_jsonl
 
 runner = CliRunner()
 LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+): (?P<field>\S+): (?P<problem>.+)$")

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from features.entities import MessageEntities, cn_number, extract_entities, parse_visit_time
-from features.normalize import normalize
+from yuyue.features.entities import MessageEntities, cn_number, extract_entities, parse_visit_time
+from yuyue.features.normalize import normalize
 
 CST = timezone(timedelta(hours=8))
 AT = datetime(2025, 3, 5, 10, 0, tzinfo=CST)  # a Wednesday, 10:00

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from features.normalize import normalize
-from features.pii import (
+from yuyue.features.normalize import normalize
+from yuyue.features.pii import (
     PII_TYPES,
     PiiSpan,
     contact_kinds,
@@ -338,7 +338,7 @@ def test_bare_surname_counts_only_as_an_answer_to_a_name_question(text, surname)
 def test_state_reads_a_bare_surname_after_the_name_question():
     from datetime import datetime, timedelta, timezone
 
-    from features.state import ConversationState
+    from yuyue.features.state import ConversationState
 
     tz = timezone(timedelta(hours=8))
     t0 = datetime(2025, 5, 1, 10, 0, tzinfo=tz)

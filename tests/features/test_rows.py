@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.contract import Conversation
-from features.rows import FeatureSpace, prefix_rows
-from features.state import replay
+from yuyue.data.contract import Conversation
+from yuyue.features.rows import FeatureSpace, prefix_rows
+from yuyue.features.state import replay
 
 
 @pytest.fixture(scope="module")
 def convs() -> list[Conversation]:
-    sim = pytest.importorskip("data.simulator")
+    sim = pytest.importorskip("yuyue.data.simulator")
     return [Conversation.model_validate(r).without_truth() for r in sim.iter_records(40, seed=8)]
 
 

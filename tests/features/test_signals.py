@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from features.normalize import normalize
-from features.signals import (
+from yuyue.features.normalize import normalize
+from yuyue.features.signals import (
     CONCERN_ANSWERS,
     CONCERN_SIGNALS,
     CONCERN_TRIGGERS,
@@ -19,7 +19,7 @@ from features.signals import (
     expand_pattern,
     visitor_signals,
 )
-from features.tokenize import tokenize
+from yuyue.features.tokenize import tokenize
 
 MEDQA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "medqa_dev.jsonl"
 
@@ -149,7 +149,7 @@ CONSULTANT_CASES: dict[str, tuple[list[str], list[str]]] = {
 
 
 def test_names_are_documented_and_unique() -> None:
-    import features.signals as module
+    import yuyue.features.signals as module
 
     for name in (*VISITOR_SIGNALS, *CONSULTANT_SIGNALS):
         assert f"``{name}``" in (module.__doc__ or "") or name.startswith("answers_")

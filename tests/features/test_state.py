@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from data.contract import Conversation
-from features.state import ConversationState, replay
 from tests.utils.records import record
+from yuyue.data.contract import Conversation
+from yuyue.features.state import ConversationState, replay
 
 TZ = timezone(timedelta(hours=8))
 
@@ -39,7 +39,7 @@ LONG_TURNS = [
 
 @pytest.fixture(scope="module")
 def simulated() -> list[Conversation]:
-    sim = pytest.importorskip("data.simulator")
+    sim = pytest.importorskip("yuyue.data.simulator")
     return [Conversation.model_validate(r) for r in sim.iter_records(40, seed=3)]
 
 

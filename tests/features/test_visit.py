@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from data.contract import DEVICES, ENGINES, Page, Visit
-from features.visit import (
+from yuyue.data.contract import DEVICES, ENGINES, Page, Visit
+from yuyue.features.visit import (
     KEYWORD_CATEGORIES,
     LOCALITIES,
     PAGE_CATEGORIES,
@@ -71,7 +71,7 @@ def test_region_data_covers_all_provinces() -> None:
 
     rows = [
         line.split("\t")
-        for line in resources.files("features.lexicon")
+        for line in resources.files("yuyue.features.lexicon")
         .joinpath("regions.tsv")
         .read_text(encoding="utf-8")
         .splitlines()

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from data.contract import Conversation
-from features.state import replay
 from tests.utils.records import record
+from yuyue.data.contract import Conversation
+from yuyue.features.state import replay
 
 TZ = timezone(timedelta(hours=8))
 OPENING = [

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cli.main import app as yuyue_app
-from features.normalize import normalize
-from models.replies.cli import compliance_app
-from models.replies.guard import (
+from yuyue.cli.main import app as yuyue_app
+from yuyue.features.normalize import normalize
+from yuyue.models.replies.cli import compliance_app
+from yuyue.models.replies.guard import (
     DEFAULT_RULES,
     Category,
     ComplianceGuard,

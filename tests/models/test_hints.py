@@ -7,7 +7,7 @@ import math
 import pytest
 import yaml
 
-from models.hints import HINTS_FILE, Hint, HintEngine, HintRuleError
+from yuyue.models.hints import HINTS_FILE, Hint, HintEngine, HintRuleError
 
 L1 = math.log1p(1)  # a signal seen once (sig.* features are log1p counts)
 
@@ -152,15 +152,15 @@ def test_no_pressure_wording(engine):
 
 
 def test_default_checks_feature_names():
-    pytest.importorskip("features.visit")
+    pytest.importorskip("yuyue.features.visit")
     engine = HintEngine.default()
     assert {r.hint.id for r in engine.rules} >= {"ask_name", "hesitation"}
 
 
 def test_features_used_exist_in_the_state():
     """Every feature a rule reads is one ConversationState can produce."""
-    pytest.importorskip("features.visit")
-    from features.state import feature_names
+    pytest.importorskip("yuyue.features.visit")
+    from yuyue.features.state import feature_names
 
     names = set(feature_names())
     engine = HintEngine.from_yaml(HINTS_FILE)

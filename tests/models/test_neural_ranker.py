@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.replies import neural as nr  # noqa: E402
-from models.replies.neural import (  # noqa: E402
+from yuyue.models.replies import neural as nr  # noqa: E402
+from yuyue.models.replies.neural import (  # noqa: E402
     SPECIALS,
     TINY,
     CharVocab,
@@ -22,8 +22,8 @@ from models.replies.neural import (  # noqa: E402
     NeuralReplyRanker,
     neural_mode,
 )
-from models.replies.pool import ReplyExample, build_pool  # noqa: E402
-from models.replies.suggest import ReplySuggester  # noqa: E402
+from yuyue.models.replies.pool import ReplyExample, build_pool  # noqa: E402
+from yuyue.models.replies.suggest import ReplySuggester  # noqa: E402
 
 # paraphrases of one question share a reply; the encoder must learn that 垫鼻子 is 隆鼻 and 价位 is 多少钱
 TOPICS = {
@@ -218,7 +218,7 @@ class CountingTeacher:
     """The real e5 teacher, counting the texts it is asked for (to show what needs it and what not)."""
 
     def __init__(self):
-        from models.replies.teacher import shared_teacher
+        from yuyue.models.replies.teacher import shared_teacher
 
         self.e5 = shared_teacher()
         self.asked = 0

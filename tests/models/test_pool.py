@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from models.replies.pool import (
+from yuyue.models.replies.pool import (
     ReplyExample,
     ReplyPool,
     UnknownReplyError,
@@ -16,7 +16,7 @@ from models.replies.pool import (
     iter_reply_examples,
     reply_text,
 )
-from models.replies.pool_cli import replies_app
+from yuyue.models.replies.pool_cli import replies_app
 
 
 def ex(reply: str, conv: str = "c1", booked: bool | None = None, stage: str | None = None) -> ReplyExample:
@@ -72,7 +72,7 @@ def test_no_raw_phone_in_pool_file(tmp_path: Path) -> None:
 
 
 def test_scripts_are_allowed_entries() -> None:
-    from models.replies.scripts import load_library
+    from yuyue.models.replies.scripts import load_library
 
     lib = load_library()
     pool, _ = build_pool([], lib)

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from data.contract import Conversation
-from features.rows import FeatureSpace, prefix_rows
-from models.reasons import ReasonExplainer
-from models.scorer import OutcomeScorer
+from yuyue.data.contract import Conversation
+from yuyue.features.rows import FeatureSpace, prefix_rows
+from yuyue.models.reasons import ReasonExplainer
+from yuyue.models.scorer import OutcomeScorer
 
 
 @pytest.fixture(scope="module")
 def rows_y():
-    sim = pytest.importorskip("data.simulator")
+    sim = pytest.importorskip("yuyue.data.simulator")
     convs = [Conversation.model_validate(r) for r in sim.iter_records(500, seed=31)]
     space = FeatureSpace()
     rows = prefix_rows([c.without_truth() for c in convs], space, max_open=4)
@@ -73,7 +73,7 @@ def test_reasons_are_score_differences_against_the_baseline(scorer, rows_y):
 
 
 def test_flat_forest_equals_sklearn_trees(rows_y):
-    from models.scorer import FlatForest
+    from yuyue.models.scorer import FlatForest
 
     _, rows, y, w = rows_y
     model = OutcomeScorer(kind="hgb", max_iter=30, use_text=False).fit(rows, y, w).model_

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from data.contract import STAGES
-from models.replies.cli import compliance_app
-from models.replies.guard import ComplianceGuard
-from models.replies.scripts import (
+from yuyue.data.contract import STAGES
+from yuyue.models.replies.cli import compliance_app
+from yuyue.models.replies.guard import ComplianceGuard
+from yuyue.models.replies.scripts import (
     DEFAULT_FALLBACKS,
     DEFAULT_LIBRARY,
     SLOTS,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from data.contract import STAGES
-from models.stages import (
+from yuyue.data.contract import STAGES
+from yuyue.models.stages import (
     ChatStageTracker,
     StageClassifier,
     fill_slots,
@@ -25,7 +25,7 @@ LIBRARY_ONLY_F1_FLOOR = 0.45
 
 @pytest.fixture(scope="module")
 def library():
-    scripts = pytest.importorskip("models.replies.scripts")
+    scripts = pytest.importorskip("yuyue.models.replies.scripts")
     if not hasattr(scripts, "load_library"):
         pytest.skip("models.replies.scripts.load_library not available")
     return scripts.load_library()
@@ -33,7 +33,7 @@ def library():
 
 @pytest.fixture(scope="module")
 def simulated():
-    sim = pytest.importorskip("data.simulator")
+    sim = pytest.importorskip("yuyue.data.simulator")
     if not hasattr(sim, "iter_records"):
         pytest.skip("data.simulator.iter_records not available")
     train = list(sim.iter_records(N_TRAIN, seed=11))

@@ -10,11 +10,11 @@ import numpy as np
 import orjson
 import pytest
 
-from models.replies.metrics import ReplyPair, hit_at_3, r10_at_1_and_mrr, split_conversations
-from models.replies.pool import ReplyExample, bigram_jaccard, build_pool
-from models.replies.rank import diverse_top_k
-from models.replies.retrieve import Bm25Retriever, TfidfCharRetriever, context_text
-from models.replies.suggest import ReplySuggester
+from yuyue.models.replies.metrics import ReplyPair, hit_at_3, r10_at_1_and_mrr, split_conversations
+from yuyue.models.replies.pool import ReplyExample, bigram_jaccard, build_pool
+from yuyue.models.replies.rank import diverse_top_k
+from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever, context_text
+from yuyue.models.replies.suggest import ReplySuggester
 
 MEDQA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "medqa_dev.jsonl"
 
@@ -208,7 +208,7 @@ def test_split_is_by_conversation_and_seeded() -> None:
 def test_lexical_baselines_beat_chance_on_real_medqa() -> None:
     rows = [orjson.loads(line) for line in MEDQA.read_bytes().splitlines()[:400]]
     train, test = split_conversations(rows, 0.25, seed=0)
-    from models.replies.metrics import reply_pairs
+    from yuyue.models.replies.metrics import reply_pairs
 
     pairs = reply_pairs(test)
     tfidf = TfidfCharRetriever().fit([p.context for p in reply_pairs(train)], [""] * len(reply_pairs(train)))

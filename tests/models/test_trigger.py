@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.replies.trigger import Trigger
+from yuyue.models.replies.trigger import Trigger
 
 
 @pytest.fixture(scope="module")

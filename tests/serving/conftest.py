@@ -124,7 +124,7 @@ def db_url(request) -> Iterator[str]:
 def _drop_all_tables(url: str) -> None:
     import sqlalchemy as sa
 
-    from serving.db import make_engine
+    from yuyue.serving.db import make_engine
 
     engine = make_engine(url, poolclass=sa.pool.NullPool)
     try:
@@ -137,7 +137,7 @@ def _drop_all_tables(url: str) -> None:
 
 @pytest.fixture
 def engine(db_url):
-    from serving.db import make_engine
+    from yuyue.serving.db import make_engine
 
     eng = make_engine(db_url)
     yield eng

@@ -14,8 +14,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from data.contract import Conversation
-from serving.app import create_app
+from yuyue.data.contract import Conversation
+from yuyue.serving.app import create_app
 
 PHONE = "13812345678"
 T0 = "2025-03-05T14:02:11+08:00"
@@ -142,7 +142,7 @@ def test_a_form_of_address_with_an_older_surname_is_masked_too(api):
 
 def test_stored_messages_are_masked_with_todays_detector_too():
     """A message stored when only its phone number was detected: the greeting by surname is masked now."""
-    from serving.service import masked_text
+    from yuyue.serving.service import masked_text
 
     old = {"text": "顾姐您好，电话13812345678", "pii": [["phone", 7, 18]]}
     assert masked_text(old) == "*姐您好，电话138****5678"

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from serving.auth import (
+from yuyue.serving.auth import (
     ROLES,
     AuthError,
     DuplicateKeyName,
@@ -163,7 +163,7 @@ def test_list_never_exposes_hashes(store):
 
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch):
-    from config import get_settings
+    from yuyue.config import get_settings
 
     monkeypatch.setenv("YUYUE_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.delenv("YUYUE_DATABASE_URL", raising=False)
@@ -173,7 +173,7 @@ def cli_env(tmp_path, monkeypatch):
 
 
 def _invoke(*args):
-    from cli.main import app
+    from yuyue.cli.main import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -187,8 +187,8 @@ def test_cli_create_list_revoke(cli_env):
     assert "shown only once" in res.output
     assert (cli_env / "yuyue.db").exists()
 
-    from config import get_settings
-    from serving.db import make_engine
+    from yuyue.config import get_settings
+    from yuyue.serving.db import make_engine
 
     engine = make_engine(get_settings().resolved_database_url)
     try:
@@ -245,7 +245,7 @@ def test_cli_duplicate_name(cli_env):
 
 @pytest.mark.parametrize("url", ["mysql://nobody@127.0.0.1/none", "postgresql://nobody@127.0.0.1:1/none"])
 def test_cli_bad_database_url(cli_env, monkeypatch, url):
-    from config import get_settings
+    from yuyue.config import get_settings
 
     monkeypatch.setenv("YUYUE_DATABASE_URL", url)
     get_settings.cache_clear()

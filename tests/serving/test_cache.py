@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from serving.cache import (
+from yuyue.serving.cache import (
     CacheUnavailable,
     Codec,
     MemoryCache,
@@ -151,9 +151,9 @@ def test_redis_down_raises_cache_unavailable():
 
 def test_session_blob_round_trip(redis_url, redis_prefix):
     """A real ChatSession blob survives both caches byte for byte."""
-    from features.state import ConversationState
-    from models.bundle import ChatSession
-    from models.stages import ChatStageTracker
+    from yuyue.features.state import ConversationState
+    from yuyue.models.bundle import ChatSession
+    from yuyue.models.stages import ChatStageTracker
 
     state = ConversationState.start(
         started_at=datetime(2025, 3, 5, 14, 2, 11, tzinfo=timezone(timedelta(hours=8))),

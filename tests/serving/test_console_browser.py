@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from config import Settings
+from yuyue.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def server(model, tmp_path_factory) -> Iterator[dict]:
     """A real uvicorn server on a free port; yields its base URL and API keys."""
     import uvicorn
 
-    from serving.app import create_app
+    from yuyue.serving.app import create_app
 
     var = tmp_path_factory.mktemp("console-var")
     settings = Settings(

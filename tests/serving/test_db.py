@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from serving.db import UTCDateTime, create_all, make_engine, metadata, normalize_url
+from yuyue.serving.db import UTCDateTime, create_all, make_engine, metadata, normalize_url
 
 probe = sa.Table(
     "test_db_probe",

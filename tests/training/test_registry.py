@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from config import Settings
-from data.io import read_conversations
-from features.state import replay
-from training import registry
+from yuyue.config import Settings
+from yuyue.data.io import read_conversations
+from yuyue.features.state import replay
+from yuyue.training import registry
 
 runner = CliRunner()
 
@@ -46,8 +46,8 @@ def test_promote_unknown_version_names_the_known_ones(store):
 
 
 def test_cli_models_and_evaluate(store, sim_path, tmp_path, monkeypatch):
-    from cli.main import app
-    from config import get_settings
+    from yuyue.cli.main import app
+    from yuyue.config import get_settings
 
     for k, v in {"YUYUE_VAR_DIR": str(store.var_dir), "YUYUE_MLFLOW_TRACKING_URI": store.mlflow_tracking_uri}.items():
         monkeypatch.setenv(k, v)

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from data.io import read_conversations, write_jsonl
-from features.state import replay
-from models.bundle import YuyueModel
 from tests.conftest import SHARED
 from tests.utils.records import record, write_lines
-from training.evaluate import evaluate
-from training.scorers import UnusableDataError
-from training.train import train
+from yuyue.data.io import read_conversations, write_jsonl
+from yuyue.features.state import replay
+from yuyue.models.bundle import YuyueModel
+from yuyue.training.evaluate import evaluate
+from yuyue.training.scorers import UnusableDataError
+from yuyue.training.train import train
 
 
 def test_trains_everything_from_labelled_annotated_chats(trained):
@@ -30,7 +30,7 @@ def test_trains_everything_from_labelled_annotated_chats(trained):
 
 def test_scores_are_calibrated_on_held_out_chats(model, tmp_path_factory):
     # a fresh simulated desk the model never saw, large enough that binning noise stays well under the bound
-    from data.simulator import generate_file
+    from yuyue.data.simulator import generate_file
 
     path = tmp_path_factory.mktemp("fresh") / "fresh.jsonl"
     generate_file(path, n=3000, seed=202, workers=2)
@@ -153,7 +153,7 @@ def test_evaluate_on_a_file_reports_the_documented_keys(model, sim_path, tmp_pat
 
 
 def test_pii_metrics_count_planted_entities(sim_path):
-    from training.evaluate import pii_metrics
+    from yuyue.training.evaluate import pii_metrics
 
     convs = [c for c, _ in zip(read_conversations(sim_path), range(300), strict=False)]
     m = pii_metrics(convs)
@@ -162,8 +162,8 @@ def test_pii_metrics_count_planted_entities(sim_path):
 
 
 def test_prefix_rows_weight_each_conversation_once(sim_path):
-    from features.rows import FeatureSpace
-    from training.dataset import build_rows, scan, split_by_time
+    from yuyue.features.rows import FeatureSpace
+    from yuyue.training.dataset import build_rows, scan, split_by_time
 
     s = split_by_time(scan(_first(sim_path, 200)))
     rows = build_rows(s, FeatureSpace(), ("train",), workers=1)["train"]
@@ -182,7 +182,7 @@ def _first(path, n):
 
 
 def test_time_split_puts_latest_chats_in_test(sim_path):
-    from training.dataset import scan, split_by_time
+    from yuyue.training.dataset import scan, split_by_time
 
     s = split_by_time(scan(_first(sim_path, 500)))
     ts = {name: [m.started_ts for m in s.metas if s.split[m.index] == name] for name in ("train", "test")}
