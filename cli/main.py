@@ -49,12 +49,14 @@ def serve(
     n: int = typer.Option(20000, "--n", min=1, help="conversations to generate when no model is registered"),
     seed: int = typer.Option(7, help="simulator seed for that dataset"),
     model_dir: Path = typer.Option(None, help="serve this saved bundle instead of the registry's champion"),
+    log_json: bool = typer.Option(None, "--log-json", help="log JSON lines (default: the log_json setting)"),
 ) -> None:
     """The main job: train and promote a model if none is registered, then serve the API and the console."""
     import uvicorn
     from threadpoolctl import threadpool_limits
 
     from yuyue.config import get_settings
+    from yuyue.config.logs import configure_logging
     from yuyue.serving.app import create_app
 
     # requests run in a thread pool; nested OpenMP/BLAS threads would only spin against each other
@@ -62,6 +64,7 @@ def serve(
     from yuyue.serving.keys_cli import ensure_demo_keys
 
     settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json if log_json is None else log_json)
     model = None
     if model_dir is not None:
         from yuyue.models.bundle import YuyueModel
@@ -79,7 +82,7 @@ def serve(
     host, port = host or settings.host, port or settings.port
     typer.echo(f"serving on http://{host}:{port}/ (console) and http://{host}:{port}/docs (API)")
     app_ = create_app(settings, model, f"dir:{model_dir.name}" if model_dir else None)
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
 
 
 def _ensure_champion(settings, n: int, seed: int) -> None:
