@@ -154,6 +154,8 @@ def test_table_size_and_per_type_recall_and_precision() -> None:
         for (kind, _), n in (want - got).items():
             fn[kind] += n
     for kind in PII_TYPES:
+        if kind in ("email", "address"):  # in tests/features/test_pii_table.py
+            continue
         assert tp[kind] > 0, kind
         assert tp[kind] / (tp[kind] + fn[kind]) == 1.0, (kind, "recall")
         assert tp[kind] / (tp[kind] + fp[kind]) == 1.0, (kind, "precision")
@@ -175,7 +177,7 @@ def test_mask_values() -> None:
     assert mask_value("id_card", "11010519491231002X") == "1101************2X"
     assert mask_value("surname", "欧阳") == "**"
     with pytest.raises(ValueError):
-        mask_value("email", "x@y.z")
+        mask_value("passport", "E12345678")
 
 
 @pytest.mark.parametrize(
@@ -298,7 +300,9 @@ def test_customer_service_text_flags_only_plausible_personal_data() -> None:
     flagged = {t for t, _ in spans}
     assert len(flagged) <= 0.02 * len(texts)
     for text, span in spans:
-        if span.type == "phone":
+        if span.type == "phone" and span.value.startswith("0"):  # a landline after a cue (家里电话0571…)
+            assert 10 <= len(span.value) <= 12, text
+        elif span.type == "phone":
             assert len(span.value) == 11 and span.value[1] in "3456789", text
         if span.type == "qq":
             assert 5 <= len(span.value) <= 11, text
