@@ -44,6 +44,9 @@ class Category(StrEnum):
     patient_testimonial = "patient_testimonial"
     endorsement = "endorsement"
     inducement = "inducement"
+    cure_timeframe = "cure_timeframe"
+    exclusive_cure = "exclusive_cure"
+    price_bait = "price_bait"
 
 
 class RuleExamples(BaseModel):

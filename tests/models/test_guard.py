@@ -292,7 +292,7 @@ def test_cli_check_file_prints_one_json_line_per_input_line(tmp_path) -> None:
         {"text": "我们保证效果", "allowed": False, "rules": ["guarantee_result"]},
         {"text": "价格因方案不同", "allowed": True, "rules": []},
         {"text": "", "allowed": True, "rules": []},
-        {"text": "再拖就晚了", "allowed": False, "rules": ["scare_consequence"]},
+        {"text": "再拖就晚了", "allowed": False, "rules": ["scare_consequence", "fear_future"]},
     ]
     assert "保证" in result.stdout  # ensure_ascii=False
 
