@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from yuyue.data.cli import app as data_app
+from yuyue.features.cli import pii_app
 from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.pool_cli import replies_app
 from yuyue.serving.keys_cli import keys_app
@@ -25,6 +26,7 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.add_typer(compliance_app, name="compliance")
 app.add_typer(keys_app, name="keys")
+app.add_typer(pii_app, name="pii")
 
 
 @app.command()

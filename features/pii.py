@@ -64,9 +64,13 @@ _CN_DIGITS = {
 _D = "0-9" + "".join(_CN_DIGITS)
 # what may stand between two digits of one number: spaces, dashes, dots and zero-width characters
 _S = r" \-.\u2010-\u2015\u200b\u200c\u200d\u2060\ufeff"
-_RUN = re.compile(rf"[{_D}](?:[{_S}]{{0,3}}[{_D}])*")
-_SEPS = re.compile(rf"[{_S}]+")
-_NUMBER = rf"[{_D}](?:[{_S}]{{0,3}}[{_D}]){{4,10}}(?![{_S}]{{0,3}}[{_D}])"
+_CN = "".join(_CN_DIGITS)
+# one number is written in one script: 13008780031一天 is a phone and a word, not a 12-digit number
+_RUN = re.compile(rf"[0-9](?:[{_S}]{{0,3}}[0-9])*|[{_CN}](?:[{_S}]{{0,3}}[{_CN}])*")
+_NUMBER = (
+    rf"(?:[0-9](?:[{_S}]{{0,3}}[0-9]){{4,10}}(?![{_S}]{{0,3}}[0-9])"
+    rf"|[{_CN}](?:[{_S}]{{0,3}}[{_CN}]){{4,10}}(?![{_S}]{{0,3}}[{_CN}]))"
+)
 
 # what right before a number says it is not a phone: money, an order / tracking / card number
 _PHONE_BAD_BEFORE = re.compile(
@@ -128,8 +132,13 @@ _ADDRESS_CUE = r"(?:叫我|喊我|称呼我|称我|我是|本人是|我叫)"
 # characters that do not occur in a given name (they end the word before a title or a time word)
 _GIVEN_STOP = frozenset(
     "的了呢吧啊呀哦嗯噢哈在想要我你他她它们是和就可吗么也都还有这那个请问咨做去来到说看过会能以很太好不没"
-    "医生院科术后前今明昨天年月日号点时分岁元块钱多少几么什怎样为因所但而且或与及对于从把被让给向上下里外"
+    "医生院科术后前今昨天年月日号点时分岁元块钱多少几么什怎样为因所但而且或与及对于从把被让给向上下里外"
     "先女小老大哥姐叔姨师总"
+)
+# two characters after a surname that are a role, not a given name (王主任下午坐诊)
+_ROLES = frozenset(
+    "主任 院长 护士 教授 医师 专家 经理 老板 总监 老师 医生 大夫 师傅 阿姨 同学 律师 顾问 小姐 先生 女士 助理 客服"
+    .split()
 )
 # what may stand right before a full name: a break, or 好的 / 嗯 / 是 / 叫 / 找 / 给 / 跟 / 问
 _NAME_BEFORE = frozenset("的好嗯哦是叫找给跟问和")
@@ -319,6 +328,8 @@ def _find_runs(text: str, urls: _Taken | None, out: list[tuple[int, PiiSpan]]) -
                     out.append((0, PiiSpan("id_card", start, id_end, number)))
                     continue
         # mobile, with a country code in front (8613…, 0086 13…, +86 138-…, (+86)138…)
+        if "." in raw and any(len(p.group()) < 3 for p in _split_pieces(raw)):
+            continue  # a decimal or a version (1.3966012847, 2025.3.5), not a phone
         off = 4 if n == 15 and digits.startswith("0086") else 2 if n == 13 and digits.startswith("86") else 0
         if _mobile(digits[off:]):
             cc = _CC_BEFORE.search(text, max(0, start - 10), start)
@@ -413,7 +424,7 @@ def _find_surnames(text: str, out: list[tuple[int, PiiSpan]]) -> None:
                 if first < 0 or text[first] not in s.safe_single:
                     continue
                 given = text[first + 1 : at]
-                if any(c in _GIVEN_STOP or not "\u4e00" <= c <= "\u9fff" for c in given):
+                if given in _ROLES or any(c in _GIVEN_STOP or not "\u4e00" <= c <= "\u9fff" for c in given):
                     continue
                 if first == 0 or text[first - 1] in _NAME_BEFORE or not "\u4e00" <= text[first - 1] <= "\u9fff":
                     out.append((9, PiiSpan("surname", first, at, text[first])))
@@ -429,9 +440,19 @@ def _find_surnames(text: str, out: list[tuple[int, PiiSpan]]) -> None:
         return
     for m in p.bare_full_name.finditer(text):
         given = m.group("g")
-        if any(c in _GIVEN_STOP for c in given) or text.startswith(not_names, m.start("s")):
+        if any(c in _GIVEN_STOP for c in given) or given in _ROLES or text.startswith(not_names, m.start("s")):
+            continue
+        if _common_word(m.group("s") + given, given):  # 高血压已经… is a word, not a name
             continue
         out.append((12, PiiSpan("surname", m.start("s"), m.end("g"), m.group("s"))))
+
+
+def _common_word(word: str, given: str) -> bool:
+    """A frequent word in the tokenizer's dictionary (高血压, 血压), which a name without a cue is not."""
+    from yuyue.features.tokenize import _tokenizer  # already loaded on the message path
+
+    freq = _tokenizer().FREQ
+    return freq.get(word, 0) >= 50 or freq.get(given, 0) >= 200
 
 
 def _repeat_mentions(text: str, spans: list[PiiSpan]) -> list[PiiSpan]:

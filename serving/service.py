@@ -31,7 +31,15 @@ import orjson
 
 from yuyue.config import Settings
 from yuyue.data.contract import Visit
-from yuyue.features.pii import PiiSpan, find_pii, mask_address_form, mask_text, mask_value
+from yuyue.features.pii import (
+    CONTACT_TYPES,
+    PiiSpan,
+    find_pii_raw,
+    mask_address_form,
+    mask_text,
+    mask_value,
+    raw_spans,
+)
 from yuyue.features.signals import CONCERNS
 from yuyue.features.visit import keyword_category, page_category, parse_region
 from yuyue.models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
@@ -353,7 +361,7 @@ class ChatService:
                 "text": text,
                 "at": at.isoformat(),
                 "stage": insight.stage,
-                "pii": [[s.type, s.start, s.end] for s in insight.analysis.pii],
+                "pii": [[s.type, s.start, s.end] for s in raw_spans(text, insight.analysis.pii)],  # raw offsets
                 "scores": scores,
                 "model_version": version,
                 "suggestions": [s["id"] for s in shown],
@@ -361,7 +369,7 @@ class ChatService:
             update = {
                 "last_at": at,
                 "visitor": int(role == "visitor"),
-                "contact": any(s.type != "surname" for s in insight.analysis.pii),
+                "contact": any(s.type in CONTACT_TYPES for s in insight.analysis.pii),
                 "p_booked": scores.get("booked"),
                 "p_arrived": scores.get("arrived"),
                 "reasons": _reasons_json(insight.scores),
@@ -617,10 +625,13 @@ class ChatService:
 def masked_text(message: dict[str, Any]) -> str:
     """A stored message's text with its personal data masked: the spans found when it was received
     (some need the chat's context, such as a bare surname answering 怎么称呼), plus whatever today's
-    detector finds elsewhere in it, so messages stored before a detector improved are masked too."""
+    detector finds elsewhere in it, so messages stored before a detector improved are masked too.
+    Today's spans (raw offsets, through the offset map) win where they overlap a stored one: rows stored
+    before offsets were raw hold offsets into the normalised text."""
     text = message["text"]
-    spans = [PiiSpan(t, a, b, text[a:b]) for t, a, b in message.get("pii", [])]
-    spans += [f for f in find_pii(text) if not any(f.overlaps(s) for s in spans)]
+    spans = find_pii_raw(text)
+    stored = [PiiSpan(t, a, b, text[a:b]) for t, a, b in message.get("pii", [])]
+    spans += [s for s in stored if not any(s.overlaps(f) for f in spans)]
     return mask_text(text, spans)
 
 
