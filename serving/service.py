@@ -43,6 +43,7 @@ from yuyue.features.pii import (
 from yuyue.features.signals import CONCERNS
 from yuyue.features.visit import keyword_category, page_category, parse_region
 from yuyue.models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
+from yuyue.models.replies.guard import check_consultant_message
 from yuyue.serving.cache import CacheUnavailable, Codec, SessionCache
 from yuyue.serving.store import Conflict, EventStore, Filters, StoreError
 
@@ -385,7 +386,10 @@ class ChatService:
             self._cache_delete(conversation_id)  # the session was modified: rebuild it next time
             raise
         self._cache_set(conversation_id, live)
-        return self._insight_view(caller, chat, live, insight, shown, seq, version)
+        view = self._insight_view(caller, chat, live, insight, shown, seq, version)
+        if role == "consultant":  # a warning for the consultant; the message is stored and sent as typed
+            view["compliance"] = check_consultant_message(text)
+        return view
 
     def _cached(self, conversation_id: str) -> Live | None:
         try:
