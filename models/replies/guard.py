@@ -12,16 +12,18 @@ and the pre-filter is gated by the set of characters a match can start with; a w
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from re import _constants as _C  # the regex parser: finds the characters a rule's match starts with
 from re import _parser
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
@@ -269,16 +271,19 @@ class ComplianceGuard:
 
     def check(self, text: str) -> Verdict:
         """Normalise ``text`` and apply every rule; rule ids come back in file order."""
-        norm = normalize(text)
+        fired = self.check_normalized(normalize(text))
+        return Verdict(not fired, fired)
+
+    def check_normalized(self, norm: str) -> list[str]:
+        """Ids of the rules that fire on an already normalised text, in file order."""
         if self._prefilter is None or self._prefilter.search(norm) is None:
-            return Verdict(True, [])
+            return []
         chars = set(norm)
-        fired = [
+        return [
             r.id
             for r in self._compiled
             if (r.starts is None or not r.starts.isdisjoint(chars)) and r.fires(norm)
         ]
-        return Verdict(not fired, fired)
 
     def check_many(self, texts: Iterable[str]) -> list[Verdict]:
         return [self.check(t) for t in texts]
@@ -319,3 +324,271 @@ def load_rules(path: str | Path | None = None) -> list[ComplianceRule]:
 @lru_cache(maxsize=1)
 def _default_guard() -> ComplianceGuard:
     return ComplianceGuard(load_rules(DEFAULT_RULES))
+
+
+# ---------------------------------------------------------------- red-team set and learned classifier
+
+REDTEAM = Path(__file__).parent / "rules" / "redteam.tsv"
+OK = "ok"
+# Block when the classifier's probability that a text is compliant falls below this. Chosen by 5-fold
+# cross-validation on the development split only (bench/bench_guard.py --tune prints the sweep).
+CLASSIFIER_THRESHOLD = 0.5
+_NGRAMS = (1, 2, 3)
+# Shorter texts ("好的", "稍等") cannot make a claim; the classifier leaves them to the rules.
+CLASSIFIER_MIN_CHARS = 6
+
+
+def redteam_split(text: str) -> str:
+    """``"heldout"`` for about 25 % of texts (fixed by a hash of the text), else ``"dev"``.
+
+    Held-out texts are never used to tune rules or classifier settings, nor to train the classifier.
+    """
+    return "heldout" if hashlib.sha256(text.encode("utf-8")).digest()[0] % 4 == 0 else "dev"
+
+
+def load_redteam(path: str | Path | None = None, split: str | None = None) -> list[tuple[str, str]]:
+    """``(label, text)`` pairs of the red-team file; ``label`` is a category value or ``"ok"``.
+
+    ``split``: ``"dev"`` or ``"heldout"`` keeps only that split; ``None`` keeps all.
+    """
+    if split not in (None, "dev", "heldout"):
+        raise ValueError(f"split must be 'dev', 'heldout' or None, not {split!r}")
+    path = Path(path) if path is not None else REDTEAM
+    labels = {c.value for c in Category} | {OK}
+    out: list[tuple[str, str]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        label, sep, text = line.partition("\t")
+        if not sep or not text.strip():
+            raise ValueError(f"{path}: line {number}: expected LABEL<TAB>TEXT")
+        if label not in labels:
+            raise ValueError(f"{path}: line {number}: unknown label {label!r} (expected a category or 'ok')")
+        if split is None or redteam_split(text) == split:
+            out.append((label, text))
+    return out
+
+
+def _grams(norm: str) -> Iterator[str]:
+    for n in _NGRAMS:
+        for i in range(len(norm) - n + 1):
+            yield norm[i : i + n]
+
+
+class GuardClassifier:
+    """Char n-gram TF-IDF features; a logistic regression decides compliant vs prohibited and the
+    nearest category centroid names what a prohibited text is.
+
+    Trained with scikit-learn (:meth:`fit`, under a second); scoring one text is plain Python +
+    numpy over the learned vocabulary (no sklearn call per message).
+    """
+
+    def __init__(self, vocab: dict[str, int], idf: np.ndarray, coef: np.ndarray, bias: float,
+                 centroids: np.ndarray, categories: Sequence[str],
+                 threshold: float = CLASSIFIER_THRESHOLD) -> None:
+        self.vocab, self.idf, self.coef, self.bias = vocab, idf, coef, float(bias)
+        self.centroids, self.categories = centroids, list(categories)
+        self.threshold = threshold
+
+    @classmethod
+    def fit(cls, labels: Sequence[str], texts: Sequence[str], c: float = 10.0,
+            threshold: float = CLASSIFIER_THRESHOLD) -> GuardClassifier:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        categories = sorted({label for label in labels if label != OK})
+        if OK not in labels or not categories:
+            raise ValueError("training data needs 'ok' texts and texts of at least one category")
+        vec = TfidfVectorizer(analyzer="char", ngram_range=(_NGRAMS[0], _NGRAMS[-1]), sublinear_tf=True,
+                              lowercase=False, norm="l2")
+        x = vec.fit_transform([normalize(t) for t in texts])
+        y = np.array([label != OK for label in labels])
+        model = LogisticRegression(C=c, solver="liblinear", class_weight="balanced", max_iter=1000)
+        model.fit(x, y)
+        centroids = np.vstack([
+            np.asarray(x[np.flatnonzero([label == cat for label in labels])].mean(axis=0)).ravel()
+            for cat in categories
+        ])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        vocab = {g: int(i) for g, i in vec.vocabulary_.items()}
+        return cls(vocab, vec.idf_.astype(np.float64), model.coef_.ravel().astype(np.float64),
+                   float(model.intercept_[0]), centroids, categories, threshold)
+
+    def _features(self, norm: str) -> tuple[np.ndarray, np.ndarray]:
+        counts: dict[int, int] = {}
+        vocab = self.vocab
+        for g in _grams(norm):
+            j = vocab.get(g)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        w = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * self.idf[idx]
+        if len(w):
+            w /= np.sqrt(w @ w)
+        return idx, w
+
+    def p_prohibited(self, norm: str) -> float:
+        """Probability that an already normalised text is prohibited."""
+        idx, w = self._features(norm)
+        return float(1.0 / (1.0 + np.exp(-(self.coef[idx] @ w + self.bias))))
+
+    def predict(self, norm: str) -> tuple[str | None, float]:
+        """``(category, P(prohibited))``; category is None when the text passes."""
+        idx, w = self._features(norm)
+        p = float(1.0 / (1.0 + np.exp(-(self.coef[idx] @ w + self.bias))))
+        if p < self.threshold:
+            return None, p
+        if not len(idx):
+            return self.categories[0], p
+        return self.categories[int((self.centroids[:, idx] @ w).argmax())], p
+
+
+def training_data(rules: Sequence[ComplianceRule] | None = None) -> tuple[list[str], list[str]]:
+    """The classifier's training texts: the red-team development split, the script library (as ``ok``)
+    and the rule file's examples (positives under the rule's category, negatives as ``ok``); texts of
+    the red-team held-out split are dropped wherever they come from."""
+    from yuyue.models.replies.scripts import fill_slots, load_library
+
+    rules = load_rules() if rules is None else rules
+    pairs = load_redteam(split="dev")
+    pairs += [(OK, fill_slots(e.text, {})) for e in load_library()]
+    for r in rules:
+        pairs += [(r.category.value, t) for t in r.examples.positive]
+        pairs += [(OK, t) for t in r.examples.negative]
+    seen: set[str] = set()
+    labels, texts = [], []
+    for label, text in pairs:
+        if text in seen or redteam_split(text) == "heldout":
+            continue
+        seen.add(text)
+        labels.append(label)
+        texts.append(text)
+    return labels, texts
+
+
+@lru_cache(maxsize=1)
+def default_classifier() -> GuardClassifier:
+    """The classifier trained from the repo's own data (once per process, about a second)."""
+    return GuardClassifier.fit(*training_data())
+
+
+def category_citations(rules: Sequence[ComplianceRule] | None = None) -> dict[str, str]:
+    """Each category's legal basis: the citation of its first rule in the file."""
+    out: dict[str, str] = {}
+    for r in load_rules() if rules is None else rules:
+        out.setdefault(r.category.value, r.cite)
+    return out
+
+
+class CombinedGuard:
+    """Rules first; when no rule fires, the classifier may still block. Every hit names a rule id
+    (``classifier_<category>`` for the classifier), its category and the citation."""
+
+    def __init__(self, guard: ComplianceGuard | None = None, classifier: GuardClassifier | None = None) -> None:
+        self.guard = guard if guard is not None else ComplianceGuard.default()
+        self.classifier = classifier
+        by_id = self.guard.rules_by_id
+        self._rule_info = {i: (r.category.value, r.cite) for i, r in by_id.items()}
+        self._cites = category_citations(self.guard.rules)
+        default = {c.value: cite for c, cite in _default_cites().items()}
+        for cat, cite in default.items():
+            self._cites.setdefault(cat, cite)
+
+    def check(self, text: str) -> dict[str, Any]:
+        """``{"allowed": bool, "rules": [{"id", "category", "citation", "source", ...}]}``."""
+        norm = normalize(text)
+        fired = self.guard.check_normalized(norm)
+        hits: list[dict[str, Any]] = [
+            {"id": rid, "category": self._rule_info[rid][0], "citation": self._rule_info[rid][1], "source": "rule"}
+            for rid in fired
+        ]
+        if not hits and self.classifier is not None and len(norm.strip()) >= CLASSIFIER_MIN_CHARS:
+            category, score = self.classifier.predict(norm)
+            if category is not None:
+                hits.append({
+                    "id": f"classifier_{category}",
+                    "category": category,
+                    "citation": self._cites.get(category, ""),
+                    "source": "classifier",
+                    "score": round(score, 3),
+                })
+        return {"allowed": not hits, "rules": hits}
+
+
+@lru_cache(maxsize=1)
+def _default_cites() -> dict[Category, str]:
+    return {Category(k): v for k, v in category_citations(load_rules()).items()}
+
+
+@lru_cache(maxsize=1)
+def default_combined() -> CombinedGuard:
+    return CombinedGuard(ComplianceGuard.default(), default_classifier())
+
+
+# Library scripts that say the same thing compliantly: (stage, concern) to look in, per category.
+_ALTERNATIVE_PLACES: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "promise_result": (("resolve_concern", "effect"), ("describe_outcome", None)),
+    "cure_rate": (("resolve_concern", "effect"), ("describe_outcome", None)),
+    "cure_timeframe": (("resolve_concern", "recovery"), ("resolve_concern", "effect")),
+    "exclusive_cure": (("resolve_concern", "effect"), ("recommend_expert", None)),
+    "absolute_claim": (("recommend_expert", None),),
+    "endorsement": (("recommend_expert", None),),
+    "patient_testimonial": (("resolve_concern", "effect"), ("recommend_expert", None)),
+    "guarantee_safety": (("resolve_concern", "safety"), ("resolve_concern", "pain")),
+    "disparage": (("resolve_concern", "safety"),),
+    "fear_pressure": (("book", None), ("close", None)),
+    "price_bait": (("promotion", None), ("resolve_concern", "price")),
+    "inducement": (("promotion", None), ("resolve_concern", "price")),
+    "appearance_anxiety": (("probe_expectation", None),),
+}
+
+
+def _bigrams(text: str) -> set[str]:
+    return {text[i : i + 2] for i in range(len(text) - 1)}
+
+
+@lru_cache(maxsize=1)
+def _alternatives() -> dict[str, list[tuple[str, frozenset[str]]]]:
+    """Per category: filled, guard-checked library texts that fit every department, with their bigrams."""
+    from yuyue.models.replies.scripts import fill_slots, load_library, scripts_for
+
+    entries = load_library()
+    guard = ComplianceGuard.default()
+    out: dict[str, list[tuple[str, frozenset[str]]]] = {}
+    for category, places in _ALTERNATIVE_PLACES.items():
+        texts: list[tuple[str, frozenset[str]]] = []
+        for stage, concern in places:
+            for e in scripts_for(entries, stage, concern=concern):
+                if concern is None and e.concern is not None:
+                    continue
+                text = fill_slots(e.text, {})
+                if text and guard.check(text).allowed and text not in {t for t, _ in texts}:
+                    texts.append((text, frozenset(_bigrams(normalize(text)))))
+        out[category] = texts
+    return out
+
+
+def compliant_alternative(category: str, text: str = "") -> str | None:
+    """A compliant library script for the same intent as a blocked ``text`` of ``category``
+    (the closest by shared character bigrams), or None when the library has none."""
+    candidates = _alternatives().get(category) or []
+    if not candidates:
+        return None
+    grams = _bigrams(normalize(text))
+    best = max(candidates, key=lambda c: len(grams & c[1]) / (len(c[1]) or 1))
+    return best[0]
+
+
+def check_consultant_message(text: str, guard: CombinedGuard | None = None) -> dict[str, Any]:
+    """Check one message a consultant typed: ``{"allowed", "rules": [{id, category, citation, source}],
+    "alternative": str | None}``. Nothing is blocked or changed; this is a warning for the consultant."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    verdict = (guard or default_combined()).check(text)
+    alternative = None
+    if not verdict["allowed"]:
+        for hit in verdict["rules"]:
+            alternative = compliant_alternative(hit["category"], text)
+            if alternative is not None:
+                break
+    return {"allowed": verdict["allowed"], "rules": verdict["rules"], "alternative": alternative}
