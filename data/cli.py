@@ -77,11 +77,19 @@ def generate(
         "var/data/synthetic.jsonl"
     ),
     workers: Annotated[int, typer.Option(min=1, help="processes to generate with")] = 1,
+    variant: Annotated[
+        str,
+        typer.Option(help="simulated world: default, or shifted (other phrasing, rates and consultants)"),
+    ] = "default",
 ) -> None:
     """Write N simulated conversations (with truth for evaluation) to a JSONL file."""
     from yuyue.data.simulator import generate_file
+    from yuyue.data.simulator.bank import VARIANTS
 
-    count = generate_file(out, n=n, seed=seed, workers=workers)
+    if variant not in VARIANTS:
+        typer.echo(f"error: unknown --variant {variant!r}; choose one of: {', '.join(VARIANTS)}", err=True)
+        raise typer.Exit(2)
+    count = generate_file(out, n=n, seed=seed, workers=workers, variant=variant)
     typer.echo(f"wrote {count} conversations to {out}")
 
 

@@ -71,6 +71,8 @@ class PhraseBank:
     consultant: dict[str, Any]
     visitor: dict[str, Any]
     style: dict[str, Any]
+    variety: dict[str, Any]
+    variant: str = "default"
 
     def consultants_for(self, department: str) -> tuple[Consultant, ...]:
         return tuple(c for c in self.consultants if department in c.departments)
@@ -84,11 +86,30 @@ def _tuple(items: Any) -> tuple[Any, ...]:
     return tuple(items or ())
 
 
-def _load_yaml(directory: Path, name: str) -> dict[str, Any]:
+VARIANTS = ("default", "shifted")
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` laid on ``base``: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return over
+
+
+def _load_yaml(directory: Path, name: str, overlay: Path | None = None) -> dict[str, Any]:
     with open(directory / name, encoding="utf-8") as fh:
         data = yaml.safe_load(fh)
     if not isinstance(data, dict):
         raise PhraseBankError(f"{directory / name}: expected a mapping at the top level")
+    if overlay is not None and (overlay / name).exists():
+        with open(overlay / name, encoding="utf-8") as fh:
+            extra = yaml.safe_load(fh) or {}
+        if not isinstance(extra, dict):
+            raise PhraseBankError(f"{overlay / name}: expected a mapping at the top level")
+        data = _merge(data, extra)
     return data
 
 
@@ -112,12 +133,21 @@ def _project(dept: str, name: str, raw: dict[str, Any]) -> Project:
     )
 
 
-@lru_cache(maxsize=4)
-def load_bank(directory: str | Path | None = None) -> PhraseBank:
-    """Read and check the phrase banks (cached per directory)."""
+@lru_cache(maxsize=8)
+def load_bank(directory: str | Path | None = None, variant: str = "default") -> PhraseBank:
+    """Read and check the phrase banks (cached per directory and variant).
+
+    ``variant`` other than ``default`` lays the files of the sub-folder of that name (for
+    ``shifted``: other phrasing, rates and consultants) over the default ones.
+    """
+    if variant not in VARIANTS:
+        raise PhraseBankError(f"unknown simulator variant {variant!r}; known: {', '.join(VARIANTS)}")
     directory = Path(directory) if directory else PHRASES_DIR
-    world = _load_yaml(directory, "world.yaml")
-    dept_raw = _load_yaml(directory, "departments.yaml")
+    overlay = directory / variant if variant != "default" else None
+    if overlay is not None and not overlay.is_dir():
+        raise PhraseBankError(f"variant {variant!r}: no folder {overlay}")
+    world = _load_yaml(directory, "world.yaml", overlay)
+    dept_raw = _load_yaml(directory, "departments.yaml", overlay)
     shares = world["departments"]
     if set(shares) != set(dept_raw):
         raise PhraseBankError(
@@ -160,7 +190,9 @@ def load_bank(directory: str | Path | None = None) -> PhraseBank:
         departments=tuple(departments),
         department_cum=tuple(accumulate(float(shares[d.name]) for d in departments)),
         consultants=consultants,
-        consultant=_load_yaml(directory, "consultant.yaml"),
-        visitor=_load_yaml(directory, "visitor.yaml"),
-        style=_load_yaml(directory, "style.yaml"),
+        consultant=_load_yaml(directory, "consultant.yaml", overlay),
+        visitor=_load_yaml(directory, "visitor.yaml", overlay),
+        style=_load_yaml(directory, "style.yaml", overlay),
+        variety=_load_yaml(directory, "variety.yaml", overlay),
+        variant=variant,
     )

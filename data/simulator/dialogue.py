@@ -35,6 +35,7 @@ from yuyue.data.simulator.spelling import (
     spell_phone,
     wechat_id,
 )
+from yuyue.data.simulator.variety import Variety
 from yuyue.data.simulator.visit import LOCALITIES, VisitBuilder
 
 # Shares of local / same-province / neighbouring / far visitors per department.
@@ -43,8 +44,11 @@ _LOCALITY_WEIGHTS = {
     "男科": (0.62, 0.20, 0.12, 0.06),
     "妇科": (0.64, 0.20, 0.11, 0.05),
     "口腔": (0.72, 0.16, 0.08, 0.04),
+    "皮肤科": (0.64, 0.20, 0.11, 0.05),
+    "眼科": (0.58, 0.22, 0.13, 0.07),
+    "肝病": (0.45, 0.25, 0.18, 0.12),
 }
-_DEPT_SHORT = {"整形美容": "整形", "男科": "男科", "妇科": "妇科", "口腔": "口腔科"}
+_DEPT_SHORT = {"整形美容": "整形", "男科": "男科", "妇科": "妇科", "口腔": "口腔科", "肝病": "肝病科"}
 # Which stage a consultant's answer to a visitor question belongs to.
 _ASK_STAGE = {
     "price": "resolve_concern",
@@ -55,7 +59,11 @@ _ASK_STAGE = {
 }
 _MAX_MESSAGES = 140
 # How readily visitors of a department leave contact details (privacy matters more in 男科/妇科).
-_CONTACT_WILLINGNESS = {"整形美容": 0.25, "男科": -0.4, "妇科": -0.15, "口腔": 0.15}
+_CONTACT_WILLINGNESS = {
+    "整形美容": 0.25, "男科": -0.4, "妇科": -0.15, "口腔": 0.15, "皮肤科": 0.1, "眼科": 0.2, "肝病": -0.1,
+}  # fmt: skip
+_PRIVATE = ("男科", "妇科", "肝病")  # departments whose visitors worry about privacy
+_INSURED = ("男科", "妇科", "口腔", "眼科", "肝病", "皮肤科")  # where visitors ask about insurance
 _FOLLOW_UPS = (
     ("concern", "safety"), ("concern", "recovery"), ("ask", "price"), ("ask", "time"), ("ask", "doctor"),
     ("concern", "price"),
@@ -81,6 +89,7 @@ class ConversationSimulator:
         city: str | None = None,
         province: str | None = None,
         hospital_code: str | None = None,
+        variant: str = "default",
     ):
         if city is None or province is None:
             from yuyue.config.settings import Settings
@@ -88,13 +97,20 @@ class ConversationSimulator:
             settings = Settings()
             city = city or settings.hospital_city
             province = province or settings.hospital_province
-        self.bank = bank or load_bank()
+        self.bank = bank or load_bank(variant=variant)
+        self.variant = self.bank.variant
+        self.id_prefix = "sim" if self.variant == "default" else f"sim{self.variant[:5]}"
+        self.variety = Variety(self.bank.variety)
         self.city, self.province = city, province
         self.visits = VisitBuilder(self.bank, city, province)
         self.typist = Typist(self.bank.style, self.bank.visitor["filler"])
         hosp = self.bank.world["hospital"]
         self.hospital = hosp
         self.hospital_code = hospital_code or hosp["code"]
+        self.landline_area = str(hosp["landline"]).split("-", 1)[0]
+        shifts = self.bank.world.get("outcome") or {}
+        self.book_shift = float(shifts.get("book_shift", 0.0))
+        self.arrive_shift = float(shifts.get("arrive_shift", 0.0))
         self.by_department = {d.name: self.bank.consultants_for(d.name) for d in self.bank.departments}
         self.surnames = tuple(self.bank.style["surnames"])
         self.stems = tuple(self.bank.style["id_stems"])
@@ -125,6 +141,8 @@ class _Chat:
         self.last_bad = False
         self.pushy_ask = False
         self.contact_kinds: set[str] = set()
+        self.carry: tuple[str, str] | None = None  # a short consultant line run into the next one
+        self.extra: tuple[str, str] | None = None  # a second question asked in the same message
 
     # -- small helpers --------------------------------------------------------------------------
 
@@ -133,6 +151,13 @@ class _Chat:
 
     def _add(self, role: str, text: str, stage: str | None, gap: float | None = None) -> int:
         rng = self.rng
+        if self.carry is not None:
+            carried, carried_stage = self.carry
+            self.carry = None
+            if role == "consultant":  # one message doing two things; it is labelled by the second
+                text = carried + text
+            else:
+                self._add("consultant", carried, carried_stage)
         if not self.msgs:
             t = self.t0
         else:
@@ -158,6 +183,7 @@ class _Chat:
         Lines without planted data are sometimes sent in two parts, as people do.
         """
         rng = self.rng
+        template = self.sim.variety.visitor(template, self.voice, rng)
         text = self.sim.typist.render(template, self.style, rng).format_map(self.slots)
         if "{" not in template and len(text) > 5 and rng.random() < self.split_rate:
             for sep in (" ", "，", ","):
@@ -171,7 +197,15 @@ class _Chat:
         """A consultant message; a list is one answer split over consecutive messages."""
         rng = self.rng
         if isinstance(parts, str):
-            text = self._fill(parts)
+            text = self._fill(parts, stage)
+            if (
+                stage in self.sim.variety.mergeable
+                and len(text) <= 20
+                and self.carry is None
+                and rng.random() < self.cvoice.merge_rate
+            ):
+                self.carry = (text, stage)
+                return
             # long single answers get split at a comma by consultants who type in bursts
             if len(text) > 34 and "，" in text and rng.random() < 0.35:
                 head, tail = text.split("，", 1)
@@ -181,17 +215,19 @@ class _Chat:
                     return
             self._add("consultant", text, stage, gap)
             return
-        texts = [self._fill(p) for p in parts]
+        texts = [self._fill(p, stage, first=i == 0) for i, p in enumerate(parts)]
         if len(texts) > 1 and rng.random() < 0.2:
             texts = ["".join(texts)]
         for i, text in enumerate(texts):
             self._add("consultant", text, stage, gap if i == 0 else None)
 
-    def _fill(self, template: str) -> str:
+    def _fill(self, template: str, stage: str, first: bool = True) -> str:
         text = template.format_map(self.slots)
         if not self.slots["addr"] and "{addr}" in template:  # no name yet: drop the empty address
             text = text.replace("，，", "，").replace("，。", "。").lstrip("，")
-        return text
+        if not text:
+            return text
+        return self.sim.variety.consultant(text, stage, self.cvoice, self.rng, prefix=first)
 
     def plant(self, index: int, kind: str, value: str) -> None:
         self.entities.append({"message": index, "type": kind, "value": value})
@@ -231,12 +267,16 @@ class _Chat:
         self.region = sim.visits.region(rng, self.locality)
         self.t0 = draw_start(rng)
         self.style = sim.typist.draw_style(rng)
+        self.voice = sim.variety.visitor_voice(rng)
+        self.cvoice = sim.variety.consultant_voice(rng)
         hosp = sim.hospital
+        here = sim.variety.hospital(rng, sim.visits.city_short, dept.name, sim.landline_area)
         lo, hi = proj.price
         self.slots: dict[str, str] = {
             "addr": "",
-            "hospital": hosp["display_name"],
-            "cname": cons.name,
+            "hospital": here["hospital"],
+            "hshort": here["hshort"],
+            "cname": sim.variety.consultant_name(rng),
             "project": proj.name,
             "syn": self.pick(proj.synonyms) if rng.random() < 0.7 else proj.name,
             "dept": _DEPT_SHORT.get(dept.name, dept.name),
@@ -245,11 +285,11 @@ class _Chat:
             "price_lo": str(lo),
             "price_hi": str(hi),
             "recovery": proj.recovery,
-            "address": hosp["address"],
-            "metro": hosp["metro"],
+            "address": here["address"],
+            "metro": here["metro"],
             "station": hosp["station"],
-            "landline": hosp["landline"],
-            "landmark": self.pick(hosp["landmarks"]),
+            "landline": here["landline"],
+            "landmark": here["landmark"],
             "region_city": sim.visits.region_city(self.region, self.locality, rng),
             "hcity": sim.visits.city_short,
             "when": "",
@@ -279,7 +319,7 @@ class _Chat:
             add(1.4, ("concern", "recovery"))
         if dept == "整形美容" and rng.random() < 0.5 or proj.name == "牙齿矫正" and rng.random() < 0.3:
             add(1.2, ("concern", "effect"))
-        if dept in ("男科", "妇科") and rng.random() < 0.4:
+        if dept in _PRIVATE and rng.random() < 0.4:
             add(0.8, ("concern", "privacy"))
         if self.locality != "local" and rng.random() < 0.7:
             add(1.5, ("concern", "distance"))
@@ -289,7 +329,7 @@ class _Chat:
             add(2.0, ("ask", "time"))
         if rng.random() < 0.2:
             add(1.5, ("ask", "doctor"))
-        if rng.random() < (0.22 if dept in ("男科", "妇科", "口腔") else 0.06):
+        if rng.random() < (0.22 if dept in _INSURED else 0.06):
             add(1.6, ("ask", "insurance"))
         if rng.random() < 0.3 * intent + 0.15 * urg:
             add(2.8, ("propose_time", ""))
@@ -297,6 +337,8 @@ class _Chat:
             add(3.0, ("volunteer_contact", ""))
         if rng.random() < 0.5 * self.chattiness:
             add(1.0, ("chitchat", ""))
+        if rng.random() < 0.3:  # something off the consultant's script
+            add(0.5 + 2.5 * rng.random(), ("offscript", str(int(rng.random() * len(self.sim.variety.offscript)))))
         # chatty visitors come back to things and ask follow-up questions
         for _ in range(int(self.chattiness**2.5 * rng.random() * 30)):
             add(0.5 + 2.0 * rng.random(), self.pick(_FOLLOW_UPS))
@@ -451,6 +493,9 @@ class _Chat:
         elif expect == "status":
             proj = self.project
             first = self.pick(proj.status_a)
+            if rng.random() < 0.04 + 0.12 * self.anxiety:  # pastes a long description of the situation
+                concerns = [self.pick(V["concern"][k]) for k in ("safety", "recovery", "price")]
+                first = self.sim.variety.pasted(rng, proj.status_a, concerns)
             self.v(first)
             self._maybe_lookalike("age", 0.2)
             if rng.random() < self.chattiness * 0.6:
@@ -475,7 +520,7 @@ class _Chat:
         if raising:
             return self._raise(self.agenda.pop(0))
         if expect is None and rng.random() < 0.45:
-            self.v(self.pick(V["ack"]))
+            self.v(self.pick(V["ack"]) if rng.random() < 0.4 else self.sim.variety.ack(rng))
         return None
 
     def _raise(self, item: tuple[str, str]) -> tuple[str, str] | None:
@@ -485,11 +530,19 @@ class _Chat:
             return None
         if kind == "propose_time" and self.ev.time_agreed:
             return None
+        if kind == "offscript":
+            self.v(self.pick(self.sim.variety.offscript[int(key)]["q"]))
+            return item
         self.ev.raised.append(key or kind)
-        if kind == "ask":
-            self.v(self.pick(V["ask"][key]))
-        elif kind == "concern":
-            self.v(self.pick(V["concern"][key]))
+        if kind in ("ask", "concern"):
+            line = self.pick(V[kind][key])
+            nxt = self.agenda[0] if self.agenda else None
+            if nxt and nxt[0] in ("ask", "concern") and nxt != item and rng.random() < 0.2:
+                self.agenda.pop(0)  # asks two things in one message
+                self.ev.raised.append(nxt[1])
+                line = self.sim.variety.join(line, self.pick(V[nxt[0]][nxt[1]]), rng)
+                self.extra = nxt
+            self.v(line)
         elif kind == "compare":
             self.v(self.pick(V["compare"]))
             self.ev.compared = True
@@ -617,6 +670,9 @@ class _Chat:
                     self.expect = "bad"
                 else:  # ignores it and carries on with the script
                     self._next_step()
+        elif kind == "offscript":
+            q = self.sim.variety.offscript[int(key)]
+            self.c(q["stage"], self.pick(q["a"]))
         elif kind == "propose_time":
             self._confirm_time()
         elif kind == "confirm_time":
@@ -792,10 +848,14 @@ class _Chat:
         self.project_known = True
         self.when: tuple[str, int, int] | None = None
         pending = self._opening()
+        self.extra = None
         while not self.ended and len(self.msgs) < _MAX_MESSAGES:
             if pending:
                 self._handle(pending)
                 pending = None
+                if self.extra is not None and not self.ended:
+                    extra, self.extra = self.extra, None
+                    self._handle(extra)
             elif self.steps == ["close"] and self.agenda:
                 # the consultant has said everything; the visitor still has questions
                 pending = self._raise(self.agenda.pop(0))
@@ -810,6 +870,10 @@ class _Chat:
 
     def _record(self) -> dict[str, Any]:
         rng, ev, sim = self.rng, self.ev, self.sim
+        if self.carry is not None:
+            text, stage = self.carry
+            self.carry = None
+            self._add("consultant", text, stage)
         messages = []
         for t, role, text, stage in self.msgs:
             m = {"at": iso(t), "role": role, "text": text}
@@ -827,6 +891,7 @@ class _Chat:
                 skill=self.skill,
                 visits_before=self.visits_before,
                 ev=ev,
+                shift=sim.book_shift,
             ),
             6,
         )
@@ -839,6 +904,7 @@ class _Chat:
                 skill=self.skill,
                 visits_before=self.visits_before,
                 ev=ev,
+                shift=sim.arrive_shift,
             ),
             6,
         )
@@ -862,7 +928,7 @@ class _Chat:
                     outcome["arrived_at"] = iso(max(at, t_end))
         dept, proj = self.dept, self.project
         record: dict[str, Any] = {
-            "conversation_id": f"sim{self.seed}-{self.index:07d}",
+            "conversation_id": f"{sim.id_prefix}{self.seed}-{self.index:07d}",
             "hospital": sim.hospital_code,
             "department": dept.name,
         }

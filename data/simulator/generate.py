@@ -22,29 +22,34 @@ CHUNK = 500
 
 
 @lru_cache(maxsize=4)
-def _simulator(city: str | None = None, province: str | None = None) -> ConversationSimulator:
-    return ConversationSimulator(city=city, province=province)
+def _simulator(
+    city: str | None = None, province: str | None = None, variant: str = "default"
+) -> ConversationSimulator:
+    return ConversationSimulator(city=city, province=province, variant=variant)
 
 
-def iter_records(n: int, seed: int, start: int = 0) -> Iterator[dict[str, Any]]:
-    """Yield conversations ``start`` .. ``start + n - 1`` of the run with ``seed`` as contract dicts."""
-    sim = _simulator()
+def iter_records(n: int, seed: int, start: int = 0, variant: str = "default") -> Iterator[dict[str, Any]]:
+    """Yield conversations ``start`` .. ``start + n - 1`` of the run with ``seed`` as contract dicts.
+
+    ``variant="shifted"`` plays the shifted world (other phrasing, rates and consultants).
+    """
+    sim = _simulator(variant=variant)
     for i in range(start, start + n):
         yield sim.conversation(seed, i)
 
 
-def _chunk(args: tuple[int, int, int, str, str]) -> list[bytes]:
-    seed, start, count, city, province = args
-    sim = _simulator(city, province)
+def _chunk(args: tuple[int, int, int, str, str, str]) -> list[bytes]:
+    seed, start, count, city, province, variant = args
+    sim = _simulator(city, province, variant)
     return [orjson.dumps(sim.conversation(seed, i)) for i in range(start, start + count)]
 
 
-def generate_file(out: Path, n: int, seed: int, workers: int = 1) -> int:
+def generate_file(out: Path, n: int, seed: int, workers: int = 1, variant: str = "default") -> int:
     """Write ``n`` simulated conversations to ``out`` (JSONL, gzip for ``.gz``); returns the count."""
     if workers <= 1 or n <= CHUNK:
-        return write_jsonl(out, iter_records(n, seed))
-    sim = _simulator()
-    tasks = [(seed, s, min(CHUNK, n - s), sim.city, sim.province) for s in range(0, n, CHUNK)]
+        return write_jsonl(out, iter_records(n, seed, variant=variant))
+    sim = _simulator(variant=variant)
+    tasks = [(seed, s, min(CHUNK, n - s), sim.city, sim.province, variant) for s in range(0, n, CHUNK)]
     with multiprocessing.get_context().Pool(workers) as pool:
         lines = (orjson.Fragment(line) for chunk in pool.imap(_chunk, tasks) for line in chunk)
         return write_jsonl(out, lines)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 LOCALITY_BOOK = {"local": 0.0, "province": -0.35, "neighbor": -0.7, "far": -1.3}
 LOCALITY_ARRIVE = {"local": 0.0, "province": -0.45, "neighbor": -0.8, "far": -1.3}
-DEPARTMENT_BOOK = {"整形美容": -0.35, "男科": 0.0, "妇科": 0.35, "口腔": 0.2}
+DEPARTMENT_BOOK = {
+    "整形美容": -0.35, "男科": 0.0, "妇科": 0.35, "口腔": 0.2, "皮肤科": 0.0, "眼科": 0.05, "肝病": 0.2,
+}  # fmt: skip
 
 
 @dataclass
@@ -57,10 +59,15 @@ def booking_probability(
     skill: float,
     visits_before: int,
     ev: ChatEvents,
+    shift: float = 0.0,
 ) -> float:
-    """Probability that the visitor books, given the latents and the chat."""
+    """Probability that the visitor books, given the latents and the chat.
+
+    ``shift`` moves the log-odds of every chat (a world with more or fewer bookings).
+    """
     z = (
         -2.4
+        + shift
         + 2.0 * (intent - 0.5)
         + 1.1 * (urgency - 0.5)
         + DEPARTMENT_BOOK.get(department, 0.0)
@@ -89,10 +96,12 @@ def arrival_probability(
     skill: float,
     visits_before: int,
     ev: ChatEvents,
+    shift: float = 0.0,
 ) -> float:
-    """Probability that a booked visitor comes to the hospital."""
+    """Probability that a booked visitor comes to the hospital (``shift`` as for booking)."""
     z = (
         0.05
+        + shift
         + 1.8 * (intent - 0.5)
         + 0.9 * (urgency - 0.5)
         + LOCALITY_ARRIVE[locality]
