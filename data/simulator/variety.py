@@ -168,7 +168,7 @@ class Variety:
 
     def pasted(self, rng: random.Random, answers: tuple[str, ...], concerns: list[str]) -> str:
         """A long description of the visitor's situation (about 300-1,000 characters), as a template."""
-        target = 300 + int(rng.random() * 660)  # the closer adds at most ~40 characters
+        target = 300 + int(rng.random() * 600)  # closer, slots and prefix add at most ~70 characters
         parts = [_pick(rng, self.p_openers)]
         own = list(answers)
         rng.shuffle(own)
@@ -181,7 +181,7 @@ class Variety:
             part = extra.pop() + "。" if extra and rng.random() < 0.3 else (middles.pop() if middles else "")
             if not part:
                 part = extra.pop() + "。"
-            if size + len(part) > target + 20 and size >= 300:
+            if size + len(part) > target and size >= 300:
                 break
             parts.append(part)
             size += len(part)
