@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, NonNegativeFloat, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     rate_per_minute: int = Field(1200, ge=1, description="default requests per minute per API key")
     worker_threads: int = Field(4, ge=1, le=64, description="threads that run requests in one server process")
     suggestions_k: int = Field(3, ge=0, le=10, description="reply suggestions per visitor message")
+    time_window_days: tuple[NonNegativeFloat, NonNegativeFloat] = Field(
+        (3650.0, 30.0),
+        description="the API accepts timestamps at most this many days before and after now (back, ahead)",
+    )
+    max_body_bytes: int = Field(256 * 1024, ge=1024, description="larger request bodies are refused (413)")
+    auth_failures_per_minute: int = Field(
+        30, ge=1, description="failed authentications per minute per client address before 429s"
+    )
 
     @field_validator("hospital_city", "hospital_province")
     @classmethod

@@ -6,12 +6,16 @@ Mirrors ``data/schema/conversation.schema.json`` (a copy of the team contract);
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -20,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 
 class Stage(StrEnum):
@@ -59,7 +64,50 @@ Engine = Literal["baidu", "sogou", "so360", "shenma", "bing", "google", "toutiao
 Device = Literal["pc", "mobile", "tablet", "unknown"]
 Role = Literal["visitor", "consultant", "system"]
 Grade = Literal["极佳", "较好", "一般"]
-NonBlank = Annotated[str, StringConstraints(min_length=1)]
+
+# characters no text field may hold: NUL (PostgreSQL text cannot store it) and lone UTF-16 surrogates
+# (not Unicode characters: they cannot be encoded as UTF-8, so no store, log or JSON answer can hold them)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(value: Any) -> Any:
+    """``value`` unless it is a string holding a NUL character or a lone surrogate (an error naming
+    which, and where). Runs before pydantic's own string checks, which refuse a surrogate vaguely."""
+    bad = _UNSTORABLE.search(value) if isinstance(value, str) else None
+    if bad is not None:
+        ch = bad.group()
+        what = "a NUL character (\\u0000)" if ch == "\x00" else f"a lone surrogate (\\u{ord(ch):04x})"
+        raise PydanticCustomError(
+            "invalid_character",
+            "text holds {what} at position {position}; it cannot be stored",
+            {"what": what, "position": bad.start()},
+        )
+    return value
+
+
+def check_instant(value: datetime) -> datetime:
+    """``value`` unless it has no UTC equivalent within years 1-9999 (e.g. 9999-12-31T23:59:59-12:00)."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise PydanticCustomError(
+                "datetime_out_of_range",
+                "{value} is outside the years 1-9999 once converted to UTC",
+                {"value": value.isoformat()},
+            ) from None
+    return value
+
+
+Text = Annotated[str, BeforeValidator(check_text)]
+
+
+def bounded_text(max_length: int | None = None, min_length: int | None = None) -> Any:
+    """A :data:`Text` type with length limits (inside the type, so an optional field's error reads
+    'String should have at most N characters')."""
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), BeforeValidator(check_text)]
+Instant = Annotated[AwareDatetime, AfterValidator(check_instant)]
+NonBlank = Annotated[Text, StringConstraints(min_length=1)]
 
 
 class _Record(BaseModel):
@@ -67,28 +115,28 @@ class _Record(BaseModel):
 
 
 class Page(_Record):
-    url: str = Field(max_length=4096)
-    title: str | None = Field(None, max_length=1024)
-    at: AwareDatetime | None = None
-    dwell_s: float | None = Field(None, ge=0)
+    url: bounded_text(4096)
+    title: bounded_text(1024) | None = None
+    at: Instant | None = None
+    dwell_s: float | None = Field(None, ge=0, allow_inf_nan=False)  # JSON numbers are finite
 
 
 class Visit(_Record):
-    visitor_id: str | None = Field(None, max_length=128)
+    visitor_id: bounded_text(128) | None = None
     engine: Engine | None = None
-    keyword: str | None = Field(None, max_length=512)
-    landing_url: str | None = Field(None, max_length=4096)
-    referrer: str | None = Field(None, max_length=4096)
+    keyword: bounded_text(512) | None = None
+    landing_url: bounded_text(4096) | None = None
+    referrer: bounded_text(4096) | None = None
     pages: list[Page] | None = Field(None, max_length=1000)
-    region: str | None = Field(None, max_length=256)
+    region: bounded_text(256) | None = None
     device: Device | None = None
     visits_before: StrictInt | None = Field(None, ge=0)
 
 
 class Message(_Record):
-    at: AwareDatetime
+    at: Instant
     role: Role
-    text: str = Field(max_length=10000)
+    text: bounded_text(10000)
     stage: Stage | None = None
 
     @field_validator("text")
@@ -103,8 +151,8 @@ class Outcome(_Record):
     contact: StrictBool | None = None
     booked: StrictBool | None = None
     arrived: StrictBool | None = None
-    booked_at: AwareDatetime | None = None
-    arrived_at: AwareDatetime | None = None
+    booked_at: Instant | None = None
+    arrived_at: Instant | None = None
 
 
 class TruthEntity(_Record):
@@ -124,12 +172,12 @@ class Truth(BaseModel):
 
 
 class Conversation(_Record):
-    conversation_id: str = Field(min_length=1, max_length=128)
-    hospital: str | None = Field(None, max_length=128)
-    department: str | None = Field(None, max_length=64)
-    project: str | None = Field(None, max_length=64)
-    consultant_id: str | None = Field(None, max_length=128)
-    started_at: AwareDatetime
+    conversation_id: bounded_text(128, min_length=1)
+    hospital: bounded_text(128) | None = None
+    department: bounded_text(64) | None = None
+    project: bounded_text(64) | None = None
+    consultant_id: bounded_text(128) | None = None
+    started_at: Instant
     visit: Visit | None = None
     messages: list[Message] = Field(min_length=1)
     outcome: Outcome | None = None

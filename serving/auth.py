@@ -174,6 +174,7 @@ class KeyStore:
         self.engine = engine
         self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[float, ApiKey]] = {}  # key hash -> (expires at, key)
+        self._known: set[str] = set()  # hashes of keys that authenticated (see known())
         self._lock = threading.Lock()
         if create:
             create_all(engine, tables=[api_keys])
@@ -270,6 +271,7 @@ class KeyStore:
             for h, (_exp, key) in list(self._cache.items()):
                 if key.id == row.id:
                     del self._cache[h]
+                    self._known.discard(h)
         return replace(_row_to_key(row), revoked_at=now)
 
     def list(self, include_revoked: bool = True) -> list[ApiKey]:
@@ -317,12 +319,21 @@ class KeyStore:
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
         key = _row_to_key(row)
-        if self.cache_ttl > 0:
-            with self._lock:
+        with self._lock:
+            if len(self._known) >= MAX_CACHE_ITEMS:
+                self._known.clear()
+            self._known.add(digest)
+            if self.cache_ttl > 0:
                 if len(self._cache) >= MAX_CACHE_ITEMS:
                     self._cache.clear()
                 self._cache[digest] = (now + self.cache_ttl, key)
         return key
+
+    def known(self, digest: str) -> bool:
+        """True when a key with this hash (:func:`hash_key`) authenticated in this process: the API lets
+        such keys past the per-address block that failed authentications earn (an attacker cannot
+        guess one), so consoles sharing an address with a misbehaving client keep working."""
+        return digest in self._known
 
     def clear_cache(self) -> None:
         with self._lock:

@@ -80,9 +80,15 @@ class Caller:
         )
 
     def may_write(self, chat: dict[str, Any]) -> bool:
+        """Its consultant (a chat without one is claimed by the first consultant who writes to it:
+        see :meth:`ChatService.claim`), a supervisor or an admin."""
         if self.role == "consultant":
             return chat.get("consultant_id") in (None, self.consultant_id)
         return self.role in ("supervisor", "admin")
+
+    def claims(self, chat: dict[str, Any]) -> bool:
+        """True when this write makes the caller the consultant of a chat that has none."""
+        return self.role == "consultant" and self.consultant_id is not None and chat.get("consultant_id") is None
 
 
 class ModelHolder:
@@ -318,12 +324,26 @@ class ChatService:
                 if cached and expect_seq is not None and expect_seq > live.n_messages:
                     live = None  # the sender has seen more than this copy: it may be behind the store
                     continue
+                if caller.claims({"consultant_id": live.consultant_id}):
+                    # the chat becomes the caller's; its session is rebuilt with its consultant, so live
+                    # and replayed scores agree (the consultant is one of the model's features)
+                    self.claim(caller, conversation_id)
+                    live = None
+                    continue
                 try:
                     _check_position(conversation_id, live.n_messages, expect_seq)
                     return self._append(caller, conversation_id, live, model, version, role, text, at, k)
                 except _Stale:
                     live = None
         raise Conflict(f"conversation {conversation_id!r} keeps changing under this request; retry")
+
+    def claim(self, caller: Caller, conversation_id: str) -> None:
+        """Make the calling consultant the consultant of a chat without one, for good; :class:`Forbidden`
+        when another consultant claimed it first."""
+        owner = self.store.claim(conversation_id, caller.consultant_id, caller.name)
+        self._cache_delete(conversation_id)
+        if owner != caller.consultant_id:
+            raise Forbidden(f"conversation {conversation_id!r} is served by another consultant")
 
     def _append(
         self,
@@ -535,6 +555,8 @@ class ChatService:
                 raise Forbidden(
                     f"key {caller.name!r} may not record outcomes of conversation {conversation_id!r}"
                 )
+            if caller.claims(chat):
+                self.claim(caller, conversation_id)
             update = {k: v for k, v in values.items() if v is not None}
             if update.get("arrived") and not (update.get("booked") or chat["booked"]):
                 update["booked"] = True  # an arrival implies the booking
@@ -561,7 +583,18 @@ class ChatService:
             raise InvalidInput("action 'edited' needs final_text (the text the consultant sent)")
         if action != "edited" and final_text:
             raise InvalidInput(f"final_text is only for action 'edited', not {action!r}")
-        row = self.store.feedback(suggestion_id, action, final_text, caller.name)
+        # only the chat's consultant, or a supervisor or admin (recorded with their role)
+        conversation_id = self.store.suggestion(suggestion_id)["conversation_id"]
+        chat = self.store.conversation(conversation_id)
+        if not caller.may_write(chat):
+            raise Forbidden(
+                f"key {caller.name!r} may not record feedback on suggestions of conversation {conversation_id!r}"
+            )
+        if caller.claims(chat):
+            with self._lock(conversation_id):
+                self.claim(caller, conversation_id)
+        by_role = None if caller.role == "consultant" else caller.role
+        row = self.store.feedback(suggestion_id, action, final_text, caller.name, role=by_role)
         return {"suggestion_id": suggestion_id, "action": action, "conversation_id": row["conversation_id"]}
 
     # ---- supervisors -----------------------------------------------------------

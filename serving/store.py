@@ -62,7 +62,7 @@ conversations = sa.Table(
     sa.Column("keyword", sa.String(512)),
     sa.Column("keyword_category", sa.String(32)),
     sa.Column("landing_page", sa.String(32)),
-    sa.Column("region", sa.String(64)),
+    sa.Column("region", sa.String(256)),  # the contract allows 256 characters
     sa.Column("n_messages", sa.Integer, nullable=False, default=0),
     sa.Column("n_visitor", sa.Integer, nullable=False, default=0),
     sa.Column("closed", sa.Boolean, nullable=False, default=False),
@@ -350,10 +350,48 @@ class EventStore:
             if res.rowcount != 1:
                 raise NotFound(f"no conversation {conversation_id!r}")
 
+    def claim(self, conversation_id: str, consultant_id: str, actor: str | None) -> str:
+        """Make ``consultant_id`` the consultant of a chat that has none (recorded as a ``claim``
+        event); returns the chat's consultant afterwards (someone else's when another claimed it first)."""
+        now = _now()
+        with self.engine.begin() as cx:
+            done = cx.execute(
+                conversations.update()
+                .where(conversations.c.id == conversation_id, conversations.c.consultant_id.is_(None))
+                .values(consultant_id=consultant_id, updated_at=now)
+            ).rowcount
+            if done == 1:
+                cx.execute(
+                    events.insert().values(
+                        conversation_id=conversation_id,
+                        seq=None,
+                        kind="claim",
+                        at=now,
+                        recorded_at=now,
+                        actor=actor,
+                        payload=_dumps({"consultant_id": consultant_id}),
+                    )
+                )
+                return consultant_id
+        return self.conversation(conversation_id)["consultant_id"]
+
+    def suggestion(self, suggestion_id: str) -> dict[str, Any]:
+        with self.engine.connect() as cx:
+            row = cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no suggestion {suggestion_id!r}")
+        return dict(row)
+
     def feedback(
-        self, suggestion_id: str, action: str, final_text: str | None, actor: str | None
+        self,
+        suggestion_id: str,
+        action: str,
+        final_text: str | None,
+        actor: str | None,
+        role: str | None = None,
     ) -> dict[str, Any]:
-        """Record what the consultant did with a suggestion; returns the suggestion row."""
+        """Record what the consultant did with a suggestion (``role``: the recorder's, when not the
+        chat's consultant, e.g. a supervisor); returns the suggestion row."""
         now = _now()
         with self.engine.begin() as cx:
             row = (
@@ -376,6 +414,7 @@ class EventStore:
                     actor=actor,
                     payload=_dumps(
                         {"suggestion_id": suggestion_id, "action": action, "final_text": final_text}
+                        | ({"recorded_by_role": role} if role else {})
                     ),
                 )
             )
