@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,13 @@ from yuyue.models.stages import ChatStageTracker, StageClassifier
 
 TARGETS = ("booked", "arrived")
 CONTEXT_MESSAGES = 6
+# the last characters of a message kept as context (stage model, reply suggestions, the stored
+# session): a 10,000-character message would otherwise be re-read by the chat's next steps
+CONTEXT_CHARS = 500
+# the stage model reads at most this many characters of a consultant message
+STAGE_CHARS = 1000
+# features + scores (+ stage) past this many milliseconds: the optional parts are skipped
+DEFAULT_BUDGET_MS = 50.0
 BUNDLE_FORMAT = 2  # 2: classes pickled under the yuyue namespace; 1: under the old top-level names
 
 
@@ -94,6 +102,8 @@ class MessageInsight:
     analysis: MessageAnalysis
     suggestions: list[Suggestion]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # optional parts skipped because the message's time budget was spent (e.g. ["suggestions"])
+    degraded: list[str] = field(default_factory=list)
 
 
 def band(p_booked: float) -> str:
@@ -103,6 +113,9 @@ def band(p_booked: float) -> str:
 
 class YuyueModel:
     """The predictor bundle (see the module docstring)."""
+
+    #: time source of the per-message budget (seconds); tests replace it
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
 
     def __init__(
         self,
@@ -171,31 +184,52 @@ class YuyueModel:
         return out
 
     def on_message(
-        self, session: ChatSession, role: str, text: str, at: datetime, *, k: int = 3, suggest: bool = True
+        self,
+        session: ChatSession,
+        role: str,
+        text: str,
+        at: datetime,
+        *,
+        k: int = 3,
+        suggest: bool = True,
+        budget_ms: float | None = DEFAULT_BUDGET_MS,
     ) -> MessageInsight:
-        """Fold one message into ``session`` (in place) and return the console's view."""
-        t0 = time.perf_counter()
+        """Fold one message into ``session`` (in place) and return the console's view.
+
+        ``budget_ms``: when features, scores and stage have taken longer than this (a very long
+        message), the reply suggestions are skipped and named in ``degraded``; the scores, stage
+        and hints are always computed. ``None``: no budget.
+        """
+        clock = self.clock
+        t0 = clock()
         analysis = session.state.update(role, text, at)
-        t1 = time.perf_counter()
+        t1 = clock()
         stage, stage_p = None, 0.0
         if role == "consultant" and self.stage_model is not None:
             context = next((t for r, t in reversed(session.context) if r == "visitor"), None)
-            stage, stage_p = self.stage_model.predict_one(text, context)
+            stage, stage_p = self.stage_model.predict_one(text[:STAGE_CHARS], context)
             session.tracker.update(stage, stage_p)
         if role != "system":
-            session.context.append((role, text))
+            session.context.append((role, text[-CONTEXT_CHARS:]))
             del session.context[:-CONTEXT_MESSAGES]
         feats = session.state.features()
         scores = self.score(session.state, features=feats)
-        t2 = time.perf_counter()
+        t2 = clock()
         changes = {n: round(s.probability - session.last.get(n, s.probability), 4) for n, s in scores.items()}
         session.last = {n: s.probability for n, s in scores.items()}
         done = session.tracker.stages_done
         hints = self.hints.hints(feats, done)
         suggestions: list[Suggestion] = []
+        degraded: list[str] = []
         if suggest and role == "visitor" and self.suggester is not None:
-            suggestions = self.suggester.suggest(session.context, self._facts(session, hints), k=k)
-        t3 = time.perf_counter()
+            if budget_ms is not None and (t2 - t0) * 1e3 > budget_ms:
+                degraded.append("suggestions")
+            else:
+                # the safety trigger reads the whole new message; the retrieval context its last part
+                suggestions = self.suggester.suggest(
+                    session.context, self._facts(session, hints), k=k, latest_visitor=_latest_visitor(session, text)
+                )
+        t3 = clock()
         return MessageInsight(
             scores=scores,
             changes=changes,
@@ -211,6 +245,7 @@ class YuyueModel:
                 "scores": round((t2 - t1) * 1e3, 3),
                 "hints_replies": round((t3 - t2) * 1e3, 3),
             },
+            degraded=degraded,
         )
 
     def _facts(self, session: ChatSession, hints: list[Hint]) -> dict[str, Any]:
@@ -280,6 +315,16 @@ class YuyueModel:
         }
 
 
+def _latest_visitor(session: ChatSession, text: str) -> str:
+    """The visitor's messages since the consultant's last one, the newest in full (the rest as kept)."""
+    texts = [text]
+    for role, t in reversed(session.context[:-1]):
+        if role != "visitor":
+            break
+        texts.append(t)
+    return "\n".join(reversed(texts))
+
+
 def insight_dict(insight: MessageInsight) -> dict[str, Any]:
     """A JSON-ready form of an insight (entities left to the caller, who decides on masking)."""
     return {
@@ -292,4 +337,5 @@ def insight_dict(insight: MessageInsight) -> dict[str, Any]:
         # flat dataclasses: their __dict__ is what asdict would build, without its deep copy
         "hints": [dict(vars(h)) for h in insight.hints],
         "suggestions": [dict(vars(s)) for s in insight.suggestions],
+        "degraded": list(insight.degraded),
     }

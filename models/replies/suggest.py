@@ -268,16 +268,24 @@ class ReplySuggester:
 
     # ---- suggesting ------------------------------------------------------------------------------
     def suggest(
-        self, context_messages: Sequence[tuple[str, str]], facts: Mapping[str, Any] | None = None, k: int = 3
+        self,
+        context_messages: Sequence[tuple[str, str]],
+        facts: Mapping[str, Any] | None = None,
+        k: int = 3,
+        *,
+        latest_visitor: str | None = None,
     ) -> list[Suggestion]:
         """Up to ``k`` suggestions for the consultant's next message; ``[]`` when nothing fits.
 
-        ``context_messages`` are ``(role, text)`` oldest first. ``facts`` may hold ``address_form``,
+        ``context_messages`` are ``(role, text)`` oldest first (:meth:`YuyueModel.on_message` keeps
+        the last ``CONTEXT_CHARS`` characters of each). ``facts`` may hold ``address_form``,
         ``project`` / ``projects``, ``doctor``, ``department`` and the predicted next stage as
-        ``next_stage`` or ``next_stage_probs`` (stage → probability).
+        ``next_stage`` or ``next_stage_probs`` (stage → probability). ``latest_visitor``: the text the
+        safety trigger checks (default: the visitor's messages at the end of ``context_messages``),
+        for a caller that keeps only the end of long messages as context.
         """
         facts = facts or {}
-        visitor_now = _latest_visitor_text(context_messages)
+        visitor_now = _latest_visitor_text(context_messages) if latest_visitor is None else latest_visitor
         if visitor_now:
             verdict = self.trigger.check(visitor_now)  # type: ignore[union-attr]
             if verdict.action == "none":
