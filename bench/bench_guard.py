@@ -89,7 +89,8 @@ def main() -> None:
     _line("rules + classifier (CV)", dev, comb_cv(CLASSIFIER_THRESHOLD))
     if args.tune:
         for th in np.arange(0.3, 0.81, 0.05):
-            _line(f"  threshold {th:.2f}", dev, comb_cv(float(th)))
+            _line(f"  classifier alone (CV) at {th:.2f}", dev, [p >= th for p in p_dev])
+            _line(f"  rules + classifier (CV) at {th:.2f}", dev, comb_cv(float(th)))
 
     print(f"\nheld-out split ({len(held)} texts; never tuned on, never trained on)")
     rule_held = [not rules.check(t).allowed for _, t in held]

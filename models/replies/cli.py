@@ -9,7 +9,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
-from yuyue.models.replies.guard import ComplianceGuard, RulesFileError
+from yuyue.models.replies.guard import CombinedGuard, ComplianceGuard, RulesFileError, default_classifier
 from yuyue.models.replies.scripts import LibraryError, load_library
 
 compliance_app = typer.Typer(
@@ -45,11 +45,18 @@ def read_lines(stream: BinaryIO, name: str) -> Iterator[str]:
         yield line.rstrip("\r\n")
 
 
-def audit(lines: Iterable[str], guard: ComplianceGuard) -> Iterator[dict[str, object]]:
-    """One ``{text, allowed, rules}`` record per input line."""
+def audit(
+    lines: Iterable[str], guard: ComplianceGuard, combined: CombinedGuard | None = None
+) -> Iterator[dict[str, object]]:
+    """One ``{text, allowed, rules}`` record per input line; with ``combined`` the classifier may
+    block too (its hits are named ``classifier_<category>``)."""
     for text in lines:
-        verdict = guard.check(text)
-        yield {"text": text, "allowed": verdict.allowed, "rules": verdict.rules}
+        if combined is not None:
+            verdict = combined.check(text)
+            yield {"text": text, "allowed": verdict["allowed"], "rules": [h["id"] for h in verdict["rules"]]}
+        else:
+            rules_verdict = guard.check(text)
+            yield {"text": text, "allowed": rules_verdict.allowed, "rules": rules_verdict.rules}
 
 
 def _print(records: Iterable[dict[str, object]]) -> None:
@@ -63,16 +70,21 @@ def check(
         str, typer.Argument(help="UTF-8 text file, one reply per line; '-' reads standard input")
     ],
     rules: RulesOption = None,
+    rules_only: Annotated[
+        bool, typer.Option("--rules-only", help="skip the learned classifier; report rule hits only")
+    ] = False,
 ) -> None:
     """Print one JSON line {"text", "allowed", "rules"} per input line.
 
+    Rules first, then the learned classifier (its hits are named classifier_<category>).
     This is an audit: exit 0 even when texts are disallowed; exit 2 on usage errors
     (missing file, bytes that are not UTF-8, invalid rules file).
     """
     guard = _guard(rules)
+    combined = None if rules_only else CombinedGuard(guard, default_classifier())
     try:
         if file == "-":
-            _print(audit(read_lines(typer.get_binary_stream("stdin"), "<stdin>"), guard))
+            _print(audit(read_lines(typer.get_binary_stream("stdin"), "<stdin>"), guard, combined))
             return
         path = Path(file)
         if not path.exists():
@@ -82,7 +94,7 @@ def check(
             typer.echo(f"error: {path}: is a directory, expected a text file", err=True)
             raise typer.Exit(2)
         with path.open("rb") as stream:
-            _print(audit(read_lines(stream, str(path)), guard))
+            _print(audit(read_lines(stream, str(path)), guard, combined))
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

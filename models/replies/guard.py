@@ -224,18 +224,22 @@ class _CompiledRule:
         self.unless = re.compile(_join(rule.unless), _FLAGS) if rule.unless else None
 
     def fires(self, text: str) -> bool:
+        return self.outcome(text) == 1
+
+    def outcome(self, text: str) -> int:
+        """1: fires; -1: a pattern matched but every match is negated or hedged (``unless``); 0: no match."""
         matches = [m.span() for m in self.pattern.finditer(text)]
         if not matches:
-            return False
+            return 0
         if self.unless is None:
-            return True
+            return 1
         # finditer does not report overlapping matches, so search from every match start
         spans = []
         pos = 0
         while (m := self.unless.search(text, pos)) is not None:
             spans.append(m.span())
             pos = m.start() + 1
-        return any(all(e <= us or s >= ue for us, ue in spans) for s, e in matches)
+        return 1 if any(all(e <= us or s >= ue for us, ue in spans) for s, e in matches) else -1
 
 
 class ComplianceGuard:
@@ -285,6 +289,17 @@ class ComplianceGuard:
             if (r.starts is None or not r.starts.isdisjoint(chars)) and r.fires(norm)
         ]
 
+    def negated_normalized(self, norm: str) -> bool:
+        """True when some rule's pattern matched an already normalised text but only in negated or
+        hedged wording ("我们没有特价", "不能保证效果"): the rules have judged the claim and cleared it."""
+        if self._prefilter is None or self._prefilter.search(norm) is None:
+            return False
+        chars = set(norm)
+        return any(
+            r.unless is not None and (r.starts is None or not r.starts.isdisjoint(chars)) and r.outcome(norm) == -1
+            for r in self._compiled
+        )
+
     def check_many(self, texts: Iterable[str]) -> list[Verdict]:
         return [self.check(t) for t in texts]
 
@@ -330,9 +345,11 @@ def _default_guard() -> ComplianceGuard:
 
 REDTEAM = Path(__file__).parent / "rules" / "redteam.tsv"
 OK = "ok"
-# Block when the classifier's probability that a text is compliant falls below this. Chosen by 5-fold
-# cross-validation on the development split only (bench/bench_guard.py --tune prints the sweep).
-CLASSIFIER_THRESHOLD = 0.5
+# Block when the classifier's probability that a text is prohibited reaches this. Chosen on the
+# development split only: the lowest threshold at which the classifier alone, 5-fold cross-validated,
+# passes >= 97 % of compliant texts (a margin for the rules' own false blocks); bench/bench_guard.py
+# --tune prints the sweep.
+CLASSIFIER_THRESHOLD = 0.55
 _NGRAMS = (1, 2, 3)
 # Shorter texts ("好的", "稍等") cannot make a claim; the classifier leaves them to the rules.
 CLASSIFIER_MIN_CHARS = 6
@@ -502,7 +519,12 @@ class CombinedGuard:
             {"id": rid, "category": self._rule_info[rid][0], "citation": self._rule_info[rid][1], "source": "rule"}
             for rid in fired
         ]
-        if not hits and self.classifier is not None and len(norm.strip()) >= CLASSIFIER_MIN_CHARS:
+        if (
+            not hits
+            and self.classifier is not None
+            and len(norm.strip()) >= CLASSIFIER_MIN_CHARS
+            and not self.guard.negated_normalized(norm)  # a claim the rules saw negated stays cleared
+        ):
             category, score = self.classifier.predict(norm)
             if category is not None:
                 hits.append({
