@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, NonNegativeFloat, field_validator
+from pydantic import Field, NonNegativeFloat, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -50,6 +50,35 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, ge=1024, description="larger request bodies are refused (413)")
     auth_failures_per_minute: int = Field(
         30, ge=1, description="failed authentications per minute per client address before 429s"
+    )
+
+    # ---- dependencies: every call bounded, so a slow Redis or a locked table cannot stall the server
+    redis_timeout_s: float = Field(
+        0.3, gt=0, le=10, description="Redis connect and read timeout (session cache and rate limiter)"
+    )
+    ratelimit_redis_timeout_s: float = Field(
+        0.05,
+        gt=0,
+        le=10,
+        description="Redis timeout of the rate limiter, which runs on the event loop (a miss only means "
+        "per-process limits for a while)",
+    )
+    redis_cooldown_s: float = Field(
+        5.0, ge=0, le=300, description="after a Redis failure, skip Redis this long (in-process fallback)"
+    )
+    db_connect_timeout_s: int = Field(3, ge=1, le=60, description="PostgreSQL connect timeout")
+    db_statement_timeout_ms: int = Field(
+        2000, ge=0, description="PostgreSQL statement_timeout per statement (0: none)"
+    )
+    db_lock_timeout_ms: int = Field(1000, ge=0, description="PostgreSQL lock_timeout per lock wait (0: none)")
+    sqlite_busy_timeout_ms: int = Field(
+        1000, ge=0, le=60_000, description="SQLite: how long a write waits for another writer's lock"
+    )
+    session_key: SecretStr | None = Field(
+        None,
+        description="key that encrypts cached chat sessions in Redis (32 bytes, base64); "
+        "default: generated once in var_dir/secrets/session.key (owner-only); set the same key on every "
+        "machine that shares the Redis",
     )
 
     @field_validator("hospital_city", "hospital_province")

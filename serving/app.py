@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,8 +41,8 @@ from yuyue.data.contract import Page, Text, Visit, bounded_text
 from yuyue.models.bundle import YuyueModel
 from yuyue.serving import schemas
 from yuyue.serving.auth import ApiKey, KeyStore, hash_key
-from yuyue.serving.cache import make_cache
-from yuyue.serving.db import create_all, make_engine
+from yuyue.serving.cache import make_cache, redis_options
+from yuyue.serving.db import create_all, engine_options, make_engine
 from yuyue.serving.edge import Blocklist, EdgeMiddleware, Recent, RecentFilter, client_address
 from yuyue.serving.ratelimit import RateLimiter
 from yuyue.serving.service import LIVE_CODEC, Caller, ChatService, Forbidden, InvalidInput, ModelHolder
@@ -193,16 +194,21 @@ class Yuyue:
 
     def __init__(self, settings: Settings, model: YuyueModel | None = None, version: str | None = None):
         self.settings = settings
-        self.engine = make_engine(settings.resolved_database_url)
+        self.engine = make_engine(settings.resolved_database_url, **engine_options(settings))
         import yuyue.serving.auth  # noqa: F401  (declares its tables)
 
         create_all(self.engine)
         self.keys = KeyStore(self.engine)
-        self.limiter = RateLimiter(settings.redis_url)
+        self.limiter = RateLimiter(
+            settings.redis_url, timeout=settings.ratelimit_redis_timeout_s, cooldown_s=settings.redis_cooldown_s
+        )
         self.blocked = Blocklist()
         self.models = ModelHolder(model, version)
         self.service = ChatService(
-            settings, EventStore(self.engine), make_cache(settings.redis_url, LIVE_CODEC), self.models
+            settings,
+            EventStore(self.engine),
+            make_cache(settings.redis_url, LIVE_CODEC, **redis_options(settings)),
+            self.models,
         )
         self.metrics = Metrics()
         if model is not None:
@@ -437,14 +443,19 @@ def create_app(
         )
         who = authenticate(raw, request)
         await model_ready()
-        out = state.service.message(
-            who,
-            conversation_id,
-            body.role,
-            body.text,
-            body.at,
-            k=min(body.k, settings.suggestions_k) if body.k else 0,
-            expect_seq=body.seq,
+        # in a worker thread: a store write waiting on a lock (bounded by the database timeouts) must not
+        # hold up the event loop, /healthz and the other chats
+        out = await anyio.to_thread.run_sync(
+            partial(
+                state.service.message,
+                who,
+                conversation_id,
+                body.role,
+                body.text,
+                body.at,
+                k=min(body.k, settings.suggestions_k) if body.k else 0,
+                expect_seq=body.seq,
+            )
         )
         state.metrics.shown.inc(len(out["suggestions"]))
         state.metrics.cache_misses.set(state.service.cache_misses)
@@ -580,7 +591,7 @@ def create_app(
 
     # ---- operations ------------------------------------------------------------------------
     @app.get("/healthz", tags=["ops"], response_model=schemas.Health)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: no thread, no dependency to wait for
         return {"status": "ok"}
 
     @app.get(
@@ -597,7 +608,9 @@ def create_app(
             with state.engine.connect() as cx:
                 cx.exec_driver_sql("SELECT 1")
         except Exception as exc:
-            problems.append(f"database: {exc}")
+            problems.append(f"database: {str(getattr(exc, 'orig', None) or exc).strip()[:200]}")
+        if settings.redis_url and not state.service.cache.ping():  # bounded: redis_timeout_s, breaker
+            problems.append("redis: not answering (sessions and rate limits fall back to this process)")
         status = 200 if not problems else 503
         return JSONResponse(
             {"ready": not problems, "model_version": state.models.version, "problems": problems},

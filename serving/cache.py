@@ -9,27 +9,41 @@ a miss (or :class:`CacheUnavailable`) means "rebuild the session from the events
   each), each stamped with a version (for sessions, the chat's message count);
   each write resets the entry's TTL (one day by default), so an active chat never
   expires. Any Redis failure (down, timeout, refused) raises :class:`CacheUnavailable`.
+  Every call is bounded by a short socket timeout (``redis_timeout_s``, 0.3 s), and a
+  :class:`Breaker` skips Redis for ``redis_cooldown_s`` after a timeout or a refused
+  connection, so a paused or unreachable Redis costs one timeout per cool-down, not one
+  per request. With a :class:`SessionCipher` the blobs are encrypted (AES-GCM, bound to
+  their key and version): the sessions hold what visitors revealed (phone, WeChat, name),
+  and nothing raw may live outside the event store.
 - :class:`TieredCache`: this process's decoded objects in front of a
   :class:`RedisCache`. A read first asks Redis only for the entry's version (8
   bytes); when it matches the copy held here, that copy is used, so a chat that
   stays on one worker costs no blob transfer and no decoding per message. When
   another worker has moved the chat on, the newer blob is fetched and decoded.
-- :func:`make_cache` picks one from the ``redis_url`` setting.
+- :func:`make_cache` picks one from the ``redis_url`` setting; :func:`redis_options`
+  gives the timeout, cool-down and cipher from the settings.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
+import secrets
 import struct
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from yuyue.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,149 @@ _VERSION = struct.Struct(">q")  # the version stamp in front of every RedisCache
 
 class CacheUnavailable(RuntimeError):
     """The shared cache could not be reached; fall back to rebuilding from the event store."""
+
+
+# the failures that say "Redis is not answering" (a refused connection, a timeout); they open the breaker
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+class Breaker:
+    """A circuit breaker: after a failure, :meth:`allow` says no for ``cooldown_s`` seconds.
+
+    Then one call may try again (half-open); its failure opens the breaker for another
+    cool-down, its success (:meth:`reset`) closes it. With a ``probe`` (a function that
+    returns True when the dependency answers, bounded by its own timeout), the try is made by
+    a background thread instead, and callers keep hearing no until it succeeds: for callers on
+    the event loop, which must never wait on the dependency. Thread-safe enough without a lock:
+    the worst race lets two calls through at the end of a cool-down.
+    """
+
+    def __init__(self, cooldown_s: float = 5.0, probe: Callable[[], bool] | None = None):
+        if cooldown_s < 0:
+            raise ValueError("cooldown_s must be >= 0")
+        self.cooldown_s = float(cooldown_s)
+        self.probe = probe
+        self._open_until = 0.0
+        self._probing = threading.Lock()
+        self.trips = 0  # how many times it opened (for tests and metrics)
+
+    def allow(self) -> bool:
+        if time.monotonic() < self._open_until:
+            return False
+        if self.probe is None or self._open_until == 0.0:
+            return True
+        if self._probing.acquire(blocking=False):  # half-open: one background try at a time
+            threading.Thread(target=self._try_probe, name="yuyue-breaker-probe", daemon=True).start()
+        return False
+
+    def _try_probe(self) -> None:
+        try:
+            ok = bool(self.probe())
+        except Exception:
+            ok = False
+        finally:
+            self._probing.release()
+        if ok:
+            self.reset()
+        else:
+            self.trip()
+
+    def left_s(self) -> float:
+        return max(0.0, self._open_until - time.monotonic())
+
+    def trip(self) -> None:
+        self._open_until = time.monotonic() + self.cooldown_s
+        self.trips += 1
+
+    def reset(self) -> None:
+        self._open_until = 0.0
+
+
+def redis_client(url: str, timeout: float) -> redis.Redis:
+    """A client whose every call is bounded by ``timeout`` seconds (connect and read).
+
+    One quick retry on a dropped connection (a stale pooled socket), none on a timeout:
+    a Redis that does not answer in ``timeout`` is treated as away.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    )
+
+
+class SessionCipher:
+    """AES-256-GCM for cached blobs; the associated data binds a blob to its Redis key and version,
+    so a blob copied under another chat's key (or version) does not decrypt."""
+
+    MAGIC = b"\x01"
+    NONCE = 12
+
+    def __init__(self, key: bytes):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if len(key) != 32:
+            raise ValueError(f"session key must be 32 bytes, got {len(key)}")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def from_text(cls, text: str) -> SessionCipher:
+        """From the ``session_key`` setting: 32 bytes in base64 (urlsafe or standard)."""
+        raw = None
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                raw = decode(text.strip().encode())
+                break
+            except ValueError:
+                continue
+        if raw is None or len(raw) != 32:
+            raise ValueError(
+                "session_key must be 32 random bytes in base64 (44 characters), e.g. the output of "
+                '`python -c "import os, base64; print(base64.b64encode(os.urandom(32)).decode())"`'
+            )
+        return cls(raw)
+
+    @classmethod
+    def from_file(cls, path: Path) -> SessionCipher:
+        """The key in ``path``, created (32 random bytes, owner-only, in an owner-only folder) if missing."""
+        path = Path(path)
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)  # atomic; another worker that got there first wins
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("session key %s was readable by others (mode %o); making it owner-only", path, mode)
+            path.chmod(0o600)
+        return cls.from_text(path.read_text())
+
+    def encrypt(self, blob: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(self.NONCE)
+        return self.MAGIC + nonce + self._aead.encrypt(nonce, blob, context)
+
+    def decrypt(self, data: bytes, context: bytes) -> bytes:
+        """The blob; ValueError when it was not written with this key for this context."""
+        from cryptography.exceptions import InvalidTag
+
+        if not data.startswith(self.MAGIC) or len(data) < 1 + self.NONCE + 16:
+            raise ValueError("not an encrypted session blob")
+        try:
+            return self._aead.decrypt(data[1 : 1 + self.NONCE], data[1 + self.NONCE :], context)
+        except InvalidTag:
+            raise ValueError("session blob does not decrypt with this key (another key, or tampered)") from None
 
 
 @runtime_checkable
@@ -111,23 +268,39 @@ class RedisCache:
         ttl_seconds: int = 86400,
         prefix: str = "yuyue:session:",
         *,
-        timeout: float = 1.0,
+        timeout: float = 0.3,
+        cooldown_s: float = 5.0,
+        cipher: SessionCipher | None = None,
     ):
         if ttl_seconds < 1:
             raise ValueError("ttl_seconds must be at least 1")
         self.url = url
         self.ttl_seconds = int(ttl_seconds)
         self.prefix = prefix
+        self.cipher = cipher
+        self.breaker = Breaker(cooldown_s)
         try:
-            self._client = redis.Redis.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                health_check_interval=30,
-                retry=Retry(NoBackoff(), 1),  # one quick retry (stale connection), then CacheUnavailable
-            )
+            self._client = redis_client(url, timeout)
         except (ValueError, redis.RedisError) as exc:
             raise CacheUnavailable(f"invalid Redis URL {url!r}: {exc}") from exc
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)`` unless the breaker is open; any Redis error becomes :class:`CacheUnavailable`."""
+        if not self.breaker.allow():
+            raise CacheUnavailable(
+                f"Redis session cache: {what} failed: skipped for {self.breaker.left_s():.1f}s after a failure"
+            )
+        try:
+            out = fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            if isinstance(exc, UNREACHABLE):
+                self.breaker.trip()
+            raise CacheUnavailable(f"Redis session cache: {what} failed: {exc}") from exc
+        self.breaker.reset()
+        return out
+
+    def _context(self, conversation_id: str, version: int) -> bytes:
+        return self._key(conversation_id).encode() + _VERSION.pack(version)
 
     def _key(self, conversation_id: str) -> str:
         return f"{self.prefix}{conversation_id}"
@@ -138,50 +311,46 @@ class RedisCache:
         return None if got is None else got[1]
 
     def fetch(self, conversation_id: str) -> tuple[int, bytes] | None:
-        """``(version, blob)``, or None when absent (or too short to hold a version)."""
-        try:
-            raw = self._client.get(self._key(conversation_id))
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"Redis session cache: get failed: {exc}") from exc
+        """``(version, blob)``, or None when absent (or too short to hold a version, or not readable
+        with this cache's cipher)."""
+        raw = self._call("get", self._client.get, self._key(conversation_id))
         if raw is None or len(raw) < _VERSION.size:
             return None
-        return _VERSION.unpack_from(raw)[0], raw[_VERSION.size :]
+        version, blob = _VERSION.unpack_from(raw)[0], raw[_VERSION.size :]
+        if self.cipher is not None:
+            try:
+                blob = self.cipher.decrypt(blob, self._context(conversation_id, version))
+            except ValueError as exc:
+                log.warning("cached entry %s: %s; treating it as missing", conversation_id, exc)
+                return None
+        return version, blob
 
     def version(self, conversation_id: str) -> int | None:
         """The entry's version stamp alone (one 8-byte read), or None when absent."""
-        try:
-            head = self._client.getrange(self._key(conversation_id), 0, _VERSION.size - 1)
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"Redis session cache: get failed: {exc}") from exc
+        head = self._call("get", self._client.getrange, self._key(conversation_id), 0, _VERSION.size - 1)
         return _VERSION.unpack(head)[0] if len(head) == _VERSION.size else None
 
     def set(self, conversation_id: str, blob: bytes, version: int = 0) -> None:
-        try:
-            self._client.set(
-                self._key(conversation_id), _VERSION.pack(version) + bytes(blob), ex=self.ttl_seconds
-            )
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"Redis session cache: set failed: {exc}") from exc
+        blob = bytes(blob)
+        if self.cipher is not None:
+            blob = self.cipher.encrypt(blob, self._context(conversation_id, version))
+        self._call(
+            "set", self._client.set, self._key(conversation_id), _VERSION.pack(version) + blob, ex=self.ttl_seconds
+        )
 
     def delete(self, conversation_id: str) -> None:
-        try:
-            self._client.delete(self._key(conversation_id))
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"Redis session cache: delete failed: {exc}") from exc
+        self._call("delete", self._client.delete, self._key(conversation_id))
 
     def ttl(self, conversation_id: str) -> int | None:
         """Seconds left before the entry expires (None when absent or without expiry)."""
-        try:
-            left = self._client.ttl(self._key(conversation_id))
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"Redis session cache: ttl failed: {exc}") from exc
+        left = self._call("ttl", self._client.ttl, self._key(conversation_id))
         return left if left is not None and left >= 0 else None
 
     def ping(self) -> bool:
-        """True when Redis answers (for health checks; never raises)."""
+        """True when Redis answers (for readiness checks; never raises, never waits while the breaker is open)."""
         try:
-            return bool(self._client.ping())
-        except redis.RedisError:
+            return bool(self._call("ping", self._client.ping))
+        except CacheUnavailable:
             return False
 
     def close(self) -> None:
@@ -202,9 +371,10 @@ class TieredCache:
     ``get`` returns the local copy when Redis holds the same version, else decodes Redis's blob
     (and keeps it); ``set`` keeps the object and writes its blob to Redis. Objects are shared with
     the caller, who must ``delete`` an entry it changed without ``set``-ting it. When Redis cannot
-    be reached, ``get`` falls back to the local copy (the caller must tolerate a stale one: the
-    chat service's conditional store write does) and ``set``/``delete`` raise
-    :class:`CacheUnavailable` after updating the local copy.
+    be reached (or its breaker is open), ``get`` falls back to the local copy (the caller must
+    tolerate a stale one: the chat service's conditional store write does) and ``set``/``delete``
+    update the local copy only (a warning a minute at most). A Redis copy left behind is older
+    by its version, so whoever reads it later sees it is stale (the store's conditional write).
     """
 
     shared = True
@@ -247,11 +417,19 @@ class TieredCache:
 
     def set(self, conversation_id: str, value: Any) -> None:
         self.near.set(conversation_id, value)
-        self.far.set(conversation_id, self.codec.dumps(value), self.codec.version(value))
+        if not self.far.breaker.allow():
+            return  # skip the encoding too
+        try:
+            self.far.set(conversation_id, self.codec.dumps(value), self.codec.version(value))
+        except CacheUnavailable as exc:
+            self._warn(exc)
 
     def delete(self, conversation_id: str) -> None:
         self.near.delete(conversation_id)
-        self.far.delete(conversation_id)
+        try:
+            self.far.delete(conversation_id)
+        except CacheUnavailable as exc:
+            self._warn(exc)
 
     def ping(self) -> bool:
         return self.far.ping()
@@ -273,8 +451,8 @@ def make_cache(
     """Where sessions live, from the ``redis_url`` setting.
 
     No URL: a :class:`MemoryCache` of ``max_items``. A URL: a :class:`TieredCache` over a
-    :class:`RedisCache` (``ttl_seconds``, ``prefix``, ``timeout``) when ``codec`` is given, else
-    the bare :class:`RedisCache` (bytes in, bytes out).
+    :class:`RedisCache` (``ttl_seconds``, ``prefix``, ``timeout``, ``cooldown_s``, ``cipher``) when
+    ``codec`` is given, else the bare :class:`RedisCache` (bytes in, bytes out).
     """
     if not redis_url:
         if redis_kwargs:
@@ -282,3 +460,22 @@ def make_cache(
         return MemoryCache(max_items)
     far = RedisCache(redis_url, **redis_kwargs)
     return TieredCache(far, codec, max_items) if codec is not None else far
+
+
+def session_cipher(settings: Settings) -> SessionCipher:
+    """The cipher of cached sessions: the ``session_key`` setting, else the key in
+    ``var_dir/secrets/session.key`` (generated on first use, owner-only)."""
+    if settings.session_key is not None:
+        return SessionCipher.from_text(settings.session_key.get_secret_value())
+    return SessionCipher.from_file(settings.var_dir / "secrets" / "session.key")
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """:func:`make_cache`'s Redis options from the settings (none without ``redis_url``)."""
+    if not settings.redis_url:
+        return {}
+    return {
+        "timeout": settings.redis_timeout_s,
+        "cooldown_s": settings.redis_cooldown_s,
+        "cipher": session_cipher(settings),
+    }

@@ -3,17 +3,28 @@
 ``make_engine`` accepts two kinds of URL:
 
 - ``sqlite:///path/to/yuyue.db`` (the default, one machine): the parent folder is
-  created, and every connection gets WAL journaling (readers never block the
-  writer), ``synchronous=NORMAL`` (safe with WAL, much faster than FULL), foreign
-  keys and a busy timeout, so the FastAPI thread pool can share the engine.
+  created (owner-only, 0700), the database file too (0600; SQLite gives its ``-wal``
+  and ``-shm`` files the same mode), and every connection gets WAL journaling (readers
+  never block the writer), ``synchronous=NORMAL`` (safe with WAL, much faster than
+  FULL), foreign keys and a short busy timeout (``busy_timeout_ms``, 1 s): a write that
+  finds another writer's lock held longer gets "database is locked", which the API
+  answers 503 with ``Retry-After``, instead of waiting without bound.
   ``sqlite://`` / ``sqlite:///:memory:`` gives one in-memory database shared by
   all threads (tests only).
 - ``postgresql://user@host/db`` (or ``postgres://``): mapped to the psycopg 3
-  driver (``postgresql+psycopg://``). A pooled connection idle for more than
-  :data:`PING_AFTER_IDLE_S` is pinged when checked out and replaced if the server
-  dropped it; one reused sooner is not (under load a ping per transaction was a
-  whole extra round trip per message, and a connection cannot go stale in
-  seconds without the server going away, which the next statement reports).
+  driver (``postgresql+psycopg://``). Every session gets ``statement_timeout``
+  (2 s) and ``lock_timeout`` (1 s), connecting gives up after ``connect_timeout_s``
+  (3 s) and waiting for a pooled connection after ``pool_timeout`` (3 s), so a
+  locked table or a slow server costs a bounded wait and a 503, never a hung
+  request. A pooled connection idle for more than :data:`PING_AFTER_IDLE_S` is
+  pinged when checked out and replaced if the server dropped it; one reused sooner
+  is not (under load a ping per transaction was a whole extra round trip per
+  message, and a connection cannot go stale in seconds without the server going
+  away, which the next statement reports).
+
+Engines never log bound parameters (``hide_parameters=True``): they hold message
+text and personal data, and SQLAlchemy puts them into every error message.
+:func:`engine_options` gives the timeouts from the settings.
 
 Modules that own tables declare them on :data:`metadata`; :func:`create_all`
 creates every table declared by the modules imported so far (import
@@ -22,17 +33,30 @@ creates every table declared by the modules imported so far (import
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-BUSY_TIMEOUT_MS = 5000
+if TYPE_CHECKING:
+    from yuyue.config import Settings
+
+# the defaults of the settings of the same names (config.settings)
+BUSY_TIMEOUT_MS = 1000
+STATEMENT_TIMEOUT_MS = 2000
+LOCK_TIMEOUT_MS = 1000
+CONNECT_TIMEOUT_S = 3
+POOL_TIMEOUT_S = 3.0
 PING_AFTER_IDLE_S = 10.0
 
 metadata = sa.MetaData(
@@ -103,11 +127,11 @@ def _is_memory(url: URL) -> bool:
     return db in ("", ":memory:") or db.startswith("file::memory:") or "mode=memory" in db
 
 
-def _sqlite_on_connect(wal: bool):
+def _sqlite_on_connect(wal: bool, busy_timeout_ms: int):
     def on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         try:
-            cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if wal:
                 cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
@@ -118,35 +142,95 @@ def _sqlite_on_connect(wal: bool):
     return on_connect
 
 
-def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+def _private_sqlite_file(path: Path) -> None:
+    """Create ``path``'s folder (0700) and the file itself (0600) if missing; tighten the file and its
+    ``-wal``/``-shm``/``-journal`` companions to owner-only if another process left them wider.
+
+    A folder that already exists keeps its mode (it may be shared, like /tmp); the files do not.
+    """
+    path = path.expanduser()
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            p.chmod(stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def make_engine(
+    url: str | URL,
+    *,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+    connect_timeout_s: int = CONNECT_TIMEOUT_S,
+    **kwargs: Any,
+) -> Engine:
     """An engine for ``sqlite:///PATH`` or ``postgresql://...`` (see the module docstring).
 
+    ``busy_timeout_ms`` applies to SQLite, the other timeouts to PostgreSQL (0: no limit).
     Extra keyword arguments go to :func:`sqlalchemy.create_engine` (``echo``, ``pool_size`` ...).
     """
+    for name, value in (
+        ("busy_timeout_ms", busy_timeout_ms),
+        ("statement_timeout_ms", statement_timeout_ms),
+        ("lock_timeout_ms", lock_timeout_ms),
+        ("connect_timeout_s", connect_timeout_s),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     parsed = normalize_url(url)
+    kwargs.setdefault("hide_parameters", True)  # bound values are message text: never in logs or errors
     if parsed.get_backend_name() == "sqlite":
         memory = _is_memory(parsed)
-        connect_args = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+        connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         connect_args.update(kwargs.pop("connect_args", {}))
         if memory:
             kwargs.setdefault("poolclass", StaticPool)
         else:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_on_connect(wal=not memory))
+        sa.event.listen(engine, "connect", _sqlite_on_connect(not memory, busy_timeout_ms))
         return engine
     ping_after = kwargs.pop("ping_after_idle_s", PING_AFTER_IDLE_S)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("pool_timeout", POOL_TIMEOUT_S)
     kwargs.setdefault("pool_recycle", 1800)
-    connect_args = {"connect_timeout": 10}
+    options = f"-c statement_timeout={int(statement_timeout_ms)} -c lock_timeout={int(lock_timeout_ms)}"
+    connect_args = {"connect_timeout": max(1, int(connect_timeout_s)) if connect_timeout_s else 0}
     connect_args.update(kwargs.pop("connect_args", {}))
+    if "options" in connect_args:
+        connect_args["options"] = f"{options} {connect_args['options']}"
+    else:
+        connect_args["options"] = options
     engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         sa.event.listen(engine, "checkin", _stamp_idle)
         sa.event.listen(engine, "checkout", _ping_if_idle(engine.dialect, ping_after))
     return engine
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """:func:`make_engine`'s timeouts from the settings."""
+    return {
+        "busy_timeout_ms": settings.sqlite_busy_timeout_ms,
+        "statement_timeout_ms": settings.db_statement_timeout_ms,
+        "lock_timeout_ms": settings.db_lock_timeout_ms,
+        "connect_timeout_s": settings.db_connect_timeout_s,
+    }
 
 
 def _stamp_idle(_dbapi_conn: Any, record: Any) -> None:
@@ -173,6 +257,80 @@ def _ping_if_idle(dialect: sa.engine.Dialect, after_s: float):
             ) from exc
 
     return on_checkout
+
+
+# ---- a lock held elsewhere: one request waits on it, the others are told at once -------------------
+class Busy(Exception):
+    """Why a :class:`DatabaseBusy` was raised (its ``orig``)."""
+
+
+class DatabaseBusy(sa.exc.OperationalError):
+    """The database is locked by someone else; raised at once, without waiting, while a
+    :class:`BusyGate` is tripped. An ``OperationalError``, so the API answers 503 with ``Retry-After``
+    as for any database that cannot be reached."""
+
+    def __init__(self, message: str):
+        super().__init__(None, None, Busy(message), hide_parameters=True)
+
+
+LOCK_SQLSTATES = {"55P03", "57014"}  # PostgreSQL lock_not_available, query_canceled (statement_timeout)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """True for "a lock (or the statement) waited out its timeout": SQLite's "database is locked",
+    PostgreSQL's lock_timeout and statement_timeout."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, Busy):
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        return "locked" in str(orig)
+    return getattr(orig, "sqlstate", None) in LOCK_SQLSTATES
+
+
+class BusyGate:
+    """A circuit breaker for lock waits.
+
+    When a statement waited out its lock or statement timeout, the lock is probably still held
+    (a long transaction elsewhere, a ``LOCK TABLE``, a backup). For ``hold_s`` every caller gets
+    :class:`DatabaseBusy` at once (the requests that queued for a worker thread behind the first
+    waiters are answered then, instead of each waiting out a timeout of its own: with 4 threads
+    and 6 waiting requests the last one waited two timeouts); after that, until ``cooldown_s``
+    has passed or a call succeeds, one caller at a time (the probe) waits on the database and
+    the others are still answered at once. A probe that times out again starts a new hold.
+    """
+
+    def __init__(self, hold_s: float = 1.0, cooldown_s: float = 5.0):
+        self.hold_s = hold_s
+        self.cooldown_s = max(cooldown_s, hold_s)
+        self._tripped_at = -float("inf")
+        self._probe = threading.Lock()
+        self.trips = 0
+
+    @property
+    def tripped(self) -> bool:
+        return time.monotonic() < self._tripped_at + self.cooldown_s
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        probe = False
+        since = time.monotonic() - self._tripped_at
+        if since < self.cooldown_s:
+            if since < self.hold_s or not self._probe.acquire(blocking=False):
+                raise DatabaseBusy("the database is locked by another transaction; retry in a moment")
+            probe = True
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            if is_lock_timeout(exc) and not isinstance(exc, DatabaseBusy):
+                self._tripped_at = time.monotonic()
+                self.trips += 1
+            raise
+        else:
+            if probe:
+                self._tripped_at = -float("inf")
+        finally:
+            if probe:
+                self._probe.release()
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -19,8 +19,8 @@ import threading
 import time
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from yuyue.serving.cache import UNREACHABLE, Breaker, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,12 @@ class RateLimiter:
     """``check(key_id, per_minute)`` → ``(allowed, retry_after_seconds)``."""
 
     def __init__(
-        self, redis_url: str | None = None, *, prefix: str = "yuyue:ratelimit:", timeout: float = 0.5
+        self,
+        redis_url: str | None = None,
+        *,
+        prefix: str = "yuyue:ratelimit:",
+        timeout: float = 0.3,
+        cooldown_s: float = 5.0,
     ):
         self.prefix = prefix
         self._local = _LocalBuckets()
@@ -97,13 +102,18 @@ class RateLimiter:
         self._script = None
         self._last_warning = -math.inf
         if redis_url:
-            self._redis = redis.Redis.from_url(
-                redis_url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 1),  # fail fast to the in-process fallback
-            )
+            # bounded calls, and after a timeout Redis is skipped for cooldown_s (in-process buckets)
+            self._redis = redis_client(redis_url, timeout)
             self._script = self._redis.register_script(_TOKEN_BUCKET_LUA)
+        # after a failure, Redis is tried again by a background ping, never by a caller: check() runs on the
+        # event loop, so a paused Redis costs one timeout per outage there, not one per cool-down
+        self._breaker = Breaker(cooldown_s, probe=self._ping)
+
+    def _ping(self) -> bool:
+        try:
+            return self._redis is not None and bool(self._redis.ping())
+        except redis.RedisError:
+            return False
 
     @property
     def shared(self) -> bool:
@@ -117,11 +127,14 @@ class RateLimiter:
         if isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 1:
             raise ValueError(f"per_minute must be a positive integer or None, got {per_minute!r}")
         key = f"{self.prefix}{key_id}"
-        if self._script is not None:
+        if self._script is not None and self._breaker.allow():
             try:
                 allowed, retry = self._script(keys=[key], args=[per_minute])
+                self._breaker.reset()
                 return bool(int(allowed)), float(retry)
             except redis.RedisError as exc:
+                if isinstance(exc, UNREACHABLE):
+                    self._breaker.trip()
                 now = time.monotonic()
                 if now - self._last_warning > 60:
                     self._last_warning = now

@@ -19,6 +19,7 @@ consultant's live view masks it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from yuyue.serving.db import UTCDateTime, metadata
+from yuyue.serving.db import BusyGate, UTCDateTime, metadata
 
 events = sa.Table(
     "events",
@@ -234,6 +235,12 @@ class EventStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        # a lock held elsewhere: one writer waits on it (up to the busy / lock timeout), the others get
+        # DatabaseBusy (503) at once instead of queueing in the worker threads (see db.BusyGate). On
+        # PostgreSQL the message path's reads are gated too (a LOCK TABLE blocks them); SQLite readers
+        # never wait for a writer (WAL)
+        self._gate = BusyGate()
+        self._read_gate = self._gate if engine.dialect.name == "postgresql" else contextlib.nullcontext
         # PostgreSQL: the per-message write is one self-contained statement, run in autocommit
         # (no BEGIN/COMMIT round trips); see _pg_append_statement
         self._autocommit = (
@@ -245,7 +252,7 @@ class EventStore:
         """Insert a new chat (``row``: conversations columns) and its ``open`` event."""
         now = _now()
         try:
-            with self.engine.begin() as cx:
+            with self._gate(), self.engine.begin() as cx:
                 cx.execute(conversations.insert().values(**row, updated_at=now))
                 cx.execute(
                     events.insert().values(
@@ -282,7 +289,7 @@ class EventStore:
         projection = {**{f"_{k}": v for k, v in update.items()}, "_id": conversation_id, "_seq": seq, "_now": now}
         try:
             if self._autocommit is not None:  # PostgreSQL: one statement (see _pg_append_statement)
-                with self._autocommit.connect() as cx:
+                with self._gate(), self._autocommit.connect() as cx:
                     params = {
                         **projection,
                         "_actor": actor,
@@ -292,7 +299,7 @@ class EventStore:
                     if cx.execute(_PG_APPEND, params).scalar_one() != 1:
                         raise _moved(conversation_id, seq)
                 return
-            with self.engine.begin() as cx:
+            with self._gate(), self.engine.begin() as cx:
                 cx.execute(
                     _INSERT_EVENT,
                     {
@@ -330,7 +337,7 @@ class EventStore:
     ) -> None:
         """Append a non-message event (outcome, close) and apply ``update`` to the chat's row."""
         now = _now()
-        with self.engine.begin() as cx:
+        with self._gate(), self.engine.begin() as cx:
             cx.execute(
                 events.insert().values(
                     conversation_id=conversation_id,
@@ -354,7 +361,7 @@ class EventStore:
         """Make ``consultant_id`` the consultant of a chat that has none (recorded as a ``claim``
         event); returns the chat's consultant afterwards (someone else's when another claimed it first)."""
         now = _now()
-        with self.engine.begin() as cx:
+        with self._gate(), self.engine.begin() as cx:
             done = cx.execute(
                 conversations.update()
                 .where(conversations.c.id == conversation_id, conversations.c.consultant_id.is_(None))
@@ -393,7 +400,7 @@ class EventStore:
         """Record what the consultant did with a suggestion (``role``: the recorder's, when not the
         chat's consultant, e.g. a supervisor); returns the suggestion row."""
         now = _now()
-        with self.engine.begin() as cx:
+        with self._gate(), self.engine.begin() as cx:
             row = (
                 cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
             )
@@ -422,7 +429,7 @@ class EventStore:
 
     # ---- reads -------------------------------------------------------------
     def conversation(self, conversation_id: str) -> dict[str, Any]:
-        with self.engine.connect() as cx:
+        with self._read_gate(), self.engine.connect() as cx:
             row = cx.execute(_SELECT_CHAT, {"_id": conversation_id}).mappings().first()
         if row is None:
             raise NotFound(f"no conversation {conversation_id!r}")
@@ -430,7 +437,7 @@ class EventStore:
 
     def messages(self, conversation_id: str) -> list[dict[str, Any]]:
         """Stored messages of one chat in order (payloads: role, text, at, stage, scores …)."""
-        with self.engine.connect() as cx:
+        with self._read_gate(), self.engine.connect() as cx:
             rows = cx.execute(
                 sa.select(events.c.seq, events.c.payload)
                 .where(events.c.conversation_id == conversation_id, events.c.kind == "message")

@@ -262,13 +262,174 @@ def test_tiered_treats_unreadable_or_mislabelled_blobs_as_missing(tiers, caplog)
 def test_tiered_uses_its_own_copy_when_redis_is_down():
     cache = TieredCache(RedisCache("redis://127.0.0.1:1/0", timeout=0.2), CODEC)
     obj = Counter(1)
-    with pytest.raises(CacheUnavailable, match="set failed"):
-        cache.set("c-4", obj)
+    cache.set("c-4", obj)  # Redis is away: the local copy is kept, nothing raised
+    assert cache.far.breaker.trips == 1 and not cache.far.breaker.allow()
     assert cache.get("c-4") is obj  # the caller's conditional store write guards against staleness
-    with pytest.raises(CacheUnavailable, match="delete failed"):
-        cache.delete("c-4")
+    cache.delete("c-4")
     assert "c-4" not in cache.near
     with pytest.raises(CacheUnavailable, match="get failed"):
         cache.get("c-4")  # nothing here and nothing reachable: the caller rebuilds
     assert cache.ping() is False
     cache.close()
+
+
+# ---- a Redis that does not answer: bounded calls and a circuit breaker ------------------------
+class SilentServer:
+    """Accepts connections and reads what is sent, never answers (a paused Redis, as after SIGSTOP)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.commands = 0  # RESP arrays received (one per command)
+        self._conns: list = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn) -> None:
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.commands += data.count(b"*") if data.startswith(b"*") else 0
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self._conns:
+            c.close()
+
+
+@pytest.fixture
+def silent():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def test_breaker_skips_a_silent_redis_after_one_timeout(silent):
+    import time
+
+    cache = RedisCache(f"redis://127.0.0.1:{silent.port}/0", timeout=0.2, cooldown_s=30)
+    with pytest.raises(CacheUnavailable, match="get failed: Timeout"):
+        cache.get("c-1")
+    sent = silent.commands
+    assert cache.breaker.trips == 1 and sent >= 1
+    for _ in range(50):  # every further call is answered at once, without touching the socket
+        with pytest.raises(CacheUnavailable, match="skipped"):
+            cache.version("c-1")
+        with pytest.raises(CacheUnavailable, match="skipped"):
+            cache.set("c-1", b"x", 1)
+    assert cache.ping() is False
+    time.sleep(0.05)
+    assert silent.commands == sent and cache.breaker.trips == 1
+    cache.close()
+
+
+def test_breaker_lets_one_call_through_after_the_cooldown(silent, redis_url, redis_prefix):
+    import time
+
+    cache = RedisCache(f"redis://127.0.0.1:{silent.port}/0", timeout=0.2, cooldown_s=0.1)
+    with pytest.raises(CacheUnavailable):
+        cache.get("c-1")
+    time.sleep(0.15)
+    with pytest.raises(CacheUnavailable, match="Timeout"):  # half-open: tried again, failed again
+        cache.get("c-1")
+    assert cache.breaker.trips == 2
+    cache.close()
+    good = RedisCache(redis_url, prefix=redis_prefix, cooldown_s=30)
+    good.breaker.trip()
+    assert good.ping() is False  # open: not even asked
+    good.breaker.reset()
+    assert good.ping() is True and good.breaker.allow()
+    good.close()
+
+
+def test_tiered_answers_from_its_own_copy_while_redis_is_silent(silent):
+    cache = TieredCache(RedisCache(f"redis://127.0.0.1:{silent.port}/0", timeout=0.2, cooldown_s=30), CODEC)
+    obj = Counter(1)
+    cache.set("c-5", obj)  # the first call times out and opens the breaker
+    sent = silent.commands
+    for n in range(2, 40):
+        assert cache.get("c-5") is obj
+        obj.n = n
+        cache.set("c-5", obj)
+    assert silent.commands == sent and cache.far.breaker.trips == 1
+    cache.close()
+
+
+# ---- encrypted blobs: nothing a visitor revealed lies in Redis in the clear ---------------------
+def test_cipher_blobs_hold_no_plaintext_and_bind_key_and_version(redis_url, redis_prefix):
+    import base64
+
+    import redis
+
+    from yuyue.serving.cache import SessionCipher
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    cache = RedisCache(redis_url, prefix=redis_prefix, cipher=SessionCipher.from_text(key))
+    secret = "我的电话13966012847，微信lucy_0921".encode()
+    cache.set("c-1", secret, version=3)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        stored = raw.get(f"{redis_prefix}c-1")
+        assert b"13966012847" not in stored and b"lucy_0921" not in stored and secret not in stored
+        assert cache.fetch("c-1") == (3, secret) and cache.version("c-1") == 3
+        # the same blob under another chat's key, or with another version stamp, does not decrypt
+        raw.set(f"{redis_prefix}c-2", stored)
+        assert cache.fetch("c-2") is None
+        raw.set(f"{redis_prefix}c-1", (4).to_bytes(8, "big") + stored[8:])
+        assert cache.fetch("c-1") is None
+        # another key (another machine's) cannot read it either; a cipher-less reader sees ciphertext
+        cache.set("c-1", secret, version=3)
+        other = RedisCache(redis_url, prefix=redis_prefix, cipher=SessionCipher(os.urandom(32)))
+        assert other.fetch("c-1") is None
+        plain = RedisCache(redis_url, prefix=redis_prefix)
+        assert plain.get("c-1") != secret
+    finally:
+        raw.close()
+        cache.close()
+
+
+def test_cipher_key_setting_is_checked():
+    from yuyue.serving.cache import SessionCipher
+
+    with pytest.raises(ValueError, match="session_key must be 32 random bytes in base64"):
+        SessionCipher.from_text("too short")
+    with pytest.raises(ValueError, match="32 random bytes"):
+        SessionCipher.from_text("YWJj")  # valid base64, 3 bytes
+
+
+def test_cipher_key_file_is_generated_owner_only(tmp_path):
+    import stat
+
+    from yuyue.config import Settings
+    from yuyue.serving.cache import redis_options, session_cipher
+
+    settings = Settings(var_dir=tmp_path / "var", redis_url="redis://127.0.0.1:6379/15")
+    first = session_cipher(settings)
+    path = tmp_path / "var" / "secrets" / "session.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    blob = first.encrypt(b"x", b"ctx")
+    assert session_cipher(settings).decrypt(blob, b"ctx") == b"x"  # the same key on the next start
+    path.chmod(0o644)
+    session_cipher(settings)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # tightened
+    opts = redis_options(settings)
+    assert opts["timeout"] == settings.redis_timeout_s and opts["cooldown_s"] == settings.redis_cooldown_s
+    assert redis_options(Settings(var_dir=tmp_path / "v2")) == {}
+    assert not (tmp_path / "v2").exists()  # no Redis: no key file either

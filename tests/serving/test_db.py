@@ -175,3 +175,134 @@ def test_postgres_pool_does_not_ping_a_connection_reused_at_once(pg_url):
         assert _backend_pid(engine) != pid
     finally:
         engine.dispose()
+
+
+# ---- bounded waits: a lock held elsewhere costs a short wait and an error, not a hung request ---------
+def _hold_lock(start_lock, release: threading.Event, held: threading.Event, errors: list) -> threading.Thread:
+    def run():
+        try:
+            start_lock()
+        except Exception as exc:  # pragma: no cover - reported by the test
+            errors.append(exc)
+            held.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert held.wait(10), "the lock holder did not start"
+    return t
+
+
+def test_sqlite_write_behind_an_exclusive_lock_fails_fast(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    engine = make_engine(f"sqlite:///{path}", busy_timeout_ms=200)
+    create_all(engine, tables=[probe])
+    release, held, errors = threading.Event(), threading.Event(), []
+
+    def hold():
+        cx = sqlite3.connect(path, isolation_level=None)
+        cx.execute("BEGIN EXCLUSIVE")
+        held.set()
+        release.wait(30)  # released by the test, or after 30 s
+        cx.execute("ROLLBACK")
+        cx.close()
+
+    t = _hold_lock(hold, release, held, errors)
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"), engine.begin() as conn:
+            conn.execute(probe.insert().values(id=1, label="一"))
+        assert not release.is_set()  # the write gave up while the lock was still held
+        with engine.connect() as conn:  # readers are not blocked (WAL)
+            assert conn.execute(sa.select(sa.func.count()).select_from(probe)).scalar_one() == 0
+    finally:
+        release.set()
+        t.join()
+        engine.dispose()
+    assert errors == []
+
+
+def test_make_engine_rejects_bad_timeouts():
+    with pytest.raises(ValueError, match="busy_timeout_ms"):
+        make_engine("sqlite://", busy_timeout_ms=-1)
+    with pytest.raises(ValueError, match="lock_timeout_ms"):
+        make_engine("sqlite://", lock_timeout_ms="1s")
+
+
+def test_sqlite_files_are_owner_only(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # a usual umask: files 0644, folders 0755 unless asked otherwise
+    try:
+        path = tmp_path / "var" / "db" / "yuyue.db"
+        engine = make_engine(f"sqlite:///{path}")
+        create_all(engine, tables=[probe])
+        with engine.begin() as conn:  # a write: the -wal and -shm files exist now
+            conn.execute(probe.insert().values(id=1, label="x"))
+        with engine.connect() as conn:
+            conn.execute(sa.select(probe)).all()
+            files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        assert {"yuyue.db", "yuyue.db-wal", "yuyue.db-shm"} <= set(files)
+        assert set(files.values()) == {0o600}, files
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
+        engine.dispose()
+        # a database left readable by others (an older version, a copy) is tightened on the next start
+        path.chmod(0o644)
+        make_engine(f"sqlite:///{path}").dispose()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_errors_never_carry_bound_parameters(engine, caplog):
+    create_all(engine, tables=[probe])
+    secret = "我的电话13966012847"
+    with engine.begin() as conn:
+        conn.execute(probe.insert().values(id=7, label="x"))
+    with pytest.raises(sa.exc.IntegrityError) as err, engine.begin() as conn:
+        conn.execute(probe.insert().values(id=7, label=secret))  # duplicate key: the error quotes the statement
+    assert "13966012847" not in str(err.value) and "hidden" in str(err.value)
+
+
+def test_postgres_sessions_carry_statement_and_lock_timeouts(pg_url):
+    engine = make_engine(pg_url, statement_timeout_ms=1500, lock_timeout_ms=700, connect_timeout_s=2)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1500ms"
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "700ms"
+            with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+                conn.exec_driver_sql("SELECT pg_sleep(5)")
+    finally:
+        engine.dispose()
+
+
+def test_postgres_write_behind_a_table_lock_fails_fast(pg_url):
+    engine = make_engine(pg_url, lock_timeout_ms=200)
+    create_all(engine, tables=[probe])
+    release, held, errors = threading.Event(), threading.Event(), []
+    locker = make_engine(pg_url, poolclass=sa.pool.NullPool, statement_timeout_ms=0, lock_timeout_ms=0)
+
+    def hold():
+        with locker.begin() as conn:
+            conn.exec_driver_sql("LOCK TABLE test_db_probe IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            release.wait(30)
+
+    t = _hold_lock(hold, release, held, errors)
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"), engine.begin() as conn:
+            conn.execute(probe.insert().values(id=1, label="一"))
+        assert not release.is_set()
+    finally:
+        release.set()
+        t.join()
+        with engine.begin() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(probe)).scalar_one() == 0
+            conn.execute(probe.insert().values(id=1, label="一"))  # and it works again once released
+        probe_child.drop(engine, checkfirst=True)
+        probe.drop(engine)
+        engine.dispose()
+        locker.dispose()
+    assert errors == []
