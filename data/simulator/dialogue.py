@@ -196,11 +196,14 @@ class _Chat:
     def c(self, stage: str, parts: Any, gap: float | None = None) -> None:
         """A consultant message; a list is one answer split over consecutive messages."""
         rng = self.rng
+        if self.msgs and self.msgs[-1][1] == "visitor" and rng.random() < self.cvoice.filler_rate:
+            self._add("consultant", self.pick(self.sim.variety.fillers), stage, gap)
+            gap = None
         if isinstance(parts, str):
             text = self._fill(parts, stage)
             if (
                 stage in self.sim.variety.mergeable
-                and len(text) <= 20
+                and len(text) <= (60 if stage == "resolve_concern" else 20)
                 and self.carry is None
                 and rng.random() < self.cvoice.merge_rate
             ):

@@ -37,6 +37,7 @@ class ConsultantVoice:
     ending_rate: float
     synonym_rate: float
     merge_rate: float  # how often a short acknowledgement runs into the next message
+    filler_rate: float  # how often a bare 好的/稍等 goes before the real answer
     endings: tuple[str, ...]
 
 
@@ -89,6 +90,7 @@ class Variety:
         self.c_endings = tuple(c["endings"])
         self.c_synonyms = tuple((str(k), tuple(map(str, a))) for k, a in c["synonyms"].items())
         self.mergeable = frozenset(c["mergeable"])
+        self.fillers = tuple(c.get("fillers") or ("好的",))
 
     # -- names ----------------------------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class Variety:
             ending_rate=rng.random() * (0.6 if casual else 0.3),
             synonym_rate=0.1 + rng.random() * 0.5,
             merge_rate=rng.random() * 0.6,
+            filler_rate=rng.random() * 0.12,
             endings=tuple(rng.sample(self.c_endings, 3)),
         )
 
