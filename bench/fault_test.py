@@ -80,9 +80,24 @@ class PrivateRedis:
     def start(self) -> None:
         exe = os.environ.get("REDIS_SERVER", "redis-server")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder), "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         import redis
 
@@ -226,8 +241,17 @@ class Load:
         except (TimeoutError, aiohttp.ClientError) as exc:
             self.reqs.append(Req(phase, t0, (time.monotonic() - t0) * 1e3, 0, cid, pos, type(exc).__name__))
             return 0, b"", None
-        self.reqs.append(Req(phase, t0, (time.monotonic() - t0) * 1e3, status, cid, pos,
-                             raw[:200].decode(errors="replace") if status >= 400 else ""))
+        self.reqs.append(
+            Req(
+                phase,
+                t0,
+                (time.monotonic() - t0) * 1e3,
+                status,
+                cid,
+                pos,
+                raw[:200].decode(errors="replace") if status >= 400 else "",
+            )
+        )
         return status, raw, retry
 
     async def chat(self, client: aiohttp.ClientSession, script: Any) -> None:
@@ -250,7 +274,9 @@ class Load:
             body = {**msg, "seq": pos}
             self.first_sent.setdefault((cid, pos), self.phase)
             for attempt in range(30):
-                status, raw, retry = await self._post(client, f"/v1/conversations/{cid}/messages", body, cid, pos)
+                status, raw, retry = await self._post(
+                    client, f"/v1/conversations/{cid}/messages", body, cid, pos
+                )
                 if status == 200:
                     self.acked[(cid, orjson.loads(raw)["seq"])] = self.phase
                     break
@@ -306,8 +332,16 @@ class Row:
 
 
 def run_setup(
-    setup: str, model_dir: Path, var_dir: Path, *, pg_admin_url: str, chats: int, fault_s: float,
-    recover_s: float, seed: int, echo=print,
+    setup: str,
+    model_dir: Path,
+    var_dir: Path,
+    *,
+    pg_admin_url: str,
+    chats: int,
+    fault_s: float,
+    recover_s: float,
+    seed: int,
+    echo=print,
 ) -> tuple[list[Row], dict[str, Any]]:
     """One server with its faults (see the module docstring); returns a row per fault and extras."""
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -318,8 +352,11 @@ def run_setup(
         stack.callback(redis_srv.stop)
         if setup == "pg":
             db_url = stack.enter_context(bs.throwaway_pg(pg_admin_url, "yuyue_fault"))
-            faults = [("redis-pause", redis_pause(redis_srv)), ("pg-lock", pg_lock(db_url)),
-                      ("pg-kill", pg_kill(db_url))]
+            faults = [
+                ("redis-pause", redis_pause(redis_srv)),
+                ("pg-lock", pg_lock(db_url)),
+                ("pg-kill", pg_kill(db_url)),
+            ]
         else:
             db_url = None
             faults = [("sqlite-lock", sqlite_lock(var_dir / "yuyue.db"))]
@@ -413,17 +450,34 @@ def summarise(setup: str, fault: str, load: Load, stored: dict[str, list[dict[st
             row.lost += 1
     notes = sorted({r.note[:100] for r in reqs if r.status >= 500 and r.status != 503 or r.status == 0})
     row.notes = notes[:3]
-    row.slowest = [f"{r.ms:.0f}ms {r.status} {r.cid}#{r.pos} {r.note[:80]}" for r in sorted(reqs, key=lambda r: -r.ms)[:3]]
+    row.slowest = [
+        f"{r.ms:.0f}ms {r.status} {r.cid}#{r.pos} {r.note[:80]}"
+        for r in sorted(reqs, key=lambda r: -r.ms)[:3]
+    ]
     return row
 
 
 def table(rows: list[Row]) -> str:
-    head = ("setup", "fault", "requests", "acked", "stored", "lost", "dup", "503", "5xx other",
-            "other err", "max stall ms", "p99 ms", "healthz max ms")
+    head = (
+        "setup",
+        "fault",
+        "requests",
+        "acked",
+        "stored",
+        "lost",
+        "dup",
+        "503",
+        "5xx other",
+        "other err",
+        "max stall ms",
+        "p99 ms",
+        "healthz max ms",
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(
-            f"| {r.setup} | {r.fault} | {r.requests} | {r.acknowledged} | {r.stored} | {r.lost} | {r.duplicated} | "
+            f"| {r.setup} | {r.fault} | {r.requests} | {r.acknowledged} | {r.stored} | {r.lost} | "
+            f"{r.duplicated} | "
             f"{r.s503} | {r.s5xx_other} | {r.errors_other} | {r.max_stall_ms:.0f} | {r.p99_ms:.0f} | "
             f"{r.healthz_max_ms:.1f} |"
         )
@@ -461,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-stall-s", type=float, default=2.0, help="longest acceptable wait for an answer")
     ap.add_argument("--pg-admin-url", default=bs.PG_ADMIN_DEFAULT)
     ap.add_argument("--seed", type=int, default=4242)
-    ap.add_argument("--var-dir", type=Path, help="folder for the servers' var dirs (default: a new temp folder)")
+    ap.add_argument(
+        "--var-dir", type=Path, help="folder for the servers' var dirs (default: a new temp folder)"
+    )
     args = ap.parse_args(argv)
     if not args.model_dir.is_dir():
         ap.error(f"--model-dir {args.model_dir}: not a directory")
@@ -469,12 +525,20 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for setup in [args.only] if args.only else ["pg", "sqlite"]:
         got, extras = run_setup(
-            setup, args.model_dir, base / setup, pg_admin_url=args.pg_admin_url, chats=args.chats,
-            fault_s=args.fault_s, recover_s=args.recover_s, seed=args.seed,
+            setup,
+            args.model_dir,
+            base / setup,
+            pg_admin_url=args.pg_admin_url,
+            chats=args.chats,
+            fault_s=args.fault_s,
+            recover_s=args.recover_s,
+            seed=args.seed,
         )
         rows += got
-        print(f"[{setup}] {len(extras['redis_values'])} cached sessions in the private redis; server log: "
-              f"{base / setup / 'server.log'}")
+        print(
+            f"[{setup}] {len(extras['redis_values'])} cached sessions in the private redis; server log: "
+            f"{base / setup / 'server.log'}"
+        )
     print(table(rows))
     for r in rows:
         print(f"slowest {r.setup}/{r.fault}: " + "; ".join(r.slowest))

@@ -194,7 +194,9 @@ class SessionCipher:
         try:
             return self._aead.decrypt(data[1 : 1 + self.NONCE], data[1 + self.NONCE :], context)
         except InvalidTag:
-            raise ValueError("session blob does not decrypt with this key (another key, or tampered)") from None
+            raise ValueError(
+                "session blob does not decrypt with this key (another key, or tampered)"
+            ) from None
 
 
 @runtime_checkable
@@ -288,7 +290,8 @@ class RedisCache:
         """``fn(*args)`` unless the breaker is open; any Redis error becomes :class:`CacheUnavailable`."""
         if not self.breaker.allow():
             raise CacheUnavailable(
-                f"Redis session cache: {what} failed: skipped for {self.breaker.left_s():.1f}s after a failure"
+                f"Redis session cache: {what} failed: "
+                f"skipped for {self.breaker.left_s():.1f}s after a failure"
             )
         try:
             out = fn(*args, **kwargs)
@@ -335,7 +338,11 @@ class RedisCache:
         if self.cipher is not None:
             blob = self.cipher.encrypt(blob, self._context(conversation_id, version))
         self._call(
-            "set", self._client.set, self._key(conversation_id), _VERSION.pack(version) + blob, ex=self.ttl_seconds
+            "set",
+            self._client.set,
+            self._key(conversation_id),
+            _VERSION.pack(version) + blob,
+            ex=self.ttl_seconds,
         )
 
     def delete(self, conversation_id: str) -> None:
@@ -347,7 +354,7 @@ class RedisCache:
         return left if left is not None and left >= 0 else None
 
     def ping(self) -> bool:
-        """True when Redis answers (for readiness checks; never raises, never waits while the breaker is open)."""
+        """True when Redis answers (for readiness checks; never raises, no wait while the breaker is open)."""
         try:
             return bool(self._call("ping", self._client.ping))
         except CacheUnavailable:

@@ -262,7 +262,7 @@ def test_errors_never_carry_bound_parameters(engine, caplog):
     with engine.begin() as conn:
         conn.execute(probe.insert().values(id=7, label="x"))
     with pytest.raises(sa.exc.IntegrityError) as err, engine.begin() as conn:
-        conn.execute(probe.insert().values(id=7, label=secret))  # duplicate key: the error quotes the statement
+        conn.execute(probe.insert().values(id=7, label=secret))  # duplicate key: the error quotes it
     assert "13966012847" not in str(err.value) and "hidden" in str(err.value)
 
 
