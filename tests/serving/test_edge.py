@@ -5,6 +5,7 @@ Out-of-range and far-off timestamps, lone surrogates, NUL bytes, a region as lon
 allows, non-finite numbers, oversized bodies, and 422s that quote only a prefix of what was sent.
 """
 
+# ruff: noqa: F811  (the api/backend fixtures come from test_api)
 from __future__ import annotations
 
 import asyncio
@@ -52,10 +53,17 @@ def test_far_off_timestamps_are_422_everywhere_and_store_nothing(api, when):
             "visit.pages.0.at",
         ),
         (
-            api.post(f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": "在吗", "at": when}, headers=h),
+            api.post(
+                f"/v1/conversations/{cid}/messages",
+                json={"role": "visitor", "text": "在吗", "at": when},
+                headers=h,
+            ),
             "at",
         ),
-        (api.post(f"/v1/conversations/{cid}/outcome", json={"booked": True, "booked_at": when}, headers=h), "booked_at"),
+        (
+            api.post(f"/v1/conversations/{cid}/outcome", json={"booked": True, "booked_at": when}, headers=h),
+            "booked_at",
+        ),
         (api.post(f"/v1/conversations/{cid}/outcome", json={"arrived_at": when}, headers=h), "arrived_at"),
         (api.get("/v1/followups", params={"since": when}, headers=sup), "since"),
         (api.get("/v1/stats/funnel", params={"until": when}, headers=sup), "until"),
@@ -118,8 +126,12 @@ def test_nul_bytes_in_query_filters_and_ids_are_422(api):
         _expect_422(api.get("/v1/stats/funnel", params={param: "a\x00b"}, headers=sup), param)
     _expect_422(api.get("/v1/export", params={"hospital": "\x00"}, headers=api.keys["ana"]), "hospital")
     _expect_422(api.get("/v1/conversations/a%00b", headers=sup), "conversation_id")
-    _expect_422(api.post("/v1/suggestions/a%00b/feedback", json={"action": "used"}, headers=sup), "suggestion_id")
-    _expect_422(api.post("/v1/conversations", json={"conversation_id": "a\x00"}, headers=sup), "conversation_id")
+    _expect_422(
+        api.post("/v1/suggestions/a%00b/feedback", json={"action": "used"}, headers=sup), "suggestion_id"
+    )
+    _expect_422(
+        api.post("/v1/conversations", json={"conversation_id": "a\x00"}, headers=sup), "conversation_id"
+    )
 
 
 # ---- lengths and numbers ----------------------------------------------------------------------
@@ -140,21 +152,32 @@ def test_columns_are_as_long_as_the_contract_allows():
 
     schema = json.loads(open("data/schema/conversation.schema.json", encoding="utf-8").read())
     props = schema["properties"]
-    limits = {name: props[name]["maxLength"] for name in ("conversation_id", "hospital", "department", "project", "consultant_id")}
+    limits = {
+        name: props[name]["maxLength"]
+        for name in ("conversation_id", "hospital", "department", "project", "consultant_id")
+    }
     limits |= {name: props["visit"]["properties"][name]["maxLength"] for name in ("keyword", "region")}
     limits["id"] = limits.pop("conversation_id")
     for column, limit in limits.items():
-        assert conversations.c[column].type.length >= limit, (column, conversations.c[column].type.length, limit)
+        assert conversations.c[column].type.length >= limit, (
+            column,
+            conversations.c[column].type.length,
+            limit,
+        )
 
 
 @pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
 def test_non_finite_numbers_are_422(api, number):
     before = _rows(api)
-    r = _raw_post(api, "/v1/conversations", '{"visit": {"pages": [{"url": "/a", "dwell_s": %s}]}}' % number)
+    r = _raw_post(
+        api, "/v1/conversations", '{"visit": {"pages": [{"url": "/a", "dwell_s": ' + number + "}]}}"
+    )
     _expect_422(r, "visit.pages.0.dwell_s")
     cid = _open(api)
     before = _rows(api)
-    r = _raw_post(api, f"/v1/conversations/{cid}/messages", '{"role": "visitor", "text": "hi", "k": %s}' % number)
+    r = _raw_post(
+        api, f"/v1/conversations/{cid}/messages", '{"role": "visitor", "text": "hi", "k": ' + number + "}"
+    )
     _expect_422(r, "k")
     assert _rows(api) == before
 
@@ -163,23 +186,35 @@ def test_non_finite_numbers_are_422(api, number):
 def test_a_422_quotes_only_a_prefix_of_what_was_sent(api):
     cid = _open(api)
     r = api.post(
-        f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": "长" * 50_000}, headers=api.keys["c01"]
+        f"/v1/conversations/{cid}/messages",
+        json={"role": "visitor", "text": "长" * 50_000},
+        headers=api.keys["c01"],
     )
     body = _expect_422(r, "text", "at most 10000 characters")
     assert len(r.content) < 2_000, len(r.content)
     assert body["errors"][0]["input"].endswith("(50000 characters)")
-    r = api.post(f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": "hi", "x" * 50_000: 1}, headers=api.keys["c01"])
+    r = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"role": "visitor", "text": "hi", "x" * 50_000: 1},
+        headers=api.keys["c01"],
+    )
     assert r.status_code == 422 and len(r.content) < 2_000, len(r.content)
 
 
 def test_a_big_body_is_413_without_being_read(api):
     before = _rows(api)
     big = b'{"role": "visitor", "text": "' + b"x" * (20 * 1024 * 1024) + b'"}'
-    r = api.post("/v1/conversations/x/messages", content=big, headers={**api.keys["c01"], "Content-Type": "application/json"})
+    r = api.post(
+        "/v1/conversations/x/messages",
+        content=big,
+        headers={**api.keys["c01"], "Content-Type": "application/json"},
+    )
     assert r.status_code == 413 and "exceeds the limit of 262144 bytes" in r.json()["detail"], r.text[:300]
     # sent without a length (chunked): refused as soon as it passes the limit
     chunks = (b"x" * 65536 for _ in range(320))
-    r = api.post("/v1/conversations", content=chunks, headers={**api.keys["c01"], "Content-Type": "application/json"})
+    r = api.post(
+        "/v1/conversations", content=chunks, headers={**api.keys["c01"], "Content-Type": "application/json"}
+    )
     assert r.status_code == 413, r.text[:300]
     assert _rows(api) == before
 
@@ -205,7 +240,13 @@ def test_the_body_limit_reads_no_more_than_the_limit():
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/x", "headers": headers, "client": ("1.2.3.4", 1)}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/x",
+            "headers": headers,
+            "client": ("1.2.3.4", 1),
+        }
         asyncio.run(EdgeMiddleware(app, max_body_bytes=256 * 1024)(scope, receive, send))
         return read[0], sent[0]["status"]
 

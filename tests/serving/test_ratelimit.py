@@ -118,3 +118,88 @@ def test_redis_down_falls_back_to_in_process():
     ok, retry = limiter.check("k", 3)
     assert not ok and retry > 0
     limiter.close()
+
+
+# ---- at the API: failed authentications per address, and keys over their limit refused at the edge ----
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.integration)])
+def limited_api(request, tmp_path, test_settings, model):
+    from fastapi.testclient import TestClient
+
+    from yuyue.serving.app import create_app
+
+    update = {"var_dir": tmp_path / "var", "model_poll_seconds": 0, "auth_failures_per_minute": 5}
+    if request.param == "redis":
+        update["redis_url"] = request.getfixturevalue("redis_url")
+    app = create_app(test_settings.model_copy(update=update), model, "t1")
+    state = app.state.yuyue
+    if request.param == "redis":
+        state.limiter.prefix = request.getfixturevalue("redis_prefix")  # this test's keys only
+        assert state.limiter.shared
+    calls = {"check": 0, "authenticate": 0}
+    check, authenticate = state.limiter.check, state.keys.authenticate
+
+    def counted_check(*a, **kw):
+        calls["check"] += 1
+        return check(*a, **kw)
+
+    def counted_authenticate(*a, **kw):
+        calls["authenticate"] += 1
+        return authenticate(*a, **kw)
+
+    state.limiter.check, state.keys.authenticate = counted_check, counted_authenticate
+    with TestClient(app) as client:
+        client.calls = calls
+        yield client
+
+
+def test_failed_authentications_are_limited_per_address(limited_api):
+    api = limited_api
+    good = api.app.state.yuyue.keys.create("desk", "consultant", consultant_id="c01")[1]
+    assert api.get("/v1/model", headers={"X-API-Key": good}).status_code == 200
+    bad = {"X-API-Key": "yy_0badbad0_" + "x" * 43}  # well-formed: each costs a database look-up
+    for _ in range(5):
+        r = api.get("/v1/model", headers=bad)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = api.get("/v1/model", headers=bad)
+    assert r.status_code == 429 and "too many failed authentications" in r.json()["detail"], r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    # from now on the address's unknown keys (and requests without one) are refused before any look-up
+    seen = dict(api.calls)
+    for headers in (bad, {"Authorization": "Bearer yy_12345678_" + "y" * 43}, {}):
+        r = api.post("/v1/conversations/x/messages", json={"role": "visitor", "text": "hi"}, headers=headers)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.text
+    assert api.calls == seen
+    # a key that authenticated before still works from that address; unprotected paths too
+    assert api.get("/v1/model", headers={"X-API-Key": good}).status_code == 200
+    assert api.get("/healthz").status_code == 200
+
+
+def test_a_key_flooding_at_its_limit_is_refused_at_the_edge(limited_api):
+    api = limited_api
+    keys = api.app.state.yuyue.keys
+    flood = {"X-API-Key": keys.create("flood", "supervisor", rate_per_minute=3)[1]}
+    other = {"X-API-Key": keys.create("other", "supervisor")[1]}
+    assert [api.get("/v1/model", headers=flood).status_code for _ in range(4)] == [200, 200, 200, 429]
+    seen = dict(api.calls)
+    # 200 more: each answered 429 without looking the key up, asking the limiter (Redis) or reading the body
+    for _ in range(100):
+        r = api.get("/v1/model", headers=flood)
+        assert r.status_code == 429 and "rate limit of 3/min" in r.json()["detail"]
+        assert 1 <= int(r.headers["Retry-After"]) <= 20
+        r = api.post("/v1/conversations/x/messages", content=b"{not json", headers=flood)
+        assert r.status_code == 429  # a body that would be a 422 is never parsed
+    assert api.calls == seen
+    # the other key is unaffected
+    assert api.get("/v1/model", headers=other).status_code == 200
+    assert api.calls["check"] == seen["check"] + 1
+
+
+def test_the_edge_block_ends_when_the_bucket_refills(limited_api):
+    api = limited_api
+    key = {"X-API-Key": api.app.state.yuyue.keys.create("fast", "supervisor", rate_per_minute=600)[1]}
+    codes = []
+    while 429 not in codes and len(codes) < 2000:
+        codes.append(api.get("/v1/model", headers=key).status_code)
+    assert codes[-1] == 429 and len(codes) > 600  # the burst, plus what refilled meanwhile
+    time.sleep(0.25)  # 10 tokens a second: one is back after 0.1 s
+    assert api.get("/v1/model", headers=key).status_code == 200
