@@ -23,7 +23,8 @@ was sent: lost = acknowledged (200) but not stored; duplicated = a stored messag
 the script's message at that position (a message stored twice shows up so).
 
 Rows: the warm-up (the first 3 s: connections made, first-use costs), each fault window, and
-"no fault" (the quiet second after each window). Exit code 1 when anything was lost or
+"no fault" (the quiet second after each window). Also checked: no mobile number in any cached session in Redis (they are encrypted) or in the
+server log. Exit code 1 when anything was lost or
 duplicated, a 5xx other than 503 was answered, or (outside the warm-up) a request waited longer
 than ``--max-stall-s`` or ``/healthz`` longer than 100 ms.
 """
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -65,6 +67,7 @@ def _sibling(name: str) -> ModuleType:
 
 bs = _sibling("bench_serve")
 HEALTHZ_TARGET_MS = 100.0
+MOBILE = re.compile(rb"(?<!\d)1[3-9]\d{9}(?!\d)")  # a mainland mobile number, as the simulated visitors leave
 
 
 # ---- a private redis-server ---------------------------------------------------------------
@@ -523,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--model-dir {args.model_dir}: not a directory")
     base = args.var_dir or Path(tempfile.mkdtemp(prefix="yuyue-fault-"))
     rows: list[Row] = []
+    privacy: list[str] = []
     for setup in [args.only] if args.only else ["pg", "sqlite"]:
         got, extras = run_setup(
             setup,
@@ -535,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
         )
         rows += got
+        raw_redis = sum(bool(MOBILE.search(v)) for v in extras["redis_values"])
+        raw_log = sum(bool(MOBILE.search(line.encode())) for line in extras["log"].splitlines())
+        if raw_redis or raw_log:
+            privacy.append(f"{setup}: {raw_redis} Redis values and {raw_log} log lines hold a mobile number")
+        print(f"[{setup}] mobile numbers in Redis values: {raw_redis}; in the server log: {raw_log}")
         print(
             f"[{setup}] {len(extras['redis_values'])} cached sessions in the private redis; server log: "
             f"{base / setup / 'server.log'}"
@@ -542,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     for r in rows:
         print(f"slowest {r.setup}/{r.fault}: " + "; ".join(r.slowest))
-    bad = problems(rows, args.max_stall_s)
+    bad = problems(rows, args.max_stall_s) + privacy
     print("RESULT: " + ("OK" if not bad else "FAILED\n  " + "\n  ".join(bad)))
     return 0 if not bad else 1
 
