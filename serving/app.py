@@ -33,7 +33,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from sqlalchemy import exc as sa_exc
 
 from yuyue.config import Settings, get_settings
@@ -75,6 +75,8 @@ class VisitIn(Visit):
     """The contract's visit trace, its page times within the accepted window around now."""
 
     pages: list[PageIn] | None = Field(None, max_length=1000)
+    # the contract sets no maximum; a count beyond 64 bits could not be exported as JSON
+    visits_before: StrictInt | None = Field(None, ge=0, le=1_000_000)
 
 
 class OpenChat(_Body):

@@ -166,6 +166,13 @@ def test_columns_are_as_long_as_the_contract_allows():
         )
 
 
+def test_a_count_that_could_not_be_exported_is_422(api):
+    before = _rows(api)
+    r = _raw_post(api, "/v1/conversations", '{"visit": {"visits_before": 100000000000000000000000000000}}')
+    _expect_422(r, "visit.visits_before", "less than or equal to 1000000")
+    assert _rows(api) == before
+
+
 @pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
 def test_non_finite_numbers_are_422(api, number):
     before = _rows(api)
