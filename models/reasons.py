@@ -20,6 +20,8 @@ import yaml
 from yuyue.models.scorer import OutcomeScorer
 
 TEXT_GROUP = "@text"
+# one-hot values that say an input is missing: a group with nothing else set is not a reason
+ABSENT_VALUES = frozenset({"unknown", "none", "other"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class _Group:
     text: bool
     values: dict[str, str]
     value_of: dict[int, str]  # column -> one-hot value, for labels with {value}
+    last: bool = False  # pure length/tempo: listed after every other reason
 
 
 class ReasonExplainer:
@@ -73,8 +76,12 @@ class ReasonExplainer:
                     TEXT_GROUP in patterns,
                     g.get("values", {}),
                     value_of,
+                    g.get("rank") == "last",
                 )
             )
+        self.present = np.array(
+            ["=" not in n or n.split("=", 1)[1] not in ABSENT_VALUES for n in self.feature_names], dtype=bool
+        )
 
     @staticmethod
     def fit_baseline(struct: np.ndarray, feature_names: list[str]) -> np.ndarray:
@@ -114,11 +121,17 @@ class ReasonExplainer:
             for i, g in enumerate(active)
             if abs(p - probs[i + 1]) >= min_abs
         ]
-        reasons.sort(key=lambda r: -abs(r.delta))
+        last = {g.id for g in active if g.last}
+        # length/tempo groups never crowd out a reason a consultant can act on
+        reasons.sort(key=lambda r: (r.group in last, -abs(r.delta)))
         return p, reasons[:top]
 
     def _active_groups(self, x: np.ndarray, text: sp.csr_matrix) -> list[_Group]:
-        """Groups whose features differ from the baseline (the text group: a non-empty bag), in spec order."""
+        """Groups whose inputs are present and differ from the baseline, in spec order.
+
+        Present: some column of the group is non-zero other than a one-hot "unknown/none/other"
+        (a chat opened with no pages has no pages reason); the text group: a non-empty bag.
+        """
         group_of = getattr(self, "_group_of", None)
         if group_of is None:  # column -> index of its group (-1: in none); derived, not saved
             group_of = np.full(len(self.feature_names), -1, dtype=np.int64)
@@ -127,7 +140,11 @@ class ReasonExplainer:
             self._group_of = group_of
         hit = np.zeros(len(self.groups) + 1, dtype=bool)
         hit[group_of[x != self.baseline]] = True  # -1 lands in the spare last slot
-        return [g for i, g in enumerate(self.groups) if (text.nnz > 0 if g.text else hit[i])]
+        present = np.zeros(len(self.groups) + 1, dtype=bool)
+        present_cols = getattr(self, "present", None)
+        on = x != 0 if present_cols is None else (x != 0) & present_cols
+        present[group_of[on]] = True
+        return [g for i, g in enumerate(self.groups) if (text.nnz > 0 if g.text else hit[i] and present[i])]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

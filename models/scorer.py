@@ -150,6 +150,9 @@ class OutcomeScorer(BaseEstimator):
         learning_rate: float = 0.08,
         max_leaf_nodes: int = 31,
         l2_regularization: float = 1.0,
+        text_max_iter: int = 40,
+        increasing: tuple[int, ...] = (),
+        clip_quantile: float = 0.995,
         random_state: int = 0,
     ):
         self.kind = kind
@@ -162,6 +165,9 @@ class OutcomeScorer(BaseEstimator):
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
         self.l2_regularization = l2_regularization
+        self.text_max_iter = text_max_iter
+        self.increasing = increasing
+        self.clip_quantile = clip_quantile
         self.random_state = random_state
 
     # ---- fitting -------------------------------------------------------
@@ -170,6 +176,8 @@ class OutcomeScorer(BaseEstimator):
         y = np.asarray(y, dtype=np.int8)
         if len(np.unique(y)) < 2:
             raise ValueError("only one class in the labels: need both positive and negative conversations")
+        self._fit_clip(rows.struct)
+        rows = self._clipped_rows(rows)
         if self.kind == "logreg":
             # scale without centring so zeros stay zeros: the features are mostly sparse flags
             self.scaler_ = StandardScaler(with_mean=False).fit(
@@ -182,6 +190,11 @@ class OutcomeScorer(BaseEstimator):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 self.model_.fit(self._linear_X(rows), y, sample_weight=sample_weight)
+            if self.increasing:
+                # a buying signal never lowers the score: no negative weight on those columns
+                coef = self.model_.coef_
+                idx = np.asarray(self.increasing, dtype=np.int64)
+                coef[0, idx] = np.maximum(coef[0, idx], 0.0)
         elif self.kind == "hgb":
             extra = None
             if self.use_text:
@@ -191,6 +204,7 @@ class OutcomeScorer(BaseEstimator):
                 learning_rate=self.learning_rate,
                 max_leaf_nodes=self.max_leaf_nodes,
                 l2_regularization=self.l2_regularization,
+                monotonic_cst=self._monotonic_cst(rows.struct.shape[1] + (extra is not None)),
                 early_stopping=False,
                 random_state=self.random_state,
             )
@@ -213,10 +227,50 @@ class OutcomeScorer(BaseEstimator):
         for tr, te in GroupKFold(n_splits=2).split(rows.struct, y, groups=rows.group):
             if len(np.unique(y[tr])) < 2:
                 raise ValueError("a text fold has only one class: too few conversations of one outcome")
-            m = TextScorer(C=self.text_C).fit(rows.text[tr], y[tr], w[tr])
+            m = TextScorer(C=self.text_C, max_iter=self.text_max_iter).fit(rows.text[tr], y[tr], w[tr])
             out[te] = m.decision_function(rows.text[te])
             models.append(m)
         return out, models
+
+    def _monotonic_cst(self, n_cols: int) -> list[int] | None:
+        if not self.increasing:
+            return None
+        cst = [0] * n_cols
+        for j in self.increasing:
+            cst[j] = 1
+        return cst
+
+    def _fit_clip(self, struct: np.ndarray) -> None:
+        """Per-column range of the training rows (upper end at ``clip_quantile`` of the non-zero values).
+
+        Inputs beyond it (a 10,000-character message, 300 turns) are scored as the edge of what
+        training saw, so no single unusual message pushes a linear model far outside its data.
+        """
+        X = np.asarray(struct, dtype=np.float64)
+        hi = np.zeros(X.shape[1])
+        lo = np.minimum(X.min(axis=0), 0.0)
+        for j in range(X.shape[1]):
+            nz = X[:, j][X[:, j] != 0]
+            if len(nz):
+                hi[j] = max(float(np.quantile(nz, self.clip_quantile)), 1.0 if nz.max() >= 1 else nz.max())
+        self.clip_lo_, self.clip_hi_ = lo.astype(np.float32), hi.astype(np.float32)
+
+    def _clip(self, struct: np.ndarray) -> np.ndarray:
+        lo = getattr(self, "clip_lo_", None)
+        if lo is None:  # bundles saved before clipping existed
+            return struct
+        return np.clip(np.asarray(struct, dtype=np.float32), lo, self.clip_hi_)
+
+    def _clipped_rows(self, rows: PrefixRows) -> PrefixRows:
+        return PrefixRows(
+            self._clip(rows.struct),
+            rows.text,
+            rows.group,
+            rows.n_messages,
+            rows.visitor_turns,
+            rows.conversation_ids,
+            rows.closed,
+        )
 
     def _linear_X(self, rows: PrefixRows) -> sp.csr_matrix:
         return self._linear_arrays(rows.struct, rows.text)
@@ -228,6 +282,9 @@ class OutcomeScorer(BaseEstimator):
     def calibrate(self, rows: PrefixRows, y: np.ndarray, sample_weight: np.ndarray) -> OutcomeScorer:
         """Fit the calibration map on rows of conversations the model did not train on."""
         raw = self.decision_function(rows)
+        # never exactly 0 or 1: n calibration chats support no probability beyond [1/(n+2), 1-1/(n+2)]
+        n = len(np.unique(rows.group))
+        self.p_min_, self.p_max_ = 1.0 / (n + 2), 1.0 - 1.0 / (n + 2)
         if self.calibration == "isotonic":
             self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
             self.calibrator_.fit(raw, y, sample_weight=sample_weight)
@@ -237,8 +294,20 @@ class OutcomeScorer(BaseEstimator):
             )
         return self
 
+    def bound_by(self, upper: OutcomeScorer | None) -> OutcomeScorer:
+        """Never score above ``upper`` (arrival needs a booking: p(arrived) <= p(booked) on every row)."""
+        self.upper_ = upper
+        return self
+
+    def _bounded(self, p: np.ndarray, upper: np.ndarray | None) -> np.ndarray:
+        return p if upper is None else np.minimum(p, upper)
+
     def predict_proba_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> np.ndarray:
-        return self._calibrated(self.decision_function_arrays(struct, text))
+        up = getattr(self, "upper_", None)
+        return self._bounded(
+            self._calibrated(self.decision_function_arrays(struct, text)),
+            None if up is None else up.predict_proba_arrays(struct, text),
+        )
 
     def predict_proba_variants(
         self, struct: np.ndarray, text: sp.csr_matrix, with_text: np.ndarray
@@ -250,15 +319,21 @@ class OutcomeScorer(BaseEstimator):
         without stacking sparse copies of the same bag. Equal to
         ``predict_proba_arrays`` on the stacked rows.
         """
-        return self._calibrated(self.decision_variants(struct, text, with_text))
+        up = getattr(self, "upper_", None)
+        return self._bounded(
+            self._calibrated(self.decision_variants(struct, text, with_text)),
+            None if up is None else up.predict_proba_variants(struct, text, with_text),
+        )
 
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         if self.calibrator_ is None:
-            return 1.0 / (1.0 + np.exp(-raw))
-        if isinstance(self.calibrator_, IsotonicRegression):
+            p = 1.0 / (1.0 + np.exp(-raw))
+        elif isinstance(self.calibrator_, IsotonicRegression):
             # IsotonicRegression.predict with out_of_bounds="clip" is this linear interpolation
-            return np.interp(raw, self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
-        return self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
+            p = np.interp(raw, self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
+        else:
+            p = self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
+        return np.clip(p, getattr(self, "p_min_", 1e-4), getattr(self, "p_max_", 1 - 1e-4))
 
     def predict_proba(self, rows: PrefixRows) -> np.ndarray:
         """Calibrated probabilities, one per row (a 1-d array)."""
@@ -300,6 +375,7 @@ class OutcomeScorer(BaseEstimator):
         return _logit(self.model_.predict_proba(X)[:, 1])
 
     def decision_function_arrays(self, struct: np.ndarray, text: sp.csr_matrix) -> np.ndarray:
+        struct = self._clip(struct)
         if self.kind == "logreg":
             # equal to model_.decision_function(scaler_.transform(...)), minus sklearn's per-call overhead
             ws, wt, b = self._linear_weights()
@@ -317,7 +393,7 @@ class OutcomeScorer(BaseEstimator):
 
     def decision_variants(self, struct: np.ndarray, text: sp.csr_matrix, with_text: np.ndarray) -> np.ndarray:
         """Raw scores of rows sharing one token bag (see :meth:`predict_proba_variants`)."""
-        struct = np.asarray(struct, dtype=np.float64)
+        struct = np.asarray(self._clip(struct), dtype=np.float64)
         with_text = np.asarray(with_text, dtype=bool)
         if self.kind == "logreg":
             ws, wt, b = self._linear_weights()

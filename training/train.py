@@ -154,12 +154,14 @@ def train(
                 continue
             t = time.perf_counter()
             try:
-                choice = fit_target(target, rows)
+                choice = fit_target(target, rows, feature_names=space.names)
             except UnusableDataError as exc:
                 skipped.append(f"{target} scorer: {exc}")
                 continue
             timings[f"{target}_fit_s"] = round(time.perf_counter() - t, 1)
             scorers[target] = choice.scorer
+            if target == "arrived" and "booked" in scorers:
+                choice.scorer.bound_by(scorers["booked"])  # arrival needs a booking: p(arrived) <= p(booked)
             explainers[target] = ReasonExplainer(space.names, baseline)
             comparison[target] = {"kept": choice.kind, "valid_auc": choice.valid_auc, "fit_seconds": choice.fit_seconds}
             trained.append(f"{target} scorer ({choice.kind})")
