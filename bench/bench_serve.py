@@ -92,7 +92,7 @@ class ServerError(RuntimeError):
 
 
 class Server:
-    """``yuyue serve --model-dir`` as a subprocess on loopback (one uvicorn worker).
+    """``yuyue serve --model-dir`` as a subprocess on loopback (``workers`` uvicorn workers, default 1).
 
     ``var_dir`` holds the log (``server.log``) and, without ``database_url``, the SQLite
     database. ``start()`` may be called again after ``kill()`` (same var dir and database).
@@ -106,7 +106,9 @@ class Server:
         database_url: str | None = None,
         redis_url: str | None = None,
         port: int | None = None,
+        workers: int = 1,
     ):
+        self.workers = workers
         self.model_dir = Path(model_dir).resolve()
         self.var_dir = Path(var_dir).resolve()
         self.var_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +168,7 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
+            *(["--workers", str(self.workers)] if self.workers > 1 else []),
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed by the child's exit; we keep no handle)
         log.write(f"\n==== {datetime.now().isoformat()} {' '.join(cmd)}\n".encode())
@@ -194,7 +197,7 @@ class Server:
     def kill(self) -> None:
         """SIGKILL (a crash: nothing is flushed, no shutdown hooks run)."""
         if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the whole session: worker processes too
         if self.proc is not None:
             self.proc.wait(timeout=30)
 

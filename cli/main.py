@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -52,6 +53,7 @@ def serve(
     seed: int = typer.Option(7, help="simulator seed for that dataset"),
     model_dir: Path = typer.Option(None, help="serve this saved bundle instead of the registry's champion"),
     log_json: bool = typer.Option(None, "--log-json", help="log JSON lines (default: the log_json setting)"),
+    workers: int = typer.Option(1, min=1, max=64, help="server processes (more than 1 needs PostgreSQL and Redis)"),
 ) -> None:
     """The main job: train and promote a model if none is registered, then serve the API and the console."""
     import uvicorn
@@ -60,13 +62,20 @@ def serve(
     from yuyue.config import get_settings
     from yuyue.config.logs import configure_logging
     from yuyue.serving.app import create_app
+    from yuyue.serving.workers import prepare_multiprocess, workers_problem
 
     # requests run in a thread pool; nested OpenMP/BLAS threads would only spin against each other
     threadpool_limits(limits=1)
     from yuyue.serving.keys_cli import ensure_demo_keys
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json if log_json is None else log_json)
+    if log_json is not None:
+        settings = settings.model_copy(update={"log_json": log_json})
+        os.environ["YUYUE_LOG_JSON"] = "true" if log_json else "false"  # for the worker processes
+    configure_logging(settings.log_level, settings.log_json)
+    if problem := workers_problem(settings, workers):
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     model = None
     if model_dir is not None:
         from yuyue.models.bundle import YuyueModel
@@ -83,6 +92,19 @@ def serve(
         typer.echo(line)
     host, port = host or settings.host, port or settings.port
     typer.echo(f"serving on http://{host}:{port}/ (console) and http://{host}:{port}/docs (API)")
+    if workers > 1:
+        typer.echo(f"{workers} worker processes; sessions in Redis, chats in PostgreSQL")
+        prepare_multiprocess(settings, model_dir)
+        uvicorn.run(
+            "yuyue.serving.workers:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+        return
     app_ = create_app(settings, model, f"dir:{model_dir.name}" if model_dir else None)
     uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
 

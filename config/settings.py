@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         30, ge=1, description="failed authentications per minute per client address before 429s"
     )
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of `yuyue serve`")
+    log_json: bool = Field(False, description="log JSON lines instead of text (also `yuyue serve --log-json`)")
 
     # ---- dependencies: every call bounded, so a slow Redis or a locked table cannot stall the server
     redis_timeout_s: float = Field(

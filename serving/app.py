@@ -25,14 +25,7 @@ from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from sqlalchemy import exc as sa_exc
 
@@ -44,7 +37,9 @@ from yuyue.serving.auth import ApiKey, KeyStore, hash_key
 from yuyue.serving.cache import make_cache, redis_options
 from yuyue.serving.db import create_all, engine_options, make_engine
 from yuyue.serving.edge import Blocklist, EdgeMiddleware, Recent, RecentFilter, client_address
+from yuyue.serving.metrics import Metrics
 from yuyue.serving.ratelimit import RateLimiter
+from yuyue.serving.requestid import RequestIdMiddleware
 from yuyue.serving.service import LIVE_CODEC, Caller, ChatService, Forbidden, InvalidInput, ModelHolder
 from yuyue.serving.store import FUNNEL_GROUPS, Conflict, EventStore, Filters, NotFound
 
@@ -161,33 +156,6 @@ class Feedback(_Body):
             "examples": [{"action": "edited", "final_text": "王女士您好，隆鼻的费用要看方案…"}]
         },
     )
-
-
-# ---- metrics ----------------------------------------------------------------------------
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.latency = Histogram(
-            "yuyue_request_seconds",
-            "request latency by endpoint",
-            ["method", "endpoint", "status"],
-            registry=self.registry,
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
-        )
-        self.feedback = Counter(
-            "yuyue_suggestion_feedback_total", "suggestion feedback", ["action"], registry=self.registry
-        )
-        self.shown = Counter("yuyue_suggestions_shown_total", "suggestions shown", registry=self.registry)
-        self.model = Gauge(
-            "yuyue_model_info", "model version in use (value 1)", ["version"], registry=self.registry
-        )
-        self.cache_misses = Gauge(
-            "yuyue_session_cache_misses", "chats rebuilt from the event store", registry=self.registry
-        )
-
-    def set_model(self, version: str) -> None:
-        self.model.clear()
-        self.model.labels(version=version).set(1)
 
 
 # ---- the app ----------------------------------------------------------------------------
@@ -336,6 +304,7 @@ def create_app(
         gate=gate,
     )
     app.add_middleware(TimingMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer and log line carries the id
 
     # ---- auth -------------------------------------------------------------------------
     # dependencies are ``async def`` so they run on the event loop: a plain ``def`` would cost a
@@ -626,7 +595,8 @@ def create_app(
         responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
     )
     def metrics() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body, media_type = state.metrics.exposition()
+        return Response(body, media_type=media_type)
 
     # ---- console ---------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
