@@ -79,7 +79,11 @@ class ReasonExplainer:
                     g.get("rank") == "last",
                 )
             )
-        self.present = np.array(
+        self.present = self._present_columns()
+
+    def _present_columns(self) -> np.ndarray:
+        """Columns that say an input is there (all but one-hot unknown/none/other values)."""
+        return np.array(
             ["=" not in n or n.split("=", 1)[1] not in ABSENT_VALUES for n in self.feature_names], dtype=bool
         )
 
@@ -142,7 +146,9 @@ class ReasonExplainer:
         hit[group_of[x != self.baseline]] = True  # -1 lands in the spare last slot
         present = np.zeros(len(self.groups) + 1, dtype=bool)
         present_cols = getattr(self, "present", None)
-        on = x != 0 if present_cols is None else (x != 0) & present_cols
+        if present_cols is None:  # explainers saved before presence was tracked
+            present_cols = self.present = self._present_columns()
+        on = (x != 0) & present_cols
         present[group_of[on]] = True
         return [g for i, g in enumerate(self.groups) if (text.nnz > 0 if g.text else hit[i] and present[i])]
 

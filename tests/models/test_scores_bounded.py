@@ -98,7 +98,7 @@ def _scores(model, turns, closed=False, **overrides):
     return model.score(replay(_chat(turns, **overrides), **h), closed=closed)
 
 
-LONG = "我今年三十二岁，" + "鼻子一直觉得有点塌，鼻头也比较大，之前在别的地方咨询过，说可以用假体也可以用自体软骨，" * 9
+LONG = "我今年三十二岁，" + "鼻子一直觉得有点塌，鼻头也比较大，之前在别的地方咨询过，说可以用假体也可以用自体软骨，" * 10
 
 
 def test_one_long_message_does_not_saturate_the_score(model):
