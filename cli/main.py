@@ -12,6 +12,7 @@ from yuyue.features.cli import pii_app
 from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.pool_cli import replies_app
 from yuyue.serving.keys_cli import keys_app
+from yuyue.serving.store_cli import store_app
 from yuyue.training.cli import evaluate_command, models_app, train_command
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.add_typer(compliance_app, name="compliance")
 app.add_typer(keys_app, name="keys")
+app.add_typer(store_app, name="store")
 app.add_typer(pii_app, name="pii")
 
 

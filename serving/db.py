@@ -26,14 +26,16 @@ Engines never log bound parameters (``hide_parameters=True``): they hold message
 text and personal data, and SQLAlchemy puts them into every error message.
 :func:`engine_options` gives the timeouts from the settings.
 
-Modules that own tables declare them on :data:`metadata`; :func:`create_all`
-creates every table declared by the modules imported so far (import
-``serving.auth``, ``serving.store`` ... before calling it).
+Modules that own tables declare them on :data:`metadata`. The schema is versioned by Alembic
+(``serving/migrations``; ``yuyue store upgrade``, ``yuyue store current``): :func:`prepare_schema`
+(what :func:`create_all` does for the service's tables) creates a fresh database at the head
+revision and refuses one behind the code with a message naming ``yuyue store upgrade``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import stat
@@ -337,6 +339,191 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+# ---- the schema: Alembic migrations (serving/migrations) ------------------------------------------
+# the tables under migration; a table declared on :data:`metadata` and not listed here (a test's probe
+# table) is created by :func:`create_all` as it is, outside the migrations
+SCHEMA_TABLES = frozenset({"api_keys", "conversations", "events", "suggestions"})
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+VERSION_TABLE = "alembic_version"
+UPGRADE_COMMAND = "yuyue store upgrade"
+_SCHEMA_LOCK = 0x7975_7975  # PostgreSQL advisory lock: one process creates or upgrades the schema at a time
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this code expects; the message says what to do."""
+
+
+class SchemaBehind(SchemaError):
+    """The database is older than the code (unversioned, or at an older revision)."""
+
+
+class SchemaUnknown(SchemaError):
+    """The database is at a revision this code does not know (written by a newer Yuyue)."""
+
+
+def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Any:
+    """Alembic's configuration (no ini file): the migrations in ``serving/migrations``, run on
+    ``connection`` (an open one, in a transaction) or on a new engine for ``url``."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", str(url).replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def _script() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The revision the code expects (the newest migration)."""
+    return _script().get_current_head()
+
+
+def _revision_of(conn: sa.Connection) -> tuple[str | None, set[str]]:
+    """The database's revision (None when unversioned) and the service's tables it has."""
+    names = set(sa.inspect(conn).get_table_names())
+    revision = None
+    if VERSION_TABLE in names:
+        revision = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    return revision, names & SCHEMA_TABLES
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision; None for a database without ``alembic_version`` (empty, or made by
+    ``create_all`` before migrations)."""
+    with engine.connect() as conn:
+        return _revision_of(conn)[0]
+
+
+def _describe(engine: Engine) -> str:
+    return f"the database {engine.url.render_as_string(hide_password=True)}"
+
+
+def _check(engine: Engine, revision: str | None, tables: set[str]) -> None:
+    """Raise :class:`SchemaError` unless the database is at the head revision."""
+    head = head_revision()
+    if revision == head:
+        return
+    if revision is None:
+        raise SchemaBehind(
+            f"{_describe(engine)} has tables ({', '.join(sorted(tables))}) but no schema revision: "
+            f"it was created by a Yuyue without migrations. Run `{UPGRADE_COMMAND}` to bring it to "
+            f"revision {head} (existing rows are kept), then start again."
+        )
+    _check_known(engine, revision)
+    raise SchemaBehind(
+        f"{_describe(engine)} is at schema revision {revision}, behind the code ({head}). "
+        f"Run `{UPGRADE_COMMAND}` to upgrade it (existing rows are kept), then start again."
+    )
+
+
+def _check_known(engine: Engine, revision: str) -> None:
+    try:
+        known = _script().get_revision(revision) is not None
+    except Exception:  # alembic.util.CommandError: unknown revision
+        known = False
+    if not known:
+        raise SchemaUnknown(
+            f"{_describe(engine)} is at schema revision {revision!r}, which this Yuyue does not know "
+            f"(it expects {head_revision()}): it was written by a newer version; run that version."
+        )
+
+
+def _lock(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+
+
+def _schema_tables() -> list[sa.Table]:
+    import yuyue.serving.auth  # noqa: F401  (declares api_keys)
+    import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)
+
+    return [t for t in metadata.sorted_tables if t.name in SCHEMA_TABLES]
+
+
+def prepare_schema(engine: Engine) -> str:
+    """Make sure the database has the schema of this code, for the server (and ``yuyue keys``).
+
+    - at the head revision: nothing to do (``"current"``);
+    - empty (none of the service's tables): create them at head and record the revision
+      (``"created"``), in one transaction, under an advisory lock on PostgreSQL so that several
+      workers starting together create it once;
+    - anything else raises :class:`SchemaBehind` (unversioned but populated: created before
+      migrations; or at an older revision), whose message names ``yuyue store upgrade``, or
+      :class:`SchemaUnknown` (a revision from a newer version). The server never migrates by
+      itself: an upgrade is an operator's decision (take a backup first).
+    """
+    tables = _schema_tables()
+    with engine.connect() as conn:
+        revision, present = _revision_of(conn)
+    if revision is None and not present:
+        from alembic.migration import MigrationContext
+
+        with engine.begin() as conn:
+            _lock(conn)
+            revision, present = _revision_of(conn)  # another process may have created it meanwhile
+            if revision is None and not present:
+                metadata.create_all(conn, tables=tables, checkfirst=True)
+                MigrationContext.configure(conn).stamp(_script(), "head")
+                return "created"
+    _check(engine, revision, present)
+    return "current"
+
+
+def upgrade_schema(engine: Engine, echo: Any = None) -> list[str]:
+    """``yuyue store upgrade``: bring the database to the head revision; returns what was done.
+
+    A database created by ``create_all`` before migrations (tables, no ``alembic_version``) is
+    recognised: it is taken as the baseline revision (its tables kept, missing ones created) and then
+    upgraded. An empty database gets every revision in turn. One transaction (on PostgreSQL the DDL
+    is transactional: a failed upgrade leaves the database as it was).
+    """
+    from alembic import command
+
+    lines = []
+    with engine.begin() as conn:
+        _lock(conn)
+        before, present = _revision_of(conn)
+        head = head_revision()
+        if before == head:
+            return [f"already at the head revision {head}"]
+        if before is not None:
+            _check_known(engine, before)
+        if before is None and present:
+            base = _script().get_base()
+            lines.append(
+                f"unversioned database with tables {', '.join(sorted(present))} (created before migrations): "
+                f"stamped as the baseline {base}"
+                + (f", created the missing tables {', '.join(sorted(SCHEMA_TABLES - present))}"
+                   if SCHEMA_TABLES - present else "")
+            )
+        elif before is None:
+            lines.append("empty database: creating the schema")
+        steps = [s.revision for s in _script().iterate_revisions(head, before)]
+        command.upgrade(alembic_config(conn), "head")
+        after = _revision_of(conn)[0]
+    lines.append(f"upgraded {before or 'unversioned'} -> {after} ({', '.join(reversed(steps))})")
+    return lines
+
+
 def create_all(engine: Engine, tables: list[sa.Table] | None = None) -> None:
-    """Create the tables declared on :data:`metadata` (or just ``tables``) that do not exist yet."""
-    metadata.create_all(engine, tables=tables, checkfirst=True)
+    """Create the tables declared on :data:`metadata` (or just ``tables``).
+
+    The service's tables (:data:`SCHEMA_TABLES`) go through :func:`prepare_schema`: a fresh database
+    gets all of them at the head revision, one behind the code raises :class:`SchemaBehind`. Other
+    tables (a test's probe table) are created as they are if missing.
+    """
+    chosen = list(metadata.sorted_tables) if tables is None else list(tables)
+    if tables is None or any(t.name in SCHEMA_TABLES for t in chosen):
+        prepare_schema(engine)
+    others = [t for t in chosen if t.name not in SCHEMA_TABLES]
+    if others:
+        metadata.create_all(engine, tables=others, checkfirst=True)

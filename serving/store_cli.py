@@ -1,0 +1,93 @@
+"""``yuyue store``: the database schema (Alembic migrations in ``serving/migrations``).
+
+- ``yuyue store current``: the database's schema revision, or ``unversioned`` (empty, or created by a
+  Yuyue without migrations), and whether it is the revision this code expects.
+- ``yuyue store upgrade``: bring the database to the head revision. A database created before
+  migrations (tables but no revision) is recognised, stamped as the baseline, then upgraded.
+
+The database is ``--url``, else ``get_settings().resolved_database_url`` (``YUYUE_DATABASE_URL``, else
+``sqlite:///<var_dir>/yuyue.db``). The server refuses to start on a database behind the code and
+names ``yuyue store upgrade``; take a backup before upgrading a production database.
+"""
+
+from __future__ import annotations
+
+import typer
+
+store_app = typer.Typer(
+    name="store",
+    help="The database schema: show its revision, upgrade it to this version's.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app = store_app
+
+URL_HELP = "database URL (default: the database_url setting, else sqlite:///<var_dir>/yuyue.db)"
+# a schema change may wait for readers to finish: longer lock waits than the server's, no statement limit
+LOCK_WAIT_MS = 30_000
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _engine(url: str | None):
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuyue.serving.db import make_engine
+
+    try:
+        if url is None:
+            from yuyue.config import get_settings
+
+            url = get_settings().resolved_database_url
+        return make_engine(
+            url, busy_timeout_ms=LOCK_WAIT_MS, lock_timeout_ms=LOCK_WAIT_MS, statement_timeout_ms=0
+        )
+    except (ValueError, OSError, SQLAlchemyError) as exc:
+        _fail(f"cannot open the database: {_one_line(exc)}")
+
+
+@store_app.command("current")
+def current(url: str = typer.Option(None, "--url", help=URL_HELP)) -> None:
+    """Print the database's schema revision ("unversioned" when it has none) and the code's."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuyue.serving.db import current_revision, head_revision
+
+    engine = _engine(url)
+    try:
+        revision = current_revision(engine)
+    except SQLAlchemyError as exc:
+        _fail(f"database error: {_one_line(exc)}")
+    finally:
+        engine.dispose()
+    head = head_revision()
+    typer.echo(revision or "unversioned")
+    if revision != head:
+        typer.echo(f"the code expects {head}: run `yuyue store upgrade`", err=True)
+
+
+@store_app.command("upgrade")
+def upgrade(url: str = typer.Option(None, "--url", help=URL_HELP)) -> None:
+    """Upgrade the database to this version's schema (rows are kept; take a backup first)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuyue.serving.db import SchemaError, upgrade_schema
+
+    engine = _engine(url)
+    try:
+        for line in upgrade_schema(engine):
+            typer.echo(line)
+    except SchemaError as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"upgrade failed (on PostgreSQL nothing was changed): {_one_line(exc)}")
+    finally:
+        engine.dispose()
