@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,12 +100,6 @@ def frequent_consultants(scan_: DatasetScan, split: str = "train", min_chats: in
         if m.consultant_id and m.booked is not None and scan_.split.get(m.index) == split:
             counts[m.consultant_id] = counts.get(m.consultant_id, 0) + 1
     return sorted(c for c, k in counts.items() if k >= min_chats)
-
-
-def iter_selected(path: Path, wanted: set[int]) -> Iterator[tuple[int, Conversation]]:
-    for i, conv in enumerate(read_conversations(path)):
-        if i in wanted:
-            yield i, conv
 
 
 CHUNK = 1000

@@ -577,13 +577,6 @@ class NeuralReplyRanker:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self._index_ids[i], float(scores[i])) for i in top]
 
-    def index_scores(self, context: str) -> dict[str, float]:
-        """Similarity of ``context`` to every indexed candidate."""
-        if self._index_emb is None:
-            return {}
-        scores = self._index_emb @ self.encode_context(context)
-        return dict(zip(self._index_ids, scores.astype(float).tolist(), strict=True))
-
     # ---- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """``model.pt`` (state dict), ``vocab.json``, ``config.json`` (this class's settings); in
