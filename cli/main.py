@@ -64,6 +64,7 @@ def serve(
     from yuyue.config import get_settings
     from yuyue.config.logs import configure_logging
     from yuyue.serving.app import create_app
+    from yuyue.serving.db import SchemaError
     from yuyue.serving.workers import prepare_multiprocess, workers_problem
 
     # requests run in a thread pool; nested OpenMP/BLAS threads would only spin against each other
@@ -90,8 +91,12 @@ def serve(
         settings = settings.model_copy(update={"model_poll_seconds": 0})
     else:
         _ensure_champion(settings, n, seed)
-    for line in ensure_demo_keys(settings):
-        typer.echo(line)
+    try:
+        for line in ensure_demo_keys(settings):
+            typer.echo(line)
+    except SchemaError as exc:  # a database behind the code: `yuyue store upgrade` first
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     host, port = host or settings.host, port or settings.port
     typer.echo(f"serving on http://{host}:{port}/ (console) and http://{host}:{port}/docs (API)")
     if workers > 1:

@@ -9,6 +9,7 @@ site-packages wins every name clash, as it would for a user.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -31,7 +32,10 @@ def _run(*cmd: str | Path, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", dist, REPO)
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources it builds
+    src = tmp_path_factory.mktemp("src") / "yuyue"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "*.egg-info", "__pycache__"))
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", dist, src)
     (path,) = dist.glob("yuyue-*.whl")
     return path
 
