@@ -11,7 +11,7 @@ suggestions shown after each visitor message:
 - foreign_names: another hospital's name (one not configured for this hospital) or a consultant's name;
 - cut: text ending mid-sentence (comma, colon, enumeration mark);
 - over_twice: the same suggestion offered more than twice in one chat;
-- same_intent_turns: turns whose suggestions share an intent (stage);
+- same_intent_turns: turns whose suggestions share an intent (stage, and concern for concern replies);
 - directions_before_confirm: after a time was agreed and contact given, a directions reply ranked first
   before the booking was confirmed;
 - answered / asked: the visitor's last message asked about price, address or pain and the first
@@ -149,8 +149,8 @@ def play(model: Any, chats: list[dict[str, Any]], hospital: dict[str, str] | Non
                         bad("foreign_names", cid, f"{name} in {x.text}")
                     if _CUT.search(x.text):
                         bad("cut", cid, x.text)
-                    stages.append(x.stage)
-                known = [st for st in stages if st]
+                    stages.append((x.stage, entry.concern if entry else None))
+                known = [st for st in stages if st[0]]
                 if len(known) != len(set(known)):
                     bad("same_intent_turns", cid, " | ".join(x.text for x in s))
                 flags, facts = session.state.flags, session.state.facts

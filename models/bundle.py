@@ -29,7 +29,7 @@ from yuyue.features.state import ConversationState, MessageAnalysis
 from yuyue.models.hints import Hint, HintEngine
 from yuyue.models.legacy import old_module_names
 from yuyue.models.reasons import Reason, ReasonExplainer
-from yuyue.models.replies.suggest import ReplySuggester, Suggestion
+from yuyue.models.replies.suggest import ReplySuggester, Suggestion, booking_confirmed
 from yuyue.models.scorer import OutcomeScorer
 from yuyue.models.stages import ChatStageTracker, StageClassifier
 
@@ -42,6 +42,7 @@ CONTEXT_CHARS = 500
 STAGE_CHARS = 1000
 # features + scores (+ stage) past this many milliseconds: the optional parts are skipped
 DEFAULT_BUDGET_MS = 50.0
+SUGGESTED_IDS = 40  # suggestion ids a chat session remembers (repeats are counted over these)
 BUNDLE_FORMAT = 2  # 2: classes pickled under the yuyue namespace; 1: under the old top-level names
 
 
@@ -69,23 +70,42 @@ class ChatSession:
     tracker: ChatStageTracker
     context: list[tuple[str, str]] = field(default_factory=list)  # last messages (role, raw text)
     last: dict[str, float] = field(default_factory=dict)  # last probabilities, for the change
+    # what the suggester needs beyond the state: the chat's department and project (from its opening),
+    # how often each reply id was suggested (at most SUGGESTED_IDS ids) and whether a booking was confirmed
+    department: str | None = None
+    project: str | None = None
+    suggested: dict[str, int] = field(default_factory=dict)
+    confirmed: bool = False
 
     def to_bytes(self) -> bytes:
+        extra = [self.department, self.project, self.suggested, self.confirmed]
         return msgpack.packb(
-            [1, self.state.to_bytes(), self.tracker.to_dict(), self.context, self.last], use_bin_type=True
+            [2, self.state.to_bytes(), self.tracker.to_dict(), self.context, self.last, extra], use_bin_type=True
         )
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ChatSession:
-        version, state, tracker, context, last = msgpack.unpackb(blob, raw=False)
-        if version != 1:
-            raise ValueError(f"chat session version {version} != 1")
+        version, state, tracker, context, last, *rest = msgpack.unpackb(blob, raw=False)
+        if version not in (1, 2):
+            raise ValueError(f"chat session version {version} not in (1, 2)")
+        department, project, suggested, confirmed = rest[0] if version == 2 else (None, None, {}, False)
         return cls(
             ConversationState.from_bytes(state),
             ChatStageTracker.from_dict(tracker),
             [tuple(x) for x in context],
             dict(last),
+            department,
+            project,
+            dict(suggested),
+            bool(confirmed),
         )
+
+    def remember(self, suggestions: list[Suggestion]) -> None:
+        """Count the suggestions shown (the oldest ids are forgotten past SUGGESTED_IDS)."""
+        for s in suggestions:
+            self.suggested[s.id] = self.suggested.pop(s.id, 0) + 1  # re-inserted: most recent last
+        while len(self.suggested) > SUGGESTED_IDS:
+            del self.suggested[next(iter(self.suggested))]
 
 
 @dataclass
@@ -160,7 +180,7 @@ class YuyueModel:
                 if k in ("hospital_name", "hospital_city", "hospital_province")
             },
         )
-        session = ChatSession(state, ChatStageTracker.start())
+        session = ChatSession(state, ChatStageTracker.start(), department=department, project=project)
         scores = self.score(state)
         session.last = {k: s.probability for k, s in scores.items()}
         return session, scores
@@ -209,6 +229,8 @@ class YuyueModel:
             context = next((t for r, t in reversed(session.context) if r == "visitor"), None)
             stage, stage_p = self.stage_model.predict_one(text[:STAGE_CHARS], context)
             session.tracker.update(stage, stage_p)
+        if role == "consultant" and session.state.flags.get("visit_time_agreed") and booking_confirmed(text):
+            session.confirmed = True
         if role != "system":
             session.context.append((role, text[-CONTEXT_CHARS:]))
             del session.context[:-CONTEXT_MESSAGES]
@@ -229,6 +251,7 @@ class YuyueModel:
                 suggestions = self.suggester.suggest(
                     session.context, self._facts(session, hints), k=k, latest_visitor=_latest_visitor(session, text)
                 )
+                session.remember(suggestions)
         t3 = clock()
         return MessageInsight(
             scores=scores,
@@ -254,6 +277,15 @@ class YuyueModel:
         facts["concerns_open"] = [c for c in CONCERNS if flags.get("concern_open_" + c)]
         if facts.get("projects"):
             facts["project"] = facts["projects"][0]
+        elif session.project:
+            facts["project"] = session.project
+        if session.department:
+            facts["department"] = session.department
+        # the stage of the chat and what was offered already (see ReplySuggester.suggest)
+        facts["consultant_spoke"] = session.state.n.get("consultant", 0) > 0
+        facts["visit_time_agreed"] = bool(flags.get("visit_time_agreed"))
+        facts["booking_confirmed"] = session.confirmed
+        facts["suggested"] = session.suggested
         next_stages = [h.stage for h in hints if getattr(h, "stage", None)]
         if next_stages:
             facts["next_stage"] = next_stages[0]

@@ -34,6 +34,7 @@ POOL_FORMAT = "yuyue-reply-pool"
 POOL_VERSION = 1
 STATUSES = ("unreviewed", "allowed", "blocked")
 SOURCES = ("mined", "script")
+GENERIC_DEPARTMENTS = 3  # a reply mined in this many departments is generic
 
 # a masked surname inside a form of address → the {address_form} slot (138****5678 is left alone)
 _MASKED_ADDR = re.compile(
@@ -41,6 +42,70 @@ _MASKED_ADDR = re.compile(
     r"(?![0-9A-Za-z*])"
 )
 _NOT_CANON = re.compile(r"\{\w*\}|[\s\W_]+")
+
+# a hospital's own name in a mined reply: 2-8 name chars before one of these suffixes (longest first)
+_HOSPITAL_SUFFIXES = (
+    "医疗美容医院", "医疗美容门诊部", "中西医结合医院", "泌尿专科医院", "皮肤专科医院", "肝病专科医院", "皮肤科门诊部",
+    "眼科门诊部", "口腔门诊部", "整形门诊部", "眼视光中心", "皮肤病医院", "医美诊所", "整形医院", "男科医院", "男子医院",
+    "妇产医院", "女子医院", "妇科医院", "口腔医院", "眼科医院", "肝病医院", "专科医院", "齿科", "医院", "门诊部", "诊所",
+)
+_HOSPITAL = re.compile(r"([\u4e00-\u9fa5]{2,14}?)(" + "|".join(_HOSPITAL_SUFFIXES) + ")")
+# words that end the part of a phrase that can be a name (我是|欢迎咨询 … X医院) or make it generic (我们医院)
+_NAME_BREAK = re.compile(
+    r"欢迎咨询|欢迎来到|欢迎|这里是|我是|我们|咱们|导航搜|搜索|搜|咨询|来|到|去|在|是|的|了|和|或|您|你|我|这|那|个|家|有|没|就|"
+    r"也|还|要|会|能|可|请|附近|当地|本地|外地|别|其他|其它"
+)
+_GENERIC_NAME = re.compile(r"^(?:正规|公立|私立|民营|综合|三甲|大型|专业|专科|普通|一般|市|省|县|区|市里|省里|大|小|新)+$")
+_ROLE = r"(?:在线咨询|咨询师|咨询顾问|在线客服|线上客服|顾问|客服|助理)"
+_NOT_NAME = r"(?!(?:助理|客服|顾问|医生|老师|专员|人员|小姐|真人|本人|机器|咨询|这边|那边|为您|给您|帮您)(?![\u4e00-\u9fa5]))"
+_NAME = r"(?:小[\u4e00-\u9fa5]|[\u4e00-\u9fa5]老师|[A-Z][a-z]{1,9}|" + _NOT_NAME + r"[\u4e00-\u9fa5]{2}(?=[，,。！!~～\s]|$))"
+_CONSULTANT_AFTER = re.compile(r"(" + _ROLE + r"(?:的)?|我是|我叫)(" + _NAME + r")")
+_CONSULTANT_ALONE = re.compile(
+    r"(?<![\u4e00-\u9fa5A-Za-z])(小[\u4e00-\u9fa5]|[\u4e00-\u9fa5]老师|[A-Z][a-z]{2,9})"
+    r"(?=随时|一直|在线|会|给您|帮您|为您|在呢|[，,。！!]|$)"
+)
+_DOCTOR = re.compile(r"(?:(?<=[的是找由请约挂,，。！？!?\s])|^)(?!科室|专家|副|学科)[\u4e00-\u9fa5]{2,3}(?:主任|院长|教授)")
+_ENGLISH = re.compile(r"(?<![A-Za-z{])[A-Z][a-z]{2,9}(?![A-Za-z}])")
+_ADDRESS = re.compile(
+    r"[\u4e00-\u9fa5]{2,4}(?:区|县)[\u4e00-\u9fa5]{1,8}?(?:路|街|大道|大街)\d+号"
+    r"(?:[\u4e00-\u9fa5A-Za-z0-9]{0,10}?(?:楼|层|座|大厦|中心|广场|室))?"
+)
+# a mined reply that stops mid-sentence (a turn split over several messages): trailing comma and the like
+_CUT_END = re.compile(r"[，,、：:；;（(“\s]+$")
+_SENTENCE_END = re.compile(r"[。！？!?～~…]")
+_DANGLING = re.compile(r"(?:的话|如果|因为|但是|而且|比如|包括|还有|以及|或者|和|跟|及)$")
+
+
+def slot_names(text: str) -> str:
+    """Another hospital's name → ``{hospital}``, a consultant's name → ``{consultant}``, a named doctor
+    (王立新主任) → ``{doctor}``, a street address → ``{address}`` (the hospital the reply was mined from is never the one it is offered for)."""
+
+    def hospital(m: re.Match[str]) -> str:
+        name = _NAME_BREAK.split(m.group(1))[-1]
+        if len(name) < 2 or _GENERIC_NAME.match(name):
+            return m.group(0)
+        return m.group(1)[: len(m.group(1)) - len(name)] + "{hospital}"
+
+    text = _ADDRESS.sub("{address}", text)
+    text = _HOSPITAL.sub(hospital, text)
+    text = _DOCTOR.sub("{doctor}", text)
+    text = _CONSULTANT_AFTER.sub(lambda m: m.group(1) + "{consultant}", text)
+    text = _CONSULTANT_ALONE.sub("{consultant}", text)
+    return _ENGLISH.sub("{consultant}", text)
+
+
+def whole_sentences(text: str) -> str:
+    """``text`` without a trailing fragment: a reply cut at a comma ends at its last full sentence, or
+    gets a full stop when what precedes the comma reads as complete; ``""`` when nothing is left."""
+    if not _CUT_END.search(text):
+        return text
+    body = _CUT_END.sub("", text)
+    ends = list(_SENTENCE_END.finditer(body))
+    if ends:
+        return body[: ends[-1].end()]
+    if not body or _DANGLING.search(body):
+        return ""
+    return body + "。"
 
 
 # ------------------------------------------------------------------------------------------- text helpers
@@ -75,9 +140,10 @@ def canonical_key(text: str) -> str:
 
 
 def reply_text(raw: str) -> str:
-    """The form a consultant message is stored in: normalised, masked, form of address as ``{address_form}``."""
+    """The form a consultant message is stored in: normalised, masked, form of address as ``{address_form}``,
+    other hospitals' and consultants' names slotted (:func:`slot_names`), no trailing fragment."""
     text = mask_text(normalize(raw)).replace("{", "(").replace("}", ")")
-    return _MASKED_ADDR.sub("{address_form}", text)
+    return whole_sentences(slot_names(_MASKED_ADDR.sub("{address_form}", text)))
 
 
 def entry_id(text: str, prefix: str = "m") -> str:
@@ -139,6 +205,8 @@ class PoolEntry:
     concern: str | None = None
     department: str | None = None
     project: str | None = None
+    # the departments a mined reply was used in, when fewer than GENERIC_DEPARTMENTS (else generic: None)
+    departments: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -444,6 +512,7 @@ def build_pool(
             status="unreviewed",
             department=_dominant(depts.get(c), n, dept_share),
             project=_mentioned_project(text, projects.get(c)),
+            departments=sorted(depts[c]) if c in depts and len(depts[c]) < GENERIC_DEPARTMENTS else None,
         )
         cluster_id[c] = rid
     for s in scripts:
@@ -505,6 +574,7 @@ def _carry_statuses(
 
 
 __all__ = [
+    "GENERIC_DEPARTMENTS",
     "POOL_FORMAT",
     "POOL_VERSION",
     "PoolEntry",
@@ -522,4 +592,6 @@ __all__ = [
     "jaccard",
     "minhash_signatures",
     "reply_text",
+    "slot_names",
+    "whole_sentences",
 ]

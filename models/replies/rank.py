@@ -40,16 +40,27 @@ def candidate_score(
 
 
 def diverse_top_k(
-    items: Iterable[T], k: int, text_of: Callable[[T], str], max_jaccard: float = 0.5
+    items: Iterable[T],
+    k: int,
+    text_of: Callable[[T], str],
+    max_jaccard: float = 0.5,
+    intent_of: Callable[[T], str | None] | None = None,
 ) -> list[T]:
     """The first ``k`` of ``items`` (already best first) such that no two texts have
-    char-bigram Jaccard ≥ ``max_jaccard``."""
+    char-bigram Jaccard ≥ ``max_jaccard`` and, given ``intent_of``, no two share an intent
+    (``None``: an intent of its own)."""
     chosen: list[T] = []
     grams: list[frozenset[str]] = []
+    intents: set[str] = set()
     for item in items:
+        intent = intent_of(item) if intent_of is not None else None
+        if intent is not None and intent in intents:
+            continue
         g = char_bigrams(text_of(item))
         if any(jaccard(g, h) >= max_jaccard for h in grams):
             continue
+        if intent is not None:
+            intents.add(intent)
         chosen.append(item)
         grams.append(g)
         if len(chosen) == k:

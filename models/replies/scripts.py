@@ -8,8 +8,8 @@ supported.
 
 Slot filling (``fill_slots``): a slot takes its value when one is given and not blank,
 else its fallback (``DEFAULT_FALLBACKS``: ``address_form`` → 您, ``project`` → 这个项目,
-``doctor`` → 医生, ``hospital`` → 我们医院). A slot with neither (by default ``address``
-and ``phone``) drops the whole sentence that holds it (sentences end at 。！？；!?; or a
+``doctor`` → 医生, ``hospital`` → 我们医院, ``visit_time`` → 约好的时间). A slot with neither (by
+default ``address``, ``phone`` and ``consultant``, the consultant's own name) drops the whole sentence that holds it (sentences end at 。！？；!?; or a
 newline); when nothing is left the result is ``""`` and the caller should skip the entry.
 Write scripts so that each slot's fallback still reads naturally (``{address_form}好`` →
 您好), and keep an ``{address}``/``{phone}`` in a sentence of its own.
@@ -37,12 +37,15 @@ from yuyue.data.contract import Stage
 
 DEFAULT_LIBRARY = Path(__file__).parent / "library" / "scripts.yaml"
 
-SLOTS: tuple[str, ...] = ("address_form", "project", "doctor", "hospital", "address", "phone")
+SLOTS: tuple[str, ...] = (
+    "address_form", "project", "doctor", "hospital", "address", "phone", "consultant", "visit_time"
+)
 DEFAULT_FALLBACKS: dict[str, str] = {
     "address_form": "您",
     "project": "这个项目",
     "doctor": "医生",
     "hospital": "我们医院",
+    "visit_time": "约好的时间",
 }
 
 _SLOT = re.compile(r"\{(\w*)\}")

@@ -29,7 +29,16 @@ import numpy as np
 import orjson
 
 from yuyue.models.replies.guard import ComplianceGuard
-from yuyue.models.replies.pool import PoolEntry, ReplyExample, ReplyPool, canonical_key, char_bigrams, jaccard
+from yuyue.models.replies.pool import (
+    PoolEntry,
+    ReplyExample,
+    ReplyPool,
+    canonical_key,
+    char_bigrams,
+    jaccard,
+    slot_names,
+    whole_sentences,
+)
 from yuyue.models.replies.rank import RankWeights, candidate_score, diverse_top_k
 from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever, context_text
 from yuyue.models.replies.scripts import fill_slots
@@ -41,6 +50,44 @@ _LEADING_PUNCT = re.compile(r"^[,，、\s]+")
 _MASKED = re.compile(r"\*{2,}")  # a mined reply that held personal data is never offered
 
 log = logging.getLogger(__name__)
+
+# words that tie a reply to one department: a reply naming another department's and none of the
+# chat's own is not offered (整形 words in a 妇科 chat)
+DEPARTMENT_TERMS: dict[str, tuple[str, ...]] = {
+    "整形美容": ("整形", "双眼皮", "隆鼻", "玻尿酸", "吸脂", "假体", "医美", "隆胸", "瘦脸", "割眼皮", "热玛吉", "鼻综合"),
+    "男科": ("男科", "前列腺", "阳痿", "早泄", "包皮", "勃起", "阴囊", "性功能", "精液", "睾丸"),
+    "妇科": ("妇科", "月经", "白带", "宫颈", "阴道", "人流", "盆腔", "卵巢", "子宫", "妇检", "备孕", "经期"),
+    "口腔": ("口腔", "种植", "矫正", "正畸", "根管", "牙齿", "洗牙", "补牙", "拔牙", "种牙", "看牙", "牙龈", "牙科"),
+    "皮肤科": ("皮肤科", "痘痘", "湿疹", "白癜风", "脱发", "痤疮", "皮损", "瘙痒"),
+    "眼科": ("眼科", "近视", "白内障", "斜视", "散光", "眼底", "视力"),
+    "肝病": ("肝病", "乙肝", "肝功能", "转氨酶", "肝炎"),
+}
+_GREETING = re.compile(
+    r"欢迎咨询|欢迎来到|很高兴为您服务|这里是.{0,16}(?:在线|咨询)|有什么可以帮您|请问有什么|^(?:您好|你好|hi|哈喽)[，,！!。.~～\s]*$"
+    r"|^(?:您好|你好|哈喽)[，,！!]?(?:我是|这里是|欢迎)",
+    re.IGNORECASE,
+)
+_ASK_NAME = re.compile(r"称呼|贵姓|叫您什么|怎么叫您")
+# what the visitor's last message asks → the concern / stage that answers it and words an answer uses
+_ASKS: tuple[tuple[str, re.Pattern[str], str | None, re.Pattern[str]], ...] = (
+    ("price", re.compile(r"多少钱|价格|费用|贵不贵|贵多少|收费|价位|分期"), "price",
+     re.compile(r"价格|费用|收费|价目|报价|多少钱|分期")),
+    ("address", re.compile(r"地址|在哪|怎么走|怎么过去|怎么去|停车|坐地铁|路线|位置"), None,
+     re.compile(r"地址|位于|地铁|导航|路线|停车|\{address\}")),
+    ("pain", re.compile(r"疼不疼|疼吗|痛不痛|痛吗|怕疼|会疼|会痛"), "pain", re.compile(r"疼|痛|麻醉")),
+    ("privacy", re.compile(r"保密|隐私|别人知道|家里人知道|家里知道|匿名|被人看到|单独"), "privacy",
+     re.compile(r"保密|隐私|单独|不会透露")),
+    ("safety", re.compile(r"副作用|风险|安全|危险|伤牙|后遗症|影响"), "safety", re.compile(r"风险|安全|副作用|评估")),
+    ("recovery", re.compile(r"恢复|请假|多久能好|上班|休息几天"), "recovery", re.compile(r"恢复|休息|请假")),
+    ("time", re.compile(r"几点|下班|周末|周六|周日|营业|挂号|有医生吗"), "time", re.compile(r"时间|上班|下班|周末|预约")),
+    ("effect", re.compile(r"效果|维持|能好吗|治好|反弹|有用吗|能不能好"), "effect", re.compile(r"效果|因人而异|评估")),
+)
+_CONFIRMED = re.compile(r"确认|登记好|约好了|预约好|帮您约|给您约|已经帮您|记下了")
+_VISIT_TIME = re.compile(
+    r"(?:(?:今天|明天|后天|大后天|这周|本周|下周|周|星期|礼拜)[一二三四五六日天末]?|\d{1,2}月\d{1,2}[日号]|\d{1,2}号)"
+    r"(?:的)?(?:早上|上午|中午|下午|晚上|傍晚)?(?:[一二三四五六七八九十两\d]{1,3}点(?:半|\d{1,2}分?)?)?"
+)
+REPEAT_LIMIT = 2  # the same suggestion at most this many times in one chat
 
 
 @dataclass(frozen=True)
@@ -297,8 +344,22 @@ class ReplySuggester:
         if not context.strip():
             return []
         stage_probs = _stage_probs(facts)
+        # the question of the visitor's newest message (not one already followed by another message)
+        last = context_messages[-1] if context_messages else ("", "")
+        ask = _asked(last[1] if last[0] == "visitor" else (visitor_now or "").rsplit("\n", 1)[-1])
+        if ask is not None and ask[2] is not None and facts.get("concerns_open") is not None:
+            facts = {**facts, "concerns_open": [*facts["concerns_open"], ask[2]]}
         candidates = self._mined_candidates(context, facts)
         candidates += self._script_candidates(context, facts, candidates, stage_probs)
+        confirm = _needs_confirmation(facts, context_messages)
+        # scripts that answer the visitor's question or confirm a booking are candidates however little
+        # their wording overlaps the chat
+        have = {c.entry.id for c in candidates}
+        for e in self.pool:
+            if e.source == "script" and e.id not in have and self._usable(e, facts):
+                if (ask is not None and _answers(e, ask)) or (confirm and e.id.startswith("s-book_confirm")):
+                    candidates.append(_Candidate(e, self.min_score))
+        candidates = [c for c in candidates if _fits_chat(c.entry, facts)]
         base = self.pool.base_rate
         # with the hybrid the booking prior is one of its learned features: not added a second time
         weights = replace(self.weights, booking=0.0) if self.uses_hybrid else self.weights
@@ -306,10 +367,18 @@ class ReplySuggester:
             c.score = candidate_score(c.relevance, c.entry, base, stage_probs, weights)
             if c.entry.status == "allowed":
                 c.score += self.weights.reviewed
+            if ask is not None and _answers(c.entry, ask):
+                c.score += 1.0  # the visitor's question first, when anything answers it
+            if confirm:
+                if c.entry.id.startswith("s-book_confirm"):
+                    c.score += 2.0  # a booking is confirmed (time, name) before anything else
+                elif c.entry.stage in ("directions", "book", "collect_contact"):
+                    c.score -= 0.6
         candidates.sort(key=lambda c: (-c.score, c.entry.id))
         values = self._slot_values(facts)
+        values["visit_time"] = _visit_time(context_messages)
         filled = (c for c in candidates if self._fill(c, values))
-        top = diverse_top_k(filled, k, text_of=lambda c: c.text, max_jaccard=self.max_jaccard)
+        top = diverse_top_k(filled, k, text_of=lambda c: c.text, max_jaccard=self.max_jaccard, intent_of=_intent)
         return [Suggestion(c.entry.id, c.text, c.entry.source, round(c.score, 4), c.entry.stage) for c in top]
 
     def _usable(self, entry: PoolEntry | None, facts: Mapping[str, Any]) -> bool:
@@ -318,10 +387,26 @@ class ReplySuggester:
         if entry.status == "blocked" or (entry.status == "unreviewed" and not self.allow_unreviewed):
             return False
         dept = facts.get("department")
-        if dept and entry.department and entry.department != dept:
-            return False
+        if dept:
+            if entry.department and entry.department != dept:
+                return False
+            named = _departments_named(entry.text)
+            if named and dept not in named:
+                return False
+            # mined only in one or two other departments: not offered here unless this department is
+            # one the pool has never seen (then only the term check above applies)
+            if entry.departments and dept not in entry.departments and dept in self._pool_departments():
+                return False
         project = _project(facts)
         return not (entry.project and entry.project != project)
+
+    def _pool_departments(self) -> frozenset[str]:
+        seen = getattr(self, "_pool_depts", None)
+        if seen is None or seen[0] != len(self.pool):
+            depts = {d for e in self.pool for d in (e.departments or ())}
+            depts |= {e.department for e in self.pool if e.department}
+            seen = self._pool_depts = (len(self.pool), frozenset(depts))
+        return seen[1]
 
     def _mined_candidates(self, context: str, facts: Mapping[str, Any]) -> list[_Candidate]:
         if self.uses_hybrid:
@@ -408,10 +493,16 @@ class ReplySuggester:
         values["address_form"] = facts.get("address_form")
         values["project"] = _project(facts)
         values["doctor"] = facts.get("doctor") or self.hospital.get("doctor")
+        values["consultant"] = facts.get("consultant") or self.hospital.get("consultant")
         return values
 
     def _fill(self, c: _Candidate, values: Mapping[str, str | None]) -> bool:
         template = c.entry.text
+        if c.entry.source == "mined":
+            # pools mined before names were slotted: slot them now; never a half sentence
+            template = whole_sentences(slot_names(template))
+            if not template:
+                return False
         if c.entry.source == "mined" and not values.get("address_form"):
             # mined replies were written to a named visitor: 好的{address_form}， reads better as 好的，
             template = _PUNCT_RUN.sub(r"\1", _LEADING_PUNCT.sub("", template.replace("{address_form}", "")))
@@ -492,6 +583,72 @@ def _latest_visitor_text(messages: Sequence[tuple[str, str]]) -> str:
     return "\n".join(reversed(texts))
 
 
+def _departments_named(text: str) -> set[str]:
+    return {d for d, terms in DEPARTMENT_TERMS.items() if any(t in text for t in terms)}
+
+
+def _is_greeting(entry: PoolEntry) -> bool:
+    return entry.stage == "greet" or bool(_GREETING.search(entry.text))
+
+
+def _fits_chat(entry: PoolEntry, facts: Mapping[str, Any]) -> bool:
+    """Not an opening greeting once the chat is under way, not asking the form of address once it is
+    known, not offered more than :data:`REPEAT_LIMIT` times in the chat."""
+    if facts.get("consultant_spoke") and _is_greeting(entry):
+        return False
+    if (facts.get("address_form") or facts.get("surname")) and _ASK_NAME.search(entry.text):
+        return False
+    shown = facts.get("suggested") or {}
+    return int(shown.get(entry.id, 0)) < REPEAT_LIMIT
+
+
+def _needs_confirmation(facts: Mapping[str, Any], messages: Sequence[tuple[str, str]]) -> bool:
+    """A time agreed (or named by the visitor) and a contact given, and the booking not confirmed yet."""
+    if not facts.get("contact_kinds") or facts.get("booking_confirmed"):
+        return False
+    return bool(facts.get("visit_time_agreed")) or _visit_time([m for m in messages if m[0] == "visitor"]) is not None
+
+
+def booking_confirmed(text: str) -> bool:
+    """Whether a consultant message confirms a booking (确认 / 登记好 / 约好了 …)."""
+    return bool(_CONFIRMED.search(text))
+
+
+def _asked(text: str) -> tuple[str, re.Pattern[str], str | None, re.Pattern[str]] | None:
+    for ask in _ASKS:
+        if ask[1].search(text):
+            return ask
+    return None
+
+
+def _answers(entry: PoolEntry, ask: tuple[str, re.Pattern[str], str | None, re.Pattern[str]]) -> bool:
+    kind, _, concern, words = ask
+    if _is_greeting(entry):
+        return False
+    if entry.source == "script":
+        if kind == "address":
+            return entry.stage == "directions" and bool(words.search(entry.text))
+        return concern is not None and entry.concern == concern
+    return bool(words.search(entry.text))
+
+
+def _intent(c: _Candidate) -> str | None:
+    """What a suggestion is for: its stage (and concern); a mined reply without a stage is its own."""
+    e = c.entry
+    if not e.stage:
+        return None
+    return f"{e.stage}:{e.concern}" if e.concern else e.stage
+
+
+def _visit_time(messages: Sequence[tuple[str, str]]) -> str | None:
+    """The last visit time named in the chat (明天上午十点, 周六, 3月5号下午), for the confirmation."""
+    for _, text in reversed(messages):
+        found = [m.group(0) for m in _VISIT_TIME.finditer(text) if len(m.group(0)) >= 2]
+        if found:
+            return found[-1]
+    return None
+
+
 def _project(facts: Mapping[str, Any]) -> str | None:
     if facts.get("project"):
         return str(facts["project"])
@@ -508,4 +665,4 @@ def _stage_probs(facts: Mapping[str, Any]) -> dict[str, float] | None:
     return None
 
 
-__all__ = ["ReplySuggester", "Suggestion", "hospital_slots"]
+__all__ = ["DEPARTMENT_TERMS", "REPEAT_LIMIT", "ReplySuggester", "Suggestion", "booking_confirmed", "hospital_slots"]
