@@ -1,4 +1,4 @@
-"""API keys: one per user, each with a role.
+"""API keys and authorization: one key per user, each with a role; who may do what.
 
 Roles:
 
@@ -18,6 +18,10 @@ Caching: :meth:`KeyStore.authenticate` remembers successful look-ups in process
 for ``cache_ttl`` seconds (default 5). Revoking through the same ``KeyStore``
 takes effect at once; revoking elsewhere (the CLI, another worker) takes effect
 in every process within ``cache_ttl`` seconds. ``cache_ttl=0`` turns the cache off.
+
+Authorization lives here too, on :class:`Caller` (who is calling) and the ``may_*`` / ``check_*``
+functions: every rule names roles through :class:`Role`; the API's dependencies
+(``serving/deps.py``) and the chat service only call them.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from yuyue.serving.db import UTCDateTime, create_all, metadata, utcnow
+from yuyue.serving.errors import Forbidden
 
 KEY_TAG = "yy"
 PREFIX_HEX = 8
@@ -93,7 +98,7 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("rate_per_minute", sa.Integer, nullable=True),
     sa.CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),
-    sa.CheckConstraint("role <> 'consultant' OR consultant_id IS NOT NULL", name="consultant_id"),
+    sa.CheckConstraint(f"role <> '{Role.CONSULTANT.value}' OR consultant_id IS NOT NULL", name="consultant_id"),
     sa.CheckConstraint("rate_per_minute IS NULL OR rate_per_minute > 0", name="rate"),
 )
 # a name is unique among the active keys; revoked keys keep their name for the audit trail
@@ -151,6 +156,32 @@ def parse_key(raw: str) -> tuple[str, str] | None:
     return (m.group(1), m.group(2)) if m else None
 
 
+def _checked_key_fields(
+    name: str, role: str, consultant_id: str | None, rate_per_minute: int | None
+) -> tuple[str, str, str | None]:
+    """``(name, role, consultant_id)`` of a new key, trimmed; :class:`AuthError` naming what is wrong."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidKeyField("key name must not be empty")
+    if len(name) > 100:
+        raise InvalidKeyField("key name is longer than 100 characters")
+    if name.isdigit():
+        raise InvalidKeyField(f"key name {name!r} is all digits (reserved for key ids)")
+    role = (role or "").strip().lower()
+    if role not in ROLES:
+        raise UnknownRole(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    consultant_id = (consultant_id or "").strip() or None
+    if role == Role.CONSULTANT and consultant_id is None:
+        raise MissingConsultantId("a consultant key needs the consultant id it serves as (--consultant-id)")
+    if consultant_id is not None and len(consultant_id) > 64:
+        raise InvalidKeyField("consultant id is longer than 64 characters")
+    if rate_per_minute is not None and (
+        isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or rate_per_minute < 1
+    ):
+        raise InvalidKeyField(f"rate per minute must be a positive integer, got {rate_per_minute!r}")
+    return name, role, consultant_id
+
+
 def _row_to_key(row: Any) -> ApiKey:
     return ApiKey(
         id=row.id,
@@ -188,28 +219,7 @@ class KeyStore:
         rate_per_minute: int | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its raw value (show it once: it cannot be recovered)."""
-        name = (name or "").strip()
-        if not name:
-            raise InvalidKeyField("key name must not be empty")
-        if len(name) > 100:
-            raise InvalidKeyField("key name is longer than 100 characters")
-        if name.isdigit():
-            raise InvalidKeyField(f"key name {name!r} is all digits (reserved for key ids)")
-        role = (role or "").strip().lower()
-        if role not in ROLES:
-            raise UnknownRole(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
-        consultant_id = (consultant_id or "").strip() or None
-        if role == Role.CONSULTANT and consultant_id is None:
-            raise MissingConsultantId(
-                "a consultant key needs the consultant id it serves as (--consultant-id)"
-            )
-        if consultant_id is not None and len(consultant_id) > 64:
-            raise InvalidKeyField("consultant id is longer than 64 characters")
-        if rate_per_minute is not None and (
-            isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or rate_per_minute < 1
-        ):
-            raise InvalidKeyField(f"rate per minute must be a positive integer, got {rate_per_minute!r}")
-
+        name, role, consultant_id = _checked_key_fields(name, role, consultant_id, rate_per_minute)
         for _attempt in range(5):  # prefix collisions are very unlikely; retry if one happens
             prefix = secrets.token_hex(PREFIX_HEX // 2)
             raw = f"{KEY_TAG}_{prefix}_{secrets.token_urlsafe(32)}"
@@ -345,3 +355,87 @@ class KeyStore:
         return conn.execute(
             sa.select(*_PUBLIC_COLUMNS).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
         ).one_or_none()
+
+
+# ---- authorization ------------------------------------------------------------------------------
+# who may write to a chat besides its consultant
+CHAT_WRITERS = (Role.SUPERVISOR, Role.ADMIN)
+
+
+@dataclass
+class Caller:
+    """Who is calling: the key's name, role and (for consultants) the consultant id they serve as."""
+
+    name: str
+    role: str
+    consultant_id: str | None = None
+
+    def has_role(self, *roles: Role) -> bool:
+        """True when the caller's role is one of ``roles`` (admins pass every check)."""
+        return self.role == Role.ADMIN or self.role in roles
+
+    def sees_raw(self, chat: dict[str, Any]) -> bool:
+        """Raw personal data only in the live view of the consultant serving this chat."""
+        return (
+            self.role == Role.CONSULTANT
+            and self.consultant_id is not None
+            and chat.get("consultant_id") == self.consultant_id
+        )
+
+    def may_write(self, chat: dict[str, Any]) -> bool:
+        """Its consultant (a chat without one is claimed by the first consultant who writes to it:
+        see :meth:`ChatService.claim`), a supervisor or an admin."""
+        if self.role == Role.CONSULTANT:
+            return chat.get("consultant_id") in (None, self.consultant_id)
+        return self.role in CHAT_WRITERS
+
+    def may_read(self, chat: dict[str, Any]) -> bool:
+        """Consultants read their own chats and unclaimed ones; every other role reads every chat."""
+        return self.role != Role.CONSULTANT or chat.get("consultant_id") in (None, self.consultant_id)
+
+    def claims(self, chat: dict[str, Any]) -> bool:
+        """True when this write makes the caller the consultant of a chat that has none."""
+        return self.role == Role.CONSULTANT and self.consultant_id is not None and chat.get("consultant_id") is None
+
+    @property
+    def recorded_role(self) -> str | None:
+        """The role recorded with feedback: none for consultants (the chat's own), else the caller's."""
+        return None if self.role == Role.CONSULTANT else self.role
+
+
+def require_role(caller: Caller, roles: tuple[Role, ...]) -> Caller:
+    """``caller`` when its role is one of ``roles`` (or admin), else :class:`Forbidden`."""
+    if not caller.has_role(*roles):
+        needs = ", ".join((*roles, Role.ADMIN))
+        raise Forbidden(f"role {caller.role!r} cannot do this (needs one of: {needs})")
+    return caller
+
+
+def chat_consultant(caller: Caller, consultant_id: str | None) -> str | None:
+    """The consultant of a chat ``caller`` opens for ``consultant_id``: a consultant opens its own chats
+    only; supervisors and admins open them for anyone; other roles cannot open chats."""
+    if caller.role == Role.CONSULTANT:
+        if consultant_id not in (None, caller.consultant_id):
+            raise Forbidden(
+                f"a consultant key for {caller.consultant_id!r} cannot open a chat for {consultant_id!r}"
+            )
+        return caller.consultant_id
+    if caller.role not in CHAT_WRITERS:
+        raise Forbidden(f"role {caller.role!r} cannot open chats")
+    return consultant_id
+
+
+def check_write(caller: Caller, conversation_id: str, chat: dict[str, Any], what: str) -> None:
+    """:class:`Forbidden` unless ``caller`` may write to the chat; ``what``: e.g. 'write to'."""
+    if not caller.may_write(chat):
+        raise Forbidden(f"key {caller.name!r} may not {what} conversation {conversation_id!r}")
+
+
+def check_read(caller: Caller, conversation_id: str, chat: dict[str, Any]) -> None:
+    if not caller.may_read(chat):
+        raise Forbidden(f"conversation {conversation_id!r} is served by another consultant")
+
+
+def report_consultant(caller: Caller, consultant: str | None) -> str | None:
+    """The consultant filter of a report (queue, funnel, export): consultants see their own chats only."""
+    return caller.consultant_id if caller.role == Role.CONSULTANT else consultant

@@ -44,8 +44,10 @@ from yuyue.features.signals import CONCERNS
 from yuyue.features.visit import keyword_category, page_category, parse_region
 from yuyue.models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
 from yuyue.models.replies.guard import check_consultant_message
+from yuyue.serving.auth import Caller, chat_consultant, check_read, check_write
 from yuyue.serving.cache import CacheUnavailable, Codec, SessionCache
-from yuyue.serving.store import Conflict, EventStore, Filters, StoreError
+from yuyue.serving.errors import Forbidden, InvalidInput
+from yuyue.serving.store import Conflict, EventStore, Filters
 
 log = logging.getLogger("yuyue.serving")
 
@@ -55,40 +57,7 @@ N_LOCKS = 512
 CACHE_FORMAT = 2
 
 
-class InvalidInput(StoreError):
-    """Well-formed request that the chat's state does not allow (out of order, closed …)."""
-
-
-class Forbidden(StoreError):
-    pass
-
-
-@dataclass
-class Caller:
-    """Who is calling: the key's name, role and (for consultants) the consultant id they serve as."""
-
-    name: str
-    role: str
-    consultant_id: str | None = None
-
-    def sees_raw(self, chat: dict[str, Any]) -> bool:
-        """Raw personal data only in the live view of the consultant serving this chat."""
-        return (
-            self.role == "consultant"
-            and self.consultant_id is not None
-            and chat.get("consultant_id") == self.consultant_id
-        )
-
-    def may_write(self, chat: dict[str, Any]) -> bool:
-        """Its consultant (a chat without one is claimed by the first consultant who writes to it:
-        see :meth:`ChatService.claim`), a supervisor or an admin."""
-        if self.role == "consultant":
-            return chat.get("consultant_id") in (None, self.consultant_id)
-        return self.role in ("supervisor", "admin")
-
-    def claims(self, chat: dict[str, Any]) -> bool:
-        """True when this write makes the caller the consultant of a chat that has none."""
-        return self.role == "consultant" and self.consultant_id is not None and chat.get("consultant_id") is None
+__all__ = ["Caller", "ChatService", "Forbidden", "InvalidInput", "LIVE_CODEC", "ModelHolder", "masked_text"]
 
 
 class ModelHolder:
@@ -213,6 +182,22 @@ def _local(at: datetime) -> datetime:
     return at.astimezone(LOCAL_TZ)
 
 
+def _visit_columns(visit: Visit | None, hospital_name: str | None) -> dict[str, Any]:
+    """A new chat's columns read from its visit trace (all None without one)."""
+    pages = (visit.pages or []) if visit else []
+    _, city = parse_region(visit.region) if visit and visit.region else (None, None)
+    return {
+        "visit": visit.model_dump_json(exclude_none=True) if visit else None,
+        "engine": getattr(visit.engine, "value", visit.engine) if visit else None,
+        "keyword": visit.keyword if visit else None,
+        "keyword_category": keyword_category(visit.keyword, hospital_name) if visit and visit.keyword else None,
+        "landing_page": page_category(visit.landing_url, None)
+        if visit and visit.landing_url
+        else (page_category(pages[0].url, pages[0].title) if pages else None),
+        "region": city or (visit.region if visit else None),
+    }
+
+
 class ChatService:
     """See the module docstring."""
 
@@ -240,14 +225,7 @@ class ChatService:
         project: str | None,
         consultant_id: str | None,
     ) -> dict[str, Any]:
-        if caller.role == "consultant":
-            if consultant_id not in (None, caller.consultant_id):
-                raise Forbidden(
-                    f"a consultant key for {caller.consultant_id!r} cannot open a chat for {consultant_id!r}"
-                )
-            consultant_id = caller.consultant_id
-        elif caller.role not in ("supervisor", "admin"):
-            raise Forbidden(f"role {caller.role!r} cannot open chats")
+        consultant_id = chat_consultant(caller, consultant_id)
         model, version = self.models.get()
         started = _aware(started_at, datetime.now(UTC))
         cid = conversation_id or uuid.uuid4().hex
@@ -258,8 +236,6 @@ class ChatService:
             project=project,
             consultant_id=consultant_id,
         )
-        pages = (visit.pages or []) if visit else []
-        _, city = parse_region(visit.region) if visit and visit.region else (None, None)
         row = {
             "id": cid,
             "hospital": hospital,
@@ -269,16 +245,7 @@ class ChatService:
             "started_at": started,
             "last_at": started,
             "day": _local_day(started),
-            "visit": visit.model_dump_json(exclude_none=True) if visit else None,
-            "engine": getattr(visit.engine, "value", visit.engine) if visit else None,
-            "keyword": visit.keyword if visit else None,
-            "keyword_category": keyword_category(visit.keyword, self.settings.hospital_name)
-            if visit and visit.keyword
-            else None,
-            "landing_page": page_category(visit.landing_url, None)
-            if visit and visit.landing_url
-            else (page_category(pages[0].url, pages[0].title) if pages else None),
-            "region": city or (visit.region if visit else None),
+            **_visit_columns(visit, self.settings.hospital_name),
             "n_messages": 0,
             "n_visitor": 0,
             "closed": False,
@@ -359,8 +326,7 @@ class ChatService:
     ) -> dict[str, Any]:
         """Score and store one message on ``live`` (modified in place; dropped from the cache on failure)."""
         chat = {"id": conversation_id, "consultant_id": live.consultant_id}
-        if not caller.may_write(chat):
-            raise Forbidden(f"key {caller.name!r} may not write to conversation {conversation_id!r}")
+        check_write(caller, conversation_id, chat, "write to")
         at = _aware(at, max(datetime.now(UTC), live.last_at))
         if at < live.last_at:
             raise InvalidInput(
@@ -372,30 +338,7 @@ class ChatService:
             for span in insight.analysis.pii if role == "visitor" else ():
                 live.contacts.append([span.type, span.value, seq])
             live.n_messages, live.last_at = seq + 1, at
-            shown = [
-                {"id": uuid.uuid4().hex, "rank": i, "text": s.text, "source": s.source}
-                for i, s in enumerate(insight.suggestions)
-            ]
-            scores = {n: s.probability for n, s in insight.scores.items()}
-            message = {
-                "role": role,
-                "text": text,
-                "at": at.isoformat(),
-                "stage": insight.stage,
-                "pii": [[s.type, s.start, s.end] for s in raw_spans(text, insight.analysis.pii)],  # raw offsets
-                "scores": scores,
-                "model_version": version,
-                "suggestions": [s["id"] for s in shown],
-            }
-            update = {
-                "last_at": at,
-                "visitor": int(role == "visitor"),
-                "contact": any(s.type in CONTACT_TYPES for s in insight.analysis.pii),
-                "p_booked": scores.get("booked"),
-                "p_arrived": scores.get("arrived"),
-                "reasons": _reasons_json(insight.scores),
-                "model_version": version,
-            }
+            shown, message, update = _message_rows(role, text, at, insight, version)
             try:
                 self.store.append_message(conversation_id, seq, message, shown, update, caller.name)
             except Conflict:
@@ -528,8 +471,7 @@ class ChatService:
     # ---- reads ---------------------------------------------------------------
     def conversation(self, caller: Caller, conversation_id: str) -> dict[str, Any]:
         chat = self.store.conversation(conversation_id)
-        if caller.role == "consultant" and chat.get("consultant_id") not in (None, caller.consultant_id):
-            raise Forbidden(f"conversation {conversation_id!r} is served by another consultant")
+        check_read(caller, conversation_id, chat)
         raw = caller.sees_raw(chat)
         messages = []
         for m in self.store.messages(conversation_id):
@@ -551,10 +493,7 @@ class ChatService:
     ) -> dict[str, Any]:
         with self._lock(conversation_id):
             chat = self.store.conversation(conversation_id)
-            if not caller.may_write(chat):
-                raise Forbidden(
-                    f"key {caller.name!r} may not record outcomes of conversation {conversation_id!r}"
-                )
+            check_write(caller, conversation_id, chat, "record outcomes of")
             if caller.claims(chat):
                 self.claim(caller, conversation_id)
             update = {k: v for k, v in values.items() if v is not None}
@@ -586,15 +525,11 @@ class ChatService:
         # only the chat's consultant, or a supervisor or admin (recorded with their role)
         conversation_id = self.store.suggestion(suggestion_id)["conversation_id"]
         chat = self.store.conversation(conversation_id)
-        if not caller.may_write(chat):
-            raise Forbidden(
-                f"key {caller.name!r} may not record feedback on suggestions of conversation {conversation_id!r}"
-            )
+        check_write(caller, conversation_id, chat, "record feedback on suggestions of")
         if caller.claims(chat):
             with self._lock(conversation_id):
                 self.claim(caller, conversation_id)
-        by_role = None if caller.role == "consultant" else caller.role
-        row = self.store.feedback(suggestion_id, action, final_text, caller.name, role=by_role)
+        row = self.store.feedback(suggestion_id, action, final_text, caller.name, role=caller.recorded_role)
         return {"suggestion_id": suggestion_id, "action": action, "conversation_id": row["conversation_id"]}
 
     # ---- supervisors -----------------------------------------------------------
@@ -670,6 +605,37 @@ def masked_text(message: dict[str, Any]) -> str:
     stored = [PiiSpan(t, a, b, text[a:b]) for t, a, b in message.get("pii", [])]
     spans += [s for s in stored if not any(s.overlaps(f) for f in spans)]
     return mask_text(text, spans)
+
+
+def _message_rows(
+    role: str, text: str, at: datetime, insight: MessageInsight, version: str
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """What storing a scored message writes: the suggestions shown, the message row, the chat's update."""
+    shown = [
+        {"id": uuid.uuid4().hex, "rank": i, "text": s.text, "source": s.source}
+        for i, s in enumerate(insight.suggestions)
+    ]
+    scores = {n: s.probability for n, s in insight.scores.items()}
+    message = {
+        "role": role,
+        "text": text,
+        "at": at.isoformat(),
+        "stage": insight.stage,
+        "pii": [[s.type, s.start, s.end] for s in raw_spans(text, insight.analysis.pii)],  # raw offsets
+        "scores": scores,
+        "model_version": version,
+        "suggestions": [s["id"] for s in shown],
+    }
+    update = {
+        "last_at": at,
+        "visitor": int(role == "visitor"),
+        "contact": any(s.type in CONTACT_TYPES for s in insight.analysis.pii),
+        "p_booked": scores.get("booked"),
+        "p_arrived": scores.get("arrived"),
+        "reasons": _reasons_json(insight.scores),
+        "model_version": version,
+    }
+    return shown, message, update
 
 
 def _rate(a: Any, b: Any) -> float | None:
