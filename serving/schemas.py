@@ -1,4 +1,4 @@
-"""What the API answers, as models for the OpenAPI document (and, where cheap, for validation).
+"""What the API takes and answers, as models for the OpenAPI document (and, where cheap, for validation).
 
 Error bodies: every 4xx/5xx carries ``{"detail": str}`` (:class:`Problem`); a 422 from request
 validation adds ``errors`` (:class:`ValidationProblem`), one item per problem with its location
@@ -8,9 +8,119 @@ and at most a short prefix of the offending value. Answers allow more fields tha
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from yuyue.data.contract import Page, Text, Visit, bounded_text
+from yuyue.serving.edge import Recent
+
+# ---- path and query parameters ---------------------------------------------------------------
+CONVERSATION_ID = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.\-:]+$")]
+SUGGESTION_ID = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[\w.\-:]+$")]
+FILTER = Annotated[bounded_text(128) | None, Query()]
+
+
+# ---- request bodies (with OpenAPI examples) ---------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PageIn(Page):
+    at: Recent | None = None
+
+
+class VisitIn(Visit):
+    """The contract's visit trace, its page times within the accepted window around now."""
+
+    pages: list[PageIn] | None = Field(None, max_length=1000)
+    # the contract sets no maximum; a count beyond 64 bits could not be exported as JSON
+    visits_before: StrictInt | None = Field(None, ge=0, le=1_000_000)
+
+
+class OpenChat(_Body):
+    conversation_id: CONVERSATION_ID | None = Field(
+        None, description="your chat tool's id; generated when absent"
+    )
+    started_at: Recent | None = Field(None, description="chat start (default: now)")
+    visit: VisitIn | None = None
+    hospital: bounded_text(128) | None = None
+    department: bounded_text(64) | None = None
+    project: bounded_text(64) | None = None
+    consultant_id: bounded_text(128) | None = Field(None, description="defaults to the calling consultant")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "conversation_id": "swt-20250305-0001",
+                    "started_at": "2025-03-05T14:02:11+08:00",
+                    "department": "整形美容",
+                    "project": "隆鼻",
+                    "visit": {
+                        "engine": "baidu",
+                        "keyword": "杭州隆鼻多少钱",
+                        "landing_url": "https://example.com/lb/price.html",
+                        "region": "浙江省杭州市",
+                        "device": "mobile",
+                        "visits_before": 1,
+                    },
+                }
+            ]
+        },
+    )
+
+
+class NewMessage(_Body):
+    role: Literal["visitor", "consultant", "system"]
+    text: Text = Field(min_length=1, max_length=10_000)
+    at: Recent | None = Field(
+        None, description="when it was sent (default: now); never before the last message"
+    )
+    k: int = Field(3, ge=0, le=10, description="how many reply suggestions (visitor messages only)")
+    seq: int | None = Field(
+        None,
+        ge=0,
+        description="optional: the position this message takes (how many messages the sender has seen). "
+        "When the chat holds a different number of messages the answer is 409 and nothing is stored, "
+        "so resending after a lost answer cannot store a message twice",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"role": "visitor", "text": "你好，隆鼻大概多少钱？疼不疼", "at": "2025-03-05T14:02:30+08:00", "seq": 0}
+            ]
+        },
+    )
+
+
+class OutcomeUpdate(_Body):
+    contact: StrictBool | None = None
+    booked: StrictBool | None = None
+    arrived: StrictBool | None = None
+    booked_at: Recent | None = None
+    arrived_at: Recent | None = None
+    close: bool = Field(False, description="the chat has ended: no more messages")
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"contact": True, "booked": True, "close": True}]}
+    )
+
+
+class Feedback(_Body):
+    action: Literal["used", "edited", "dismissed"]
+    final_text: bounded_text(10_000) | None = Field(None, description="what was sent, for 'edited'")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"action": "edited", "final_text": "王女士您好，隆鼻的费用要看方案…"}]
+        },
+    )
 
 
 class _Answer(BaseModel):

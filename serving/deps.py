@@ -1,0 +1,148 @@
+"""What the endpoints depend on: the app's state, the caller (an authenticated key), role
+requirements, the store and the service.
+
+The state is ``request.app.state.yuyue`` (:func:`get_state`, typed). Dependencies are ``async def``
+so they run on the event loop: a plain ``def`` would cost a thread-pool round trip each, per
+request (keys are cached, so no I/O on the usual path).
+
+The per-message endpoint takes none of these: it calls :func:`authenticate` and
+:func:`check_model` itself (FastAPI's dependency resolution was about half of the framework's
+time per message).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from yuyue.serving.auth import ApiKey, Caller, Role, hash_key, report_consultant, require_role
+from yuyue.serving.edge import client_address
+from yuyue.serving.errors import InvalidInput, http_error
+from yuyue.serving.service import ChatService
+from yuyue.serving.state import Yuyue
+from yuyue.serving.store import EventStore, Filters
+
+API_KEY = APIKeyHeader(
+    name="X-API-Key", scheme_name="APIKeyHeader", auto_error=False, description="the API key: yy_<prefix>_<secret>"
+)
+BEARER = HTTPBearer(scheme_name="HTTPBearer", auto_error=False, description="Authorization: Bearer <API key>")
+SECURITY = [{"APIKeyHeader": []}, {"HTTPBearer": []}]  # the same, for an endpoint that checks keys itself
+
+
+# ---- the state, the store, the service ---------------------------------------------------
+def get_state(request: Request) -> Yuyue:
+    """The app's shared state (set by ``create_app``)."""
+    state: Yuyue = request.app.state.yuyue
+    return state
+
+
+async def _state(request: Request) -> Yuyue:
+    return get_state(request)
+
+
+async def _service(request: Request) -> ChatService:
+    return get_state(request).service
+
+
+async def _store(request: Request) -> EventStore:
+    return get_state(request).service.store
+
+
+State = Annotated[Yuyue, Depends(_state)]
+Service = Annotated[ChatService, Depends(_service)]
+Store = Annotated[EventStore, Depends(_store)]
+
+
+# ---- the caller ----------------------------------------------------------------------------
+async def caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Security(API_KEY)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> Caller:
+    return authenticate(x_api_key or (bearer.credentials if bearer else None), request)
+
+
+def raw_key(request: Request) -> str | None:
+    """The raw API key a request carries (``X-API-Key``, else ``Authorization: Bearer``), without
+    FastAPI's security dependencies (for the per-message endpoint)."""
+    authorization = request.headers.get("authorization")
+    return request.headers.get("x-api-key") or (
+        authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
+    )
+
+
+def authenticate(raw: str | None, request: Request) -> Caller:
+    """The caller holding the raw key ``raw``: 401 without a valid key, 429 over its rate limit."""
+    state = get_state(request)
+    if not raw:
+        raise _refused(request, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    key: ApiKey | None = state.keys.authenticate(raw)
+    if key is None:
+        raise _refused(request, "invalid or revoked API key")
+    per_minute = key.rate_per_minute or state.settings.rate_per_minute
+    ok, retry = state.limiter.check(key.id, per_minute)
+    if not ok:
+        detail = f"rate limit of {per_minute}/min exceeded for key {key.name!r}"
+        state.blocked.block("key:" + hash_key(raw.strip()), retry, detail)
+        raise http_error(429, detail, retry)
+    return Caller(key.name, key.role, key.consultant_id)
+
+
+def _refused(request: Request, detail: str) -> Exception:
+    """401, or 429 once the client's address has spent its budget of failed authentications."""
+    state = get_state(request)
+    limit = state.settings.auth_failures_per_minute
+    addr = client_address(request.scope)
+    ok, retry = state.limiter.check(f"auth-failures:{addr}", limit)
+    if not ok:
+        detail = f"too many failed authentications from {addr} (limit {limit}/min); retry later"
+        state.blocked.block("addr:" + addr, retry, detail)
+        return http_error(429, detail, retry)
+    return http_error(401, detail)
+
+
+# ---- roles ---------------------------------------------------------------------------------
+def require(*roles: Role) -> Any:
+    """A dependency: the caller, when its role is one of ``roles`` or admin; 403 otherwise."""
+
+    async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        return require_role(who, roles)
+
+    return check
+
+
+Who = Annotated[Caller, Depends(caller)]
+# every role reads the follow-up queue and the funnel; a consultant's view is narrowed to its own
+# chats (see report_filters)
+AnyRole = Annotated[Caller, Depends(require(Role.SUPERVISOR, Role.ANALYST, Role.CONSULTANT))]
+Analyst = Annotated[Caller, Depends(require(Role.ANALYST))]
+
+
+# ---- the model -----------------------------------------------------------------------------
+def check_model(state: Yuyue) -> None:
+    """503 while no model is loaded."""
+    if not state.models.ready:
+        raise http_error(503, "no model loaded yet: train and promote one (yuyue train), then POST /v1/admin/reload")
+
+
+async def model_ready(request: Request) -> None:
+    check_model(get_state(request))
+
+
+# ---- report filters ------------------------------------------------------------------------
+def report_filters(
+    who: Caller,
+    hospital: str | None,
+    department: str | None,
+    consultant: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Filters:
+    """The filters of a report (queue, funnel, export) as ``who`` may see it."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(f"{name} must carry a timezone offset, e.g. 2025-03-05T00:00:00+08:00")
+    return Filters(hospital, department, report_consultant(who, consultant), since, until)

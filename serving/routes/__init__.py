@@ -1,0 +1,20 @@
+"""The API's endpoints, one router per resource; ``create_app`` includes them in :data:`ROUTERS` order.
+
+Each endpoint takes what it needs from ``serving/deps.py`` (the caller, a role requirement, the
+service, the state) and documents its error answers with ``serving/errors.errors``.
+"""
+
+from fastapi import APIRouter
+
+from yuyue.serving.routes import admin, chats, console, export, followups, ops, stats, suggestions
+
+ROUTERS: tuple[APIRouter, ...] = (
+    chats.router,
+    suggestions.router,
+    followups.router,
+    stats.router,
+    export.router,
+    admin.router,
+    ops.router,
+    console.router,
+)

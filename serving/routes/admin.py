@@ -1,0 +1,30 @@
+"""Administration: switch the model, say which model is in use and who is calling."""
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from yuyue.serving import schemas
+from yuyue.serving.deps import Analyst, State, Who
+from yuyue.serving.errors import errors, http_error
+
+router = APIRouter(tags=["admin"])
+
+
+@router.post("/v1/admin/reload", response_model=schemas.Reloaded, responses=errors(401, 403, 429, 503))
+def reload(who: Analyst, state: State) -> dict[str, Any]:
+    """Switch to the registry's current champion (requests in flight finish on the old model)."""
+    try:
+        return state.reload()
+    except Exception as exc:
+        raise http_error(503, f"could not load the champion: {exc}") from None
+
+
+@router.get("/v1/model", response_model=schemas.ModelInfo, responses=errors(401, 429, 503))
+def model_info(who: Who, state: State) -> dict[str, Any]:
+    """The model in use (version, what it contains) and who is calling (key name, role, consultant id)."""
+    caller = {"name": who.name, "role": who.role, "consultant_id": who.consultant_id}
+    if not state.models.ready:
+        return {"version": None, "caller": caller}
+    model, version = state.models.get()
+    return {"version": version, **model.describe(), "caller": caller}

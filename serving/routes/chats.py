@@ -1,0 +1,94 @@
+"""Chats: open one, send its messages (the hot path), record its outcome, read it back."""
+
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Request, Response
+
+from yuyue.serving import schemas
+from yuyue.serving.deps import (
+    SECURITY,
+    Service,
+    Who,
+    authenticate,
+    check_model,
+    get_state,
+    model_ready,
+    raw_key,
+)
+from yuyue.serving.errors import errors, fast_json
+from yuyue.serving.schemas import CONVERSATION_ID, NewMessage, OpenChat, OutcomeUpdate
+
+router = APIRouter(tags=["chats"])
+
+
+@router.post(
+    "/v1/conversations",
+    status_code=201,
+    dependencies=[Depends(model_ready)],
+    response_model=schemas.OpenedChat,
+    responses=errors(400, 401, 403, 409, 413, 422, 429, 503),
+)
+def open_chat(body: OpenChat, who: Who, service: Service) -> Response:
+    """Open a chat with its visit trace; returns its id and the score from the visit trace alone."""
+    out = service.open(who, **body.model_dump(exclude_none=False, exclude={"visit"}), visit=body.visit)
+    return fast_json(out, 201)
+
+
+# the hot path: the key is checked in the endpoint, not as a dependency (FastAPI's dependency
+# resolution was about half of the framework's time per message); its security and answer are
+# documented here, not validated
+@router.post(
+    "/v1/conversations/{conversation_id}/messages",
+    openapi_extra={"security": SECURITY},
+    responses={
+        200: {"model": schemas.MessageScored, "description": "the message's scores, hints and suggestions"},
+        **errors(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    },
+)
+async def add_message(conversation_id: CONVERSATION_ID, body: NewMessage, request: Request) -> Response:
+    """Append one message; returns scores and their change, band, reasons, stage, hints, entities, suggestions."""
+    who = authenticate(raw_key(request), request)
+    state = get_state(request)
+    check_model(state)
+    # in a worker thread: a store write waiting on a lock (bounded by the database timeouts) must not
+    # hold up the event loop, /healthz and the other chats
+    out = await anyio.to_thread.run_sync(
+        partial(
+            state.service.message,
+            who,
+            conversation_id,
+            body.role,
+            body.text,
+            body.at,
+            k=min(body.k, state.settings.suggestions_k) if body.k else 0,
+            expect_seq=body.seq,
+        )
+    )
+    state.metrics.shown.inc(len(out["suggestions"]))
+    state.metrics.cache_misses.set(state.service.cache_misses)
+    return fast_json(out)
+
+
+@router.post(
+    "/v1/conversations/{conversation_id}/outcome",
+    response_model=schemas.ChatView,
+    responses=errors(400, 401, 403, 404, 413, 422, 429, 503),
+)
+def record_outcome(
+    conversation_id: CONVERSATION_ID, body: OutcomeUpdate, who: Who, service: Service
+) -> dict[str, Any]:
+    """Record contact / booked / arrived as they become known (console or booking system)."""
+    values = body.model_dump(exclude={"close"})
+    return service.outcome(who, conversation_id, values, body.close)
+
+
+@router.get(
+    "/v1/conversations/{conversation_id}",
+    response_model=schemas.ChatWithMessages,
+    responses=errors(401, 403, 404, 422, 429, 503),
+)
+def get_chat(conversation_id: CONVERSATION_ID, who: Who, service: Service) -> dict[str, Any]:
+    """A stored chat with its messages (masked unless the caller is its consultant)."""
+    return service.conversation(who, conversation_id)

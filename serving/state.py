@@ -1,0 +1,112 @@
+"""What the endpoints share, one per app: :class:`Yuyue` (reached as ``app.state.yuyue``, see
+``serving/deps.py``).
+
+It holds the database engine, the API keys, the rate limiter and its edge blocklist, the model
+(swappable at run time, :meth:`Yuyue.reload`), the chat service and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from yuyue.config import Settings
+from yuyue.models.bundle import YuyueModel
+from yuyue.serving.auth import KeyStore, hash_key
+from yuyue.serving.cache import make_cache, redis_options
+from yuyue.serving.db import create_all, engine_options, make_engine
+from yuyue.serving.edge import Blocklist, client_address
+from yuyue.serving.metrics import Metrics
+from yuyue.serving.ratelimit import RateLimiter
+from yuyue.serving.service import LIVE_CODEC, ChatService, ModelHolder
+from yuyue.serving.store import EventStore
+
+log = logging.getLogger("yuyue.serving")
+
+
+class Yuyue:
+    """Everything the endpoints share (one per app)."""
+
+    def __init__(self, settings: Settings, model: YuyueModel | None = None, version: str | None = None):
+        self.settings = settings
+        self.engine = make_engine(settings.resolved_database_url, **engine_options(settings))
+        import yuyue.serving.auth  # noqa: F401  (declares its tables)
+
+        create_all(self.engine)
+        self.keys = KeyStore(self.engine)
+        self.limiter = RateLimiter(
+            settings.redis_url, timeout=settings.ratelimit_redis_timeout_s, cooldown_s=settings.redis_cooldown_s
+        )
+        self.blocked = Blocklist()
+        self.models = ModelHolder(model, version)
+        self.service = ChatService(
+            settings,
+            EventStore(self.engine),
+            make_cache(settings.redis_url, LIVE_CODEC, **redis_options(settings)),
+            self.models,
+        )
+        self.metrics = Metrics()
+        if model is not None:
+            self.metrics.set_model(self.models.version or "local")
+            warm_up(model)
+        self._stop = threading.Event()
+        self._reload_lock = threading.Lock()
+
+    def reload(self) -> dict[str, Any]:
+        """Load the registry's champion if it differs from the model in use."""
+        from yuyue.training import registry
+
+        with self._reload_lock:
+            version = registry.alias_version(registry.CHAMPION, self.settings)
+            if version is None:
+                return {"version": self.models.version, "changed": False, "detail": "no champion registered"}
+            if version == self.models.version:
+                return {"version": version, "changed": False}
+            model, version = registry.load(version, self.settings)
+            warm_up(model)  # first-use costs (tokeniser dictionaries, caches) before any request sees it
+            previous = self.models.version
+            self.models.set(model, version)
+            self.metrics.set_model(version)
+            log.info("model switched from %s to %s", previous, version)
+            return {"version": version, "changed": True, "previous": previous}
+
+    def poll(self) -> None:
+        interval = self.settings.model_poll_seconds
+        while interval > 0 and not self._stop.wait(interval):
+            try:
+                self.reload()
+            except Exception as exc:  # keep serving the current model
+                log.warning("registry poll failed: %s", exc)
+
+    def gate(self, scope: dict[str, Any], raw: str | None) -> tuple[float, str] | None:
+        """Who the limiter refused (a key over its limit, an address over its failed authentications):
+        ``(retry_after, detail)`` until its retry time, answered 429 at the edge without reading the
+        body or asking Redis (see :class:`~yuyue.serving.edge.EdgeMiddleware`); None to let it in."""
+        if not self.blocked:
+            return None
+        if raw is not None:
+            digest = hash_key(raw.strip())
+            hit = self.blocked.blocked("key:" + digest)
+            if hit is not None or self.keys.known(digest):
+                return hit
+        elif not scope["path"].startswith("/v1/"):
+            return None
+        return self.blocked.blocked("addr:" + client_address(scope))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.engine.dispose()
+
+
+def warm_up(model: YuyueModel) -> None:
+    """Run one throw-away chat through ``model`` so the first real request is not the slow one."""
+    now = datetime.now(UTC)
+    session, _ = model.open_chat(started_at=now)
+    for role, text in (
+        ("visitor", "你好，想了解一下价格"),
+        ("consultant", "您好，请问怎么称呼？"),
+        ("visitor", "姓李"),
+    ):
+        model.on_message(session, role, text, now)
