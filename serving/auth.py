@@ -98,7 +98,9 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("rate_per_minute", sa.Integer, nullable=True),
     sa.CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),
-    sa.CheckConstraint(f"role <> '{Role.CONSULTANT.value}' OR consultant_id IS NOT NULL", name="consultant_id"),
+    sa.CheckConstraint(
+        f"role <> '{Role.CONSULTANT.value}' OR consultant_id IS NOT NULL", name="consultant_id"
+    ),
     sa.CheckConstraint("rate_per_minute IS NULL OR rate_per_minute > 0", name="rate"),
 )
 # a name is unique among the active keys; revoked keys keep their name for the audit trail
@@ -395,7 +397,11 @@ class Caller:
 
     def claims(self, chat: dict[str, Any]) -> bool:
         """True when this write makes the caller the consultant of a chat that has none."""
-        return self.role == Role.CONSULTANT and self.consultant_id is not None and chat.get("consultant_id") is None
+        return (
+            self.role == Role.CONSULTANT
+            and self.consultant_id is not None
+            and chat.get("consultant_id") is None
+        )
 
     @property
     def recorded_role(self) -> str | None:

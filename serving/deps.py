@@ -26,7 +26,10 @@ from yuyue.serving.state import Yuyue
 from yuyue.serving.store import EventStore, Filters
 
 API_KEY = APIKeyHeader(
-    name="X-API-Key", scheme_name="APIKeyHeader", auto_error=False, description="the API key: yy_<prefix>_<secret>"
+    name="X-API-Key",
+    scheme_name="APIKeyHeader",
+    auto_error=False,
+    description="the API key: yy_<prefix>_<secret>",
 )
 BEARER = HTTPBearer(scheme_name="HTTPBearer", auto_error=False, description="Authorization: Bearer <API key>")
 SECURITY = [{"APIKeyHeader": []}, {"HTTPBearer": []}]  # the same, for an endpoint that checks keys itself
@@ -125,7 +128,9 @@ Analyst = Annotated[Caller, Depends(require(Role.ANALYST))]
 def check_model(state: Yuyue) -> None:
     """503 while no model is loaded."""
     if not state.models.ready:
-        raise http_error(503, "no model loaded yet: train and promote one (yuyue train), then POST /v1/admin/reload")
+        raise http_error(
+            503, "no model loaded yet: train and promote one (yuyue train), then POST /v1/admin/reload"
+        )
 
 
 async def model_ready(request: Request) -> None:

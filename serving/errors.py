@@ -107,7 +107,9 @@ def http_error(status: int, detail: str, retry_after: float | None = None) -> HT
 
 
 # ---- the same answers in the OpenAPI document ----------------------------------------------
-_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+}
 ERRORS: dict[int, dict[str, Any]] = {
     400: {"model": schemas.Problem, "description": "a body that is not JSON text, or a bad Content-Length"},
     401: {
@@ -117,9 +119,15 @@ ERRORS: dict[int, dict[str, Any]] = {
     },
     403: {"model": schemas.Problem, "description": "the key's role or consultant may not do this"},
     404: {"model": schemas.Problem, "description": "no such conversation or suggestion"},
-    409: {"model": schemas.Problem, "description": "conflicts with the chat's state (exists, closed, seq taken)"},
+    409: {
+        "model": schemas.Problem,
+        "description": "conflicts with the chat's state (exists, closed, seq taken)",
+    },
     413: {"model": schemas.Problem, "description": "the body exceeds max_body_bytes"},
-    422: {"model": schemas.ValidationProblem, "description": "invalid input: every problem named, with its field"},
+    422: {
+        "model": schemas.ValidationProblem,
+        "description": "invalid input: every problem named, with its field",
+    },
     429: {
         "model": schemas.Problem,
         "description": "the key's rate limit, or the address's failed authentications, are spent",
@@ -152,7 +160,8 @@ def validation_problem(errs: Any, status: int = 422) -> Response:
             item["input"] = _quote(e["input"])
         if e.get("ctx"):
             item["ctx"] = {
-                str(k): _quote(v if isinstance(v, int | float | str | None) else str(v)) for k, v in e["ctx"].items()
+                str(k): _quote(v if isinstance(v, int | float | str | None) else str(v))
+                for k, v in e["ctx"].items()
             }
         items.append(item)
     return fast_json({"detail": "; ".join(problems), "errors": items}, status)

@@ -190,7 +190,9 @@ def _visit_columns(visit: Visit | None, hospital_name: str | None) -> dict[str, 
         "visit": visit.model_dump_json(exclude_none=True) if visit else None,
         "engine": getattr(visit.engine, "value", visit.engine) if visit else None,
         "keyword": visit.keyword if visit else None,
-        "keyword_category": keyword_category(visit.keyword, hospital_name) if visit and visit.keyword else None,
+        "keyword_category": keyword_category(visit.keyword, hospital_name)
+        if visit and visit.keyword
+        else None,
         "landing_page": page_category(visit.landing_url, None)
         if visit and visit.landing_url
         else (page_category(pages[0].url, pages[0].title) if pages else None),

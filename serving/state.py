@@ -37,7 +37,9 @@ class Yuyue:
         create_all(self.engine)
         self.keys = KeyStore(self.engine)
         self.limiter = RateLimiter(
-            settings.redis_url, timeout=settings.ratelimit_redis_timeout_s, cooldown_s=settings.redis_cooldown_s
+            settings.redis_url,
+            timeout=settings.ratelimit_redis_timeout_s,
+            cooldown_s=settings.redis_cooldown_s,
         )
         self.blocked = Blocklist()
         self.models = ModelHolder(model, version)

@@ -30,4 +30,6 @@ def followups(
     offset: int = Query(0, ge=0, le=1_000_000),
 ) -> dict[str, Any]:
     """Leads that left contact without booking and bookings at risk of not arriving, ranked, with reasons."""
-    return service.followups(report_filters(who, hospital, department, consultant, since, until), limit, offset)
+    return service.followups(
+        report_filters(who, hospital, department, consultant, since, until), limit, offset
+    )

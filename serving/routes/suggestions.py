@@ -17,7 +17,9 @@ router = APIRouter(tags=["chats"])
     response_model=schemas.FeedbackRecorded,
     responses=errors(400, 401, 403, 404, 413, 422, 429, 503),
 )
-def suggestion_feedback(suggestion_id: SUGGESTION_ID, body: Feedback, who: Who, state: State) -> dict[str, Any]:
+def suggestion_feedback(
+    suggestion_id: SUGGESTION_ID, body: Feedback, who: Who, state: State
+) -> dict[str, Any]:
     """What the chat's consultant did with a suggestion: used, edited (with the final text) or dismissed.
     A supervisor or admin may record it too (recorded with their role)."""
     out = state.service.feedback(who, suggestion_id, body.action, body.final_text)
