@@ -335,10 +335,6 @@ class BusyGate:
                 self._probe.release()
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 # ---- the schema: Alembic migrations (serving/migrations) ------------------------------------------
 # the tables under migration; a table declared on :data:`metadata` and not listed here (a test's probe
 # table) is created by :func:`create_all` as it is, outside the migrations

@@ -445,19 +445,6 @@ class EventStore:
             ).all()
         return [{"seq": seq, **orjson.loads(payload)} for seq, payload in rows]
 
-    def shown_suggestions(self, conversation_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as cx:
-            rows = (
-                cx.execute(
-                    sa.select(suggestions)
-                    .where(suggestions.c.conversation_id == conversation_id)
-                    .order_by(suggestions.c.seq, suggestions.c.rank)
-                )
-                .mappings()
-                .all()
-            )
-        return [dict(r) for r in rows]
-
     def followup_candidates(self, filters: Filters) -> list[dict[str, Any]]:
         """Chats that left contact without booking, and bookings whose arrival is not known yet."""
         c = conversations.c
@@ -535,11 +522,3 @@ class EventStore:
             for row in rows:
                 yield row, self.messages(row["id"])
             last = (rows[-1]["started_at"], rows[-1]["id"])
-
-    def count_messages(self) -> int:
-        with self.engine.connect() as cx:
-            return int(
-                cx.execute(
-                    sa.select(sa.func.count()).select_from(events).where(events.c.kind == "message")
-                ).scalar_one()
-            )

@@ -44,6 +44,12 @@ def test_wheel_holds_one_top_level_package(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names}
     assert top == {"yuyue", next(t for t in top if t.endswith(".dist-info"))}
+    tracked = subprocess.run(
+        ["git", "ls-files", "cli", "config", "data", "features", "models", "training", "serving"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    missing = [p for p in tracked if p.endswith(".py") and f"yuyue/{p}" not in names]
+    assert not missing, f"modules left out of the wheel (add their package to pyproject's packages): {missing}"
     for needed in (
         "yuyue/features/pii.py",
         "yuyue/features/lexicon/surnames.txt",
