@@ -21,6 +21,19 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
+# simplified characters that OpenCC's phrase table rewrites wrongly in simplified text: 打坏 → 打坯
+# (坏 is also an old variant of 坯, and the table holds that phrase); these stay as written
+_KEEP_SIMPLIFIED = frozenset("坏")
+
+
+def _to_simplified(text: str) -> str:
+    """OpenCC t2s, except for the simplified characters in ``_KEEP_SIMPLIFIED`` (same length out)."""
+    conv = _t2s().convert(text)
+    if conv == text or len(conv) != len(text) or not _KEEP_SIMPLIFIED.intersection(text):
+        return conv
+    return "".join(t if t in _KEEP_SIMPLIFIED else c for t, c in zip(text, conv, strict=True))
+
+
 def normalize(text: str) -> str:
     """Canonical form of a message for matching and features.
 
@@ -32,7 +45,7 @@ def normalize(text: str) -> str:
     if not text:
         return ""
     text = unicodedata.normalize("NFKC", text)
-    text = _t2s().convert(text)
+    text = _to_simplified(text)
     if _MAYBE_EMOJI.search(text):
         text = emoji.replace_emoji(text, replace=" ")
         text = text.replace("\u200d", "").replace("\ufe0f", "")
@@ -78,7 +91,7 @@ def normalize_mapped(text: str) -> tuple[str, list[int], list[int]]:
     if not text:
         return "", [], []
     s, lo, hi = _nfkc_mapped(text)
-    conv = _t2s().convert(s)
+    conv = _to_simplified(s)
     if len(conv) != len(s):  # OpenCC t2s keeps length in practice; if not, map the whole text coarsely
         return _coarse(text, normalize(text))
     s = conv
