@@ -341,6 +341,11 @@ class ChatService:
                 live.contacts.append([span.type, span.value, seq])
             live.n_messages, live.last_at = seq + 1, at
             shown, message, update = _message_rows(role, text, at, insight, version)
+            # a warning for the consultant (the message is stored and sent as typed), kept with the
+            # message event for the supervisors' compliance report
+            compliance = check_consultant_message(text) if role == "consultant" else None
+            if compliance is not None:
+                message["compliance"] = stored_compliance(compliance)
             try:
                 self.store.append_message(conversation_id, seq, message, shown, update, caller.name)
             except Conflict:
@@ -352,8 +357,8 @@ class ChatService:
             raise
         self._cache_set(conversation_id, live)
         view = self._insight_view(caller, chat, live, insight, shown, seq, version)
-        if role == "consultant":  # a warning for the consultant; the message is stored and sent as typed
-            view["compliance"] = check_consultant_message(text)
+        if compliance is not None:
+            view["compliance"] = compliance
         return view
 
     def _cached(self, conversation_id: str) -> Live | None:
@@ -609,12 +614,21 @@ def masked_text(message: dict[str, Any]) -> str:
     return mask_text(text, spans)
 
 
+def stored_compliance(compliance: dict[str, Any]) -> dict[str, Any]:
+    """What a consultant message's event keeps of its compliance check: the verdict and the rules
+    that fired (id, category, citation, source); the alternative is looked up again when needed."""
+    return {
+        "allowed": compliance["allowed"],
+        "rules": [{k: r[k] for k in ("id", "category", "citation", "source") if k in r} for r in compliance["rules"]],
+    }
+
+
 def _message_rows(
     role: str, text: str, at: datetime, insight: MessageInsight, version: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """What storing a scored message writes: the suggestions shown, the message row, the chat's update."""
     shown = [
-        {"id": uuid.uuid4().hex, "rank": i, "text": s.text, "source": s.source}
+        {"id": uuid.uuid4().hex, "rank": i, "text": s.text, "source": s.source, "reply_id": s.id}
         for i, s in enumerate(insight.suggestions)
     ]
     scores = {n: s.probability for n, s in insight.scores.items()}

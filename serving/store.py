@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from yuyue.serving.audit import audit_log, erasures  # the privacy tables, declared with the store's
 from yuyue.serving.db import BusyGate, UTCDateTime, metadata
 
 events = sa.Table(
@@ -89,6 +90,7 @@ suggestions = sa.Table(
     sa.Column("rank", sa.Integer, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("source", sa.String(64)),
+    sa.Column("reply_id", sa.String(128), index=True),  # the pool entry suggested (reply review's usage)
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("feedback", sa.String(16)),  # used | edited | dismissed
     sa.Column("final_text", sa.Text),
@@ -154,12 +156,13 @@ def _pg_append_statement() -> sa.Select:
             sa.column("rank", sa.Integer),
             sa.column("text", sa.Text),
             sa.column("source", sa.String),
+            sa.column("reply_id", sa.String),
         )
         .render_derived(name="s", with_types=True)
     )
     shown_rows = suggestions.insert().from_select(
-        ["id", "conversation_id", "seq", "rank", "text", "source", "created_at"],
-        sa.select(shown.c.id, up.c.id, seq, shown.c.rank, shown.c.text, shown.c.source, now)
+        ["id", "conversation_id", "seq", "rank", "text", "source", "reply_id", "created_at"],
+        sa.select(shown.c.id, up.c.id, seq, shown.c.rank, shown.c.text, shown.c.source, shown.c.reply_id, now)
         .select_from(up)
         .join(shown, sa.true()),
     )
@@ -294,7 +297,9 @@ class EventStore:
                         **projection,
                         "_actor": actor,
                         "_payload": _dumps(message),
-                        "_shown": [{k: s[k] for k in ("id", "rank", "text", "source")} for s in shown],
+                        "_shown": [
+                            {k: s.get(k) for k in ("id", "rank", "text", "source", "reply_id")} for s in shown
+                        ],
                     }
                     if cx.execute(_PG_APPEND, params).scalar_one() != 1:
                         raise _moved(conversation_id, seq)
@@ -316,7 +321,8 @@ class EventStore:
                     cx.execute(
                         _INSERT_SUGGESTION,
                         [
-                            {**s, "conversation_id": conversation_id, "seq": seq, "created_at": now}
+                            {"reply_id": None, **s, "conversation_id": conversation_id, "seq": seq,
+                             "created_at": now}
                             for s in shown
                         ],
                     )
@@ -427,6 +433,149 @@ class EventStore:
             )
         return {**row, "feedback": action, "final_text": final_text, "feedback_at": now}
 
+    # ---- privacy: erasure, retention, audit (the tables are in serving/audit.py) -----------
+    def chat_texts(self, conversation_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows of one chat that may hold its raw text: its events (id, kind, payload) in order,
+        and its suggestions (id, text, final_text)."""
+        with self.engine.connect() as cx:
+            rows = cx.execute(
+                sa.select(events.c.id, events.c.kind, events.c.payload)
+                .where(events.c.conversation_id == conversation_id)
+                .order_by(events.c.id)
+            ).mappings()
+            evs = [dict(r) for r in rows]
+            shown = cx.execute(
+                sa.select(suggestions.c.id, suggestions.c.text, suggestions.c.final_text)
+                .where(suggestions.c.conversation_id == conversation_id)
+                .order_by(suggestions.c.seq, suggestions.c.rank)
+            ).mappings()
+            return evs, [dict(s) for s in shown]
+
+    def rewrite_texts(
+        self,
+        conversation_id: str,
+        payloads: dict[int, str],
+        shown: dict[str, dict[str, Any]],
+        *,
+        reason: str,
+        actor: str | None,
+        n_messages: int,
+        event_payload: dict[str, Any],
+        audit: dict[str, Any] | None = None,
+    ) -> None:
+        """One transaction: replace event payloads and suggestion texts of one chat (masked), record
+        the erasure (``erasures`` and an event of kind ``reason``) and, when given, the audit row."""
+        now = _now()
+        with self._gate(), self.engine.begin() as cx:
+            found = cx.execute(sa.select(conversations.c.id).where(conversations.c.id == conversation_id))
+            if found.first() is None:
+                raise NotFound(f"no conversation {conversation_id!r}")
+            if payloads:
+                cx.execute(
+                    events.update()
+                    .where(events.c.id == sa.bindparam("_id"), events.c.conversation_id == conversation_id)
+                    .values(payload=sa.bindparam("_payload")),
+                    [{"_id": k, "_payload": v} for k, v in payloads.items()],
+                )
+            if shown:
+                cx.execute(
+                    suggestions.update()
+                    .where(suggestions.c.id == sa.bindparam("_id"))
+                    .values(text=sa.bindparam("_text"), final_text=sa.bindparam("_final_text")),
+                    [
+                        {"_id": k, "_text": v["text"], "_final_text": v["final_text"]}
+                        for k, v in shown.items()
+                    ],
+                )
+            cx.execute(
+                events.insert().values(
+                    conversation_id=conversation_id,
+                    seq=None,
+                    kind=reason,
+                    at=now,
+                    recorded_at=now,
+                    actor=actor,
+                    payload=_dumps(event_payload),
+                )
+            )
+            row = {"at": now, "actor": actor, "reason": reason, "n_messages": n_messages}
+            done = cx.execute(
+                erasures.update().where(erasures.c.conversation_id == conversation_id).values(**row)
+            ).rowcount
+            if done != 1:
+                cx.execute(erasures.insert().values(conversation_id=conversation_id, **row))
+            if audit is not None:
+                cx.execute(audit_log.insert().values(at=now, **audit))
+
+    def erasure(self, conversation_id: str) -> dict[str, Any] | None:
+        """When and why the chat's raw text was last masked (None: never)."""
+        with self.engine.connect() as cx:
+            row = (
+                cx.execute(sa.select(erasures).where(erasures.c.conversation_id == conversation_id))
+                .mappings()
+                .first()
+            )
+        return dict(row) if row is not None else None
+
+    def erasure_due(self, cutoff: datetime, limit: int) -> list[str]:
+        """Chats with messages, last active before ``cutoff``, never masked or holding messages received
+        since they were (retention)."""
+        c, e = conversations.c, erasures.c
+        query = (
+            sa.select(c.id)
+            .select_from(conversations.outerjoin(erasures, e.conversation_id == c.id))
+            .where(
+                c.last_at < cutoff,
+                c.n_messages > 0,
+                sa.or_(e.conversation_id.is_(None), e.n_messages < c.n_messages),
+            )
+            .order_by(c.last_at, c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as cx:
+            return list(cx.execute(query).scalars())
+
+    def audit(self, row: dict[str, Any]) -> None:
+        """Append one row to the audit log (``at`` is now unless given)."""
+        with self._gate(), self.engine.begin() as cx:
+            cx.execute(audit_log.insert().values(**{"at": _now(), **row}))
+
+    def audit_entries(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        conversation_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """Audit rows, newest first, filtered (``since <= at < until``); ``total`` counts all matches."""
+        a = audit_log.c
+        where = [
+            cond
+            for cond, value in (
+                (a.actor == actor, actor),
+                (a.action == action, action),
+                (a.conversation_id == conversation_id, conversation_id),
+                (a.at >= since, since),
+                (a.at < until, until),
+            )
+            if value is not None
+        ]
+        with self.engine.connect() as cx:
+            total = cx.execute(sa.select(sa.func.count()).select_from(audit_log).where(*where)).scalar_one()
+            rows = cx.execute(
+                sa.select(audit_log)
+                .where(*where)
+                .order_by(a.at.desc(), a.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).mappings()
+            items = [dict(r) for r in rows]
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
+
     # ---- reads -------------------------------------------------------------
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         with self._read_gate(), self.engine.connect() as cx:
@@ -522,3 +671,43 @@ class EventStore:
             for row in rows:
                 yield row, self.messages(row["id"])
             last = (rows[-1]["started_at"], rows[-1]["id"])
+
+    def consultant_messages(self, filters: Filters, batch: int = 2000) -> Iterator[dict[str, Any]]:
+        """Messages consultants typed, for the compliance report, oldest first, read in batches.
+
+        ``filters``' hospital, department and consultant select chats; its ``since``/``until`` select
+        messages by their own time (``since <= at < until``), not by when the chat started. Each item:
+        the message payload (role, text, at, pii, compliance …) with ``conversation_id``, ``seq``,
+        ``consultant_id`` and ``department``.
+        """
+        c, e = conversations.c, events.c
+        chats = Filters(filters.hospital, filters.department, filters.consultant_id).where()
+        when = [e.at >= filters.since] if filters.since is not None else []
+        when += [e.at < filters.until] if filters.until is not None else []
+        query = (
+            sa.select(e.id, e.conversation_id, e.seq, e.payload, c.consultant_id, c.department)
+            .select_from(events.join(conversations, conversations.c.id == e.conversation_id))
+            # a cheap pre-filter on the JSON text; the role is checked on the parsed payload
+            .where(e.kind == "message", e.payload.like('%"role":"consultant"%'), *chats, *when)
+            .order_by(e.id)
+            .limit(batch)
+        )
+        last = None
+        while True:
+            q = query if last is None else query.where(e.id > last)
+            with self._read_gate(), self.engine.connect() as cx:
+                rows = cx.execute(q).all()
+            for _id, cid, seq, payload, consultant_id, department in rows:
+                message = orjson.loads(payload)
+                if message.get("role") != "consultant":
+                    continue
+                yield {
+                    **message,
+                    "conversation_id": cid,
+                    "seq": seq,
+                    "consultant_id": consultant_id,
+                    "department": department,
+                }
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
