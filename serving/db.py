@@ -338,7 +338,9 @@ class BusyGate:
 # ---- the schema: Alembic migrations (serving/migrations) ------------------------------------------
 # the tables under migration; a table declared on :data:`metadata` and not listed here (a test's probe
 # table) is created by :func:`create_all` as it is, outside the migrations
-SCHEMA_TABLES = frozenset({"api_keys", "conversations", "events", "suggestions"})
+SCHEMA_TABLES = frozenset({"api_keys", "audit_log", "conversations", "erasures", "events", "suggestions"})
+# the tables of the baseline revision (what a database created before migrations can hold)
+BASELINE_TABLES = frozenset({"api_keys", "conversations", "events", "suggestions"})
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
 UPGRADE_COMMAND = "yuyue store upgrade"
@@ -498,8 +500,8 @@ def upgrade_schema(engine: Engine, echo: Any = None) -> list[str]:
             lines.append(
                 f"unversioned database with tables {', '.join(sorted(present))} (created before migrations): "
                 f"stamped as the baseline {base}"
-                + (f", created the missing tables {', '.join(sorted(SCHEMA_TABLES - present))}"
-                   if SCHEMA_TABLES - present else "")
+                + (f", created the missing tables {', '.join(sorted(BASELINE_TABLES - present))}"
+                   if BASELINE_TABLES - present else "")
             )
         elif before is None:
             lines.append("empty database: creating the schema")
