@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     rate_per_minute: int = Field(1200, ge=1, description="default requests per minute per API key")
     worker_threads: int = Field(4, ge=1, le=64, description="threads that run requests in one server process")
     suggestions_k: int = Field(3, ge=0, le=10, description="reply suggestions per visitor message")
+    serve_unreviewed: bool = Field(
+        True,
+        description="suggest mined replies no supervisor has reviewed yet (on for the demo; a hospital turns "
+        "it off so that only allowed replies and library scripts are offered)",
+    )
     time_window_days: tuple[NonNegativeFloat, NonNegativeFloat] = Field(
         (3650.0, 30.0),
         description="the API accepts timestamps at most this many days before and after now (back, ahead)",

@@ -338,7 +338,9 @@ class BusyGate:
 # ---- the schema: Alembic migrations (serving/migrations) ------------------------------------------
 # the tables under migration; a table declared on :data:`metadata` and not listed here (a test's probe
 # table) is created by :func:`create_all` as it is, outside the migrations
-SCHEMA_TABLES = frozenset({"api_keys", "audit_log", "conversations", "erasures", "events", "suggestions"})
+SCHEMA_TABLES = frozenset(
+    {"api_keys", "audit_log", "conversations", "erasures", "events", "reply_reviews", "suggestions"}
+)
 # the tables of the baseline revision (what a database created before migrations can hold)
 BASELINE_TABLES = frozenset({"api_keys", "conversations", "events", "suggestions"})
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -442,6 +444,7 @@ def _lock(conn: sa.Connection) -> None:
 
 def _schema_tables() -> list[sa.Table]:
     import yuyue.serving.auth  # noqa: F401  (declares api_keys)
+    import yuyue.serving.reviews  # noqa: F401  (declares reply_reviews)
     import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)
 
     return [t for t in metadata.sorted_tables if t.name in SCHEMA_TABLES]

@@ -136,6 +136,9 @@ class ReplySuggester:
     hybrid: Any = None  # models.replies.neural.HybridRanker
     tfidf: Any = None  # models.replies.neural.CharTfidf
     neural_status: str = "not trained"
+    # review decisions made after training (serving.reviews.ReviewBook): ``refresh()`` once per
+    # suggestion, ``review(entry)`` -> (status, edited text or None) | None, ``serve_unreviewed``
+    reviews: Any = None
 
     def __post_init__(self) -> None:
         if self.guard is None:
@@ -332,6 +335,8 @@ class ReplySuggester:
         for a caller that keeps only the end of long messages as context.
         """
         facts = facts or {}
+        if self.reviews is not None:
+            self.reviews.refresh()
         visitor_now = _latest_visitor_text(context_messages) if latest_visitor is None else latest_visitor
         if visitor_now:
             verdict = self.trigger.check(visitor_now)  # type: ignore[union-attr]
@@ -365,7 +370,7 @@ class ReplySuggester:
         weights = replace(self.weights, booking=0.0) if self.uses_hybrid else self.weights
         for c in candidates:
             c.score = candidate_score(c.relevance, c.entry, base, stage_probs, weights)
-            if c.entry.status == "allowed":
+            if self._status(c.entry) == "allowed":
                 c.score += self.weights.reviewed
             if ask is not None and _answers(c.entry, ask):
                 c.score += 1.0  # the visitor's question first, when anything answers it
@@ -384,7 +389,9 @@ class ReplySuggester:
     def _usable(self, entry: PoolEntry | None, facts: Mapping[str, Any]) -> bool:
         if entry is None:
             return False
-        if entry.status == "blocked" or (entry.status == "unreviewed" and not self.allow_unreviewed):
+        status = self._status(entry)
+        allow_unreviewed = self.allow_unreviewed and (self.reviews is None or self.reviews.serve_unreviewed)
+        if status == "blocked" or (status == "unreviewed" and not allow_unreviewed):
             return False
         dept = facts.get("department")
         if dept:
@@ -399,6 +406,11 @@ class ReplySuggester:
                 return False
         project = _project(facts)
         return not (entry.project and entry.project != project)
+
+    def _status(self, entry: PoolEntry) -> str:
+        """The entry's review status: a decision made since training (``reviews``) over the pool's."""
+        decided = self.reviews.review(entry) if self.reviews is not None else None
+        return decided[0] if decided is not None else entry.status
 
     def _pool_departments(self) -> frozenset[str]:
         seen = getattr(self, "_pool_depts", None)
@@ -497,7 +509,8 @@ class ReplySuggester:
         return values
 
     def _fill(self, c: _Candidate, values: Mapping[str, str | None]) -> bool:
-        template = c.entry.text
+        decided = self.reviews.review(c.entry) if self.reviews is not None else None
+        template = decided[1] if decided is not None and decided[1] else c.entry.text
         if c.entry.source == "mined":
             # pools mined before names were slotted: slot them now; never a half sentence
             template = whole_sentences(slot_names(template))

@@ -22,6 +22,7 @@ from __future__ import annotations
 from alembic import context
 
 import yuyue.serving.auth  # noqa: F401  (declares api_keys)
+import yuyue.serving.reviews  # noqa: F401  (declares reply_reviews)
 import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)
 from yuyue.serving.db import SCHEMA_TABLES, make_engine, metadata
 

@@ -6,7 +6,7 @@ service, the state) and documents its error answers with ``serving/errors.errors
 
 from fastapi import APIRouter
 
-from yuyue.serving.routes import admin, chats, console, export, followups, ops, stats, suggestions
+from yuyue.serving.routes import admin, chats, console, export, followups, ops, replies, stats, suggestions
 
 ROUTERS: tuple[APIRouter, ...] = (
     chats.router,
@@ -14,6 +14,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     followups.router,
     stats.router,
     export.router,
+    replies.router,
     admin.router,
     ops.router,
     console.router,

@@ -108,24 +108,33 @@ def test_iter_reply_examples_reads_contract_records() -> None:
 
 
 def test_cli_list_allow_block(tmp_path: Path) -> None:
+    """Decisions go to the database (``--database``), not the pool file; a rebuilt pool keeps them."""
     pool, assign = build_pool(
         [ex("请问怎么称呼您？"), ex("请问怎么称呼您？", "b"), ex("我们医院在文三路188号。")]
     )
     path = str(pool.save(tmp_path / "pool.jsonl"))
+    db = ["--database", f"sqlite:///{tmp_path / 'yuyue.db'}"]
     runner = CliRunner()
-    res = runner.invoke(replies_app, ["list", "--pool", path])
+    res = runner.invoke(replies_app, ["list", "--pool", path, *db])
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith(assign[0])
-    res = runner.invoke(replies_app, ["block", assign[0], "--pool", path])
+    assert len(lines) == 2 and lines[0].startswith(assign[0]) and "\tunreviewed\t" in lines[0]
+    res = runner.invoke(replies_app, ["block", assign[0], "--pool", path, *db])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(replies_app, ["allow", assign[2], "--pool", path])
+    res = runner.invoke(replies_app, ["allow", assign[2], "--pool", path, *db])
     assert res.exit_code == 0
-    res = runner.invoke(replies_app, ["list", "--status", "blocked", "--pool", path])
+    res = runner.invoke(replies_app, ["list", "--status", "blocked", "--pool", path, *db])
     assert res.output.strip().startswith(assign[0]) and len(res.output.strip().splitlines()) == 1
     before = Path(path).read_bytes()
-    res = runner.invoke(replies_app, ["allow", assign[0], "m000000000000", "--pool", path])
+    res = runner.invoke(replies_app, ["allow", assign[0], "m000000000000", "--pool", path, *db])
     assert res.exit_code == 1 and "m000000000000" in res.output
+    res = runner.invoke(replies_app, ["list", "--status", "blocked", "--pool", path, *db])
+    assert res.output.strip().startswith(assign[0])  # the failed allow changed nothing
     assert Path(path).read_bytes() == before
-    res = runner.invoke(replies_app, ["list", "--pool", str(tmp_path / "missing.jsonl")])
+    # a retrain mines the same reply again among other chats: the decision applies to the new pool
+    rebuilt, assign2 = build_pool([ex("您好，有什么可以帮您？"), ex("请问怎么称呼您？", "c"), ex("请问怎么称呼您？", "d")])
+    path2 = str(rebuilt.save(tmp_path / "pool2.jsonl"))
+    res = runner.invoke(replies_app, ["list", "--status", "blocked", "--pool", path2, *db])
+    assert res.output.strip().startswith(assign2[1]) and assign2[1] == assign[0]
+    res = runner.invoke(replies_app, ["list", "--pool", str(tmp_path / "missing.jsonl"), *db])
     assert res.exit_code == 1
