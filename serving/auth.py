@@ -341,6 +341,16 @@ class KeyStore:
                 self._cache[digest] = (now + self.cache_ttl, key)
         return key
 
+    def cached(self, raw: str | None) -> ApiKey | None:
+        """The key matching ``raw`` when :meth:`authenticate` found it within ``cache_ttl`` seconds,
+        else None. No I/O, so safe on the event loop; on None, :meth:`authenticate` (which may wait on
+        the database) tells a valid key from an invalid one."""
+        if not raw or self.cache_ttl <= 0:
+            return None
+        with self._lock:
+            hit = self._cache.get(hash_key(raw.strip()))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def known(self, digest: str) -> bool:
         """True when a key with this hash (:func:`hash_key`) authenticated in this process: the API lets
         such keys past the per-address block that failed authentications earn (an attacker cannot

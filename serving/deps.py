@@ -3,7 +3,10 @@ requirements, the store and the service.
 
 The state is ``request.app.state.yuyue`` (:func:`get_state`, typed). Dependencies are ``async def``
 so they run on the event loop: a plain ``def`` would cost a thread-pool round trip each, per
-request (keys are cached, so no I/O on the usual path).
+request. Keys are cached (:class:`KeyStore`, 5 s), so the usual path does no I/O; a cache miss looks
+the key up in a worker thread (:func:`authenticate`), so a slow or locked ``api_keys`` table holds up
+that request only (up to the database's lock/statement timeout, then 503), never ``/healthz`` or
+the requests of keys already cached.
 
 The per-message endpoint takes none of these: it calls :func:`authenticate` and
 :func:`check_model` itself (FastAPI's dependency resolution was about half of the framework's
@@ -12,13 +15,17 @@ time per message).
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from yuyue.serving.auth import ApiKey, Caller, Role, hash_key, report_consultant, require_role
+from yuyue.serving.auth import ApiKey, Caller, Role, hash_key, parse_key, report_consultant, require_role
 from yuyue.serving.edge import client_address
 from yuyue.serving.errors import InvalidInput, http_error
 from yuyue.serving.service import ChatService
@@ -65,7 +72,7 @@ async def caller(
     x_api_key: Annotated[str | None, Security(API_KEY)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
 ) -> Caller:
-    return authenticate(x_api_key or (bearer.credentials if bearer else None), request)
+    return await authenticate(x_api_key or (bearer.credentials if bearer else None), request)
 
 
 def raw_key(request: Request) -> str | None:
@@ -77,12 +84,36 @@ def raw_key(request: Request) -> str | None:
     )
 
 
-def authenticate(raw: str | None, request: Request) -> Caller:
-    """The caller holding the raw key ``raw``: 401 without a valid key, 429 over its rate limit."""
+# worker threads for key look-ups that miss the cache: their own, so that look-ups waiting on a locked
+# api_keys table never take the threads of the chat endpoints (and a flood of new keys queues here)
+KEY_LOOKUP_THREADS = 8
+_key_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _lookup_limiter() -> anyio.CapacityLimiter:
+    """The running event loop's limiter (one per loop: a limiter's waiters belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    limiter = _key_lookups.get(loop)
+    if limiter is None:
+        limiter = _key_lookups[loop] = anyio.CapacityLimiter(KEY_LOOKUP_THREADS)
+    return limiter
+
+
+async def authenticate(raw: str | None, request: Request) -> Caller:
+    """The caller holding the raw key ``raw``: 401 without a valid key, 429 over its rate limit.
+
+    A cached key is answered on the event loop (no I/O); a well-formed key that is not cached is looked
+    up in a worker thread, so the loop (``/healthz``, cached keys) never waits on the database; a
+    malformed key is refused without a look-up. A database that does not answer within its timeouts
+    gives a 503 with ``Retry-After`` (the error handlers)."""
     state = get_state(request)
     if not raw:
         raise _refused(request, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    key: ApiKey | None = state.keys.authenticate(raw)
+    key: ApiKey | None = state.keys.cached(raw)
+    if key is None and parse_key(raw) is not None:
+        key = await anyio.to_thread.run_sync(state.keys.authenticate, raw, limiter=_lookup_limiter())
     if key is None:
         raise _refused(request, "invalid or revoked API key")
     per_minute = key.rate_per_minute or state.settings.rate_per_minute

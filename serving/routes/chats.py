@@ -49,7 +49,7 @@ def open_chat(body: OpenChat, who: Who, service: Service) -> Response:
 )
 async def add_message(conversation_id: CONVERSATION_ID, body: NewMessage, request: Request) -> Response:
     """Append one message; returns scores and their change, band, reasons, stage, hints, entities, suggestions."""  # noqa: E501
-    who = authenticate(raw_key(request), request)
+    who = await authenticate(raw_key(request), request)  # a cached key: no I/O, no thread
     state = get_state(request)
     check_model(state)
     # in a worker thread: a store write waiting on a lock (bounded by the database timeouts) must not
