@@ -118,7 +118,9 @@ def list_replies(
 
 
 @router.post(
-    "/v1/replies/{reply_id}/review", response_model=ReplyItem, responses=errors(401, 403, 404, 422, 429, 503)
+    "/v1/replies/{reply_id}/review",
+    response_model=ReplyItem,
+    responses=errors(400, 401, 403, 404, 413, 422, 429, 503),
 )
 def review_reply(reply_id: REPLY_ID, body: Review, who: Reviewer, state: State) -> dict[str, Any]:
     """Allow, block or edit a reply (supervisors and admins). Applies to the next suggestion, survives
