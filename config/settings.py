@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(
         1000, ge=0, le=60_000, description="SQLite: how long a write waits for another writer's lock"
     )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="raw chat text is kept this many days after a chat's last message, then masked by "
+        "`yuyue store purge` (masked chats stay for training); None: kept until erased",
+    )
     session_key: SecretStr | None = Field(
         None,
         description="key that encrypts cached chat sessions in Redis (32 bytes, base64); "

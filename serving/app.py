@@ -31,6 +31,7 @@ from yuyue.serving.edge import EdgeMiddleware
 from yuyue.serving.metrics import Metrics
 from yuyue.serving.requestid import RequestIdMiddleware
 from yuyue.serving.routes import ROUTERS
+from yuyue.serving.routes import privacy as privacy_routes
 from yuyue.serving.state import Yuyue, warm_up
 
 __all__ = ["Yuyue", "create_app", "warm_up"]
@@ -82,6 +83,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer and log line carries the id
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(privacy_routes.router)  # data-subject rights and the audit log
     return app
 
 

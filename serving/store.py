@@ -554,13 +554,13 @@ class EventStore:
         """Audit rows, newest first, filtered (``since <= at < until``); ``total`` counts all matches."""
         a = audit_log.c
         where = [
-            cond
+            cond(value)
             for cond, value in (
-                (a.actor == actor, actor),
-                (a.action == action, action),
-                (a.conversation_id == conversation_id, conversation_id),
-                (a.at >= since, since),
-                (a.at < until, until),
+                (a.actor.__eq__, actor),
+                (a.action.__eq__, action),
+                (a.conversation_id.__eq__, conversation_id),
+                (a.at.__ge__, since),
+                (a.at.__lt__, until),
             )
             if value is not None
         ]

@@ -4,6 +4,8 @@
   Yuyue without migrations), and whether it is the revision this code expects.
 - ``yuyue store upgrade``: bring the database to the head revision. A database created before
   migrations (tables but no revision) is recognised, stamped as the baseline, then upgraded.
+- ``yuyue store purge --older-than DAYS`` (default: the ``retention_days`` setting): retention -- mask the
+  raw text of chats last active before then (``serving/privacy.py``); prints the counts.
 
 The database is ``--url``, else ``get_settings().resolved_database_url`` (``YUYUE_DATABASE_URL``, else
 ``sqlite:///<var_dir>/yuyue.db``). The server refuses to start on a database behind the code and
@@ -16,7 +18,7 @@ import typer
 
 store_app = typer.Typer(
     name="store",
-    help="The database schema: show its revision, upgrade it to this version's.",
+    help="The database: show its schema revision, upgrade it to this version's, purge old raw text.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -91,3 +93,62 @@ def upgrade(url: str = typer.Option(None, "--url", help=URL_HELP)) -> None:
         _fail(f"upgrade failed (on PostgreSQL nothing was changed): {_one_line(exc)}")
     finally:
         engine.dispose()
+
+
+@store_app.command("purge")
+def purge(
+    older_than: float = typer.Option(
+        None,
+        "--older-than",
+        metavar="DAYS",
+        help="mask the raw text of chats whose last message is older than this many days "
+        "(default: the retention_days setting)",
+    ),
+    url: str = typer.Option(None, "--url", help=URL_HELP),
+) -> None:
+    """Retention: mask the raw text of old chats (personal data masked for good; the masked chats, outcomes
+    and statistics stay). Idempotent; recorded in the audit log. Run it daily (cron) with retention_days."""
+    import getpass
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuyue.config import get_settings
+    from yuyue.serving.db import SchemaError, prepare_schema
+    from yuyue.serving.privacy import purge as purge_chats
+    from yuyue.serving.store import EventStore
+
+    settings = get_settings()
+    days = older_than if older_than is not None else settings.retention_days
+    if days is None:
+        _fail("no retention given: pass --older-than DAYS or set retention_days (YUYUE_RETENTION_DAYS)")
+    if not days > 0:
+        _fail(f"--older-than must be a positive number of days, got {days:g}")
+    engine = _engine(url)
+    cache = None
+    try:
+        prepare_schema(engine)
+        if settings.redis_url:  # cached sessions of the purged chats go too
+            from yuyue.serving.cache import make_cache, redis_options
+            from yuyue.serving.service import LIVE_CODEC
+
+            cache = make_cache(settings.redis_url, LIVE_CODEC, **redis_options(settings))
+        out = purge_chats(EventStore(engine), days, actor=f"cli:{_user(getpass)}", role="cli", cache=cache)
+    except SchemaError as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"purge failed: {_one_line(exc)}")
+    finally:
+        if cache is not None:
+            cache.close()
+        engine.dispose()
+    typer.echo(
+        f"masked {out['conversations']} conversations last active before {out['cutoff']}: "
+        f"{out['messages']} messages, {out['suggestions']} suggestions, {out['events']} events rewritten"
+    )
+
+
+def _user(getpass) -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "unknown"

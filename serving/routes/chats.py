@@ -6,7 +6,8 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
-from yuyue.serving import schemas
+from yuyue.serving import privacy, schemas
+from yuyue.serving.audit import AuditAction
 from yuyue.serving.deps import (
     SECURITY,
     Service,
@@ -91,4 +92,7 @@ def record_outcome(
 )
 def get_chat(conversation_id: CONVERSATION_ID, who: Who, service: Service) -> dict[str, Any]:
     """A stored chat with its messages (masked unless the caller is its consultant)."""
-    return service.conversation(who, conversation_id)
+    out = service.conversation(who, conversation_id)
+    if not out["masked"]:  # raw personal data read: recorded (the consultant's own view included)
+        privacy.record(service.store, who, AuditAction.READ_RAW, conversation_id=conversation_id)
+    return out

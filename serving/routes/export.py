@@ -1,11 +1,15 @@
 """The export: stored chats as contract JSONL, personal data masked."""
 
 from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import datetime
 
 import orjson
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from yuyue.serving import privacy
+from yuyue.serving.audit import AuditAction
 from yuyue.serving.deps import Analyst, Service, report_filters
 from yuyue.serving.edge import RecentFilter
 from yuyue.serving.errors import errors
@@ -34,11 +38,14 @@ def export(
     until: RecentFilter | None = None,
 ) -> StreamingResponse:
     """Stored chats as contract JSONL with personal data masked: training data for ``yuyue train``."""
-    records = service.export(report_filters(who, hospital, department, None, since, until))
+    filters = report_filters(who, hospital, department, None, since, until)
+    records = service.export(filters)
     # the first batch is read before the answer starts: a failure there is a proper error status,
     # not a 200 whose stream is cut
     first = next(records, None)
     head = [] if first is None else [orjson.dumps(first) + b"\n"]
+    scope = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(filters).items() if v}
+    privacy.record(service.store, who, AuditAction.EXPORT, scope=orjson.dumps(scope).decode())
     lines = (orjson.dumps(rec) + b"\n" for rec in records)
     return StreamingResponse(_chain(head, lines), media_type="application/x-ndjson")
 
