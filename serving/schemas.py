@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from yuyue.data.contract import Page, Text, Visit, bounded_text
 from yuyue.serving.edge import Recent
@@ -27,8 +27,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# seconds on one page, and on all the pages of a visit: the contract sets no maximum, and an
+# unbounded dwell (1e308 is finite) pushed both scores to 0.9999 through the dwell features
+MAX_DWELL_S = 86_400.0
+
+
 class PageIn(Page):
     at: Recent | None = None
+    dwell_s: float | None = Field(
+        None, ge=0, le=MAX_DWELL_S, allow_inf_nan=False, description="seconds on the page (at most a day)"
+    )
 
 
 class VisitIn(Visit):
@@ -37,6 +45,17 @@ class VisitIn(Visit):
     pages: list[PageIn] | None = Field(None, max_length=1000)
     # the contract sets no maximum; a count beyond 64 bits could not be exported as JSON
     visits_before: StrictInt | None = Field(None, ge=0, le=1_000_000)
+
+    @field_validator("pages")
+    @classmethod
+    def _dwell_adds_up(cls, pages: list[PageIn] | None) -> list[PageIn] | None:
+        total = sum(p.dwell_s or 0.0 for p in pages or ())
+        if total > MAX_DWELL_S:
+            raise ValueError(
+                f"the pages' dwell_s add up to {total:.0f} s, "
+                f"more than a visit can last ({MAX_DWELL_S:.0f} s)"
+            )
+        return pages
 
 
 class OpenChat(_Body):
