@@ -10,6 +10,12 @@ families are offered and compared by the trainer:
   one stacked column, the out-of-fold score of a logistic model on the token bag.
 
 Both are calibrated on held-out rows (isotonic by default, Platt optional).
+
+Scores hold up outside the training data: structured inputs are clipped to the range
+the training rows cover (a 10,000-character message scores like the longest ones seen),
+calibrated probabilities stay inside ``[1/(n+2), 1-1/(n+2)]`` for ``n`` calibration chats
+(never exactly 0 or 1), buying-signal columns (``increasing``) can only raise the score,
+and :meth:`OutcomeScorer.bound_by` keeps one score under another (p(arrived) <= p(booked)).
 """
 
 from __future__ import annotations

@@ -72,6 +72,9 @@ class UnusableDataError(ValueError):
 
 
 SELECT_MAX_CONVERSATIONS = 20000
+# Up to this many fitting chats every chat counts: the kept model is refitted once more with the
+# calibration chats added, and keeps the calibration map fitted on them while they were held out.
+SMALL_DATA_CONVERSATIONS = 5000
 
 
 def fit_target(
@@ -134,6 +137,15 @@ def fit_target(
     cmask, cy = ca.target(target)
     if len(np.unique(cy)) < 2:
         raise UnusableDataError(f"{target}: the calibration conversations have only one class")
-    model.calibrate(ca.rows.take(cmask), cy, ca.weight[cmask])
+    crows, cw = ca.rows.take(cmask), ca.weight[cmask]
+    model.calibrate(crows, cy, cw)
+    if "calib" in data and len(np.unique(rows.group)) <= SMALL_DATA_CONVERSATIONS:
+        t0 = time.perf_counter()
+        final = OutcomeScorer(random_state=random_state, increasing=inc, **candidates[name]).fit(
+            PrefixRows.concat([rows, crows]), np.r_[y, cy], np.r_[w, cw]
+        )
+        final.calibrator_, final.p_min_, final.p_max_ = model.calibrator_, model.p_min_, model.p_max_
+        model = final
+        choice.fit_seconds[name + "_with_calib"] = round(time.perf_counter() - t0, 2)
     choice.scorer, choice.kind = model, name
     return choice
