@@ -53,6 +53,8 @@ def _sibling(name: str) -> ModuleType:
 def adversarial_texts(length: int = 10_000, kinds: tuple[str, ...] = DEFAULT_KINDS) -> dict[str, str]:
     """Kind -> text of ``length`` characters; ``qq`` is the issue's ``"qq号是12345 " * 1000``."""
     texts = _sibling("bench_adversarial").adversarial_texts(length)
+    if kinds == ("all",):
+        return texts
     missing = [k for k in kinds if k not in texts]
     if missing:
         raise SystemExit(f"unknown text kinds {missing}; known: {', '.join(sorted(texts))}")
@@ -207,7 +209,7 @@ def server(model_dir: Path, pg: bool = False) -> Iterator[tuple[str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="a saved model bundle directory")
-    ap.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="text kinds (bench_adversarial)")
+    ap.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="text kinds (bench_adversarial), or 'all'")
     ap.add_argument("--length", type=int, default=10_000)
     ap.add_argument("--poll-ms", type=float, default=10.0)
     ap.add_argument("--pg", action="store_true", help="PostgreSQL (a throwaway database) instead of SQLite")
