@@ -344,13 +344,23 @@ def _default_guard() -> ComplianceGuard:
 # ---------------------------------------------------------------- red-team set and learned classifier
 
 REDTEAM = Path(__file__).parent / "rules" / "redteam.tsv"
+# More development texts (all of them development data, no hash split).
+REDTEAM_MORE = Path(__file__).parent / "rules" / "redteam_more.tsv"
+# The blind held-out set, written before the 2026-11 tuning; never trained or tuned on.
+REDTEAM_HOLDOUT = Path(__file__).parent / "rules" / "redteam_holdout.tsv"
 OK = "ok"
-# Block when the classifier's probability that a text is prohibited reaches this. Chosen on the
-# development split only: the lowest threshold at which the classifier alone, 5-fold cross-validated,
-# passes >= 97 % of compliant texts (a margin for the rules' own false blocks); bench/bench_guard.py
-# --tune prints the sweep.
-CLASSIFIER_THRESHOLD = 0.55
+# Block when the classifier's probability that a text is prohibited reaches CLASSIFIER_THRESHOLD; clear
+# a rule hit when that probability is below RULE_VETO (the rules fire on hedged or debunking wording such
+# as "说保证效果的医院您要小心" that the classifier has learned to read). Both chosen on the development
+# data only (redteam.tsv's dev split + redteam_more.tsv), 5-fold stratified cross-validation: the pair
+# that blocks most prohibited texts while passing >= 96.5 % of compliant ones (a margin over the 95 %
+# target); bench/bench_guard.py --tune prints the sweep.
+CLASSIFIER_THRESHOLD = 0.70
+RULE_VETO = 0.2
 _NGRAMS = (1, 2, 3)
+# Inverse regularisation of the logistic regression (dev CV: 30 edges out 10; char 1-4 grams, jieba word
+# uni/bigrams, mixed-message augmentation and the e5 space did not beat char 1-3 grams).
+CLASSIFIER_C = 30.0
 # Shorter texts ("好的", "稍等") cannot make a claim; the classifier leaves them to the rules.
 CLASSIFIER_MIN_CHARS = 6
 
@@ -386,6 +396,11 @@ def load_redteam(path: str | Path | None = None, split: str | None = None) -> li
     return out
 
 
+def load_dev() -> list[tuple[str, str]]:
+    """All development texts: the dev split of redteam.tsv and every text of redteam_more.tsv."""
+    return load_redteam(split="dev") + load_redteam(REDTEAM_MORE)
+
+
 def _grams(norm: str) -> Iterator[str]:
     for n in _NGRAMS:
         for i in range(len(norm) - n + 1):
@@ -408,7 +423,7 @@ class GuardClassifier:
         self.threshold = threshold
 
     @classmethod
-    def fit(cls, labels: Sequence[str], texts: Sequence[str], c: float = 10.0,
+    def fit(cls, labels: Sequence[str], texts: Sequence[str], c: float = CLASSIFIER_C,
             threshold: float = CLASSIFIER_THRESHOLD) -> GuardClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -461,13 +476,15 @@ class GuardClassifier:
 
 
 def training_data(rules: Sequence[ComplianceRule] | None = None) -> tuple[list[str], list[str]]:
-    """The classifier's training texts: the red-team development split, the script library (as ``ok``)
-    and the rule file's examples (positives under the rule's category, negatives as ``ok``); texts of
-    the red-team held-out split are dropped wherever they come from."""
+    """The classifier's training texts: the development texts (:func:`load_dev`), the script library (as
+    ``ok``) and the rule file's examples (positives under the rule's category, negatives as ``ok``);
+    texts of either held-out set (redteam.tsv's hash split, redteam_holdout.tsv) are dropped wherever
+    they come from."""
     from yuyue.models.replies.scripts import fill_slots, load_library
 
     rules = load_rules() if rules is None else rules
-    pairs = load_redteam(split="dev")
+    blind = {t for _, t in load_redteam(REDTEAM_HOLDOUT)} if REDTEAM_HOLDOUT.exists() else set()
+    pairs = load_dev()
     pairs += [(OK, fill_slots(e.text, {})) for e in load_library()]
     for r in rules:
         pairs += [(r.category.value, t) for t in r.examples.positive]
@@ -475,7 +492,7 @@ def training_data(rules: Sequence[ComplianceRule] | None = None) -> tuple[list[s
     seen: set[str] = set()
     labels, texts = [], []
     for label, text in pairs:
-        if text in seen or redteam_split(text) == "heldout":
+        if text in seen or text in blind or redteam_split(text) == "heldout":
             continue
         seen.add(text)
         labels.append(label)
@@ -498,12 +515,16 @@ def category_citations(rules: Sequence[ComplianceRule] | None = None) -> dict[st
 
 
 class CombinedGuard:
-    """Rules first; when no rule fires, the classifier may still block. Every hit names a rule id
-    (``classifier_<category>`` for the classifier), its category and the citation."""
+    """Rules and classifier. A rule hit blocks unless the classifier is confident the text is compliant
+    (P(prohibited) < ``rule_veto``: hedged or debunking wording); when no rule fires, the classifier
+    blocks at P >= its threshold. Texts shorter than CLASSIFIER_MIN_CHARS are left to the rules. Every
+    hit names a rule id (``classifier_<category>`` for the classifier), its category and the citation."""
 
-    def __init__(self, guard: ComplianceGuard | None = None, classifier: GuardClassifier | None = None) -> None:
+    def __init__(self, guard: ComplianceGuard | None = None, classifier: GuardClassifier | None = None,
+                 rule_veto: float = RULE_VETO) -> None:
         self.guard = guard if guard is not None else ComplianceGuard.default()
         self.classifier = classifier
+        self.rule_veto = rule_veto
         by_id = self.guard.rules_by_id
         self._rule_info = {i: (r.category.value, r.cite) for i, r in by_id.items()}
         self._cites = category_citations(self.guard.rules)
@@ -519,12 +540,12 @@ class CombinedGuard:
             {"id": rid, "category": self._rule_info[rid][0], "citation": self._rule_info[rid][1], "source": "rule"}
             for rid in fired
         ]
-        if (
-            not hits
-            and self.classifier is not None
-            and len(norm.strip()) >= CLASSIFIER_MIN_CHARS
-            and not self.guard.negated_normalized(norm)  # a claim the rules saw negated stays cleared
-        ):
+        if self.classifier is None or len(norm.strip()) < CLASSIFIER_MIN_CHARS:
+            return {"allowed": not hits, "rules": hits}
+        if hits:
+            if self.classifier.p_prohibited(norm) < self.rule_veto:
+                return {"allowed": True, "rules": []}
+        elif not self.guard.negated_normalized(norm):  # a claim the rules saw negated stays cleared
             category, score = self.classifier.predict(norm)
             if category is not None:
                 hits.append({
