@@ -14,6 +14,7 @@ from typing import Any
 
 from yuyue.config import Settings
 from yuyue.models.bundle import YuyueModel
+from yuyue.models.replies.guard import check_consultant_message
 from yuyue.serving.auth import KeyStore, hash_key
 from yuyue.serving.cache import make_cache, redis_options
 from yuyue.serving.db import create_all, engine_options, make_engine
@@ -112,3 +113,6 @@ def warm_up(model: YuyueModel) -> None:
         ("visitor", "姓李"),
     ):
         model.on_message(session, role, text, now)
+    # the compliance guard's classifier trains from the repo's red-team data on first use (~2-3 s):
+    # here, not in the first consultant's message
+    check_consultant_message("您好，请问怎么称呼？")
