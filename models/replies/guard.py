@@ -361,8 +361,9 @@ _NGRAMS = (1, 2, 3)
 # Inverse regularisation of the logistic regression (dev CV: 30 edges out 10; char 1-4 grams, jieba word
 # uni/bigrams, mixed-message augmentation and the e5 space did not beat char 1-3 grams).
 CLASSIFIER_C = 30.0
-# Shorter texts ("好的", "稍等") cannot make a claim; the classifier leaves them to the rules.
-CLASSIFIER_MIN_CHARS = 6
+# Shorter texts ("好的", "好的王女士。") carry too little for the classifier; it leaves them to the rules
+# (dev CV: 8 loses nothing against 6; 10 loses 0.3 points of blocked).
+CLASSIFIER_MIN_CHARS = 8
 
 
 def redteam_split(text: str) -> str:
@@ -484,7 +485,9 @@ def training_data(rules: Sequence[ComplianceRule] | None = None) -> tuple[list[s
 
     rules = load_rules() if rules is None else rules
     blind = {t for _, t in load_redteam(REDTEAM_HOLDOUT)} if REDTEAM_HOLDOUT.exists() else set()
+    blind |= {t for _, t in load_redteam(split="heldout")}
     pairs = load_dev()
+    more = {t for _, t in load_redteam(REDTEAM_MORE)}
     pairs += [(OK, fill_slots(e.text, {})) for e in load_library()]
     for r in rules:
         pairs += [(r.category.value, t) for t in r.examples.positive]
@@ -492,7 +495,9 @@ def training_data(rules: Sequence[ComplianceRule] | None = None) -> tuple[list[s
     seen: set[str] = set()
     labels, texts = [], []
     for label, text in pairs:
-        if text in seen or text in blind or redteam_split(text) == "heldout":
+        # redteam_more.tsv is development data whatever its hash; texts from elsewhere (library, rule
+        # examples) that hash into the old held-out split stay out, as before
+        if text in seen or text in blind or (redteam_split(text) == "heldout" and text not in more):
             continue
         seen.add(text)
         labels.append(label)
