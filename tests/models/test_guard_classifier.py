@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,11 @@ from typer.testing import CliRunner
 from yuyue.features.normalize import normalize
 from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.guard import (
+    CLASSIFIER_THRESHOLD,
     OK,
+    REDTEAM_HOLDOUT,
+    REDTEAM_MORE,
+    RULE_VETO,
     Category,
     CombinedGuard,
     ComplianceGuard,
@@ -21,6 +26,7 @@ from yuyue.models.replies.guard import (
     compliant_alternative,
     default_classifier,
     default_combined,
+    load_dev,
     load_redteam,
     redteam_split,
     training_data,
@@ -28,6 +34,7 @@ from yuyue.models.replies.guard import (
 from yuyue.models.replies.scripts import fill_slots, load_library
 
 ALL = load_redteam()
+REAL_SERVICE = Path("/work/shared/data/real/service_dev.jsonl")
 
 
 def test_redteam_set_is_big_and_covers_every_category() -> None:
@@ -85,17 +92,90 @@ def test_classifier_scores_like_the_sklearn_pipeline_it_was_fit_with() -> None:
         assert clf.p_prohibited(normalize(text)) == pytest.approx(expected, abs=1e-9)
 
 
-def test_heldout_targets_of_rules_plus_classifier() -> None:
-    """Issue 14: on the held-out split the combined guard blocks prohibited and passes compliant texts."""
+def _held_rates(held: list[tuple[str, str]]) -> tuple[float, float, float]:
+    """(blocked, passed) of the combined guard and blocked of the rules alone on ``held``."""
     guard = default_combined()
-    held = load_redteam(split="heldout")
     blocked = [not guard.check(t)["allowed"] for _, t in held]
     bad = [b for (label, _), b in zip(held, blocked, strict=True) if label != OK]
     good = [not b for (label, _), b in zip(held, blocked, strict=True) if label == OK]
     rules_only = [not ComplianceGuard.default().check(t).allowed for label, t in held if label != OK]
-    assert sum(bad) > sum(rules_only)  # the classifier adds what the rules miss
-    assert sum(good) / len(good) >= 0.95
-    assert sum(bad) / len(bad) >= 0.90  # the issue's target is 0.97; see the report (not reached yet)
+    return sum(bad) / len(bad), sum(good) / len(good), sum(rules_only) / len(rules_only)
+
+
+def test_heldout_targets_of_rules_plus_classifier() -> None:
+    """Issue 14 on the old held-out split of redteam.tsv (looked at while tuning earlier versions, so not
+    blind any more). Measured (bench/bench_guard.py): 96.5 % blocked (83/86), 98.8 % passed (83/84)."""
+    blocked, passed, rules_only = _held_rates(load_redteam(split="heldout"))
+    assert blocked > rules_only + 0.15  # the classifier adds what the rules miss (rules alone: 67 %)
+    assert passed >= 0.95  # the issue's target, met
+    assert blocked >= 0.94  # the issue's target is 0.97, NOT met: measured 0.965 minus a margin
+
+
+def test_blind_heldout_rates_of_rules_plus_classifier() -> None:
+    """Issue 14 on the blind set (redteam_holdout.tsv, written before tuning). Scored twice: 94.2 % /
+    93.6 % at the end of tuning, then 96.5 % blocked (167/173), 94.9 % passed (149/157) after fixing a
+    bug that kept a quarter of the dev texts out of the shipped classifier; rules alone 72.3 % / 90.4 %.
+    Neither target (0.97 blocked, 0.95 passed) is met: the bounds are the last measurement minus a margin."""
+    blocked, passed, rules_only = _held_rates(load_redteam(REDTEAM_HOLDOUT))
+    assert blocked > rules_only + 0.15
+    assert blocked >= 0.94  # target 0.97, not met
+    assert passed >= 0.92  # target 0.95, not met
+
+
+def test_red_team_files_are_big_disjoint_and_kept_out_of_training() -> None:
+    more, blind = load_redteam(REDTEAM_MORE), load_redteam(REDTEAM_HOLDOUT)
+    for pairs, n in ((more, 300), (blind, 150)):
+        counts = Counter(label for label, _ in pairs)
+        assert counts[OK] >= n and sum(c for label, c in counts.items() if label != OK) >= n
+        assert {c.value for c in Category} <= set(counts)
+    texts = [[t for _, t in pairs] for pairs in (ALL, more, blind)]
+    assert sum(len(set(t)) for t in texts) == len(set().union(*texts)), "a text is in two red-team files"
+    _, train = training_data()
+    assert not {t for _, t in blind} & set(train)
+    assert {t for _, t in load_dev()} <= set(train)
+
+
+class _FixedP:
+    """A classifier stand-in that gives every text the same P(prohibited)."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def p_prohibited(self, norm: str) -> float:
+        return self.p
+
+    def predict(self, norm: str) -> tuple[str | None, float]:
+        return ("promise_result" if self.p >= CLASSIFIER_THRESHOLD else None), self.p
+
+
+def test_rule_hits_are_cleared_only_when_the_classifier_is_sure_the_text_is_compliant() -> None:
+    text = "说保证效果的医院您要小心"  # a rule fires on the quoted claim
+    assert not ComplianceGuard.default().check(text).allowed
+    rules = ComplianceGuard.default()
+    assert CombinedGuard(rules, _FixedP(RULE_VETO - 0.01)).check(text) == {"allowed": True, "rules": []}
+    hits = CombinedGuard(rules, _FixedP(RULE_VETO + 0.01)).check(text)["rules"]
+    assert not CombinedGuard(rules, _FixedP(RULE_VETO + 0.01)).check(text)["allowed"]
+    assert all(h["source"] == "rule" for h in hits)
+    # short texts stay with the rules whatever the classifier says
+    assert not CombinedGuard(rules, _FixedP(0.0)).check("保证治好")["allowed"]
+    # no rule: the classifier decides at its threshold
+    plain = "这个您来了就明白了"
+    assert CombinedGuard(rules, _FixedP(CLASSIFIER_THRESHOLD - 0.01)).check(plain)["allowed"]
+    hit = CombinedGuard(rules, _FixedP(CLASSIFIER_THRESHOLD)).check(plain)["rules"][0]
+    assert hit["id"] == "classifier_promise_result" and hit["citation"]
+
+
+@pytest.mark.skipif(not REAL_SERVICE.exists(), reason="real service chats not available")
+def test_real_help_desk_messages_nearly_all_pass() -> None:
+    """Airline/telecom help-desk replies make no medical claims. Measured: 1.50 % blocked (63/4194),
+    almost all classifier false blocks on out-of-domain text; the bound is that plus a margin."""
+    guard = default_combined()
+    msgs = []
+    with REAL_SERVICE.open(encoding="utf-8") as f:
+        for line in f:
+            msgs += [m["text"] for m in json.loads(line)["messages"] if m["role"] == "consultant"]
+    assert len(msgs) > 1000
+    assert sum(not guard.check(t)["allowed"] for t in msgs) / len(msgs) <= 0.025
 
 
 def test_every_block_names_a_rule_category_and_citation() -> None:
