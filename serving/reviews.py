@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from yuyue.models.replies.guard import ComplianceGuard
+from yuyue.models.replies.guard import ComplianceGuard, check_consultant_message
 from yuyue.models.replies.pool import PoolEntry, ReplyPool, entry_id
 from yuyue.serving.db import UTCDateTime, metadata
 
@@ -102,6 +102,11 @@ def check_edit(text: str | None, guard: ComplianceGuard | None = None) -> str:
     if not verdict.allowed:
         rules = guard.rules_by_id
         named = [f"{r} ({rules[r].cite})" if r in rules else r for r in verdict.rules]
+        raise ReviewError("edited text breaks the compliance rule(s) " + ", ".join(named))
+    # the suggester serves only what the rules and the learned classifier both allow: so must an edit
+    combined = check_consultant_message(text)
+    if not combined["allowed"]:
+        named = [f"{r['id']} ({r.get('citation') or r['category']})" for r in combined["rules"]]
         raise ReviewError("edited text breaks the compliance rule(s) " + ", ".join(named))
     spans = find_pii_raw(text)
     if spans:
