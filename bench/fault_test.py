@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -302,9 +302,11 @@ class Load:
                 return
             await asyncio.sleep(self.think_s)
 
-    async def slot(self, client: aiohttp.ClientSession, chats: Iterator[Any]) -> None:
+    async def slot(self, client: aiohttp.ClientSession, next_chat: Callable[[], Any]) -> None:
         while not self.stop:
-            await self.chat(client, next(chats))
+            # simulating a chat is CPU work: in a thread, so this loop (and the /healthz prober's
+            # timing) is not held up by it
+            await self.chat(client, await asyncio.to_thread(next_chat))
 
     async def prober(self) -> None:
         async with aiohttp.ClientSession(self.base_url, timeout=aiohttp.ClientTimeout(total=30)) as client:
@@ -381,10 +383,15 @@ def run_setup(
         async def drive() -> list[tuple[str, float, float]]:
             windows = []
             gen = bs.simulated_chats(tag, seed, min_messages=4)
+            gen_lock = threading.Lock()
+
+            def next_chat() -> Any:
+                with gen_lock:  # one generator, several threads
+                    return next(gen)
             timeout = aiohttp.ClientTimeout(total=60)
             headers = {"X-API-Key": key, "Content-Type": "application/json"}
             async with aiohttp.ClientSession(server.base_url, headers=headers, timeout=timeout) as client:
-                tasks = [asyncio.ensure_future(load.slot(client, gen)) for _ in range(chats)]
+                tasks = [asyncio.ensure_future(load.slot(client, next_chat)) for _ in range(chats)]
                 probe = asyncio.ensure_future(load.prober())
                 await asyncio.sleep(3.0)
                 for name, fault in faults:
