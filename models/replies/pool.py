@@ -55,6 +55,7 @@ _NAME_BREAK = re.compile(
     r"欢迎咨询|欢迎来到|欢迎|这里是|我是|我们|咱们|导航搜|搜索|搜|咨询|来|到|去|在|是|的|了|和|或|您|你|我|这|那|个|家|有|没|就|"
     r"也|还|要|会|能|可|请|附近|当地|本地|外地|别|其他|其它"
 )
+_NAME_ENDINGS = ("和",)  # break words that also end hospital names (安和, 仁和, 协和)
 _GENERIC_NAME = re.compile(r"^(?:正规|公立|私立|民营|综合|三甲|大型|专业|专科|普通|一般|市|省|县|区|市里|省里|大|小|新)+$")
 _ROLE = r"(?:在线咨询|咨询师|咨询顾问|在线客服|线上客服|顾问|客服|助理)"
 _NOT_NAME = r"(?!(?:助理|客服|顾问|医生|老师|专员|人员|小姐|真人|本人|机器|咨询|这边|那边|为您|给您|帮您)(?![\u4e00-\u9fa5]))"
@@ -81,7 +82,11 @@ def slot_names(text: str) -> str:
     (王立新主任) → ``{doctor}``, a street address → ``{address}`` (the hospital the reply was mined from is never the one it is offered for)."""
 
     def hospital(m: re.Match[str]) -> str:
-        name = _NAME_BREAK.split(m.group(1))[-1]
+        head = m.group(1)
+        breaks = list(_NAME_BREAK.finditer(head))
+        name = head[breaks[-1].end() :] if breaks else head
+        if not name and breaks[-1].group() in _NAME_ENDINGS:  # 安和男科医院: 和 ends the name here
+            name = head[breaks[-2].end() if len(breaks) > 1 else 0 :]
         if len(name) < 2 or _GENERIC_NAME.match(name):
             return m.group(0)
         return m.group(1)[: len(m.group(1)) - len(name)] + "{hospital}"
