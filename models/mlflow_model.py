@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -35,6 +39,66 @@ class YuyuePyfunc(mlflow.pyfunc.PythonModel):
             scores = self.model.score(session.state, closed=True, top=0)
             out.append({k: scores[k].probability if k in scores else None for k in ("booked", "arrived")})
         return pd.DataFrame(out, columns=["booked", "arrived"])
+
+
+SUBPACKAGES = ("cli", "config", "data", "features", "models", "serving", "training")
+ENTRY = Path(__file__).with_name("mlflow_entry.py")
+
+
+def code_tree(dest: Path) -> Path:
+    """Copy the running ``yuyue`` package (sources and data files) to ``dest/yuyue`` for ``code_paths``.
+
+    Works for an editable checkout (the folders mapped into the namespace) and for an installed wheel.
+    """
+    import importlib
+
+    import yuyue
+
+    root = dest / "yuyue"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(yuyue.__file__, root / "__init__.py")
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in SUBPACKAGES:
+        src = Path(importlib.import_module(f"yuyue.{name}").__file__).parent
+        shutil.copytree(src, root / name, ignore=skip, dirs_exist_ok=True)
+    return root
+
+
+def lock_file() -> Path | None:
+    """``requirements.lock`` of the checkout this package runs from (None for an installed wheel)."""
+    import yuyue
+
+    path = Path(yuyue.__file__).resolve().parents[1] / "requirements.lock"
+    return path if path.is_file() else None
+
+
+def pinned_requirements() -> list[str]:
+    """Exact pins for the logged model: requirements.lock's lines, else the installed versions of
+    ``yuyue``'s dependencies and theirs (same pins the lock would give in this environment)."""
+    lock = lock_file()
+    if lock is not None:
+        lines = (line.split("#", 1)[0].strip() for line in lock.read_text(encoding="utf-8").splitlines())
+        return [line for line in lines if line and not line.startswith("-")]
+    pins: dict[str, str] = {}
+    todo = ["yuyue"]
+    while todo:
+        name = todo.pop()
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for req in dist.requires or []:
+            if "extra ==" in req:
+                continue
+            dep = re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0]
+            key = dep.lower().replace("_", "-")
+            if key not in pins:
+                try:
+                    pins[key] = f"{dep}=={metadata.version(dep)}"
+                except metadata.PackageNotFoundError:
+                    continue
+                todo.append(dep)
+    return sorted(pins.values(), key=str.lower)
 
 
 def load_from_registry(tracking_uri: str, name: str, ref: str = "champion") -> tuple[YuyueModel, str]:

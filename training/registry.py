@@ -28,7 +28,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from yuyue.config import Settings, get_settings  # noqa: E402
 from yuyue.models.bundle import YuyueModel  # noqa: E402
-from yuyue.models.mlflow_model import YuyuePyfunc, load_from_registry  # noqa: E402
+from yuyue.models.mlflow_model import ENTRY, code_tree, load_from_registry, pinned_requirements  # noqa: E402
 
 CHAMPION = "champion"
 
@@ -132,16 +132,20 @@ def log_and_register(
             report = Path(tmp) / "metrics.json"
             report.write_text(json.dumps(_public(metrics), ensure_ascii=False, indent=2), encoding="utf-8")
             mlflow.log_artifact(str(report))
-        example = pd.DataFrame({"conversation": [json.dumps(_example_record(), ensure_ascii=False)]})
-        signature = infer_signature(example, pd.DataFrame({"booked": [0.1], "arrived": [0.05]}))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=YuyuePyfunc(),
-            artifacts={"bundle": str(bundle_dir)},
-            signature=signature,
-            input_example=example,
-            registered_model_name=settings.model_name if register else None,
-        )
+            example = pd.DataFrame({"conversation": [json.dumps(_example_record(), ensure_ascii=False)]})
+            signature = infer_signature(example, pd.DataFrame({"booked": [0.1], "arrived": [0.05]}))
+            # the model as code (no pickled wrapper) with Yuyue's package beside it and the lock's exact
+            # pins: `mlflow models serve -m models:/NAME@champion` works where yuyue is not installed
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(ENTRY),
+                artifacts={"bundle": str(bundle_dir)},
+                code_paths=[str(code_tree(Path(tmp) / "code"))],
+                pip_requirements=pinned_requirements(),
+                signature=signature,
+                input_example=example,
+                registered_model_name=settings.model_name if register else None,
+            )
         version = str(info.registered_model_version) if register and info.registered_model_version else None
         return run.info.run_id, version
 
