@@ -87,6 +87,16 @@ class Settings(BaseSettings):
         description="raw chat text is kept this many days after a chat's last message, then masked by "
         "`yuyue store purge` (masked chats stay for training); None: kept until erased",
     )
+    # ---- the desk's work list (appointments and call tasks, serving/tasks.py)
+    no_show_grace_minutes: int = Field(
+        120, ge=0, le=7 * 24 * 60,
+        description="a booked appointment with nothing recorded this long after its time becomes a no-show",
+    )
+    reminder_days_before: int = Field(1, ge=1, le=14, description="remind an appointment this many days before")
+    reminder_hour: int = Field(10, ge=0, le=23, description="local hour at which reminder and after-care calls are due")
+    aftercare_days: list[int] = Field(
+        [1, 3, 5], description="after-care calls this many days after an arrival (empty: none)"
+    )
     session_key: SecretStr | None = Field(
         None,
         description="key that encrypts cached chat sessions in Redis (32 bytes, base64); "

@@ -339,7 +339,10 @@ class BusyGate:
 # the tables under migration; a table declared on :data:`metadata` and not listed here (a test's probe
 # table) is created by :func:`create_all` as it is, outside the migrations
 SCHEMA_TABLES = frozenset(
-    {"api_keys", "audit_log", "conversations", "erasures", "events", "reply_reviews", "suggestions"}
+    {
+        "api_keys", "appointments", "audit_log", "conversations", "erasures", "events", "reply_reviews",
+        "suggestions", "task_attempts", "tasks",
+    }
 )
 # the tables of the baseline revision (what a database created before migrations can hold)
 BASELINE_TABLES = frozenset({"api_keys", "conversations", "events", "suggestions"})
@@ -443,9 +446,11 @@ def _lock(conn: sa.Connection) -> None:
 
 
 def _schema_tables() -> list[sa.Table]:
+    import yuyue.serving.appointments  # noqa: F401  (declares appointments)
     import yuyue.serving.auth  # noqa: F401  (declares api_keys)
     import yuyue.serving.reviews  # noqa: F401  (declares reply_reviews)
     import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)
+    import yuyue.serving.tasks  # noqa: F401  (declares tasks, task_attempts)
 
     return [t for t in metadata.sorted_tables if t.name in SCHEMA_TABLES]
 

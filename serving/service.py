@@ -210,6 +210,9 @@ class ChatService:
         self.models = models
         self._locks = [threading.Lock() for _ in range(N_LOCKS)]
         self.cache_misses = 0
+        # called after an outcome is recorded, with (caller, conversation_id, update): the desk's rules
+        # (serving/tasks.py: a booking ends the lead's call task, contact left opens one)
+        self.outcome_hooks: list[Any] = []
 
     def _lock(self, conversation_id: str) -> threading.Lock:
         return self._locks[zlib.crc32(conversation_id.encode()) % N_LOCKS]
@@ -520,6 +523,8 @@ class ChatService:
             )
             if close:
                 self._cache_delete(conversation_id)
+        for hook in self.outcome_hooks:
+            hook(caller, conversation_id, update)
         return _chat_view(self.store.conversation(conversation_id))
 
     def feedback(

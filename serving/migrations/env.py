@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from alembic import context
 
+import yuyue.serving.appointments  # noqa: F401  (declares appointments)
 import yuyue.serving.auth  # noqa: F401  (declares api_keys)
 import yuyue.serving.reviews  # noqa: F401  (declares reply_reviews)
 import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)
+import yuyue.serving.tasks  # noqa: F401  (declares tasks, task_attempts)
 from yuyue.serving.db import SCHEMA_TABLES, make_engine, metadata
 
 config = context.config

@@ -6,12 +6,26 @@ service, the state) and documents its error answers with ``serving/errors.errors
 
 from fastapi import APIRouter
 
-from yuyue.serving.routes import admin, chats, console, export, followups, ops, replies, stats, suggestions
+from yuyue.serving.routes import (
+    admin,
+    appointments,
+    chats,
+    console,
+    export,
+    followups,
+    ops,
+    replies,
+    stats,
+    suggestions,
+    tasks,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     chats.router,
     suggestions.router,
     followups.router,
+    appointments.router,
+    tasks.router,
     stats.router,
     export.router,
     replies.router,
