@@ -165,7 +165,7 @@ def train(
             explainers[target] = ReasonExplainer(space.names, baseline)
             comparison[target] = {"kept": choice.kind, "valid_auc": choice.valid_auc, "fit_seconds": choice.fit_seconds}
             trained.append(f"{target} scorer ({choice.kind})")
-            echo(f"{target}: kept {choice.kind}; validation AUC {choice.valid_auc}")
+            echo(selection_line(target, choice.kind, choice.valid_auc))
         del rows
     else:
         skipped.append(f"booked/arrived scorers: {scan_.n_labelled} conversations with outcomes (need {MIN_LABELLED})")
@@ -216,6 +216,27 @@ def train(
     return TrainResult(bundle_dir, model, metrics, trained, skipped, comparison, timings)
 
 
+CANDIDATE_LABELS = {"logreg": "logistic regression", "hgb": "boosting", "hgb_small": "small boosting"}
+
+
+def selection_line(target: str, kept: str, valid_auc: dict[str, float | None]) -> str:
+    """Rounded validation AUCs and, in words, the rule (``scorers.MIN_AUC_GAIN``) that chose ``kept``."""
+    from yuyue.training.scorers import MIN_AUC_GAIN
+
+    def auc(name: str) -> str:
+        return "n/a" if valid_auc.get(name) is None else f"{valid_auc[name]:.4f}"
+
+    label = CANDIDATE_LABELS.get
+    others = [f"{label(n, n)} {auc(n)}" for n in valid_auc if n != kept]
+    line = f"{target}: kept {label(kept, kept)} (validation AUC {auc(kept)}"
+    if others:
+        line += (
+            f"; {', '.join(others)}; a slower candidate is kept only when its validation AUC beats "
+            f"every faster one's by more than {MIN_AUC_GAIN}"
+        )
+    return line + ")"
+
+
 def summary_lines(result: TrainResult) -> list[str]:
     m = public(result.metrics)
     lines = [f"trained: {', '.join(result.trained) or 'nothing'}"]
@@ -232,4 +253,4 @@ def summary_lines(result: TrainResult) -> list[str]:
     return lines
 
 
-__all__ = ["TrainResult", "UnusableDataError", "check_usable", "summary_lines", "train"]
+__all__ = ["TrainResult", "UnusableDataError", "check_usable", "selection_line", "summary_lines", "train"]
