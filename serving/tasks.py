@@ -562,15 +562,8 @@ class Desk:
                 f"task {task_id!r} is {row['state']}: cannot record a call on it (allowed from: {', '.join(allowed)})"
                 + ("; assign or claim it first" if row["state"] == "open" else "")
             )
-        new_appt = None
-        if result == "rebooked":
-            old = row["appointment_id"]
-            if row["kind"] == "reminder" and old and self.book.get(old)["status"] == "booked":
-                self._mark(who, old, "cancelled", now, note="rebooked by a reminder call")
-            new_appt = self.create_appointment(
-                who, row["conversation_id"], time=time, doctor=doctor, rebooked_from=old, checked=True
-            )
         ends = result in ENDING_RESULTS
+        # the call is recorded first: the booking a rebooking makes ends the lead's tasks (this one too)
         with self.engine.begin() as cx:
             row = self._row(task_id, cx)
             self._transition(
@@ -585,10 +578,20 @@ class Desk:
                     "updated_at": now,
                 },
             )
-            cx.execute(task_attempts.insert().values(
+            attempt_id = cx.execute(task_attempts.insert().values(
                 task_id=task_id, at=now, actor=who.name, role=who.role, result=result, note=note,
-                appointment_id=new_appt["id"] if new_appt else None,
-            ))
+            )).inserted_primary_key[0]
+        new_appt = None
+        if result == "rebooked":
+            old = row["appointment_id"]
+            if row["kind"] == "reminder" and old and self.book.get(old)["status"] == "booked":
+                self._mark(who, old, "cancelled", now, note="rebooked by a reminder call")
+            new_appt = self.create_appointment(
+                who, row["conversation_id"], time=time, doctor=doctor, rebooked_from=old, checked=True
+            )
+            with self.engine.begin() as cx:
+                cx.execute(task_attempts.update().where(task_attempts.c.id == attempt_id)
+                           .values(appointment_id=new_appt["id"]))
         out = self.task(who, task_id)
         out["appointment"] = new_appt
         return out
