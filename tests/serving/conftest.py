@@ -142,3 +142,39 @@ def engine(db_url):
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+# ---- the app with a key per role, on SQLite or PostgreSQL + Redis ---------------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgres+redis", marks=pytest.mark.integration)])
+def backend(request, tmp_path, test_settings):
+    """Settings for one backend: SQLite + in-process cache, or PostgreSQL + Redis."""
+    update = {"var_dir": tmp_path / "var", "model_poll_seconds": 0}
+    if request.param == "postgres+redis":
+        update["database_url"] = request.getfixturevalue("pg_url")
+        update["redis_url"] = request.getfixturevalue("redis_url")
+    yield test_settings.model_copy(update=update)
+    if request.param == "postgres+redis":
+        _drop_all_tables(update["database_url"])
+
+
+@pytest.fixture
+def api(backend, model):
+    """A TestClient of the app with ``client.keys[who]`` headers for c01, c02 (consultants), sup, ana, adm
+    and ``client.state`` (the app's shared state)."""
+    from fastapi.testclient import TestClient
+
+    from yuyue.serving.app import create_app
+
+    app = create_app(backend, model, "t1")
+    keys = app.state.yuyue.keys
+    raw = {
+        "c01": keys.create("wang", "consultant", consultant_id="c01")[1],
+        "c02": keys.create("li", "consultant", consultant_id="c02")[1],
+        "sup": keys.create("boss", "supervisor")[1],
+        "ana": keys.create("ana", "analyst")[1],
+        "adm": keys.create("root", "admin")[1],
+    }
+    with TestClient(app) as client:
+        client.keys = {k: {"X-API-Key": v} for k, v in raw.items()}
+        client.state = app.state.yuyue
+        yield client

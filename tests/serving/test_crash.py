@@ -8,26 +8,19 @@ bundle; ``YUYUE_TEST_MODEL_DIR=/path/to/bundle`` skips the training.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.utils.bench import load_bench
+
 pytestmark = pytest.mark.integration
 
-CRASH_TEST = Path(__file__).resolve().parents[2] / "bench" / "crash_test.py"
 
 
 def _crash_module():
-    name = "yuyue_bench_crash_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, CRASH_TEST)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_bench("crash_test")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from yuyue.serving.app import create_app
 from yuyue.serving.privacy import purge
 from yuyue.serving.store_cli import store_app
 
@@ -33,36 +30,6 @@ CHAT = [
     ("consultant", f"好的{NAME}先生，我记下了{PHONE}，稍后联系您"),
     ("visitor", "周六可以去吗"),
 ]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres+redis", marks=pytest.mark.integration)])
-def backend(request, tmp_path, test_settings):
-    update = {"var_dir": tmp_path / "var", "model_poll_seconds": 0}
-    if request.param == "postgres+redis":
-        update["database_url"] = request.getfixturevalue("pg_url")
-        update["redis_url"] = request.getfixturevalue("redis_url")
-    yield test_settings.model_copy(update=update)
-    if request.param == "postgres+redis":
-        from tests.serving.conftest import _drop_all_tables
-
-        _drop_all_tables(update["database_url"])
-
-
-@pytest.fixture
-def api(backend, model):
-    app = create_app(backend, model, "t1")
-    keys = app.state.yuyue.keys
-    raw = {
-        "c01": keys.create("wang", "consultant", consultant_id="c01")[1],
-        "c02": keys.create("li", "consultant", consultant_id="c02")[1],
-        "sup": keys.create("boss", "supervisor")[1],
-        "ana": keys.create("ana", "analyst")[1],
-        "adm": keys.create("root", "admin")[1],
-    }
-    with TestClient(app) as client:
-        client.keys = {k: {"X-API-Key": v} for k, v in raw.items()}
-        client.state = app.state.yuyue
-        yield client
 
 
 def _open(api, started: datetime | None = None, who: str = "c01") -> str:

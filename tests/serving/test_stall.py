@@ -11,15 +11,14 @@ would see one ``/healthz`` poll hang instead of dozens answered.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.utils.bench import load_bench
+
 pytestmark = pytest.mark.integration
-BENCH_STALL = Path(__file__).resolve().parents[2] / "bench" / "bench_stall.py"
 POLL_S = 0.010
 # a free event loop answers a poll every POLL_S plus its latency (at most about POLL_S more when the
 # message's thread holds the GIL): ask for a quarter of that (a loaded 2-core machine), and allow the
@@ -29,13 +28,7 @@ SLACK = 2
 
 
 def _bench_stall():
-    name = "yuyue_bench_stall"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH_STALL)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_bench("bench_stall")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -12,18 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.utils.bench import load_bench
+
 pytestmark = pytest.mark.integration
-BENCH_SERVE = Path(__file__).resolve().parents[2] / "bench" / "bench_serve.py"
 
 
 def _bench_serve():
-    name = "yuyue_bench_serve"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH_SERVE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_bench("bench_serve")
 
 
 @pytest.fixture(scope="module")
