@@ -14,7 +14,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.serving.test_api import CHAT, T0, _at, _chat, _open, api, backend  # noqa: F401  (fixtures)
+from tests.serving.test_api import CHAT, T0, _chat, _open
 
 FAR_OFF = ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "2999-01-01T00:00:00+08:00"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving.test_api import _open, api, backend  # noqa: F401  (fixtures)
+from tests.serving.test_api import _open
 from tests.serving.test_edge import _expect_422, _rows
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving.test_api import CHAT, _chat, _open, api, backend  # noqa: F401  (fixtures)
+from tests.serving.test_api import CHAT, _chat
 from yuyue.serving import schemas
 
 

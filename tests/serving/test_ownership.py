@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tests.serving.test_api import CHAT, _at, _chat, _open, api, backend  # noqa: F401  (fixtures)
+from tests.serving.test_api import CHAT, _at, _chat, _open
 
 ROLES = ("owner", "other", "sup", "ana", "admin", "nobody")
 # expected status per endpoint, for: the chat's consultant, another consultant, supervisor, analyst,

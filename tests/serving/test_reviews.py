@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.serving.test_api import _at, _open, api, backend  # noqa: F401  (fixtures)
+from tests.serving.test_api import _at, _open
 from yuyue.models.replies.pool import PoolEntry, ReplyPool
 from yuyue.models.replies.pool_cli import replies_app
 from yuyue.serving.app import create_app
