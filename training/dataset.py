@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -103,6 +105,7 @@ def frequent_consultants(scan_: DatasetScan, split: str = "train", min_chats: in
 
 
 CHUNK = 1000
+PROGRESS_EVERY = 50
 
 
 def _rows_shard(
@@ -113,8 +116,12 @@ def _rows_shard(
     hospital: dict[str, str],
     space: FeatureSpace,
     max_open: dict[str, int | None],
+    progress_queue: Any = None,
 ) -> dict:
-    """Rows of this shard's wanted conversations, built in chunks while reading (never all chats at once)."""
+    """Rows of this shard's wanted conversations, built in chunks while reading (never all chats at once).
+
+    With ``progress_queue``, puts the number of conversations done every ``PROGRESS_EVERY`` of them.
+    """
     pending: dict[str, list[Conversation]] = {}
     done: dict[str, list[PrefixRows]] = {}
     order: dict[str, list[int]] = {}
@@ -126,6 +133,7 @@ def _rows_shard(
             )
             pending[split] = []
 
+    read = 0
     for i, conv in enumerate(read_conversations(path)):
         if i % n_shards != shard or i not in wanted:
             continue
@@ -134,8 +142,13 @@ def _rows_shard(
         order.setdefault(s, []).append(i)
         if len(pending[s]) >= CHUNK:
             flush(s)
+        read += 1
+        if progress_queue is not None and read % PROGRESS_EVERY == 0:
+            progress_queue.put(PROGRESS_EVERY)
     for s in list(pending):
         flush(s)
+    if progress_queue is not None and read % PROGRESS_EVERY:
+        progress_queue.put(read % PROGRESS_EVERY)
     return {s: (PrefixRows.concat(parts), order[s]) for s, parts in done.items()}
 
 
@@ -164,19 +177,23 @@ def build_rows(
     workers: int = 2,
     hospital: dict[str, str] | None = None,
     max_open: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, LabelledRows]:
     """Prefix rows of the labelled conversations of each split, built in ``workers`` processes.
 
     ``max_open`` caps the rows after messages per chat in every split but ``test``
-    (evaluation always sees every prefix).
+    (evaluation always sees every prefix). ``on_progress(k)`` hears of every ``k`` more
+    conversations done, out of :func:`n_rows_conversations` (the workers report through a queue).
     """
     caps = {s: (None if s == "test" else max_open) for s in splits}
     metas = {m.index: m for m in scan_.metas}
     wanted = {i: s for i, s in scan_.split.items() if s in splits and metas[i].booked is not None}
     hospital = hospital or {}
-    parts = Parallel(n_jobs=workers)(
-        delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps) for k in range(workers)
-    )
+    jobs = (delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps) for k in range(workers))
+    if on_progress is None:
+        parts = Parallel(n_jobs=workers)(jobs)
+    else:
+        parts = _with_progress(scan_, wanted, space, hospital, caps, workers, on_progress)
     out: dict[str, LabelledRows] = {}
     for s in splits:
         pieces = [p[s] for p in parts if s in p]
@@ -197,3 +214,40 @@ def build_rows(
             weight=weight.astype(np.float64),
         )
     return out
+
+
+def n_rows_conversations(scan_: DatasetScan, splits: tuple[str, ...] = SPLITS) -> int:
+    """How many conversations :func:`build_rows` turns into rows (the labelled ones of ``splits``)."""
+    return sum(1 for m in scan_.metas if m.booked is not None and scan_.split.get(m.index) in splits)
+
+
+def _with_progress(
+    scan_: DatasetScan,
+    wanted: dict[int, str],
+    space: FeatureSpace,
+    hospital: dict[str, str],
+    caps: dict[str, int | None],
+    workers: int,
+    on_progress: Callable[[int], None],
+) -> list[dict]:
+    import multiprocessing
+    import threading
+
+    with multiprocessing.Manager() as manager:
+        queue = manager.Queue()
+
+        def drain() -> None:
+            while (k := queue.get()) is not None:
+                on_progress(k)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            parts = Parallel(n_jobs=workers)(
+                delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps, queue)
+                for k in range(workers)
+            )
+        finally:
+            queue.put(None)
+            reader.join(timeout=10)
+    return parts

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,20 @@ def configure(settings: Settings | None = None, tracking_uri: str | None = None)
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _quiet_mlflow_warnings()
     return uri
+
+
+def _quiet_mlflow_warnings() -> None:
+    """Hide the deprecation notices MLflow's own code triggers in its dependencies (nothing we can fix):
+    SQLAlchemy's ``noload`` in its tracking store, pandas 3's ``columns == range`` in its input example
+    check. Filtered by category and by the MLflow module they come from, nothing wider."""
+    from sqlalchemy.exc import SADeprecationWarning
+
+    warnings.filterwarnings("ignore", category=SADeprecationWarning, module=r"mlflow\.store\.")
+    pandas4 = getattr(pd.errors, "Pandas4Warning", None)
+    if pandas4 is not None:
+        warnings.filterwarnings("ignore", category=pandas4, module=r"mlflow\.models\.utils")
 
 
 def _experiment(name: str, settings: Settings) -> str:

@@ -27,9 +27,18 @@ from yuyue.models.replies.pool import build_pool, iter_reply_examples
 from yuyue.models.replies.scripts import load_library
 from yuyue.models.replies.suggest import ReplySuggester, hospital_slots
 from yuyue.models.stages import StageClassifier, training_examples
-from yuyue.training.dataset import DatasetScan, build_rows, frequent_consultants, scan, split_by_time
+from yuyue.training.dataset import (
+    DatasetScan,
+    build_rows,
+    frequent_consultants,
+    n_rows_conversations,
+    scan,
+    split_by_time,
+)
 from yuyue.training.evaluate import evaluate, public
-from yuyue.training.scorers import UnusableDataError, fit_target
+from yuyue.training.progress import enabled as progress_enabled
+from yuyue.training.progress import on_log, progress
+from yuyue.training.scorers import CANDIDATES, UnusableDataError, fit_target
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +152,11 @@ def train(
     space = FeatureSpace.with_consultants(frequent_consultants(scan_))
     if scan_.n_labelled >= MIN_LABELLED:
         t = time.perf_counter()
-        rows = build_rows(scan_, space, workers=workers, hospital=feature_hospital, max_open=MAX_OPEN_ROWS)
+        with progress("prefix rows (chats)", n_rows_conversations(scan_)) as advance:
+            rows = build_rows(
+                scan_, space, workers=workers, hospital=feature_hospital, max_open=MAX_OPEN_ROWS,
+                on_progress=advance if progress_enabled() else None,
+            )
         timings["rows_s"] = round(time.perf_counter() - t, 1)
         echo(f"built {sum(len(r.rows) for r in rows.values())} prefix rows in {timings['rows_s']}s")
         baseline = ReasonExplainer.fit_baseline(rows["train"].rows.struct, space.names)
@@ -154,7 +167,10 @@ def train(
                 continue
             t = time.perf_counter()
             try:
-                choice = fit_target(target, rows, feature_names=space.names)
+                with progress(f"fitting {target} scorers", len(CANDIDATES)) as advance, on_log(
+                    "yuyue.training.scorers", advance, "validation AUC"
+                ):
+                    choice = fit_target(target, rows, feature_names=space.names)
             except UnusableDataError as exc:
                 skipped.append(f"{target} scorer: {exc}")
                 continue

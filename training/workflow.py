@@ -62,8 +62,11 @@ def ensure_champion(settings: Settings, *, n: int = 20000, seed: int = 7, echo: 
     if has_champion(settings):
         return path
     if not path.exists():
+        from yuyue.training.progress import progress
+
         echo(f"no dataset at {path}: generating {n} simulated conversations (seed {seed}) ...")
-        generate_file(path, n=n, seed=seed, workers=2)
+        with progress("simulated chats", n) as advance:
+            generate_file(path, n=n, seed=seed, workers=2, on_progress=advance)
     report = validate_file(path)
     echo(f"{path}: {report.read} valid records, {report.skipped} invalid")
     if report.n_problems:
