@@ -16,7 +16,8 @@ suggestions shown after each visitor message:
   before the booking was confirmed;
 - answered / asked: the visitor's last message asked about price, address or pain and the first
   suggestion answers that;
-- distinct ratio: distinct suggestion texts / suggestions.
+- empty_turns: visitor messages with no suggestion at all (the trigger's sensitive topics included);
+- distinct ratio: distinct suggestion texts / suggestions (distinct_texts: their number).
 
 Usage::
 
@@ -174,11 +175,12 @@ def play(model: Any, chats: list[dict[str, Any]], hospital: dict[str, str] | Non
         sug.hospital = old
     counts = {k: v for k, v in c.items() if not k.startswith("confirmed:")}
     counts["distinct_ratio"] = round(len(set(texts)) / len(texts), 3) if texts else 0.0
+    counts["distinct_texts"] = len(set(texts))
     counts["chats"] = len(chats)
     return {"counts": counts, "examples": examples}
 
 
-KEYS = ("chats", "turns", "suggestions", "empty_turns", "distinct_ratio", "wrong_department", "late_greetings",
+KEYS = ("chats", "turns", "suggestions", "empty_turns", "distinct_ratio", "distinct_texts", "wrong_department", "late_greetings",
         "ask_name_known", "foreign_names", "cut", "over_twice", "same_intent_turns", "booked_turns",
         "directions_before_confirm", "asked", "answered")
 

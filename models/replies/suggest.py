@@ -18,10 +18,11 @@ or ``YUYUE_NEURAL_RANKER=0``) ranking is lexical as before.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from yuyue.data.contract import STAGES
 from yuyue.models.replies.guard import CombinedGuard, ComplianceGuard, default_classifier, default_combined
 from yuyue.models.replies.pool import (
     PoolEntry,
@@ -90,6 +92,13 @@ _VISIT_TIME = re.compile(
     r"(?:的)?(?:早上|上午|中午|下午|晚上|傍晚)?(?:[一二三四五六七八九十两\d]{1,3}点(?:半|\d{1,2}分?)?)?"
 )
 REPEAT_LIMIT = 2  # the same suggestion at most this many times in one chat
+_ASK_TIME = re.compile(r"哪天|什么时间|什么时候方便|上午方便还是下午|几点方便|时间段可以约")
+_STAGE_ORDER = {s: i for i, s in enumerate(STAGES)}
+# the playbook between the opening and the booking, for the fallback's "where is the chat" guess
+_MIDDLE = (
+    "probe_status", "probe_expectation", "explain_treatment", "describe_outcome", "recommend_expert", "book",
+    "collect_contact",
+)
 
 
 @dataclass(frozen=True)
@@ -394,6 +403,7 @@ class ReplySuggester:
             if e.source == "script" and e.id not in have and self._usable(e, facts):
                 if (ask is not None and _answers(e, ask)) or (confirm and e.id.startswith("s-book_confirm")):
                     candidates.append(_Candidate(e, self.min_score))
+        raw = candidates
         candidates = [c for c in candidates if _fits_chat(c.entry, facts)]
         base = self.pool.base_rate
         # with the hybrid the booking prior is one of its learned features: not added a second time
@@ -413,8 +423,103 @@ class ReplySuggester:
         values = self._slot_values(facts)
         values["visit_time"] = _visit_time(context_messages)
         filled = (c for c in candidates if self._fill(c, values))
-        top = diverse_top_k(filled, k, text_of=lambda c: c.text, max_jaccard=self.max_jaccard, intent_of=_intent)
+        # fewer than k relevant ones: the stage's library scripts, then its generic mined replies, under
+        # the same filters (see _fallback), so a consultant is not left with nothing to click
+        def stages() -> list[str]:
+            return self._fallback_stages(facts, stage_probs, raw, ask, confirm, context_messages)
+
+        backup = self._fallback(stages, facts, {c.entry.id for c in raw}, values["visit_time"])
+        backup = (c for c in backup if self._fill(c, values))
+        top = diverse_top_k(
+            itertools.chain(filled, backup), k, text_of=lambda c: c.text, max_jaccard=self.max_jaccard,
+            intent_of=_intent,
+        )
         return [Suggestion(c.entry.id, c.text, c.entry.source, round(c.score, 4), c.entry.stage) for c in top]
+
+    # ---- fallback: the stage's scripts and generic replies when too few candidates are relevant ----
+    def _fallback_stages(
+        self,
+        facts: Mapping[str, Any],
+        stage_probs: Mapping[str, float] | None,
+        raw: Sequence[_Candidate],
+        ask: tuple[str, re.Pattern[str], str | None, re.Pattern[str]] | None,
+        confirm: bool,
+        messages: Sequence[tuple[str, str]],
+    ) -> list[str]:
+        """Stages to fill from, most fitting first: a booking to confirm, the visitor's question, the
+        predicted next stage, the stages the retrieved replies point to, then the playbook's stages
+        around where the chat is (by its progress: contact, time agreed, consultant turns)."""
+        weight: dict[str, float] = {}
+
+        def add(stage: str | None, w: float) -> None:
+            if stage:
+                weight[stage] = weight.get(stage, 0.0) + w
+
+        if confirm:
+            add("book", 3.0)
+        if ask is not None:
+            add("directions" if ask[0] == "address" else "resolve_concern" if ask[2] else None, 2.0)
+        for stage, p in (stage_probs or {}).items():
+            add(stage, float(p))
+        total = sum(c.relevance for c in raw if c.entry.stage)
+        for c in raw:
+            if c.entry.stage and total > 0:
+                add(c.entry.stage, c.relevance / total)
+        for i, stage in enumerate(_progress_stages(facts, messages)):
+            add(stage, 0.3 / (i + 1))
+        return sorted(weight, key=lambda s: (-weight[s], _STAGE_ORDER.get(s, 99)))
+
+    def _fallback(
+        self,
+        stages: Callable[[], list[str]],
+        facts: Mapping[str, Any],
+        seen: set[str],
+        visit_time: str | None,
+    ) -> Iterator[_Candidate]:
+        """Fallback candidates stage by stage (computed only when the ranked ones run out): library
+        scripts (the chat's department and project first, then generic ones), then mined replies of
+        the stage (the department's own first, then generic ones, most used first). All pass
+        ``_usable`` (department, project, review status) and ``_fits_chat`` (no late greeting, no
+        asking the name once known, at most REPEAT_LIMIT times); concern scripts only for a concern
+        the visitor raised."""
+        open_concerns = facts.get("concerns_open")
+        dept = facts.get("department")
+        by_stage = self._entries_by_stage()
+        time_known = bool(facts.get("visit_time_agreed") or visit_time)
+        contact = bool(facts.get("contact_kinds"))
+        for stage in stages():
+            scripts, mined = by_stage.get(stage, ((), ()))
+            # the chat's department and project first (the others are left out by _usable)
+            ranked = sorted(scripts, key=lambda e: (e.department is None, e.project is None))
+            own = [e for e in mined if dept and (e.department == dept or dept in (e.departments or ()))]
+            generic = [e for e in mined if not e.department and not e.departments]
+            for e in itertools.chain(ranked, own[: self.FALLBACK_MINED], generic[: self.FALLBACK_MINED]):
+                if e.id in seen:
+                    continue
+                seen.add(e.id)
+                if e.concern and open_concerns is not None and e.concern not in open_concerns:
+                    continue
+                if e.source == "mined" and (_MASKED.search(e.text) or _other_concern(e.text, open_concerns)):
+                    continue
+                if (time_known and _ASK_TIME.search(e.text)) or (contact and stage == "collect_contact"):
+                    continue  # not asking for a time or a contact the visitor already gave
+                if self._usable(e, facts) and _fits_chat(e, facts):
+                    yield _Candidate(e, 0.0, score=0.0)  # after every ranked one: not relevant, only fitting
+
+    FALLBACK_MINED = 12  # mined replies tried per stage and kind (own department, generic)
+
+    def _entries_by_stage(self) -> dict[str, tuple[list[PoolEntry], list[PoolEntry]]]:
+        """Per stage: its scripts and its mined replies (most used first); rebuilt when the pool changes."""
+        cached = getattr(self, "_by_stage", None)
+        if cached is None or cached[0] != len(self.pool):
+            out: dict[str, tuple[list[PoolEntry], list[PoolEntry]]] = {}
+            for e in self.pool:
+                if e.stage and e.source in ("script", "mined"):
+                    out.setdefault(e.stage, ([], []))[e.source == "mined"].append(e)
+            for _, mined in out.values():
+                mined.sort(key=lambda e: (-e.count, e.id))
+            cached = self._by_stage = (len(self.pool), out)
+        return cached[1]
 
     def _usable(self, entry: PoolEntry | None, facts: Mapping[str, Any]) -> bool:
         if entry is None:
@@ -643,6 +748,28 @@ def _fits_chat(entry: PoolEntry, facts: Mapping[str, Any]) -> bool:
         return False
     shown = facts.get("suggested") or {}
     return int(shown.get(entry.id, 0)) < REPEAT_LIMIT
+
+
+def _progress_stages(facts: Mapping[str, Any], messages: Sequence[tuple[str, str]]) -> list[str]:
+    """The playbook stages that fit the chat's progress, most fitting first (the fallback's last resort)."""
+    if facts.get("booking_confirmed"):
+        return ["directions", "close", "recommend_expert"]
+    if facts.get("contact_kinds"):
+        return ["book", "directions", "recommend_expert", "close"]
+    if facts.get("visit_time_agreed"):
+        return ["collect_contact", "book", "directions"]
+    if not facts.get("consultant_spoke"):
+        return ["greet", "probe_status", "explain_treatment", "recommend_expert"]
+    # roughly one playbook step per consultant message: the current and next steps, then the earlier ones
+    i = min(max(sum(1 for m in messages if m[0] == "consultant") - 1, 0), len(_MIDDLE) - 1)
+    return [*_MIDDLE[i:], *reversed(_MIDDLE[:i])]
+
+
+def _other_concern(text: str, open_concerns: Sequence[str] | None) -> bool:
+    """Whether a (mined) reply speaks to a concern (price, pain …) the visitor has not raised."""
+    if open_concerns is None:
+        return False
+    return any(c is not None and c not in open_concerns and words.search(text) for _, _, c, words in _ASKS)
 
 
 def _needs_confirmation(facts: Mapping[str, Any], messages: Sequence[tuple[str, str]]) -> bool:
