@@ -2,7 +2,7 @@
 
 Every consultant message goes through the rules and the classifier on the request path; a pattern that
 backtracks (``\\d+`` before a bounded gap, as four rules had) turned a 10,000-digit message into seconds
-of one regex search holding the GIL. Ratios, best of three runs, not absolute times.
+of one regex search holding the GIL. Ratios, best of five runs, not absolute times.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ UNITS = {
 
 def _best(text: str) -> float:
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         t0 = time.perf_counter()
         check_consultant_message(text)
         best = min(best, time.perf_counter() - t0)
@@ -41,4 +41,6 @@ def test_check_scales_linearly(kind):
     small = (unit * (1000 // len(unit) + 1))[:1000]
     big = (unit * (10_000 // len(unit) + 1))[:10_000]
     t_small, t_big = _best(small), _best(big)
-    assert t_big <= 20 * t_small + 0.005, (kind, t_small, t_big)
+    # linear: ~10x; the quadratic rules this guards against gave ~100x (10k digits: 3.6 s vs 36 ms).
+    # 40x and 20 ms of slack keep a loaded machine's noise from failing it
+    assert t_big <= 40 * t_small + 0.020, (kind, t_small, t_big)
