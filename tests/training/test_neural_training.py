@@ -28,7 +28,9 @@ def test_train_evaluate_and_load_with_the_neural_ranker(tmp_path, monkeypatch) -
     sug = result.model.suggester
     assert sug.uses_hybrid and sug.neural.teacher_space, sug.neural_status
     assert sug.hybrid.features == LINEAR_FEATURES and sug.neural.linear is not None
-    assert any("neural reply ranker" in t for t in result.trained)
+    assert any("neural reply ranker" in t and "tiny (set)" in t for t in result.trained)
+    # e5 embeddings are kept by text hash for the next retrain
+    assert list((settings.var_dir / "cache" / "e5").glob("e5-*.npz"))
 
     loaded = YuyueModel.load(result.bundle_dir)
     lsug = loaded.suggester
@@ -45,3 +47,16 @@ def test_train_evaluate_and_load_with_the_neural_ranker(tmp_path, monkeypatch) -
     metrics = evaluate(loaded, fresh, workers=1)
     for key in ("reply.r10_at_1", "reply.r10_at_1_neural", "reply.r10_at_1_lexical"):
         assert 0.0 <= metrics[key] <= 1.0, key
+
+
+def test_auto_mode_says_which_ranker_it_trained(monkeypatch) -> None:
+    from yuyue.data.contract import Conversation
+    from yuyue.training.train import fit_suggester
+
+    monkeypatch.delenv("YUYUE_NEURAL_RANKER", raising=False)
+    chat = {"conversation_id": "c1", "department": "整形", "started_at": "2024-01-01T09:00:00+08:00",
+            "messages": [{"at": "2024-01-01T09:00:00+08:00", "role": "visitor", "text": "双眼皮多少钱"},
+                         {"at": "2024-01-01T09:01:00+08:00", "role": "consultant", "text": "您好，价格要看方案。"}]}
+    sug = fit_suggester([Conversation.model_validate(chat)], [], {})
+    assert sug is not None and not sug.uses_hybrid
+    assert sug.neural_status.startswith("skipped: lexical") and "auto" in sug.neural_status
