@@ -45,12 +45,16 @@ from yuyue.models.replies.suggest import ReplySuggester  # noqa: E402
 from yuyue.models.replies.teacher import E5Teacher  # noqa: E402
 from yuyue.training.train import _hospital  # noqa: E402
 
-MEDQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medqa_dev.jsonl"
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+MEDQA = REAL / "medqa_dev.jsonl"
+SERVICE = REAL / "service_dev.jsonl"  # real multi-turn service chats: context → next consultant message
 
 
 def load_dataset(name: str, args: argparse.Namespace) -> list:
     if name == "medqa":
         return list(read_conversations(args.medqa))
+    if name == "service":
+        return list(read_conversations(args.service))
     from yuyue.data.simulator import generate_file
 
     path = args.cache_dir / f"sim_{args.sim_n}_{args.sim_seed}.jsonl"
@@ -132,6 +136,11 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> No
         ids = [str(i) for i in range(len(corpus))]
         rows["tfidf_char"] = r10_at_1_and_mrr(pairs, TfidfCharRetriever().fit(corpus, ids).score_texts, args.seed)
         rows["bm25_jieba"] = r10_at_1_and_mrr(pairs, Bm25Retriever().fit(corpus, ids).score_texts, args.seed)
+    if not args.no_lexical:  # the default suggester without a neural ranker: BM25 over past contexts + priors
+        examples = list(iter_reply_examples(train))
+        pool, assign = build_pool(examples, load_library())
+        lex_sug = ReplySuggester(pool, hospital=_hospital(Settings())).fit_examples(examples, assign)
+        rows["lexical suggester (BM25 + priors)"] = r10_at_1_and_mrr(pairs, lex_sug.score_texts, args.seed)
     print(f"  lexical baselines: {time.perf_counter() - t0:.0f}s", flush=True)
     teacher = None
     if e5 is not None:
@@ -190,6 +199,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="sim,medqa")
     ap.add_argument("--medqa", type=Path, default=MEDQA)
+    ap.add_argument("--service", type=Path, default=SERVICE)
     ap.add_argument("--sim-n", type=int, default=3000)
     ap.add_argument("--sim-seed", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)

