@@ -111,7 +111,7 @@ STUDENT = NeuralConfig()  # without a teacher
 DEFAULT = NeuralConfig(reply_space="teacher", max_len=128, epochs=6, max_seconds=180, teacher_max_contexts=2500)
 TINY = NeuralConfig(
     hidden=32, layers=1, heads=2, intermediate=64, max_len=48, epochs=2, batch_size=32, lr=2e-3,
-    max_pairs=2000, max_seconds=60,
+    max_pairs=2000, max_seconds=60, threads=1,  # tests run beside other work: one thread
 )
 
 
