@@ -4,8 +4,13 @@ On ``service_outcome_dev.jsonl`` (2,192 real customer-service chats, ``outcome.b
 annotators' "problem solved"; department 客服, no contact, no arrival) every fold trains a full
 bundle with :func:`yuyue.training.train.train` at its defaults (no environment flags, nothing
 cached between folds), then scores the held-out chats as the service would score the ended chat
-(the closed row, through the saved bundle's scorer). The baseline, on the same folds: char 1-3-gram
-TF-IDF + logistic regression (C=4) over the whole transcript.
+(the closed row, through the saved bundle's scorer). Baselines, on the same folds: char 1-3-gram
+TF-IDF + logistic regression (C=4) over the whole transcript, exactly as the shared README describes
+it (its 0.854 is not what this recipe gives: 0.838 mean fold AUC, 0.837 pooled, with "\n", " " or ""
+between messages, liblinear or lbfgs), and two naive variants that reach the README's number: every
+message tagged with its role plus min_df=2 (0.856), and the visitor's messages alone (0.852). The
+target is measured against the best of them. AUC is printed pooled over the out-of-fold scores and as
+the mean of the per-fold AUCs (what cross_val_score reports).
 
     .venv/bin/python bench/bench_real.py                 # stratified 5-fold, seed 0
     .venv/bin/python bench/bench_real.py --folds 1       # one fixed 80/20 split (the first fold)
@@ -43,8 +48,8 @@ from yuyue.training.train import train
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "service_outcome_dev.jsonl"
 
 
-def baseline_scores(docs_tr: list[str], y_tr: np.ndarray, docs_te: list[str]) -> np.ndarray:
-    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3))
+def baseline_scores(docs_tr: list[str], y_tr: np.ndarray, docs_te: list[str], min_df: int = 1) -> np.ndarray:
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=min_df)
     model = LogisticRegression(C=4, max_iter=2000).fit(vec.fit_transform(docs_tr), y_tr)
     return model.predict_proba(vec.transform(docs_te))[:, 1]
 
@@ -137,8 +142,14 @@ def main() -> None:
         raise SystemExit(f"{args.data}: {len(raw) - len(convs)} invalid records; validate the file first")
     y = np.array([int(bool(c.outcome and c.outcome.booked)) for c in convs])
     docs = ["\n".join(m.text for m in c.messages) for c in convs]
+    naive = {  # name: (documents, min_df)
+        "char 1-3 TF-IDF + LR (C=4)": (docs, 1),
+        "  same, role-tagged, min_df=2": (["\n".join(f"{m.role}: {m.text}" for m in c.messages) for c in convs], 2),
+        "  same, visitor messages only": (["\n".join(m.text for m in c.messages if m.role == "visitor") for c in convs], 1),
+    }
     folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(docs, y))[: max(1, args.folds)]
-    ours, base = np.full(len(y), np.nan), np.full(len(y), np.nan)
+    ours = np.full(len(y), np.nan)
+    base = {name: np.full(len(y), np.nan) for name in naive}
     kept, train_s = [], []
     for k, (tr, te) in enumerate(folds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -154,7 +165,8 @@ def main() -> None:
         rows = prefix_rows([convs[i] for i in te], model.space, include_empty=False, hospital=hosp)
         closed = rows.closed == 1
         ours[te[rows.group[closed]]] = model.scorers["booked"].predict_proba(rows.take(closed))
-        base[te] = baseline_scores([docs[i] for i in tr], y[tr], [docs[i] for i in te])
+        for name, (d, min_df) in naive.items():
+            base[name][te] = baseline_scores([d[i] for i in tr], y[tr], [d[i] for i in te], min_df)
         kept.append(result.comparison.get("booked", {}).get("kept"))
         print(
             f"fold {k}: train {train_s[-1]:.0f}s, kept {kept[-1]}, valid AUC "
@@ -164,9 +176,17 @@ def main() -> None:
     done = ~np.isnan(ours)
     yy = y[done]
     print(f"\n{args.data.name}: {done.sum()} chats scored out of fold ({len(folds)} of 5 folds, seed {args.seed})")
-    print(f"{'model':<34}{'AUC':>8}{'ECE':>8}")
-    for name, p in (("yuyue train (defaults), booked", ours[done]), ("char 1-3 TF-IDF + LR (C=4)", base[done])):
-        print(f"{name:<34}{safe_auc(yy, p):>8.4f}{ece(yy, p):>8.4f}")
+    print(f"{'model':<34}{'AUC':>8}{'fold AUC':>10}{'ECE':>8}")
+    fold_of = np.full(len(y), -1)
+    for k, (_, te) in enumerate(folds):
+        fold_of[te] = k
+    aucs = {}
+    for name, p in (("yuyue train (defaults), booked", ours), *base.items()):
+        per_fold = [safe_auc(y[fold_of == k], p[fold_of == k]) for k in range(len(folds))]
+        aucs[name] = safe_auc(yy, p[done])
+        print(f"{name:<34}{aucs[name]:>8.4f}{np.mean(per_fold):>10.4f}{ece(yy, p[done]):>8.4f}")
+    best = max(base, key=aucs.get)
+    print(f"yuyue - best naive ({best.strip()}): {aucs['yuyue train (defaults), booked'] - aucs[best]:+.4f} AUC (target >= +0.02)")
     print(f"p range (yuyue): [{ours[done].min():.4f}, {ours[done].max():.4f}]; kept {kept}")
     print(f"training time per fold (full bundle): mean {np.mean(train_s):.0f}s")
     if args.part == "all":
