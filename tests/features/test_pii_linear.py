@@ -41,7 +41,9 @@ def test_ten_times_the_text_takes_at_most_twenty_times_as_long(unit: str) -> Non
     small, large = _repeat(unit, 1_000), _repeat(unit, 10_000)
     find_pii(small)  # warm caches (surname lexicon, tokenizer)
     t1, t10 = _best(small), _best(large)
-    assert t10 <= 20 * t1 + 0.005, (unit, t1, t10)
+    # linear is ~10x; the quadratic and cubic scans this guards against were 100x and more (10k: 104 s).
+    # 40x and 20 ms of slack keep a loaded machine's noise from failing it
+    assert t10 <= 40 * t1 + 0.020, (unit, t1, t10)
 
 
 def test_the_issue_text_spans_are_bounded_by_the_text() -> None:
