@@ -103,6 +103,8 @@ def reply_section(args: argparse.Namespace) -> None:
         fit_s = time.perf_counter() - t0
         print(f"  default suggester fitted in {fit_s:.0f}s ({(e5.calls if e5 else 0) - calls} texts embedded by e5): "
               f"{default.neural_status}", flush=True)
+        if e5 is not None:
+            e5.flush()
         rows[f"yuyue default ({'hybrid' if default.uses_hybrid else 'lexical'})"] = r10_at_1_and_mrr(
             pairs, default.score_texts, args.seed)
         print(f"  {'method':<40}{'R10@1':>8}{'MRR':>8}")

@@ -117,6 +117,8 @@ def fit_suggester(
             teacher = shared_teacher(cache_dir) if available() else None
         t = time.perf_counter()
         suggester.fit_hybrid(examples, assignments, config=config_for(mode), teacher=teacher, echo=log.info)
+        if teacher is not None:
+            teacher.flush()  # what is still buffered, for the next retrain
         suggester.neural_status += f" [{why}; {time.perf_counter() - t:.0f}s in all]"
         if mode == "tiny" and suggester.neural is not None:
             suggester.neural_status += " (tiny config)"

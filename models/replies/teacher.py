@@ -114,6 +114,8 @@ class E5Teacher:
         self.emb: dict[str, np.ndarray] = {}
         self.calls = 0  # texts actually encoded (not found in the cache)
         self.disk: DiskCache | None = None
+        self._pending: dict[str, np.ndarray] = {}  # new embeddings not yet on disk (written in chunks)
+        self.flush_every = 512
         if self.cache_path is not None and self.cache_path.exists():
             z = np.load(self.cache_path)
             self.emb = dict(zip(z["keys"].tolist(), z["emb"], strict=True))
@@ -136,26 +138,29 @@ class E5Teacher:
     def __call__(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
         texts = list(texts)
         todo = list(dict.fromkeys(t for t in texts if self.key(t, is_query) not in self.emb))
-        new: dict[str, np.ndarray] = {}
         for s in range(0, len(todo), self.batch_size):
             chunk = todo[s : s + self.batch_size]
             out = self.model.query(chunk) if is_query else self.model.passage(chunk)
             for t, e in zip(chunk, np.atleast_2d(np.asarray(out, dtype=np.float32)), strict=True):
-                self.emb[self.key(t, is_query)] = new[self.key(t, is_query)] = e
-            self.calls += len(chunk)
-            if (s // self.batch_size) % 8 == 7:  # an interrupted run keeps what it embedded
-                if self.cache_path is not None:
-                    self.save()
+                self.emb[self.key(t, is_query)] = e
                 if self.disk is not None:
-                    self.disk.write(new)
-                    new = {}
+                    self._pending[self.key(t, is_query)] = e
+            self.calls += len(chunk)
+            if self.cache_path is not None and (s // self.batch_size) % 8 == 7:
+                self.save()
+            if len(self._pending) >= self.flush_every:  # an interrupted run keeps what it embedded
+                self.flush()
         if todo and self.cache_path is not None:
             self.save()
-        if new and self.disk is not None:
-            self.disk.write(new)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self.emb[self.key(t, is_query)] for t in texts])
+
+    def flush(self) -> None:
+        """Write the embeddings not yet on disk as one chunk (small calls are buffered)."""
+        if self.disk is not None and self._pending:
+            self.disk.write(self._pending)
+        self._pending = {}
 
     def save(self) -> None:
         if self.cache_path is None or not self.emb:
