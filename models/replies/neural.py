@@ -120,7 +120,7 @@ TINY_TEACHER = replace(TINY, reply_space="teacher", teacher_max_contexts=300, li
 
 
 def _canonical_mode(value: str | None) -> str:
-    v = (value if value is not None else "auto").strip().lower()
+    v = (value if value is not None else "off").strip().lower()
     if v in ("0", "off", "false", "no", "none", ""):
         return "off"
     if v in ("1", "full", "on", "true", "yes"):
@@ -131,7 +131,7 @@ def _canonical_mode(value: str | None) -> str:
 
 
 def neural_mode(env: Mapping[str, str] | None = None) -> str:
-    """``off``, ``tiny``, ``full`` or ``auto`` (the default): the ``neural_ranker`` setting, or
+    """``off`` (the default), ``tiny``, ``full`` or ``auto``: the ``neural_ranker`` setting, or
     ``YUYUE_NEURAL_RANKER`` in ``env`` when a mapping is given (old spellings such as ``0``/``1`` too)."""
     if env is not None:
         return _canonical_mode(env.get(ENV))

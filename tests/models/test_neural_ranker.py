@@ -141,7 +141,7 @@ def test_nothing_touches_the_network(monkeypatch, tmp_path) -> None:
 def test_mode_from_environment() -> None:
     assert neural_mode({"YUYUE_NEURAL_RANKER": "0"}) == "off"
     assert neural_mode({"YUYUE_NEURAL_RANKER": "tiny"}) == "tiny"
-    assert neural_mode({}) == "auto"
+    assert neural_mode({}) == "off"
     assert neural_mode({"YUYUE_NEURAL_RANKER": "full"}) == "full"
     assert neural_mode({"YUYUE_NEURAL_RANKER": " Auto "}) == "auto"
     with pytest.raises(ValueError, match="expected off, tiny, full or auto"):
@@ -154,7 +154,7 @@ def test_mode_is_a_setting_read_from_the_environment(monkeypatch) -> None:
     from yuyue.config import Settings
 
     monkeypatch.delenv("YUYUE_NEURAL_RANKER", raising=False)
-    assert Settings().neural_ranker == "auto" and neural_mode() == "auto"
+    assert Settings().neural_ranker == "off" and neural_mode() == "off"
     for value, mode in (("0", "off"), ("1", "full"), ("tiny", "tiny"), ("OFF", "off")):
         monkeypatch.setenv("YUYUE_NEURAL_RANKER", value)
         assert Settings().neural_ranker == mode and neural_mode() == mode

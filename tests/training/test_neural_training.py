@@ -53,7 +53,7 @@ def test_auto_mode_says_which_ranker_it_trained(monkeypatch) -> None:
     from yuyue.data.contract import Conversation
     from yuyue.training.train import fit_suggester
 
-    monkeypatch.delenv("YUYUE_NEURAL_RANKER", raising=False)
+    monkeypatch.setenv("YUYUE_NEURAL_RANKER", "auto")
     chat = {"conversation_id": "c1", "department": "整形", "started_at": "2024-01-01T09:00:00+08:00",
             "messages": [{"at": "2024-01-01T09:00:00+08:00", "role": "visitor", "text": "双眼皮多少钱"},
                          {"at": "2024-01-01T09:01:00+08:00", "role": "consultant", "text": "您好，价格要看方案。"}]}
