@@ -17,21 +17,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from yuyue.data.contract import Conversation
-from yuyue.features.state import CHAR_OFFSET, WORD_DIM, ConversationState, feature_names
+from yuyue.features.state import TEXT_HASH_BITS, ConversationState, feature_names
 
-# word block [0, WORD_DIM) then char-gram block [CHAR_OFFSET, TEXT_DIM); each block of a row has unit L2
-# norm, so the word block reads the same as before char grams existed (older models use it alone)
-TEXT_DIM = 2 * WORD_DIM
-
-
-def _block_scale(indices: np.ndarray, data: np.ndarray, row_of: np.ndarray, n_rows: int) -> np.ndarray:
-    """Per entry, 1 / (L2 norm of its row's block): words and char grams normalised separately."""
-    char = indices >= CHAR_OFFSET
-    sq = np.asarray(data, dtype=np.float64) ** 2
-    block = row_of * 2 + char
-    norms = np.sqrt(np.bincount(block, weights=sq, minlength=2 * n_rows))
-    norms[norms == 0] = 1.0
-    return (1.0 / norms[block]).astype(np.float32)
+TEXT_DIM = 1 << TEXT_HASH_BITS
 
 
 class FeatureSpace:
@@ -86,11 +74,11 @@ class FeatureSpace:
         starts = np.r_[0, np.flatnonzero(group[1:] != group[:-1]) + 1]
         lengths = np.diff(np.r_[starts, n])
         blocks = [sp.tril(np.ones((k, k), dtype=np.float32), format="csr") for k in lengths]
-        counts = (sp.block_diag(blocks, format="csr") @ D).tocsr().astype(np.float32)
+        counts = (sp.block_diag(blocks, format="csr") @ D).tocsr()
         counts.data = np.log1p(counts.data)
-        row_of = np.repeat(np.arange(n), np.diff(counts.indptr))
-        counts.data *= _block_scale(counts.indices, counts.data, row_of, n)
-        return counts
+        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return (sp.diags((1.0 / norms).astype(np.float32)) @ counts).tocsr().astype(np.float32)
 
     @staticmethod
     def text_row(bag_v: dict[int, int], bag_c: dict[int, int]) -> sp.csr_matrix:
@@ -103,14 +91,14 @@ class FeatureSpace:
         counts = np.fromiter(itertools.chain(bag_v.values(), bag_c.values()), dtype=np.float64, count=n)
         indices, where = np.unique(keys, return_inverse=True)
         vals = np.log1p(np.bincount(where, weights=counts).astype(np.float32))
-        vals *= _block_scale(indices, vals, np.zeros(len(indices), dtype=np.int64), 1)
+        vals /= np.linalg.norm(vals) or 1.0
         return sp.csr_matrix(
             (vals, indices.astype(np.int32), np.array([0, len(indices)], dtype=np.int64)), shape=(1, TEXT_DIM)
         )
 
     @staticmethod
     def text(bags: Iterable[tuple[dict[int, int], dict[int, int]]]) -> sp.csr_matrix:
-        """log1p token counts, both sides in one hashed space, each row's word and char blocks L2-normalised."""
+        """log1p token counts, both sides in one hashed space, each row L2-normalised."""
         indptr, indices, data = [0], [], []
         for bag_v, bag_c in bags:
             merged: dict[int, float] = {}
@@ -119,8 +107,7 @@ class FeatureSpace:
                     merged[h] = merged.get(h, 0.0) + c
             if merged:
                 vals = np.log1p(np.fromiter(merged.values(), dtype=np.float32, count=len(merged)))
-                keys = np.fromiter(merged.keys(), dtype=np.int64, count=len(merged))
-                vals *= _block_scale(keys, vals, np.zeros(len(keys), dtype=np.int64), 1)
+                vals /= np.linalg.norm(vals) or 1.0
                 indices.extend(merged.keys())
                 data.extend(vals.tolist())
             indptr.append(len(indices))

@@ -54,21 +54,12 @@ from yuyue.features.visit import visit_features
 STATE_VERSION = 1
 TEXT_HASH_BITS = 18
 _TEXT_MASK = (1 << TEXT_HASH_BITS) - 1
-# word tokens hash into [0, 2**18), char grams into [2**18, 2**19): a model trained before char grams
-# existed reads the first block only, and each block is normalised on its own (features.rows)
-WORD_DIM = 1 << TEXT_HASH_BITS
-CHAR_OFFSET = WORD_DIM
 _MAX_BAG = 4096  # distinct hashed tokens kept per side; bounds the serialised size
 # word tokens come from at most this many characters of a message (its start): segmentation is the
 # costliest part of a step (~15 µs a character on unbroken text), and a pasted 10,000-character
 # message says no more about the chat than its first 2,000; signals, entities and personal data
 # still read the whole text
 MAX_TOKEN_CHARS = 2000
-# char 1-3-grams of the redacted text (its first MAX_TOKEN_CHARS characters) join the word tokens in
-# each side's bag, hashed with their own prefix: real chats' wording (typos, mixed scripts, words
-# jieba splits badly) reaches the text model. At most this many distinct grams per side are kept.
-CHAR_NGRAMS = (1, 2, 3)
-_MAX_CHAR_BAG = 4096
 
 PLACEHOLDERS = {
     "phone": " 手机号 ",
@@ -103,23 +94,6 @@ def analyse_text(text: str, name_answer: bool = False) -> tuple[str, tuple[PiiSp
     norm = normalize(text)
     spans = find_pii(norm, name_answer=name_answer)
     return norm, tuple(spans), tuple(tokenize(redact(norm, spans)[:MAX_TOKEN_CHARS]))
-
-
-@lru_cache(maxsize=65536)
-def char_grams(side: str, redacted: str) -> tuple[tuple[int, int], ...]:
-    """Hashed char 1-3-gram counts of one message's redacted text (cached: chats repeat a lot)."""
-    text = redacted[:MAX_TOKEN_CHARS]
-    counts: dict[int, int] = {}
-    crc = zlib.crc32
-    seed = crc((side + "#").encode())
-    for k in CHAR_NGRAMS:
-        for i in range(len(text) - k + 1):
-            g = text[i : i + k]
-            if g.isspace():
-                continue
-            h = (crc(g.encode(), seed) & _TEXT_MASK) | CHAR_OFFSET
-            counts[h] = counts.get(h, 0) + 1
-    return tuple(counts.items())
 
 
 def _epoch(at: datetime) -> float:
@@ -236,11 +210,10 @@ class ConversationState:
             n["system"] = n.get("system", 0) + 1
 
         delta: dict[int, int] = {}
-        if role in ("visitor", "consultant"):
-            side = role[0]
-            bag = self.bag_v if side == "v" else self.bag_c
-            delta = self._add_bag(bag, side, tokens, n, "words_" + side)
-            self._add_grams(bag, char_grams(side, redact(norm, spans)), delta, n, "grams_" + side)
+        if role == "visitor":
+            delta = self._add_bag(self.bag_v, "v", tokens)
+        elif role == "consultant":
+            delta = self._add_bag(self.bag_c, "c", tokens)
         if role in ("visitor", "consultant"):
             self.facts["last_role"] = role
             flags["last_ts"] = ts
@@ -326,47 +299,18 @@ class ConversationState:
             self.facts["projects"] = sorted(projects)
 
     @staticmethod
-    def _add_bag(
-        bag: dict[int, int], side: str, tokens: list[str], n: dict[str, float], key: str
-    ) -> dict[int, int]:
-        """Word tokens into ``bag``; at most ``_MAX_BAG`` distinct ones (counted in ``n[key]``)."""
+    def _add_bag(bag: dict[int, int], side: str, tokens: list[str]) -> dict[int, int]:
         delta: dict[int, int] = {}
-        distinct = int(n.get(key, 0))
         for t in tokens:
             h = _hash_token(side, t)
             if h in bag:
                 bag[h] += 1
-            elif distinct < _MAX_BAG:
+            elif len(bag) < _MAX_BAG:
                 bag[h] = 1
-                distinct += 1
             else:
                 continue
             delta[h] = delta.get(h, 0) + 1
-        if distinct:
-            n[key] = distinct
         return delta
-
-    @staticmethod
-    def _add_grams(
-        bag: dict[int, int],
-        grams: tuple[tuple[int, int], ...],
-        delta: dict[int, int],
-        n: dict[str, float],
-        key: str,
-    ) -> None:
-        """Char-gram counts into ``bag`` (and ``delta``); at most ``_MAX_CHAR_BAG`` new keys."""
-        distinct = int(n.get(key, 0))
-        for h, c in grams:
-            if h in bag:
-                bag[h] += c
-            elif distinct < _MAX_CHAR_BAG:
-                bag[h] = c
-                distinct += 1
-            else:
-                continue
-            delta[h] = delta.get(h, 0) + c
-        if distinct:
-            n[key] = distinct
 
     # ---- reading ------------------------------------------------------
     def features(self, now: datetime | None = None, closed: bool = False) -> dict[str, float]:
@@ -447,7 +391,7 @@ class ConversationState:
         return {k: float(v) for k, v in f.items() if v}
 
     def text_bag(self) -> tuple[dict[int, int], dict[int, int]]:
-        """Hashed counts (visitor, consultant): word tokens in ``[0, WORD_DIM)``, char grams above."""
+        """Hashed token counts (visitor, consultant); indices in ``[0, 2**TEXT_HASH_BITS)``."""
         return self.bag_v, self.bag_c
 
     @property

@@ -41,17 +41,6 @@ from yuyue.features.rows import PrefixRows
 FLAT_FOREST_MAX_ROWS = 64
 
 
-def _fit_width(w: np.ndarray, n_cols: int) -> np.ndarray:
-    """Text weights of a model trained on fewer text columns (before char grams), zero-padded to ``n_cols``.
-
-    Its columns are the leading (word) block of today's text rows, normalised on their own, so the
-    padded model scores exactly as it did.
-    """
-    if len(w) >= n_cols:
-        return w
-    return np.concatenate([w, np.zeros(n_cols - len(w), dtype=w.dtype)])
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -73,8 +62,7 @@ class TextScorer(BaseEstimator):
 
     def decision_function(self, X: sp.csr_matrix) -> np.ndarray:
         # X @ w + b without sklearn's input validation (it dominates the cost of one row)
-        w = _fit_width(self.model_.coef_.ravel(), X.shape[1])
-        return np.asarray(X @ w, dtype=np.float64) + float(self.model_.intercept_[0])
+        return np.asarray(X @ self.model_.coef_.ravel(), dtype=np.float64) + float(self.model_.intercept_[0])
 
 
 class FlatForest:
@@ -372,13 +360,6 @@ class OutcomeScorer(BaseEstimator):
             self._weights_cache = cached
         return cached
 
-    def _text_weights(self, wt: np.ndarray, n_cols: int) -> np.ndarray:
-        if len(wt) < n_cols:  # an older bundle: pad once, keep it in the cache
-            ws, _, b = self._weights_cache
-            wt = _fit_width(wt, n_cols)
-            self._weights_cache = (ws, wt, b)
-        return wt
-
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         state.pop("_weights_cache", None)  # derived; rebuilt on first use
@@ -406,7 +387,7 @@ class OutcomeScorer(BaseEstimator):
             ws, wt, b = self._linear_weights()
             out = np.asarray(struct, dtype=np.float64) @ ws + b
             if wt is not None:
-                out += text @ self._text_weights(wt, text.shape[1])
+                out += text @ wt
             return out
         X = struct
         if self.use_text:
@@ -424,7 +405,7 @@ class OutcomeScorer(BaseEstimator):
             ws, wt, b = self._linear_weights()
             raw = struct @ ws + b
             if wt is not None:
-                raw += with_text * float((text @ self._text_weights(wt, text.shape[1]))[0])
+                raw += with_text * float((text @ wt)[0])
             return raw
         X = struct
         if self.use_text:
