@@ -33,15 +33,13 @@ MATRIX = {
 
 @pytest.fixture
 def who(api):
-    keys = api.app.state.yuyue.keys
-    admin = keys.create("root", "admin")[1]
     h = api.keys
     return {
         "owner": h["c01"],
         "other": h["c02"],
         "sup": h["sup"],
         "ana": h["ana"],
-        "admin": {"X-API-Key": admin},
+        "admin": h["adm"],
         "nobody": {},
     }
 

@@ -176,7 +176,7 @@ def test_cli_and_api_see_the_same_decisions(api, backend, monkeypatch, tmp_path)
 
 
 def test_who_may_list_and_review(api):
-    admin = {"X-API-Key": api.app.state.yuyue.keys.create("root", "admin")[1]}
+    admin = api.keys["adm"]
     rid = next(iter(api.app.state.yuyue.models.get()[0].suggester.pool)).id
     want = {"c01": (403, 403), "sup": (200, 200), "ana": (200, 403), "admin": (200, 200), None: (401, 401)}
     for who, (list_status, review_status) in want.items():
