@@ -229,6 +229,21 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+def _event(
+    conversation_id: str, kind: str, payload: Any, actor: str | None, *, at: datetime, recorded_at: datetime
+) -> sa.Insert:
+    """The insert of one event that is not a message (open, outcome, claim, feedback, erase …)."""
+    return events.insert().values(
+        conversation_id=conversation_id,
+        seq=None,
+        kind=kind,
+        at=at,
+        recorded_at=recorded_at,
+        actor=actor,
+        payload=_dumps(payload),
+    )
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -258,14 +273,13 @@ class EventStore:
             with self._gate(), self.engine.begin() as cx:
                 cx.execute(conversations.insert().values(**row, updated_at=now))
                 cx.execute(
-                    events.insert().values(
-                        conversation_id=row["id"],
-                        seq=None,
-                        kind="open",
+                    _event(
+                        row["id"],
+                        "open",
+                        {k: v for k, v in row.items() if k not in ("id",)},
+                        actor,
                         at=at,
                         recorded_at=now,
-                        actor=actor,
-                        payload=_dumps({k: v for k, v in row.items() if k not in ("id",)}),
                     )
                 )
         except IntegrityError:
@@ -345,14 +359,13 @@ class EventStore:
         now = _now()
         with self._gate(), self.engine.begin() as cx:
             cx.execute(
-                events.insert().values(
-                    conversation_id=conversation_id,
-                    seq=None,
-                    kind=kind,
+                _event(
+                    conversation_id,
+                    kind,
+                    payload,
+                    actor,
                     at=at,
                     recorded_at=now,
-                    actor=actor,
-                    payload=_dumps(payload),
                 )
             )
             res = cx.execute(
@@ -375,14 +388,13 @@ class EventStore:
             ).rowcount
             if done == 1:
                 cx.execute(
-                    events.insert().values(
-                        conversation_id=conversation_id,
-                        seq=None,
-                        kind="claim",
+                    _event(
+                        conversation_id,
+                        "claim",
+                        {"consultant_id": consultant_id},
+                        actor,
                         at=now,
                         recorded_at=now,
-                        actor=actor,
-                        payload=_dumps({"consultant_id": consultant_id}),
                     )
                 )
                 return consultant_id
@@ -418,17 +430,14 @@ class EventStore:
                 .values(feedback=action, final_text=final_text, feedback_at=now, feedback_by=actor)
             )
             cx.execute(
-                events.insert().values(
-                    conversation_id=row["conversation_id"],
-                    seq=None,
-                    kind="feedback",
+                _event(
+                    row["conversation_id"],
+                    "feedback",
+                    {"suggestion_id": suggestion_id, "action": action, "final_text": final_text}
+                    | ({"recorded_by_role": role} if role else {}),
+                    actor,
                     at=now,
                     recorded_at=now,
-                    actor=actor,
-                    payload=_dumps(
-                        {"suggestion_id": suggestion_id, "action": action, "final_text": final_text}
-                        | ({"recorded_by_role": role} if role else {})
-                    ),
                 )
             )
         return {**row, "feedback": action, "final_text": final_text, "feedback_at": now}
@@ -488,14 +497,13 @@ class EventStore:
                     ],
                 )
             cx.execute(
-                events.insert().values(
-                    conversation_id=conversation_id,
-                    seq=None,
-                    kind=reason,
+                _event(
+                    conversation_id,
+                    reason,
+                    event_payload,
+                    actor,
                     at=now,
                     recorded_at=now,
-                    actor=actor,
-                    payload=_dumps(event_payload),
                 )
             )
             row = {"at": now, "actor": actor, "reason": reason, "n_messages": n_messages}
