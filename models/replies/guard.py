@@ -346,16 +346,24 @@ def _default_guard() -> ComplianceGuard:
 REDTEAM = Path(__file__).parent / "rules" / "redteam.tsv"
 # More development texts (all of them development data, no hash split).
 REDTEAM_MORE = Path(__file__).parent / "rules" / "redteam_more.tsv"
-# The blind held-out set, written before the 2026-11 tuning; never trained or tuned on.
+# The first blind set, written before the 2026-11 tuning; its misses were then read while tuning, so since
+# 2026-11-30 it is development data like redteam.tsv's old held-out split (see load_dev).
 REDTEAM_HOLDOUT = Path(__file__).parent / "rules" / "redteam_holdout.tsv"
+# The blind set: written on 2026-11-30 before the guard was run on it; never trained or tuned on.
+REDTEAM_HOLDOUT2 = Path(__file__).parent / "rules" / "redteam_holdout2.tsv"
 OK = "ok"
-# Block when the classifier's probability that a text is prohibited reaches CLASSIFIER_THRESHOLD; clear
-# a rule hit when that probability is below RULE_VETO (the rules fire on hedged or debunking wording such
-# as "说保证效果的医院您要小心" that the classifier has learned to read). Both chosen on the development
-# data only (redteam.tsv's dev split + redteam_more.tsv), 5-fold stratified cross-validation: the pair
-# that blocks most prohibited texts while passing >= 96.5 % of compliant ones (a margin over the 95 %
-# target); bench/bench_guard.py --tune prints the sweep.
-CLASSIFIER_THRESHOLD = 0.70
+# Block when the classifier's probability that a text is prohibited reaches CLASSIFIER_THRESHOLD and its
+# phrase evidence (the logit's share from char 2- and 3-grams, see GuardClassifier.phrase_evidence) reaches
+# PHRASE_MIN; clear a rule hit when that probability is below RULE_VETO (the rules fire on hedged or
+# debunking wording such as "说保证效果的医院您要小心" that the classifier has learned to read).
+# Without the phrase gate, single characters of casual register (就, 了, 你, "...") and the intercept
+# were enough to block off-topic help-desk chatter (1.5 % of real consultant messages). Chosen on the
+# development data only (5-fold stratified CV, 2026-11-30): the most prohibited texts blocked with >= 96.5 %
+# of compliant ones passed and <= 1 % of the real help-desk consultant messages blocked (CV 97.7 % / 97.2 %,
+# help desk 0.83 %; without the gate at 0.70: 98.1 % / 96.8 %, 1.67 %); bench/bench_guard.py --tune --real
+# prints the sweep.
+CLASSIFIER_THRESHOLD = 0.55
+PHRASE_MIN = 0.20
 RULE_VETO = 0.2
 _NGRAMS = (1, 2, 3)
 # Inverse regularisation of the logistic regression (dev CV: 30 edges out 10; char 1-4 grams, jieba word
@@ -398,8 +406,9 @@ def load_redteam(path: str | Path | None = None, split: str | None = None) -> li
 
 
 def load_dev() -> list[tuple[str, str]]:
-    """All development texts: the dev split of redteam.tsv and every text of redteam_more.tsv."""
-    return load_redteam(split="dev") + load_redteam(REDTEAM_MORE)
+    """All development texts: redteam.tsv (both splits), redteam_more.tsv and the first blind set
+    redteam_holdout.tsv (no longer blind); only redteam_holdout2.tsv is held out."""
+    return load_redteam() + load_redteam(REDTEAM_MORE) + load_redteam(REDTEAM_HOLDOUT)
 
 
 def _grams(norm: str) -> Iterator[str]:
@@ -418,14 +427,18 @@ class GuardClassifier:
 
     def __init__(self, vocab: dict[str, int], idf: np.ndarray, coef: np.ndarray, bias: float,
                  centroids: np.ndarray, categories: Sequence[str],
-                 threshold: float = CLASSIFIER_THRESHOLD) -> None:
+                 threshold: float = CLASSIFIER_THRESHOLD, phrase_min: float = PHRASE_MIN) -> None:
         self.vocab, self.idf, self.coef, self.bias = vocab, idf, coef, float(bias)
         self.centroids, self.categories = centroids, list(categories)
-        self.threshold = threshold
+        self.threshold, self.phrase_min = threshold, phrase_min
+        lengths = np.zeros(len(coef), dtype=np.int64)
+        for gram, j in vocab.items():
+            lengths[j] = len(gram)
+        self._phrase_coef = np.where(lengths >= 2, coef, 0.0)  # the weights of 2- and 3-grams only
 
     @classmethod
     def fit(cls, labels: Sequence[str], texts: Sequence[str], c: float = CLASSIFIER_C,
-            threshold: float = CLASSIFIER_THRESHOLD) -> GuardClassifier:
+            threshold: float = CLASSIFIER_THRESHOLD, phrase_min: float = PHRASE_MIN) -> GuardClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
@@ -445,7 +458,7 @@ class GuardClassifier:
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         vocab = {g: int(i) for g, i in vec.vocabulary_.items()}
         return cls(vocab, vec.idf_.astype(np.float64), model.coef_.ravel().astype(np.float64),
-                   float(model.intercept_[0]), centroids, categories, threshold)
+                   float(model.intercept_[0]), centroids, categories, threshold, phrase_min)
 
     def _features(self, norm: str) -> tuple[np.ndarray, np.ndarray]:
         counts: dict[int, int] = {}
@@ -465,11 +478,18 @@ class GuardClassifier:
         idx, w = self._features(norm)
         return float(1.0 / (1.0 + np.exp(-(self.coef[idx] @ w + self.bias))))
 
+    def phrase_evidence(self, norm: str) -> float:
+        """The part of the logit that char 2- and 3-grams give (single characters and the intercept left
+        out): a text blocked on register alone, with no phrase of a prohibited claim, scores low."""
+        idx, w = self._features(norm)
+        return float(self._phrase_coef[idx] @ w)
+
     def predict(self, norm: str) -> tuple[str | None, float]:
-        """``(category, P(prohibited))``; category is None when the text passes."""
+        """``(category, P(prohibited))``; category is None when the text passes (P below the threshold,
+        or phrase evidence below ``phrase_min``)."""
         idx, w = self._features(norm)
         p = float(1.0 / (1.0 + np.exp(-(self.coef[idx] @ w + self.bias))))
-        if p < self.threshold:
+        if p < self.threshold or float(self._phrase_coef[idx] @ w) < self.phrase_min:
             return None, p
         if not len(idx):
             return self.categories[0], p
@@ -479,15 +499,12 @@ class GuardClassifier:
 def training_data(rules: Sequence[ComplianceRule] | None = None) -> tuple[list[str], list[str]]:
     """The classifier's training texts: the development texts (:func:`load_dev`), the script library (as
     ``ok``) and the rule file's examples (positives under the rule's category, negatives as ``ok``);
-    texts of either held-out set (redteam.tsv's hash split, redteam_holdout.tsv) are dropped wherever
-    they come from."""
+    texts of the blind set (redteam_holdout2.tsv) are dropped wherever they come from."""
     from yuyue.models.replies.scripts import fill_slots, load_library
 
     rules = load_rules() if rules is None else rules
-    blind = {t for _, t in load_redteam(REDTEAM_HOLDOUT)} if REDTEAM_HOLDOUT.exists() else set()
-    blind |= {t for _, t in load_redteam(split="heldout")}
+    blind = {t for _, t in load_redteam(REDTEAM_HOLDOUT2)} if REDTEAM_HOLDOUT2.exists() else set()
     pairs = load_dev()
-    more = {t for _, t in load_redteam(REDTEAM_MORE)}
     pairs += [(OK, fill_slots(e.text, {})) for e in load_library()]
     for r in rules:
         pairs += [(r.category.value, t) for t in r.examples.positive]
@@ -495,9 +512,7 @@ def training_data(rules: Sequence[ComplianceRule] | None = None) -> tuple[list[s
     seen: set[str] = set()
     labels, texts = [], []
     for label, text in pairs:
-        # redteam_more.tsv is development data whatever its hash; texts from elsewhere (library, rule
-        # examples) that hash into the old held-out split stay out, as before
-        if text in seen or text in blind or (redteam_split(text) == "heldout" and text not in more):
+        if text in seen or text in blind:
             continue
         seen.add(text)
         labels.append(label)

@@ -15,7 +15,9 @@ from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.guard import (
     CLASSIFIER_THRESHOLD,
     OK,
+    PHRASE_MIN,
     REDTEAM_HOLDOUT,
+    REDTEAM_HOLDOUT2,
     REDTEAM_MORE,
     RULE_VETO,
     Category,
@@ -52,15 +54,17 @@ def test_every_category_cites_its_article() -> None:
     assert all("《" in cite and "第" in cite for cite in cites.values())
 
 
-def test_heldout_split_is_fixed_and_never_trained_on() -> None:
+def test_heldout_split_is_fixed_and_only_the_blind_set_is_kept_out_of_training() -> None:
     held = load_redteam(split="heldout")
     dev = load_redteam(split="dev")
     assert len(held) + len(dev) == len(ALL)
     assert 0.15 < len(held) / len(ALL) < 0.35
     assert all(redteam_split(t) == "heldout" for _, t in held)
+    # the old held-out split and the first blind set were read while tuning: development data since
+    # 2026-11-30; only redteam_holdout2.tsv stays out
     _, texts = training_data()
-    assert not {t for _, t in held} & set(texts)
-    assert {t for _, t in dev} <= set(texts)
+    assert {t for _, t in held + dev + load_redteam(REDTEAM_HOLDOUT)} <= set(texts)
+    assert not {t for _, t in load_redteam(REDTEAM_HOLDOUT2)} & set(texts)
 
 
 def test_redteam_file_errors_name_the_line(tmp_path) -> None:
@@ -102,37 +106,43 @@ def _held_rates(held: list[tuple[str, str]]) -> tuple[float, float, float]:
     return sum(bad) / len(bad), sum(good) / len(good), sum(rules_only) / len(rules_only)
 
 
-def test_heldout_targets_of_rules_plus_classifier() -> None:
-    """Issue 14 on the old held-out split of redteam.tsv (looked at while tuning earlier versions, so not
-    blind any more). Measured (bench/bench_guard.py): 96.5 % blocked (83/86), 98.8 % passed (83/84)."""
-    blocked, passed, rules_only = _held_rates(load_redteam(split="heldout"))
-    assert blocked > rules_only + 0.15  # the classifier adds what the rules miss (rules alone: 67 %)
-    assert passed >= 0.95  # the issue's target, met
-    assert blocked >= 0.94  # the issue's target is 0.97, NOT met: measured 0.965 minus a margin
+def test_blind_set_rates_of_rules_plus_classifier() -> None:
+    """Issue 14 on the blind set redteam_holdout2.tsv (written 2026-11-30 before the guard was run on it,
+    never tuned on). Measured (bench/bench_guard.py): before that day's changes 94.1 % blocked (174/185),
+    97.0 % passed (163/168); after them 94.6 % (175/185) / 96.4 % (162/168); rules alone 68.1 % / 90.5 %.
+    The blocked target (0.97) is NOT met; the passed target (0.95) is. Bounds: the measurement minus a
+    margin."""
+    blocked, passed, rules_only = _held_rates(load_redteam(REDTEAM_HOLDOUT2))
+    assert blocked > rules_only + 0.15  # the classifier adds what the rules miss
+    assert blocked >= 0.93  # target 0.97, not met
+    assert passed >= 0.95  # target 0.95, met
 
 
-def test_blind_heldout_rates_of_rules_plus_classifier() -> None:
-    """Issue 14 on the blind set (redteam_holdout.tsv, written before tuning). Scored twice: 94.2 % /
-    93.6 % at the end of tuning, then 96.5 % blocked (167/173), 94.9 % passed (149/157) after fixing a
-    bug that kept a quarter of the dev texts out of the shipped classifier; rules alone 72.3 % / 90.4 %.
-    Neither target (0.97 blocked, 0.95 passed) is met: the bounds are the last measurement minus a margin."""
-    blocked, passed, rules_only = _held_rates(load_redteam(REDTEAM_HOLDOUT))
-    assert blocked > rules_only + 0.15
-    assert blocked >= 0.94  # target 0.97, not met
-    assert passed >= 0.92  # target 0.95, not met
-
-
-def test_red_team_files_are_big_disjoint_and_kept_out_of_training() -> None:
-    more, blind = load_redteam(REDTEAM_MORE), load_redteam(REDTEAM_HOLDOUT)
-    for pairs, n in ((more, 300), (blind, 150)):
+def test_red_team_files_are_big_disjoint_and_the_blind_set_is_kept_out_of_training() -> None:
+    more, first, blind = (load_redteam(p) for p in (REDTEAM_MORE, REDTEAM_HOLDOUT, REDTEAM_HOLDOUT2))
+    for pairs, n in ((more, 300), (first, 150), (blind, 150)):
         counts = Counter(label for label, _ in pairs)
         assert counts[OK] >= n and sum(c for label, c in counts.items() if label != OK) >= n
         assert {c.value for c in Category} <= set(counts)
-    texts = [[t for _, t in pairs] for pairs in (ALL, more, blind)]
+    texts = [[t for _, t in pairs] for pairs in (ALL, more, first, blind)]
     assert sum(len(set(t)) for t in texts) == len(set().union(*texts)), "a text is in two red-team files"
     _, train = training_data()
     assert not {t for _, t in blind} & set(train)
     assert {t for _, t in load_dev()} <= set(train)
+
+
+def test_the_classifier_needs_phrase_evidence_not_just_casual_register() -> None:
+    """Off-topic help-desk chatter scored P >= threshold on single characters (就, 了, "...") and the
+    intercept; without a prohibited phrase it now passes. A claim the rules miss is still caught."""
+    clf, guard = default_classifier(), default_combined()
+    for text in ("....我最近营养不良..被禁止了减肥", "OK,能用就好么么哒", "...................暂时还没这个项目~"):
+        norm = normalize(text)
+        assert clf.p_prohibited(norm) >= CLASSIFIER_THRESHOLD  # the probability alone would block it
+        assert clf.phrase_evidence(norm) < PHRASE_MIN
+        assert clf.predict(norm)[0] is None and guard.check(text)["allowed"], text
+    claim = "您要是一直不管它，以后连孩子都要不上了，到时候哭都没地方哭"
+    assert clf.phrase_evidence(normalize(claim)) >= PHRASE_MIN
+    assert not guard.check(claim)["allowed"]
 
 
 class _FixedP:
@@ -167,15 +177,16 @@ def test_rule_hits_are_cleared_only_when_the_classifier_is_sure_the_text_is_comp
 
 @pytest.mark.skipif(not REAL_SERVICE.exists(), reason="real service chats not available")
 def test_real_help_desk_messages_nearly_all_pass() -> None:
-    """Airline/telecom help-desk replies make no medical claims. Measured: 1.50 % blocked (63/4194),
-    almost all classifier false blocks on out-of-domain text; the bound is that plus a margin."""
+    """Airline/telecom help-desk replies make no medical claims. Measured: 1.50 % blocked (63/4194), almost
+    all classifier false blocks on out-of-domain text; 0.83 % (35/4194) since the classifier needs phrase
+    evidence (2026-11-30). The bound is that plus a margin."""
     guard = default_combined()
     msgs = []
     with REAL_SERVICE.open(encoding="utf-8") as f:
         for line in f:
             msgs += [m["text"] for m in json.loads(line)["messages"] if m["role"] == "consultant"]
     assert len(msgs) > 1000
-    assert sum(not guard.check(t)["allowed"] for t in msgs) / len(msgs) <= 0.025
+    assert sum(not guard.check(t)["allowed"] for t in msgs) / len(msgs) <= 0.012
 
 
 def test_every_block_names_a_rule_category_and_citation() -> None:
