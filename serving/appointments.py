@@ -60,6 +60,7 @@ appointments = sa.Table(
     sa.Column("time_source", sa.String(16), nullable=False),  # given | chat
     sa.Column("rebooked_from", sa.String(32)),  # the appointment this one replaces (a call's rebooking)
     sa.Column("note", sa.Text),
+    sa.Column("flag_ack", sa.String(500)),  # a flagged patient's reasons, confirmed at booking (0006)
     sa.Column("created_by", sa.String(128)),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("status_at", UTCDateTime),  # when status last changed

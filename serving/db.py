@@ -340,8 +340,8 @@ class BusyGate:
 # table) is created by :func:`create_all` as it is, outside the migrations
 SCHEMA_TABLES = frozenset(
     {
-        "api_keys", "appointments", "audit_log", "conversations", "erasures", "events", "reply_reviews",
-        "suggestions", "task_attempts", "tasks",
+        "api_keys", "appointments", "audit_log", "conversations", "erasures", "events", "patient_chats",
+        "patient_incidents", "patient_keys", "patients", "reply_reviews", "suggestions", "task_attempts", "tasks",
     }
 )
 # the tables of the baseline revision (what a database created before migrations can hold)
@@ -448,6 +448,7 @@ def _lock(conn: sa.Connection) -> None:
 def _schema_tables() -> list[sa.Table]:
     import yuyue.serving.appointments  # noqa: F401  (declares appointments)
     import yuyue.serving.auth  # noqa: F401  (declares api_keys)
+    import yuyue.serving.patients  # noqa: F401  (declares patients, patient_keys, patient_chats, patient_incidents)
     import yuyue.serving.reviews  # noqa: F401  (declares reply_reviews)
     import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)
     import yuyue.serving.tasks  # noqa: F401  (declares tasks, task_attempts)

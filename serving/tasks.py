@@ -34,8 +34,12 @@ Ranking: the model's expected value (the follow-up queue's :func:`~yuyue.serving
 p(booked) for a lead, 1 − p(arrived | booked) for a reminder or a no-show; after-care calls have no
 model score (priority 0) and follow by due time. Reasons come with each task.
 
-Masking: a task view carries no personal data (no phone); the calling permission that may reveal it is a
-later step.
+Masking and calling: a task list carries no personal data; a task's detail shows its chat's contacts
+masked (and its patient: chats, no-shows, flag; ``serving/patients.py``). :meth:`Desk.reveal` gives them
+unmasked to whoever calls (the assignee, a supervisor, an admin), each reveal written to the audit log.
+
+Patients: a booking (new appointment or a call's rebooking) of a flagged patient needs ``confirmed``
+(409 naming the reasons otherwise); outcomes, bookings and the sweep link chats to their patients.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from yuyue.serving.appointments import LOCAL_TZ, AppointmentBook, appointments, 
 from yuyue.serving.auth import Caller, Role, check_read, check_write
 from yuyue.serving.db import UTCDateTime, metadata
 from yuyue.serving.errors import Forbidden, InvalidInput
+from yuyue.serving.patients import Patients, contact_spans, masked
 from yuyue.serving.store import Conflict, NotFound, conversations
 
 KINDS = ("lead_call", "reminder", "no_show_callback", "aftercare")
@@ -113,6 +118,7 @@ class Desk:
         self.engine = service.store.engine
         self.book = AppointmentBook(self.engine)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.patients = Patients(settings, self.store, clock=lambda: self.clock())
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _chat(self, conversation_id: str) -> dict[str, Any]:
@@ -193,13 +199,17 @@ class Desk:
                 chat = self._chat(conversation_id)
                 if not chat.get("booked"):
                     self._add_task(cx, f"lead:{conversation_id}", "lead_call", chat, now, now)
+        self.patients.link(conversation_id)  # an outcome: the chat's visitor is worth knowing again
 
-    def sweep(self, leads: bool = False, now: datetime | None = None) -> dict[str, int]:
+    def sweep(
+        self, leads: bool = False, now: datetime | None = None, link_limit: int | None = 0
+    ) -> dict[str, int]:
         """The time-based rules: due no-shows (with their callbacks), snoozed tasks whose time came, and
-        (``leads``) lead tasks for chats that left contact without booking."""
+        (``leads``) lead tasks for chats that left contact without booking; then links up to
+        ``link_limit`` chats not linked to their patient yet (None: all of them)."""
         now = now or self.clock()
         grace = timedelta(minutes=self.settings.no_show_grace_minutes)
-        counts = {"no_shows": 0, "woken": 0, "leads": 0}
+        counts = {"no_shows": 0, "woken": 0, "leads": 0, "linked": 0}
         with self.engine.connect() as cx:
             due = self.book.due_no_shows(cx, now - grace)
         for appt in due:
@@ -234,6 +244,8 @@ class Desk:
                 for chat in rows.all():
                     counts["leads"] += self._add_task(cx, f"lead:{chat['id']}", "lead_call", dict(chat),
                                                       chat["last_at"], now)
+        if link_limit is None or link_limit > 0:
+            counts["linked"] = self.patients.link_pending(limit=link_limit)
         return counts
 
     # ---- appointments -----------------------------------------------------------------------------
@@ -246,6 +258,7 @@ class Desk:
             "time": p.time.isoformat() if p else None,
             "text": p.text if p else None,
             "message": p.message if p else None,
+            "patient": self.patients.summary(self.patients.link(conversation_id, chat)),
         }
 
     def create_appointment(
@@ -260,9 +273,10 @@ class Desk:
         note: str | None = None,
         rebooked_from: str | None = None,
         checked: bool = False,
+        confirmed: bool = False,
     ) -> dict[str, Any]:
         """A booked appointment for a chat (the chat's booking outcome recorded if it had none); the
-        time defaults to the one agreed in the chat."""
+        time defaults to the one agreed in the chat. A flagged patient needs ``confirmed`` (409 else)."""
         chat = self._chat(conversation_id)
         if not checked:
             check_write(who, conversation_id, chat, "book appointments for")
@@ -276,6 +290,7 @@ class Desk:
             time, source = p.time, "chat"
         elif time.tzinfo is None:
             raise InvalidInput(f"time must carry a timezone offset (got {time.isoformat()})")
+        flag_ack = self.patients.check_booking(self.patients.link(conversation_id, chat), confirmed)
         now = self.clock()
         if not chat.get("booked"):
             self._outcome(who, conversation_id, {"booked": True, "booked_at": now})
@@ -290,6 +305,7 @@ class Desk:
             "time_source": source,
             "note": note,
             "rebooked_from": rebooked_from,
+            "flag_ack": flag_ack,
         }
         with self.engine.begin() as cx:
             appt = self.book.insert(cx, row, who.name, now)
@@ -492,7 +508,33 @@ class Desk:
         out["attempt_log"] = [
             {**{k: v for k, v in a.items() if k not in ("task_id",)}, "at": a["at"].isoformat()} for a in attempts
         ]
+        out["patient"] = self.patients.summary(self.patients.link(row["conversation_id"]))
+        # masked for everyone: the number itself only through reveal() (recorded in the audit log)
+        out["contacts"] = [
+            {**c, "value": masked(c["type"], c["value"])} for c in contact_spans(self.store.messages(row["conversation_id"]))
+        ]
         return out
+
+    def reveal(self, who: Caller, task_id: str) -> dict[str, Any]:
+        """The contacts of a task's chat, unmasked, for whoever calls: the task's assignee, a supervisor
+        or an admin. Each reveal is recorded in the audit log (``read_raw``, with the task)."""
+        from yuyue.serving.audit import AuditAction
+        from yuyue.serving.privacy import audit_row
+
+        with self.engine.connect() as cx:
+            row = self._row(task_id, cx)
+        self._check_acts(who, row, "reveal the number of")
+        if row["state"] == "done":
+            raise Conflict(f"task {task_id!r} is done ({row['closed_reason']}): there is no call to make")
+        contacts = contact_spans(self.store.messages(row["conversation_id"]))
+        if contacts:
+            self.store.audit(audit_row(
+                who, AuditAction.READ_RAW, conversation_id=row["conversation_id"],
+                detail={"via": "task", "task_id": task_id, "kind": row["kind"],
+                        "types": sorted({c["type"] for c in contacts})},
+            ))
+        return {"task_id": task_id, "conversation_id": row["conversation_id"], "contacts": contacts,
+                "recorded": bool(contacts)}
 
     def _transition(
         self, cx: Connection, row: dict[str, Any], move: str, allowed: tuple[str, ...], values: dict[str, Any]
@@ -544,8 +586,10 @@ class Desk:
         note: str | None = None,
         time: datetime | None = None,
         doctor: str | None = None,
+        confirmed: bool = False,
     ) -> dict[str, Any]:
-        """Record a call; ``rebooked`` (with ``time``) creates a new appointment."""
+        """Record a call; ``rebooked`` (with ``time``) creates a new appointment (a flagged patient's
+        needs ``confirmed``: 409 else, and nothing is recorded)."""
         if result not in RESULTS:
             raise InvalidInput(f"result must be one of {', '.join(RESULTS)}, got {result!r}")
         if result == "rebooked" and time is None:
@@ -562,6 +606,8 @@ class Desk:
                 f"task {task_id!r} is {row['state']}: cannot record a call on it (allowed from: {', '.join(allowed)})"
                 + ("; assign or claim it first" if row["state"] == "open" else "")
             )
+        if result == "rebooked":
+            self.patients.check_booking(self.patients.link(row["conversation_id"]), confirmed)
         ends = result in ENDING_RESULTS
         # the call is recorded first: the booking a rebooking makes ends the lead's tasks (this one too)
         with self.engine.begin() as cx:
@@ -587,7 +633,8 @@ class Desk:
             if row["kind"] == "reminder" and old and self.book.get(old)["status"] == "booked":
                 self._mark(who, old, "cancelled", now, note="rebooked by a reminder call")
             new_appt = self.create_appointment(
-                who, row["conversation_id"], time=time, doctor=doctor, rebooked_from=old, checked=True
+                who, row["conversation_id"], time=time, doctor=doctor, rebooked_from=old, checked=True,
+                confirmed=confirmed,
             )
             with self.engine.begin() as cx:
                 cx.execute(task_attempts.update().where(task_attempts.c.id == attempt_id)

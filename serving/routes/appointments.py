@@ -12,6 +12,7 @@ from yuyue.data.contract import bounded_text
 from yuyue.serving.auth import Role, require_role
 from yuyue.serving.deps import AnyRole, State, Who
 from yuyue.serving.errors import errors
+from yuyue.serving.routes.patients import PatientSummary
 from yuyue.serving.schemas import CONVERSATION_ID, FILTER
 
 router = APIRouter(tags=["appointments"])
@@ -27,6 +28,10 @@ class NewAppointment(BaseModel):
     project: bounded_text(64) | None = Field(None, description="default: the chat's project")
     department: bounded_text(64) | None = Field(None, description="default: the chat's department")
     note: bounded_text(500) | None = None
+    confirmed: bool = Field(
+        False, description="the visitor's patient is flagged (no-shows, complaints, unpaid visits) and the "
+        "booking was confirmed with them (a flagged patient's booking is a 409 without it)",
+    )
 
 
 class AppointmentChange(BaseModel):
@@ -51,6 +56,7 @@ class Appointment(BaseModel):
     department: str | None = None
     project: str | None = None
     rebooked_from: str | None = None
+    flag_ack: str | None = Field(None, description="the patient's flag reasons confirmed at booking")
 
 
 class AppointmentPage(BaseModel):
@@ -65,17 +71,19 @@ class Proposal(BaseModel):
     time: datetime | None = Field(None, description="the last visit time agreed in the chat, if any")
     text: str | None = Field(None, description="the words it came from (明天下午3点)")
     message: int | None = Field(None, description="the message's seq")
+    patient: PatientSummary | None = Field(None, description="the chat's patient (its flag asks for confirmation)")
 
 
 @router.post(
     "/v1/appointments",
     status_code=201,
     response_model=Appointment,
-    responses=errors(400, 401, 403, 404, 413, 422, 429, 503),
+    responses=errors(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
 def create(body: NewAppointment, who: Who, state: State) -> dict[str, Any]:
     """Book an appointment from a chat (its booking outcome is recorded if it had none); a reminder
-    task is due the day before."""
+    task is due the day before. A flagged patient's booking is a 409 naming the reasons unless
+    ``confirmed`` (a flag never refuses care)."""
     require_role(who, WRITERS)
     return state.desk.create_appointment(who, **body.model_dump())
 

@@ -14,6 +14,7 @@ from yuyue.serving.auth import Role, require_role
 from yuyue.serving.deps import AnyRole, State, Who
 from yuyue.serving.errors import errors
 from yuyue.serving.routes.appointments import Appointment
+from yuyue.serving.routes.patients import PatientSummary
 from yuyue.serving.schemas import FILTER
 
 router = APIRouter(tags=["work list"])
@@ -54,9 +55,24 @@ class Attempt(BaseModel):
     appointment_id: str | None = None
 
 
+class MaskedContact(BaseModel):
+    type: Literal["phone", "wechat", "qq", "email"]
+    value: str = Field(description="masked: POST /v1/tasks/{id}/reveal gives the number to whoever calls")
+    message: int
+
+
 class TaskDetail(Task):
     attempt_log: list[Attempt]
     appointment: Appointment | None = Field(None, description="the new appointment of a rebooking")
+    patient: PatientSummary | None = Field(None, description="the chat's patient: history, no-shows, flag")
+    contacts: list[MaskedContact] = Field(default_factory=list)
+
+
+class Revealed(BaseModel):
+    task_id: str
+    conversation_id: str
+    contacts: list[dict[str, Any]] = Field(description="{type, value (unmasked), message}")
+    recorded: bool = Field(description="written to the audit log (read_raw, with the task)")
 
 
 class TaskPage(BaseModel):
@@ -77,6 +93,7 @@ class CallResult(BaseModel):
     note: bounded_text(1000) | None = None
     time: AwareDatetime | None = Field(None, description="the new appointment's time (result 'rebooked' only)")
     doctor: bounded_text(64) | None = None
+    confirmed: bool = Field(False, description="a flagged patient's rebooking was confirmed with them")
 
 
 class Snooze(BaseModel):
@@ -93,6 +110,10 @@ class SweepResult(BaseModel):
     no_shows: int
     woken: int
     leads: int
+    linked: int = Field(description="chats linked to their patient (at most SWEEP_LINKS per call)")
+
+
+SWEEP_LINKS = 500  # chats linked per POST /v1/tasks/sweep (`yuyue tasks sweep` links them all)
 
 
 ACTORS = (Role.CONSULTANT, Role.SUPERVISOR)
@@ -121,9 +142,10 @@ def listing(
 
 @router.post("/v1/tasks/sweep", response_model=SweepResult, responses=errors(401, 403, 429, 503))
 def sweep(who: Who, state: State) -> dict[str, int]:
-    """Run the time-based rules now, and open lead tasks for chats that left contact without booking."""
+    """Run the time-based rules now, open lead tasks for chats that left contact without booking, and
+    link chats to their patients."""
     require_role(who, (Role.SUPERVISOR,))
-    return state.desk.sweep(leads=True)
+    return state.desk.sweep(leads=True, link_limit=SWEEP_LINKS)
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskDetail, responses=errors(401, 403, 404, 422, 429, 503))
@@ -152,7 +174,7 @@ def attempt(body: CallResult, who: Who, state: State, task_id: str = TASK_ID) ->
     """Record a call: reached / no_answer keep the task; refused, wrong_number and rebooked (with a time:
     a new appointment) end it."""
     require_role(who, ACTORS)
-    return state.desk.attempt(who, task_id, body.result, body.note, body.time, body.doctor)
+    return state.desk.attempt(who, task_id, body.result, body.note, body.time, body.doctor, body.confirmed)
 
 
 @router.post("/v1/tasks/{task_id}/snooze", response_model=TaskDetail, responses=BODY_ERRORS)
@@ -167,3 +189,12 @@ def done(body: Done, who: Who, state: State, task_id: str = TASK_ID) -> dict[str
     """Close a task after at least one call (409 before)."""
     require_role(who, ACTORS)
     return state.desk.done(who, task_id, body.note)
+
+
+@router.post("/v1/tasks/{task_id}/reveal", response_model=Revealed, responses=errors(401, 403, 404, 409, 422, 429, 503))
+def reveal(who: Who, state: State, task_id: str = TASK_ID) -> dict[str, Any]:
+    """The phone (and other contacts) of a task's chat, unmasked, for whoever calls: the consultant the
+    task is assigned to, a supervisor. Every reveal is written to the audit log (GET /v1/audit,
+    action read_raw); 409 for a done task or an open one (claim it first)."""
+    require_role(who, ACTORS)
+    return state.desk.reveal(who, task_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from tests.serving.test_api import CHAT, _chat, _open
+from tests.serving.test_api import CHAT, PHONE, _chat, _open
 from tests.serving.test_appointments import NOW, book, booked_chat, desk, set_now, tasks  # noqa: F401
 
 
@@ -164,8 +164,9 @@ def test_who_sees_and_does_what(desk):
     assert r.status_code == 403
     r = _post(api, f"/v1/tasks/{theirs['id']}/attempts", "c01", {"result": "reached"})
     assert r.status_code == 200
-    # supervisors act on any task; no view carries a phone number
+    # supervisors act on any task; no view carries the phone number (the detail shows it masked)
     r = _post(api, f"/v1/tasks/{theirs['id']}/attempts", body={"result": "no_answer"})
-    assert r.status_code == 200 and "138" not in r.text
-    assert "138" not in api.get("/v1/tasks", headers=api.keys["sup"]).text
+    assert r.status_code == 200 and PHONE not in r.text and "138****5678" in r.text
+    listed = api.get("/v1/tasks", headers=api.keys["sup"]).text
+    assert PHONE not in listed and "138****" not in listed  # lists carry no contact at all
     assert api.get("/v1/tasks").status_code == 401
