@@ -13,6 +13,7 @@ from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.pool_cli import replies_app
 from yuyue.serving.keys_cli import keys_app
 from yuyue.serving.store_cli import store_app
+from yuyue.serving.tasks_cli import tasks_app
 from yuyue.training.cli import evaluate_command, models_app, train_command
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.command("evaluate")(evaluate_command)
 app.add_typer(compliance_app, name="compliance")
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
+app.add_typer(tasks_app, name="tasks")
 app.add_typer(pii_app, name="pii")
 
 
