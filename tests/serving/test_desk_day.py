@@ -1,7 +1,8 @@
 """A desk's day end to end through the API (issue 16), on SQLite and PostgreSQL: chats -> bookings with
 the times agreed in them -> tomorrow's list -> reminder tasks -> one arrival, one no-show (after the
 grace) -> the no-show's callback task -> a call result that rebooks -> a new appointment (with its own
-reminder) on the list of its day."""
+reminder) on the list of its day -> the patient's history shows it all (and a returning chat with the
+same phone joins it)."""
 
 # ruff: noqa: F811  (the desk fixture comes from test_appointments)
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from tests.serving.test_appointments import AGREED, TZ, book, booked_chat, desk, set_now, tasks  # noqa: F401
+from tests.serving.test_patients import chat, history, patient_of
 
 LATER = [
     ("visitor", "你好，我想做双眼皮，费用多少"),
     ("consultant", "您好，需要面诊看眼部情况，明天上午10点可以来吗？"),
     ("visitor", "好的，明天上午10点"),
+    ("visitor", "我电话13900001111，有事打给我"),
 ]
 
 
@@ -74,3 +77,16 @@ def test_a_desk_day(desk):
     # the old appointment stays a no-show; the callback is gone from the list
     assert api.get(f"/v1/appointments/{second['id']}", headers=sup).json()["status"] == "no_show"
     assert "no_show_callback" not in {t["kind"] for t in tasks(api)}
+    # the patient's history: the chat, both appointments, the calls; one no-show (not flagged yet)
+    patient = patient_of(api, second["conversation_id"])
+    assert patient["no_shows"] == 1 and patient["flagged"] is False and patient["returning"] is False
+    h = history(api, patient["id"])
+    assert [c["conversation_id"] for c in h["chats"]] == [second["conversation_id"]]
+    assert h["chats"][0]["booked"] is True and h["chats"][0]["arrived"] is False
+    assert [(a["id"], a["status"]) for a in h["appointments"]] == [(second["id"], "no_show"), (new["id"], "booked")]
+    assert [c["result"] for t in h["tasks"] for c in t["calls"]] == ["reached", "no_answer", "rebooked"]
+    assert h["counts"]["no_shows"] == 1 and h["counts"]["calls"] == 3
+    assert [(c["type"], c["value"]) for c in h["contacts"]] == [("phone", "139****1111")]  # a supervisor: masked
+    # the visitor comes back in a new chat with the same number: one patient, a returning visitor
+    again = chat(api, "你好，我上次约过双眼皮，电话139 0000 1111")
+    assert patient_of(api, again) == {**patient, "chats": 2, "returning": True}
