@@ -148,6 +148,9 @@ def main() -> None:
         "char 1-3 TF-IDF + LR (C=4)": (docs, 1),
         "  same, role-tagged, min_df=2": (["\n".join(f"{m.role}: {m.text}" for m in c.messages) for c in convs], 2),
         "  same, visitor messages only": (["\n".join(m.text for m in c.messages if m.role == "visitor") for c in convs], 1),
+        # how a chat ends decides "problem solved": the last message alone is the strongest naive model
+        "  same, the last message only": ([f"{c.messages[-1].role}: {c.messages[-1].text}" if c.messages else ""
+                                           for c in convs], 1),
     }
     folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(docs, y))[: max(1, args.folds)]
     ours = np.full(len(y), np.nan)

@@ -1,6 +1,10 @@
 """Train on N simulated chats, then evaluate on fresh ones: wall time, peak memory, quality vs the oracle.
 
 Run: .venv/bin/python bench/bench_train.py [--n 100000] [--eval-n 20000] [--dir /tmp/yuyue-bench]
+     [--variant shifted]
+
+``--variant shifted`` trains and evaluates on the simulator's shifted variant (other phrasing banks
+and rates, data the models were not tuned on).
 
 1. generates ``--n`` training chats (seed 1) and ``--eval-n`` evaluation chats (seed 2,
    a different simulated desk-month the model never sees), unless already there;
@@ -76,13 +80,15 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=20_000, help="fresh evaluation chats")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/yuyue-bench"))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--variant", default="default", help="simulator variant of both files (default, shifted)")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
-    train_path = args.dir / f"train-{args.n}.jsonl"
-    eval_path = args.dir / f"eval-{args.eval_n}.jsonl"
+    tag = "" if args.variant == "default" else f"-{args.variant}"
+    train_path = args.dir / f"train{tag}-{args.n}.jsonl"
+    eval_path = args.dir / f"eval{tag}-{args.eval_n}.jsonl"
     for path, n, seed in ((train_path, args.n, 1), (eval_path, args.eval_n, 2)):
         if not path.exists():
-            generate_file(path, n=n, seed=seed, workers=args.workers)
+            generate_file(path, n=n, seed=seed, workers=args.workers, variant=args.variant)
     var = args.dir / f"var-{args.n}-{int(time.time())}"
     env = {**os.environ, "YUYUE_VAR_DIR": str(var)}
     wall, peak, rc = run_measured(
@@ -96,7 +102,7 @@ def main() -> None:
     ).stdout
     m = json.loads(out.strip().splitlines()[-1])
     print(f"\ntrain: {args.n} chats, workers {args.workers}: {wall / 60:.1f} min wall, peak RSS {peak / 2**30:.2f} GiB")
-    print(f"evaluation on {m['n_conversations']} fresh chats (seed 2):")
+    print(f"evaluation on {m['n_conversations']} fresh chats (seed 2, simulator variant {args.variant}):")
     for target in ("booked", "arrived"):
         auc, oracle = m.get(f"{target}.auc"), m.get(f"{target}.auc_oracle")
         turns = m.get(f"{target}.auc_by_visitor_turn", {})

@@ -25,20 +25,24 @@ TEXT_DIM = 1 << TEXT_HASH_BITS
 class FeatureSpace:
     """Maps named features to columns and hashed token bags to a sparse matrix."""
 
-    def __init__(self, names: Sequence[str] | None = None):
+    def __init__(self, names: Sequence[str] | None = None, recent_text: bool = True):
         self.names = list(names) if names is not None else feature_names()
         self.index = {n: i for i, n in enumerate(self.names)}
+        # text rows also hold the latest visitor and consultant message's bags (each L2-normalised,
+        # added to the chat's bag in the same hashed space); False for spaces pickled before them
+        self.recent_text = recent_text
 
     @classmethod
     def with_consultants(cls, consultants: Sequence[str]) -> FeatureSpace:
         return cls(feature_names(tuple(consultants)))
 
     def __getstate__(self) -> dict:
-        return {"names": self.names}
+        return {"names": self.names, "recent_text": self.recent_text}
 
     def __setstate__(self, state: dict) -> None:
         self.names = state["names"]
         self.index = {n: i for i, n in enumerate(self.names)}
+        self.recent_text = state.get("recent_text", False)
 
     @property
     def n_struct(self) -> int:
@@ -95,6 +99,34 @@ class FeatureSpace:
         return sp.csr_matrix(
             (vals, indices.astype(np.int32), np.array([0, len(indices)], dtype=np.int64)), shape=(1, TEXT_DIM)
         )
+
+    @staticmethod
+    def bag_rows(bags: Sequence[dict[int, int]]) -> sp.csr_matrix:
+        """One L2-normalised row of log1p counts per bag (an empty bag gives an empty row)."""
+        n = len(bags)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(b) for b in bags])
+        nnz = int(indptr[-1])
+        indices = np.fromiter((h for b in bags for h in b), dtype=np.int32, count=nnz)
+        data = np.log1p(np.fromiter((c for b in bags for c in b.values()), dtype=np.float32, count=nnz))
+        rows = sp.csr_matrix((data, indices, indptr), shape=(n, TEXT_DIM))
+        norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return (sp.diags((1.0 / norms).astype(np.float32)) @ rows).tocsr()
+
+    def recent(self, bags: Sequence[tuple[dict[int, int], dict[int, int]]]) -> sp.csr_matrix:
+        """Rows of the latest visitor and consultant messages' bags, each part L2-normalised."""
+        return (self.bag_rows([v for v, _ in bags]) + self.bag_rows([c for _, c in bags])).tocsr()
+
+    def state_text(self, state: ConversationState) -> sp.csr_matrix:
+        """The text row of a live chat: what :func:`prefix_rows` gives for the same prefix."""
+        row = self.text_row(*state.text_bag())
+        if not self.recent_text:
+            return row
+        last_v, last_c = state.recent_bag()
+        if not (last_v or last_c):
+            return row
+        return (row + self.recent([(last_v, last_c)])).tocsr().astype(np.float32)
 
     @staticmethod
     def text(bags: Iterable[tuple[dict[int, int], dict[int, int]]]) -> sp.csr_matrix:
@@ -185,6 +217,7 @@ def prefix_rows(
     space = space or FeatureSpace()
     hospital = hospital or {}
     feats, deltas, group, n_msgs, vturns, ids, closed = [], [], [], [], [], [], []
+    recent: list[tuple[dict[int, int], dict[int, int]]] = []
     for ci, conv in enumerate(conversations):
         ids.append(conv.conversation_id)
         n = len(conv.messages)
@@ -197,6 +230,7 @@ def prefix_rows(
         if include_empty:
             feats.append(state.features())
             deltas.append({})
+            recent.append(state.recent_bag())
             group.append(ci)
             n_msgs.append(0)
             vturns.append(0)
@@ -215,6 +249,7 @@ def prefix_rows(
                 delta, pending = pending, {}
             feats.append(state.features())
             deltas.append(delta)
+            recent.append(state.recent_bag())
             group.append(ci)
             n_msgs.append(state.n_messages)
             vturns.append(state.n_visitor)
@@ -222,14 +257,18 @@ def prefix_rows(
         if include_closed:
             feats.append(state.features(closed=True))
             deltas.append(pending)  # tokens of messages after the last kept row
+            recent.append(state.recent_bag())
             group.append(ci)
             n_msgs.append(state.n_messages)
             vturns.append(state.n_visitor)
             closed.append(1)
     group_arr = np.asarray(group, dtype=np.int32)
+    text = space.text_from_deltas(deltas, group_arr)
+    if space.recent_text:
+        text = (text + space.recent(recent)).tocsr().astype(np.float32)
     return PrefixRows(
         struct=space.struct(feats),
-        text=space.text_from_deltas(deltas, group_arr),
+        text=text,
         group=group_arr,
         n_messages=np.asarray(n_msgs, dtype=np.int32),
         visitor_turns=np.asarray(vturns, dtype=np.int32),

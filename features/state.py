@@ -51,7 +51,7 @@ from yuyue.features.signals import (
 from yuyue.features.tokenize import tokenize
 from yuyue.features.visit import visit_features
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the latest message's bag per side (version 1 states load with them empty)
 TEXT_HASH_BITS = 18
 _TEXT_MASK = (1 << TEXT_HASH_BITS) - 1
 _MAX_BAG = 4096  # distinct hashed tokens kept per side; bounds the serialised size
@@ -130,6 +130,11 @@ class ConversationState:
     bag_v: dict[int, int] = field(default_factory=dict)
     bag_c: dict[int, int] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)  # surname, address_form, projects, contact kinds …
+    # the latest visitor / consultant message's own token bag (sides "lv" / "lc"): how a chat is going
+    # now says more than its whole history (on the real service chats the latest messages alone score
+    # AUC 0.87, the whole transcript 0.85, both together 0.91; docs/decisions.md)
+    last_v: dict[int, int] = field(default_factory=dict)
+    last_c: dict[int, int] = field(default_factory=dict)
 
     # ---- construction -------------------------------------------------
     @classmethod
@@ -212,8 +217,10 @@ class ConversationState:
         delta: dict[int, int] = {}
         if role == "visitor":
             delta = self._add_bag(self.bag_v, "v", tokens)
+            self.last_v = self._add_bag({}, "lv", tokens)  # a new dict: rows may hold the old one
         elif role == "consultant":
             delta = self._add_bag(self.bag_c, "c", tokens)
+            self.last_c = self._add_bag({}, "lc", tokens)
         if role in ("visitor", "consultant"):
             self.facts["last_role"] = role
             flags["last_ts"] = ts
@@ -394,6 +401,10 @@ class ConversationState:
         """Hashed token counts (visitor, consultant); indices in ``[0, 2**TEXT_HASH_BITS)``."""
         return self.bag_v, self.bag_c
 
+    def recent_bag(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Hashed token counts of the latest visitor and the latest consultant message."""
+        return self.last_v, self.last_c
+
     @property
     def n_messages(self) -> int:
         return int(self.n.get("msgs", 0))
@@ -419,18 +430,22 @@ class ConversationState:
             self.bag_v,
             self.bag_c,
             self.facts,
+            self.last_v,
+            self.last_c,
         ]
         return msgpack.packb(payload, use_bin_type=True)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ConversationState:
         payload = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-        if not payload or payload[0] != STATE_VERSION:
+        if not payload or payload[0] not in (1, STATE_VERSION):
             raise ValueError(
                 f"conversation state version {payload[0] if payload else None} != {STATE_VERSION}"
             )
-        _, static, n, flags, sig_v, sig_c, bag_v, bag_c, facts = payload
-        return cls(static, n, flags, sig_v, sig_c, bag_v, bag_c, facts)
+        # version 1 (before the latest-message bags): they fill in with the next message of each side
+        static, n, flags, sig_v, sig_c, bag_v, bag_c, facts, *recent = payload[1:]
+        last_v, last_c = recent if recent else ({}, {})
+        return cls(static, n, flags, sig_v, sig_c, bag_v, bag_c, facts, last_v, last_c)
 
 
 def replay(conv: Conversation, upto: int | None = None, **hospital: str) -> ConversationState:

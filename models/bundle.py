@@ -196,7 +196,7 @@ class YuyueModel:
             return {}
         struct = np.zeros((1, self.space.n_struct), dtype=np.float32)
         self.space.struct_row(features if features is not None else state.features(closed=closed), struct[0])
-        text = self.space.text_row(*state.text_bag())
+        text = self.space.state_text(state)
         out = {}
         for name, scorer in self.scorers.items():
             p, reasons = self.explainers[name].explain(scorer, struct, text, top=top)

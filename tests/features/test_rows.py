@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from yuyue.data.contract import Conversation
 from yuyue.features.rows import FeatureSpace, prefix_rows
@@ -16,15 +17,46 @@ def convs() -> list[Conversation]:
     return [Conversation.model_validate(r).without_truth() for r in sim.iter_records(40, seed=8)]
 
 
-def test_text_rows_equal_cumulative_bags(convs):
-    rows = prefix_rows(convs[:10], include_closed=False)
-    bags = []
+def test_text_rows_equal_the_live_text_row(convs):
+    """A training row's text equals what the service computes from the live state of the same prefix."""
+    space = FeatureSpace()
+    rows = prefix_rows(convs[:10], space, include_closed=False)
+    live = []
     for conv in convs[:10]:
-        bags.append(({}, {}))
-        bags += [replay(conv, upto=k).text_bag() for k in range(1, len(conv.messages) + 1)]
-    ref = FeatureSpace.text(bags)
+        live += [space.state_text(replay(conv, upto=k)) for k in range(len(conv.messages) + 1)]
+    ref = sp.vstack(live).tocsr()
     assert ref.shape == rows.text.shape
     assert abs(ref - rows.text).max() < 1e-6
+
+
+def test_text_rows_are_the_cumulative_bag_plus_the_latest_messages(convs):
+    conv = convs[0]
+    rows = prefix_rows([conv], include_closed=False)
+    whole = FeatureSpace.text([replay(conv, upto=k).text_bag() for k in range(len(conv.messages) + 1)])
+    assert abs(prefix_rows([conv], FeatureSpace(recent_text=False), include_closed=False).text - whole).max() < 1e-6
+    recent = (rows.text - whole).tocsr()
+    recent.eliminate_zeros()
+    # after a message the latest-message part is non-empty; each side's part has unit norm
+    assert recent[0].nnz == 0
+    k = len(conv.messages)
+    state = replay(conv, upto=k)
+    last_v, last_c = state.recent_bag()
+    expected = sum(1.0 for b in (last_v, last_c) if b)
+    assert np.isclose(recent[k].multiply(recent[k]).sum(), expected, atol=1e-4)
+    # the latest visitor message's bag is that message's tokens alone, not the chat's
+    assert 0 < len(last_v) < len(state.text_bag()[0])
+
+
+def test_spaces_pickled_before_recent_text_keep_the_old_rows():
+    import pickle
+
+    space = FeatureSpace(["a"])
+    state = space.__getstate__()
+    del state["recent_text"]
+    old = FeatureSpace.__new__(FeatureSpace)
+    old.__setstate__(state)
+    assert old.recent_text is False
+    assert pickle.loads(pickle.dumps(space)).recent_text is True
 
 
 def test_sampled_rows_equal_full_rows(convs):

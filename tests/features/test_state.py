@@ -52,6 +52,7 @@ def _check_incremental(conv: Conversation) -> None:
         fresh = replay(conv, upto=i + 1)
         assert live.features() == fresh.features(), f"message {i}"
         assert live.text_bag() == fresh.text_bag()
+        assert live.recent_bag() == fresh.recent_bag()
         assert live.revealed == fresh.revealed
 
 
@@ -115,3 +116,23 @@ def test_state_version_mismatch_is_a_clear_error():
 
     with pytest.raises(ValueError, match="state version"):
         ConversationState.from_bytes(msgpack.packb([999]))
+
+
+def test_state_round_trip_keeps_the_latest_message_bags():
+    state = replay(_chat(LONG_TURNS))
+    back = ConversationState.from_bytes(state.to_bytes())
+    assert back.recent_bag() == state.recent_bag()
+    assert all(state.recent_bag())
+
+
+def test_version_1_states_load_with_empty_latest_message_bags():
+    import msgpack
+
+    state = replay(_chat(LONG_TURNS))
+    payload = msgpack.unpackb(state.to_bytes(), raw=False, strict_map_key=False)
+    old = msgpack.packb([1, *payload[1:9]], use_bin_type=True)
+    back = ConversationState.from_bytes(old)
+    assert back.text_bag() == state.text_bag()
+    assert back.recent_bag() == ({}, {})
+    with pytest.raises(ValueError, match="version"):
+        ConversationState.from_bytes(msgpack.packb([99, *payload[1:]], use_bin_type=True))
