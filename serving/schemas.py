@@ -194,6 +194,26 @@ class ShownSuggestion(_Answer):
     stage: str | None
 
 
+class ComplianceHit(_Answer):
+    id: str = Field(description="the rule that fired, or classifier_<category> for the learned classifier")
+    category: str = Field(description="what is prohibited, e.g. promise_result, cure_rate, disparage")
+    citation: str = Field(description="the legal basis (广告法, 医疗广告管理办法 …) and why it applies")
+    source: Literal["rule", "classifier"]
+
+
+class StoredCompliance(_Answer):
+    """The compliance verdict kept with a consultant message (nothing was blocked or altered)."""
+
+    allowed: bool = Field(description="false when the message looks like a prohibited claim")
+    rules: list[ComplianceHit] = Field(description="what fired; empty when allowed")
+
+
+class MessageCompliance(StoredCompliance):
+    alternative: str | None = Field(
+        description="a compliant library reply for the same intent, when the message is not allowed"
+    )
+
+
 class MessageScored(_Answer):
     """The per-message answer (documented, not validated: it is built on the hot path)."""
 
@@ -210,6 +230,9 @@ class MessageScored(_Answer):
     message_pii: list[dict[str, Any]]
     masked: bool
     timings_ms: dict[str, float]
+    compliance: MessageCompliance | None = Field(
+        None, description="consultant messages only: the compliance check of what was typed"
+    )
 
 
 class ChatView(_Answer):
@@ -238,6 +261,12 @@ class StoredMessage(_Answer):
     at: str
     stage: str | None
     scores: dict[str, float | None] | None
+    compliance: StoredCompliance | None = Field(
+        None,
+        description="consultant messages: the compliance verdict stored when the message was sent "
+        "(no message text, so the same in masked views); null for visitor messages and messages "
+        "stored without one",
+    )
 
 
 class ChatWithMessages(_Answer):

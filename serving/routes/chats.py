@@ -91,8 +91,20 @@ def record_outcome(
     responses=errors(401, 403, 404, 422, 429, 503),
 )
 def get_chat(conversation_id: CONVERSATION_ID, who: Who, service: Service) -> dict[str, Any]:
-    """A stored chat with its messages (masked unless the caller is its consultant)."""
-    out = service.conversation(who, conversation_id)
+    """A stored chat with its messages (masked unless the caller is its consultant); consultant messages
+    carry the compliance verdict stored when they were sent."""
+    out = service.conversation(who, conversation_id)  # checks who may read the chat
+    _add_compliance(out["messages"], service.store.messages(conversation_id))
     if not out["masked"]:  # raw personal data read: recorded (the consultant's own view included)
         privacy.record(service.store, who, AuditAction.READ_RAW, conversation_id=conversation_id)
     return out
+
+
+def _add_compliance(messages: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:
+    """Each consultant message's stored verdict (``compliance`` in the message payload), by ``seq``.
+
+    The verdict holds rule ids, categories and citations only (no message text), so masked views get it
+    too. ChatService.conversation does not pass it on, hence the second read of the chat's payloads."""
+    verdicts = {m["seq"]: m.get("compliance") for m in stored if m.get("role") == "consultant"}
+    for m in messages:
+        m["compliance"] = verdicts.get(m["seq"]) if m["role"] == "consultant" else None
