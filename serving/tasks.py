@@ -108,6 +108,16 @@ def _local_at(day: datetime, hour: int) -> datetime:
     return datetime.combine(d, time(hour), tzinfo=LOCAL_TZ)
 
 
+def _priority() -> Any:
+    """A task's rank as SQL, equal to :func:`~yuyue.serving.service.followup_item`'s priority (before its
+    rounding): p(booked) for a lead, 1 - min(1, p(arrived) / p(booked)) for a reminder or a no-show's
+    callback, 0 for an after-care call."""
+    c, t = conversations.c, tasks.c
+    pb, pa = sa.func.coalesce(c.p_booked, 0.0), sa.func.coalesce(c.p_arrived, 0.0)
+    arrive_given_booked = sa.case((pb <= 0, 0.0), (pa >= pb, 1.0), else_=pa / pb)
+    return sa.case((t.kind == "aftercare", 0.0), (t.kind == "lead_call", pb), else_=1.0 - arrive_given_booked)
+
+
 class Desk:
     """Appointments, tasks and the rules between them, over the service (outcomes) and its store."""
 
@@ -477,11 +487,14 @@ class Desk:
         elif due == "today":
             end = datetime.combine(now.astimezone(LOCAL_TZ).date() + timedelta(days=1), time(0), tzinfo=LOCAL_TZ)
             where.append(t.due_at < end)
+        rank = _priority()
+        page = self._select().where(*where).order_by(rank.desc(), t.due_at, t.id).limit(limit).offset(offset)
         with self.engine.connect() as cx:
-            rows = [dict(r) for r in cx.execute(self._select().where(*where)).mappings()]
+            total = cx.execute(sa.select(sa.func.count()).select_from(tasks).where(*where)).scalar() or 0
+            rows = [dict(r) for r in cx.execute(page).mappings()]
+        # ranked in SQL (the same numbers as followup_item's): only the page is built in Python
         items = [self._task_view(r, now) for r in rows]
-        items.sort(key=lambda x: (-x["priority"], x["due_at"], x["id"]))
-        return {"total": len(items), "limit": limit, "offset": offset, "items": items[offset : offset + limit]}
+        return {"total": int(total), "limit": limit, "offset": offset, "items": items}
 
     def _row(self, task_id: str, cx: Connection) -> dict[str, Any]:
         row = cx.execute(self._select().where(tasks.c.id == task_id)).mappings().first()

@@ -131,6 +131,9 @@ def test_ranked_by_expected_value_with_filters(desk):
             assert t["priority"] == round(t["p_booked"], 4)
         else:
             assert abs(t["priority"] - (1 - min(1.0, t["p_arrived"] / t["p_booked"]))) < 1e-3
+    # ranked in the database: pages are slices of the one ranking, total counts them all
+    r = api.get("/v1/tasks", params={"limit": 2, "offset": 2}, headers=api.keys["sup"]).json()
+    assert r["total"] == 4 and [t["id"] for t in r["items"]] == [t["id"] for t in items[2:4]]
     assert {t["kind"] for t in tasks(api, kind="reminder")} == {"reminder"}
     assert tasks(api, department="口腔科") == []
     first = items[0]["id"]
