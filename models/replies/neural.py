@@ -103,6 +103,10 @@ class NeuralConfig:
     teacher_context_chars: int = 300  # the teacher embeds at most this many last characters of a context
     device: str = "auto"  # where to train: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"; serving is on the CPU
     seed: int = 0
+    # the hybrid (ReplySuggester.fit_hybrid): the neighbour features (teacher space with a linear map; see
+    # ContextNeighbours), and a listwise (softmax over each query's candidates) rather than pointwise fit
+    knn: bool = True
+    listwise: bool = True
 
 
 STUDENT = NeuralConfig()  # without a teacher
@@ -112,6 +116,7 @@ DEFAULT = NeuralConfig(reply_space="teacher", max_len=128, epochs=6, max_seconds
 TINY = NeuralConfig(
     hidden=32, layers=1, heads=2, intermediate=64, max_len=48, epochs=2, batch_size=32, lr=2e-3,
     max_pairs=2000, max_seconds=60, threads=1,  # tests run beside other work: one thread
+    knn=False, listwise=False,  # the hybrid of earlier versions (tests of the neighbour features ask for them)
 )
 
 
@@ -738,6 +743,31 @@ class CharTfidf:
         self.vectorizer_ = self._vectorizer().fit(texts)
         return self
 
+    def query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(n-gram ids, weights) of one text: the nonzeros of ``vectorizer_.transform([text])`` (sublinear
+        tf × idf, L2-normalised), without sklearn's per-call validation (a few ms on a busy CPU)."""
+        analyzer = getattr(self, "_analyzer", None)
+        if analyzer is None:
+            analyzer = self._analyzer = self.vectorizer_.build_analyzer()
+        vocab = self.vectorizer_.vocabulary_
+        counts: dict[int, int] = {}
+        for gram in analyzer(text):
+            j = vocab.get(gram)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        ids = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        w = (np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts))) + 1.0) * self.vectorizer_.idf_[ids]
+        return ids, w / np.sqrt(w @ w)
+
+    def dense(self, text: str) -> np.ndarray:
+        """:meth:`query` as a dense vector over the vocabulary (for a product with stored rows)."""
+        ids, w = self.query(text)
+        out = np.zeros(len(self.vectorizer_.idf_), dtype=np.float32)
+        out[ids] = w
+        return out
+
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         q = self.vectorizer_.transform([query])
         X = self.vectorizer_.transform(list(texts))
@@ -761,7 +791,12 @@ class CharTfidf:
 FEATURES = ("neural", "tfidf_reply", "bm25_context", "booking_prior")
 # with a LinearContextMap (teacher space): its cosine too
 LINEAR_FEATURES = ("neural", "linear", "tfidf_reply", "bm25_context", "booking_prior")
-KNOWN_FEATURES = frozenset(LINEAR_FEATURES)
+# teacher space with the neighbours of the context (ContextNeighbours): how near a candidate is, in e5's
+# reply space, to the replies that followed similar past contexts (found by BM25, char TF-IDF and the
+# linear map), the char TF-IDF cosine of the visitor's last message, and how generic the candidate is
+KNN_FEATURES = (*LINEAR_FEATURES, "knn_bm25", "knn_bm25_max", "knn_linear", "knn_linear_max", "knn_tfidf",
+                "knn_tfidf_max", "tfidf_last", "generic")
+KNOWN_FEATURES = frozenset(KNN_FEATURES)
 
 
 @dataclass
@@ -799,6 +834,46 @@ class HybridRanker:
         lr = LogisticRegression(C=C, max_iter=1000).fit((X - mean) / scale, y)
         self.coef = lr.coef_[0].tolist()
         self.intercept = float(lr.intercept_[0])
+        self.mean, self.scale = mean.tolist(), scale.tolist()
+        self.n_train = len(y)
+        return self
+
+    def fit_listwise(self, X: np.ndarray, y: np.ndarray, C: float = 1.0) -> HybridRanker:
+        """Weights that maximise each query's softmax probability of its true reply among its candidates
+        (rows as :func:`sampled_training_set` gives them: each query's true reply, then its negatives),
+        with an L2 penalty ``1/(2C)`` per query; then scaled and shifted by a one-feature logistic
+        regression of the labels on that score, so :meth:`proba` stays a probability of relevance."""
+        from scipy.optimize import minimize
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        starts = np.flatnonzero(y == 1)
+        if len(starts) == 0 or starts[0] != 0:
+            raise ValueError("listwise rows: each query's true reply (label 1) comes first")
+        mean = X.mean(0)
+        scale = X.std(0)
+        scale[scale < 1e-9] = 1.0
+        Z = (X - mean) / scale
+        group = np.cumsum(y == 1) - 1
+        n_groups = len(starts)
+        Zpos = Z[starts]
+
+        def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+            s = Z @ w
+            top = np.maximum.reduceat(s, starts)
+            e = np.exp(s - top[group])
+            tot = np.add.reduceat(e, starts)
+            p = e / tot[group]
+            value = float(np.sum(np.log(tot) + top - s[starts])) / n_groups + 0.5 * (w @ w) / (C * n_groups)
+            grad = (p @ Z - Zpos.sum(0)) / n_groups + w / (C * n_groups)
+            return value, grad
+
+        w = minimize(loss, np.zeros(Z.shape[1]), jac=True, method="L-BFGS-B").x
+        s = (Z @ w)[:, None]
+        platt = LogisticRegression(C=100.0, max_iter=1000).fit(s, y)
+        a = float(platt.coef_[0, 0])
+        self.coef = (a * w).tolist()
+        self.intercept = float(platt.intercept_[0])
         self.mean, self.scale = mean.tolist(), scale.tolist()
         self.n_train = len(y)
         return self
@@ -856,6 +931,79 @@ def sampled_training_set(
     return np.vstack(X), np.asarray(y)
 
 
+class ContextNeighbours:
+    """Past contexts, each with the pool entry of the reply that followed, searchable in two spaces: char
+    TF-IDF (a :class:`CharTfidf`'s rows) and e5's space (a :class:`LinearContextMap`'s embeddings).
+
+    A new context's nearest past contexts say what consultants answered to similar chats; the hybrid
+    compares each candidate with those replies (``knn_*`` features). At most ``max_rows`` distinct
+    (context, reply) rows are kept (a seeded sample). Saved as one ``.npz`` (no text: the TF-IDF rows
+    of masked contexts, float16 embeddings, the replies' pool ids).
+    """
+
+    def __init__(self, reply_ids: Sequence[str], tf: Any, lin: np.ndarray | None):
+        import scipy.sparse as sp
+
+        self.reply_ids = [str(r) for r in reply_ids]
+        self.tf = sp.csr_matrix(tf, dtype=np.float32)
+        self.tf_t = self.tf.T.tocsr()  # n-gram → rows: a query touches only its n-grams' postings
+        self.lin = None if lin is None else np.ascontiguousarray(lin, dtype=np.float32)
+
+    @classmethod
+    def build(cls, contexts: Sequence[str], reply_ids: Sequence[str], tfidf: CharTfidf,
+              linear: LinearContextMap | None, max_rows: int = 20000, seed: int = 0) -> ContextNeighbours:
+        rows = list(dict.fromkeys(zip(contexts, reply_ids, strict=True)))
+        if len(rows) > max_rows:
+            rows = random.Random(seed).sample(rows, max_rows)
+        ctx = [c for c, _ in rows]
+        tf = tfidf.vectorizer_.transform(ctx)
+        lin = linear.transform(ctx).astype(np.float16).astype(np.float32) if linear is not None else None
+        return cls([r for _, r in rows], tf, lin)
+
+    def __len__(self) -> int:
+        return len(self.reply_ids)
+
+    def by_tfidf(self, q: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cosines) of the ``k`` past contexts nearest to a context's TF-IDF (``CharTfidf.query``:
+        n-gram ids and weights), nearest first; only the query's n-grams' postings are touched."""
+        from yuyue.models.replies.retrieve import _accumulate
+
+        ids, w = q
+        return _top_k(_accumulate(self.tf_t, np.asarray(ids, dtype=np.int64), np.asarray(w), len(self.reply_ids)), k)
+
+    def by_linear(self, e: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cosines) of the ``k`` past contexts nearest in the linear map's space, nearest first."""
+        if self.lin is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return _top_k((self.lin @ e).astype(np.float64), k)
+
+    def save(self, path: Path) -> None:
+        tf = self.tf
+        arrays = {"ids": np.asarray(self.reply_ids, dtype=str), "tf_data": tf.data, "tf_indices": tf.indices,
+                  "tf_indptr": tf.indptr, "tf_shape": np.asarray(tf.shape)}
+        if self.lin is not None:
+            arrays["lin"] = self.lin.astype(np.float16)
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> ContextNeighbours:
+        import scipy.sparse as sp
+
+        with np.load(path) as z:
+            tf = sp.csr_matrix((z["tf_data"], z["tf_indices"], z["tf_indptr"]), shape=tuple(z["tf_shape"]))
+            lin = z["lin"].astype(np.float32) if "lin" in z else None
+            return cls(z["ids"].tolist(), tf, lin)
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return top, scores[top]
+
+
 def split_pairs(groups: Sequence[str], valid_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
     """Indices of a seeded group-level (conversation-level) split: (fit, valid)."""
     uniq = sorted(set(groups))
@@ -877,7 +1025,9 @@ __all__ = [
     "TINY_TEACHER",
     "CharTfidf",
     "CharVocab",
+    "ContextNeighbours",
     "HybridRanker",
+    "KNN_FEATURES",
     "LINEAR_FEATURES",
     "LinearContextMap",
     "NeuralConfig",

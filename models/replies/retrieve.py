@@ -128,7 +128,10 @@ class _InvertedIndexRetriever:
 
     def query(self, context: str, k: int = 10) -> list[tuple[str, float]]:
         """Up to ``k`` reply ids with their best context score, best first."""
-        scores = self.column_scores(context)
+        return self.query_columns(self.column_scores(context), k)
+
+    def query_columns(self, scores: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
+        """:meth:`query` from already computed :meth:`column_scores`."""
         best: dict[str, float] = {}
         for col in _top(scores, max(k, self.n_candidates)):
             s = float(scores[col])

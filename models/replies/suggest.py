@@ -22,6 +22,7 @@ import itertools
 import logging
 import random
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -174,6 +175,7 @@ class ReplySuggester:
     neural: Any = None  # models.replies.neural.NeuralReplyRanker (imported lazily: torch is heavy)
     hybrid: Any = None  # models.replies.neural.HybridRanker
     tfidf: Any = None  # models.replies.neural.CharTfidf
+    neighbours: Any = None  # models.replies.neural.ContextNeighbours (the knn_* features)
     neural_status: str = "not trained"
     # review decisions made after training (serving.reviews.ReviewBook): ``refresh()`` once per
     # suggestion, ``review(entry)`` -> (status, edited text or None) | None, ``serve_unreviewed``
@@ -258,20 +260,40 @@ class ReplySuggester:
             replies = [r[2] for r in fit_rows]
         self.neural = nr.NeuralReplyRanker(cfg).fit([r[1] for r in fit_rows], replies, teacher=teacher, echo=echo)
         self.tfidf = nr.CharTfidf().fit([r[1] for r in fit_rows] + [r[2] for r in fit_rows])
+        t0 = time.perf_counter()
+        # in e5's space (a linear map exists): also the replies that followed the nearest past contexts;
+        # while the hybrid learns, the neighbours are the fitting chats' only (as BM25's index is)
+        knn = cfg.knn and self.neural.linear is not None
+        self.neighbours = self._neighbours(fit_rows, seed) if knn else None
         self._index_pool()
-        self.hybrid = nr.HybridRanker(features=nr.LINEAR_FEATURES if self.neural.linear is not None else nr.FEATURES)
+        features = nr.KNN_FEATURES if knn else nr.LINEAR_FEATURES if self.neural.linear is not None else nr.FEATURES
+        self.hybrid = nr.HybridRanker(features=features)
         X, y = nr.sampled_training_set(
             [r[1] for r in val_rows], [r[2] for r in val_rows], self.features, seed=seed, groups=[r[0] for r in val_rows]
         )
-        self.hybrid.fit(X, y)
+        if cfg.listwise:
+            self.hybrid.fit_listwise(X, y)
+        else:
+            self.hybrid.fit(X, y)
         self._fit_tokens(tokens, [r[3] for r in rows])
+        if knn:
+            self.neighbours = self._neighbours(rows, seed)
         self._index_pool()
+        if echo:
+            echo(f"hybrid ranker: {len(features)} features fitted on {len(val_rows)} validation pairs "
+                 f"({time.perf_counter() - t0:.0f}s)")
         info = self.neural.train_info_
         self.neural_status = (
             f"trained on {info['pairs']} pairs ({info['epochs_done']} epochs, {info['seconds']}s); "
             f"hybrid fitted on {len(val_rows)} validation pairs"
         )
         return self
+
+    def _neighbours(self, rows: Sequence[tuple[str, str, str, str]], seed: int) -> Any:
+        from yuyue.models.replies import neural as nr
+
+        return nr.ContextNeighbours.build([r[1] for r in rows], [r[3] for r in rows], self.tfidf, self.neural.linear,
+                                          seed=seed)
 
     def _fit_tokens(self, tokens: Sequence[Sequence[str]], reply_ids: Sequence[str]) -> None:
         self.retriever.fit_tokens(tokens, reply_ids)
@@ -284,8 +306,16 @@ class ReplySuggester:
         self._entry_ids = [e.id for e in entries]
         self._entry_grams = [char_bigrams(e.text) for e in entries]
         self._entry_by_key = {canonical_key(e.text): e.id for e in entries}
+        self._entry_pos = {r: i for i, r in enumerate(self._entry_ids)}
         if self.neural is not None:
             self.neural.index(self._entry_ids, [e.text for e in entries])
+            emb = self.neural._index_emb
+            centre = emb.mean(0) if len(emb) else np.zeros(self.neural.dim, dtype=np.float32)
+            self._centroid = centre / max(float(np.linalg.norm(centre)), 1e-9)
+        if self.tfidf is not None:  # the candidates' char TF-IDF rows, computed once
+            self._entry_tf = self.tfidf.vectorizer_.transform([e.text for e in entries])
+        if self.neighbours is not None:  # each past context's reply as a row of the pool's embeddings
+            self._nb_rows = np.asarray([self._entry_pos.get(r, -1) for r in self.neighbours.reply_ids], dtype=np.int64)
         r = self.retriever
         # the retriever's distinct (postings column, reply) pairs grouped by reply, so each reply's best
         # column is one reduceat
@@ -301,10 +331,17 @@ class ReplySuggester:
         """Best BM25 score of each reply id's past contexts (indexed by ``_rid_index``)."""
         if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(self.retriever.col_replies_):
             self._index_pool()
-        scores = self.retriever.column_scores(context)
+        scores = self._column_scores(context)
         if not len(self._pair_cols):
             return np.zeros(0), self._rid_index
         return np.maximum.reduceat(scores[self._pair_cols], self._rid_starts), self._rid_index
+
+    def _column_scores(self, context: str) -> np.ndarray:
+        """BM25's column scores of the context, remembered for the last context (asked up to 3 times)."""
+        last = getattr(self, "_last_cols", None)
+        if last is None or last[0] != context or last[1] is not self.retriever.postings_:
+            last = self._last_cols = (context, self.retriever.postings_, self.retriever.column_scores(context))
+        return last[2]
 
     def _entry_for(self, text: str, emb: np.ndarray | None) -> PoolEntry | None:
         """The pool entry a reply text is (same canonical text, or nearest by embedding with
@@ -330,17 +367,69 @@ class ReplySuggester:
                 c = codes.get(entry.id)
                 bm[i] = bm25[c] if c is not None else 0.0
                 prior[i] = entry.booked_after - base
-        return self._feature_matrix(context, R, self.tfidf.score_texts(context, texts), bm, prior)
+        last = (lambda: self.tfidf.score_texts(_last_part(context), texts)) if self._wants("tfidf_last") else None
+        return self._feature_matrix(context, R, self.tfidf.score_texts(context, texts), bm, prior, last)
+
+    def _wants(self, feature: str) -> bool:
+        return feature in self.hybrid.features
 
     def _feature_matrix(
-        self, context: str, R: np.ndarray, tfidf: np.ndarray, bm25: np.ndarray, prior: np.ndarray
+        self,
+        context: str,
+        R: np.ndarray,
+        tfidf: np.ndarray,
+        bm25: np.ndarray,
+        prior: np.ndarray,
+        tfidf_last: Callable[[], np.ndarray] | None = None,
+        q: Any = None,
     ) -> np.ndarray:
-        """Columns in the hybrid's order from the candidates' reply embeddings ``R`` and the rest."""
+        """Columns in the hybrid's order from the candidates' reply embeddings ``R`` and the rest
+        (``q``: the context's char TF-IDF n-grams and weights, when the caller has them)."""
         cols = {"neural": R @ self.neural.encode_context(context), "tfidf_reply": tfidf, "bm25_context": bm25,
                 "booking_prior": prior}
-        if "linear" in self.hybrid.features:
+        if self._wants("linear"):
             cols["linear"] = R @ self.neural.encode_context_linear(context)
+        if tfidf_last is not None:
+            cols["tfidf_last"] = tfidf_last()
+        if self._wants("generic"):
+            cols["generic"] = R @ self._centroid
+        if self.neighbours is not None and self._wants("knn_tfidf"):
+            cols.update(self._knn_features(context, R, q))
         return np.column_stack([cols[n] for n in self.hybrid.features]).astype(np.float64)
+
+    KNN_K = 5  # past contexts whose replies a candidate is compared with (BM25: its max over KNN_BM25)
+    KNN_BM25 = 20
+    KNN_TEMPERATURE = 0.05  # softmax temperature of the linear map's neighbours' cosines
+
+    def _knn_features(self, context: str, R: np.ndarray, q: Any = None) -> dict[str, np.ndarray]:
+        """How near each candidate (embedding row of ``R``) is, in e5's reply space, to the replies that
+        followed the past contexts nearest to ``context``: by BM25, char TF-IDF and the linear map;
+        a similarity-weighted mean over the nearest :data:`KNN_K` and the max."""
+        emb = self.neural._index_emb
+        zero = np.zeros(len(R))
+        out = {}
+
+        def weighted(rows: np.ndarray, w: np.ndarray, k: int, name: str) -> None:
+            ok = rows >= 0
+            rows, w = rows[ok], w[ok]
+            if not len(rows):
+                out[name], out[name + "_max"] = zero, zero
+                return
+            S = R @ emb[rows].T
+            out[name] = S[:, :k] @ w[:k] / max(float(w[:k].sum()), 1e-9)
+            out[name + "_max"] = S.max(1)
+
+        nb = self.retriever.query_columns(self._column_scores(context), self.KNN_BM25)
+        rows = np.asarray([self._entry_pos.get(rid, -1) for rid, _ in nb], dtype=np.int64)
+        weighted(rows, np.asarray([s for _, s in nb], dtype=np.float64), self.KNN_K, "knn_bm25")
+        idx, sims = self.neighbours.by_tfidf(self.tfidf.query(context) if q is None else q, self.KNN_K)
+        weighted(self._nb_rows[idx], np.maximum(sims, 0.0) + 1e-6, self.KNN_K, "knn_tfidf")
+        idx, sims = self.neighbours.by_linear(self.neural.encode_context_linear(context), self.KNN_K)
+        if len(idx):
+            weighted(self._nb_rows[idx], np.exp((sims - sims[0]) / self.KNN_TEMPERATURE), self.KNN_K, "knn_linear")
+        else:
+            out["knn_linear"], out["knn_linear_max"] = zero, zero
+        return out
 
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Score of each reply text for the context ``query``: the hybrid's when there is one, else BM25."""
@@ -571,7 +660,7 @@ class ReplySuggester:
         """BM25's and the dual encoder's best mined entries, relevance = the hybrid's probability."""
         if getattr(self, "_rid_codes", None) is None:
             self._index_pool()
-        ids = [rid for rid, _ in self.retriever.query(context, self.n_candidates)]
+        ids = [rid for rid, _ in self.retriever.query_columns(self._column_scores(context), self.n_candidates)]
         ids += [rid for rid, _ in self.neural.query(context, 2 * self.n_candidates)]
         entries = []
         for rid in dict.fromkeys(ids):
@@ -581,24 +670,29 @@ class ReplySuggester:
                     entries.append(entry)
         if not entries:
             return []
-        emb = self.neural._index_emb[[self._entry_index(e.id) for e in entries]]
+        at = [self._entry_index(e.id) for e in entries]
+        emb = self.neural._index_emb[at]
         bm25, codes = self._bm25_by_reply(context)
         base = self.pool.base_rate
+        q = self.tfidf.query(context)
+        qd = np.zeros(self._entry_tf.shape[1], dtype=np.float32)
+        qd[q[0]] = q[1]
+        E = self._entry_tf[at]
+        last = (lambda: E @ self.tfidf.dense(_last_part(context))) if self._wants("tfidf_last") else None
         X = self._feature_matrix(
             context,
             emb,
-            self.tfidf.score_texts(context, [e.text for e in entries]),
+            E @ qd,
             np.asarray([bm25[codes[e.id]] if e.id in codes else 0.0 for e in entries]),
             np.asarray([e.booked_after - base for e in entries]),
+            last,
+            q,
         )
         probs = self.hybrid.proba(X)
         return [_Candidate(e, float(p)) for e, p in zip(entries, probs, strict=True) if p >= self.min_score]
 
     def _entry_index(self, rid: str) -> int:
-        pos = getattr(self, "_entry_pos", None)
-        if pos is None or len(pos) != len(self._entry_ids):
-            pos = self._entry_pos = {r: i for i, r in enumerate(self._entry_ids)}
-        return pos[rid]
+        return self._entry_pos[rid]
 
     def _script_candidates(
         self,
@@ -694,6 +788,8 @@ class ReplySuggester:
             self.neural.save(directory / "neural")
             hybrid = {"hybrid": self.hybrid.to_json(), "tfidf": self.tfidf.to_json()}
             (directory / "hybrid.json").write_bytes(orjson.dumps(hybrid))
+            if self.neighbours is not None:
+                self.neighbours.save(directory / "neighbours.npz")
         return directory
 
     @classmethod
@@ -714,11 +810,18 @@ class ReplySuggester:
             cfg.setdefault("neural", nr.NeuralReplyRanker.load(directory / "neural"))
             cfg.setdefault("hybrid", nr.HybridRanker.from_json(hybrid["hybrid"]))
             cfg.setdefault("tfidf", nr.CharTfidf.from_json(hybrid["tfidf"]))
+            if (directory / "neighbours.npz").exists():
+                cfg.setdefault("neighbours", nr.ContextNeighbours.load(directory / "neighbours.npz"))
         sug = cls(pool=pool, retriever=retriever, **cfg)
         sug._fit_scripts()
         if sug.uses_hybrid:
             sug._index_pool()
         return sug
+
+
+def _last_part(context: str) -> str:
+    """The last line of a :func:`context_text` (the visitor's newest message, for a one-line message)."""
+    return context.rsplit("\n", 1)[-1]
 
 
 def _latest_visitor_text(messages: Sequence[tuple[str, str]]) -> str:
