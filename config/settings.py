@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -98,6 +100,18 @@ class Settings(BaseSettings):
     aftercare_days: list[int] = Field(
         [1, 3, 5], description="after-care calls this many days after an arrival (empty: none)"
     )
+    patient_flag_after: dict[str, int] = Field(
+        {"no_show": 2, "complaint": 1, "unpaid": 1},
+        description="a patient is flagged (shown, asks for confirmation before booking; never refuses care) "
+        "after this many no-shows, complaints or unpaid visits since its flag was last cleared (kinds "
+        "no_show, complaint, unpaid; 0: that kind never flags; kinds left out keep their default)",
+    )
+    patient_key: SecretStr | None = Field(
+        None,
+        description="key of the patients' contact hashes (at least 16 bytes; 32 random bytes in base64 "
+        "recommended); default: generated once in var_dir/secrets/patient.key (owner-only); set the same key "
+        "on every machine that shares the database",
+    )
     session_key: SecretStr | None = Field(
         None,
         description="key that encrypts cached chat sessions in Redis (32 bytes, base64); "
@@ -126,6 +140,46 @@ class Settings(BaseSettings):
             if v in ("1", "on", "true", "yes"):
                 return "full"
             return v
+        return value
+
+    @field_validator("patient_flag_after", mode="before")
+    @classmethod
+    def _flag_after(cls, value: object) -> object:
+        """Known kinds only, each a non-negative whole number; the kinds left out keep their default."""
+        kinds = ("no_show", "complaint", "unpaid")
+        if not isinstance(value, dict):
+            raise ValueError(f"must map kinds ({', '.join(kinds)}) to counts, got {type(value).__name__}")
+        out = {"no_show": 2, "complaint": 1, "unpaid": 1}
+        for kind, count in value.items():
+            if kind not in kinds:
+                raise ValueError(f"unknown kind {kind!r}: the kinds are {', '.join(kinds)}")
+            if isinstance(count, bool) or not isinstance(count, int | str):
+                raise ValueError(f"{kind}: must be a whole number >= 0, got {count!r}")
+            try:
+                n = int(count)
+            except ValueError:
+                raise ValueError(f"{kind}: must be a whole number >= 0, got {count!r}") from None
+            if n < 0:
+                raise ValueError(f"{kind}: must be a whole number >= 0, got {n}")
+            out[str(kind)] = n
+        return out
+
+    @field_validator("patient_key")
+    @classmethod
+    def _patient_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """Read as serving/patients.py reads it: base64 when it decodes, else the text's UTF-8 bytes."""
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        try:
+            alt = b"-_" if "-" in text or "_" in text else None
+            key = base64.b64decode(text + "=" * (-len(text) % 4), altchars=alt, validate=True)
+        except (binascii.Error, ValueError):
+            key = text.encode("utf-8")
+        if len(key) < 16:
+            raise ValueError(
+                f"is {len(key)} bytes; must be at least 16 (32 random bytes in base64 recommended)"
+            )
         return value
 
     @field_validator("hospital_city", "hospital_province")
