@@ -21,7 +21,9 @@ Tables (on :data:`serving.db.metadata`, under migration since ``0006_patients``)
 - ``patient_incidents``: complaints and unpaid visits recorded by supervisors.
 
 The links stay when a chat's personal data is erased: only hashes are kept, and the chat's row keeps
-its link. A chat erased before it was ever linked can only be linked by its visitor id.
+its link. Erasure and retention (``serving/privacy.py``) link a chat before masking it, so an
+erased chat still counts in its patient's history; messages a chat receives after an erasure link it
+too.
 
 When chats are linked (:meth:`Patients.link`): when an outcome is recorded, when an appointment is
 booked or proposed, when a patient is looked up by chat, and by the sweep (``POST /v1/tasks/sweep``,
@@ -267,10 +269,15 @@ class Patients:
             ).scalars())
 
     def _identifiers(self, chat: dict[str, Any]) -> set[tuple[str, str]]:
+        """What links a chat: contacts in its raw messages (those received after an erasure, when it
+        was erased), and its visitor id."""
         found: set[tuple[str, str]] = set()
-        if not self._erased([chat["id"]]):
-            for c in contact_spans(self.store.messages(chat["id"])):
-                found |= identifiers(c["type"], c["value"])
+        erasure = self.store.erasure(chat["id"])
+        messages = self.store.messages(chat["id"])
+        if erasure is not None:  # the masked ones hold no contact, and a mask must not be read as one
+            messages = messages[int(erasure["n_messages"]):]
+        for c in contact_spans(messages):
+            found |= identifiers(c["type"], c["value"])
         if chat.get("visit"):
             try:
                 visitor = orjson.loads(chat["visit"]).get("visitor_id")

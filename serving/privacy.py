@@ -6,14 +6,15 @@
   sent instead (``final_text``, also in the feedback events) -- and drops the chat's cached session
   (this worker's copy and Redis'), which holds what the visitor revealed. The statistics stay: the
   chat's row (outcome, scores, counts, funnel facts) and every event's other fields are untouched.
-  An ``erase`` event is appended to the chat's log, the chat is listed in ``erasures``, and an
+  The chat is linked to its patient first (keyed hashes only), so it still counts in the patient's
+  history. An ``erase`` event is appended to the chat's log, the chat is listed in ``erasures``, and an
   ``erase`` row is written to the audit log. Idempotent: masking masked text changes nothing. The chat
   stays usable: its next message rebuilds the session by replaying the masked messages.
 - :func:`personal_data`: what the store holds about the visitor of one chat (the messages they sent,
   what was detected in them, the entities Yuyue derived, the visit, outcomes, scores and times), for a
   data-subject access request; recorded as ``access``.
 - :func:`purge`: retention -- every chat last active before a cutoff is masked as :func:`erase` does
-  (analysts keep the masked chats as training data); chats that received messages since an earlier
+  (analysts keep the masked chats as training data), each linked to its patient first; chats that received messages since an earlier
   erasure are masked again. One ``purge`` audit row with the counts.
 
 Masking is the project's (``features/pii.py``): each text is masked by :func:`service.masked_text`
@@ -163,6 +164,22 @@ def _drop_session(cache: SessionCache | None, conversation_id: str) -> bool:
         return False
 
 
+def link_patient(settings: Any, store: EventStore, conversation_id: str) -> str | None:
+    """Link the chat to its patient (``serving/patients.py``) from its raw text, before the text is
+    masked: only keyed hashes are kept, and an erased chat still counts in its patient's history (its
+    no-shows, its chats). The patient's id (None: nothing to link it by, or linking failed -- logged:
+    erasure is a right and never waits on the history)."""
+    from yuyue.serving.patients import Patients
+
+    try:
+        return Patients(settings, store).link(conversation_id)
+    except NotFound:
+        raise
+    except Exception:  # noqa: BLE001  (the erasure goes on; the chat just stays unlinked)
+        log.exception("could not link %s to its patient before masking it", conversation_id)
+        return None
+
+
 # ---- the rights ---------------------------------------------------------------------------------
 def erase(service: ChatService, caller: Caller, conversation_id: str) -> dict[str, Any]:
     """Erase the personal data of one chat (see the module docstring); :class:`NotFound` for an
@@ -172,6 +189,7 @@ def erase(service: ChatService, caller: Caller, conversation_id: str) -> dict[st
     # this worker's message path holds the same lock: no message can put a raw session back in the
     # cache between the rewrite and the drop
     with service._lock(conversation_id):  # noqa: SLF001
+        patient_id = link_patient(service.settings, store, conversation_id)
         counts = mask_chat(
             store,
             conversation_id,
@@ -180,7 +198,13 @@ def erase(service: ChatService, caller: Caller, conversation_id: str) -> dict[st
             audit=audit_row(caller, AuditAction.ERASE, conversation_id=conversation_id),
         )
         dropped = _drop_session(service.cache, conversation_id)
-    return {"conversation_id": conversation_id, "erased": True, "changed": counts, "session_dropped": dropped}
+    return {
+        "conversation_id": conversation_id,
+        "erased": True,
+        "changed": counts,
+        "session_dropped": dropped,
+        "patient_id": patient_id,
+    }
 
 
 def personal_data(service: ChatService, caller: Caller, conversation_id: str) -> dict[str, Any]:
@@ -255,10 +279,17 @@ def purge(
     cache: SessionCache | None = None,
     now: datetime | None = None,
     batch: int = 200,
+    settings: Any | None = None,
 ) -> dict[str, Any]:
-    """Retention: mask the raw text of every chat last active more than ``older_than_days`` ago."""
+    """Retention: mask the raw text of every chat last active more than ``older_than_days`` ago, each
+    linked to its patient first (with ``settings``' patient key; default: :func:`get_settings`, as
+    ``yuyue store purge`` runs)."""
     if not older_than_days > 0:
         raise ValueError(f"older than must be a positive number of days, got {older_than_days!r}")
+    if settings is None:
+        from yuyue.config import get_settings
+
+        settings = get_settings()
     cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
     totals = {"conversations": 0, "messages": 0, "events": 0, "suggestions": 0}
     while True:
@@ -267,6 +298,7 @@ def purge(
             break
         for conversation_id in due:
             try:
+                link_patient(settings, store, conversation_id)
                 counts = mask_chat(store, conversation_id, reason="purge", actor=actor)
             except NotFound:  # pragma: no cover - deleted meanwhile
                 continue

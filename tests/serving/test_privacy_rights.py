@@ -184,7 +184,13 @@ def test_access_returns_the_visitors_data_and_is_recorded(api):
     assert after["erased"]["reason"] == "erase" and not [s for s in SECRETS if s in json.dumps(after, ensure_ascii=False)]
 
 
-def test_purge_masks_chats_older_than_the_retention(api, backend):
+def test_purge_masks_chats_older_than_the_retention(api, backend, monkeypatch, request):
+    from yuyue.config import get_settings
+
+    # the command line reads its settings from the environment: the same var_dir (the patient key)
+    monkeypatch.setenv("YUYUE_VAR_DIR", str(backend.var_dir))
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
     engine = api.state.engine
     now = datetime.now(UTC).replace(microsecond=0)
     old, recent = _open(api, now - timedelta(days=40)), _open(api, now - timedelta(days=2))
@@ -192,7 +198,7 @@ def test_purge_masks_chats_older_than_the_retention(api, backend):
     _chat(api, recent, start=now - timedelta(days=2) + timedelta(minutes=1))
     stats = {cid: _row(engine, cid) for cid in (old, recent)}
 
-    out = purge(api.state.service.store, 30, actor="cli:test", role="cli")
+    out = purge(api.state.service.store, 30, actor="cli:test", role="cli", settings=backend)
     assert (out["conversations"], out["messages"]) == (1, 2)  # the 2 messages that held personal data
     leaks = _leaks(engine)
     assert leaks and all(old not in v for _, _, v in leaks)
@@ -206,7 +212,7 @@ def test_purge_masks_chats_older_than_the_retention(api, backend):
     # a message received after the purge is masked by the next one
     api.post(f"/v1/conversations/{old}/messages", headers=api.keys["c01"],
              json={"role": "visitor", "text": f"还是这个电话{PHONE}", "at": (now - timedelta(days=39)).isoformat()})
-    assert purge(api.state.service.store, 30, actor="cli:test")["conversations"] == 1
+    assert purge(api.state.service.store, 30, actor="cli:test", settings=backend)["conversations"] == 1
     assert all(old not in v for _, _, v in _leaks(engine))
     # the 1-day retention reaches the recent chat too
     result = CliRunner().invoke(store_app, ["purge", "--older-than", "1", "--url", backend.resolved_database_url])
