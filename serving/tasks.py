@@ -26,6 +26,12 @@ An attempt (``reached``, ``no_answer`` keep the task ``attempted``; ``refused``,
 (``rebooked_from`` the task's appointment; a reminder's appointment is cancelled, replaced by the new
 one). Every other move is a 409 naming the state and the move.
 
+What calls learn becomes the chat's stored outcome, which ``GET /v1/export`` gives ``yuyue train`` as
+labels (never as features: the export's messages and visit do not change): a lead's ``refused`` records
+``booked=false`` when no booking is recorded; a rebooking records ``booked=true`` (with ``booked_at``)
+through its appointment; an appointment marked arrived records ``arrived=true`` (``arrived_at``), a
+no-show ``arrived=false`` unless an arrival is recorded.
+
 Time-based rules run lazily: every read of ``/v1/tasks`` or ``/v1/appointments`` first marks due no-shows
 and wakes snoozed tasks (:meth:`Desk.sweep`; indexed, cheap when nothing is due); ``POST /v1/tasks/sweep``
 does the same and also creates lead tasks for chats whose contact was seen in a message.
@@ -640,6 +646,8 @@ class Desk:
             attempt_id = cx.execute(task_attempts.insert().values(
                 task_id=task_id, at=now, actor=who.name, role=who.role, result=result, note=note,
             )).inserted_primary_key[0]
+        if result == "refused" and row["kind"] == "lead_call":
+            self._lead_refused(who, row["conversation_id"])
         new_appt = None
         if result == "rebooked":
             old = row["appointment_id"]
@@ -655,6 +663,12 @@ class Desk:
         out = self.task(who, task_id)
         out["appointment"] = new_appt
         return out
+
+    def _lead_refused(self, who: Caller, conversation_id: str) -> None:
+        """A lead who refused on the phone did not book: the chat's outcome ``booked=false`` (a label the
+        export gives ``yuyue train``), unless a booking or a refusal is recorded already."""
+        if self._chat(conversation_id).get("booked") is None:
+            self._outcome(who, conversation_id, {"booked": False})
 
     def snooze(self, who: Caller, task_id: str, until: datetime) -> dict[str, Any]:
         now = self.clock()
