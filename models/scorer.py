@@ -33,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from yuyue.compat import hgb_binary_trees
 from yuyue.features.rows import PrefixRows
 
 # rows up to which FlatForest beats sklearn's per-tree loop (one message's score and reasons: ~10-30 rows).
@@ -76,7 +77,10 @@ class FlatForest:
     """
 
     def __init__(self, model: HistGradientBoostingClassifier):
-        trees = [predictors[0].nodes for predictors in model._predictors]
+        read = hgb_binary_trees(model)  # private attributes: yuyue.compat guards them
+        if read is None:
+            raise ValueError("the boosted model's trees cannot be read here (see yuyue.compat.hgb_binary_trees)")
+        trees, baseline = read
         starts = np.cumsum([0] + [len(t) for t in trees[:-1]]).astype(np.int64)
         nodes = np.concatenate(trees)
         self.categorical = bool(nodes["is_categorical"].any())
@@ -91,8 +95,16 @@ class FlatForest:
             [t["right"].astype(np.int64) + o for t, o in zip(trees, starts, strict=True)]
         )
         self.value = nodes["value"].astype(np.float64)
-        self.baseline = float(np.ravel(model._baseline_prediction)[0])
+        self.baseline = baseline
         self.n_features = int(model.n_features_in_)
+
+    @classmethod
+    def of(cls, model: HistGradientBoostingClassifier) -> FlatForest | None:
+        """The flat trees of ``model``, or None where its trees cannot be read (sklearn's own path)."""
+        try:
+            return cls(model)
+        except ValueError:
+            return None
 
     def supports(self, X: np.ndarray) -> bool:
         return not self.categorical and not np.isnan(X).any()
@@ -372,11 +384,12 @@ class OutcomeScorer(BaseEstimator):
 
     def _tree_logit(self, X: np.ndarray) -> np.ndarray:
         """``logit(model_.predict_proba(X)[:, 1])``, through :class:`FlatForest` when it applies."""
-        forest = getattr(self, "_forest_cache", None)
+        forest: FlatForest | Literal[False] | None = getattr(self, "_forest_cache", None)
         if forest is None:
-            forest = self._forest_cache = FlatForest(self.model_)
+            # False: this scikit-learn's trees cannot be read, predict_proba scores every row
+            forest = self._forest_cache = FlatForest.of(self.model_) or False
         X = np.asarray(X, dtype=np.float64)
-        if len(X) <= FLAT_FOREST_MAX_ROWS and forest.supports(X):
+        if forest and len(X) <= FLAT_FOREST_MAX_ROWS and forest.supports(X):
             return _logit(1.0 / (1.0 + np.exp(-forest.raw(X))))
         return _logit(self.model_.predict_proba(X)[:, 1])
 

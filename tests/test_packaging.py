@@ -51,6 +51,7 @@ def test_wheel_holds_one_top_level_package(wheel):
     missing = [p for p in tracked if p.endswith(".py") and f"yuyue/{p}" not in names]
     assert not missing, f"modules left out of the wheel (add their package to pyproject's packages): {missing}"
     for needed in (
+        "yuyue/compat.py",
         "yuyue/features/pii.py",
         "yuyue/features/lexicon/surnames.txt",
         "yuyue/data/schema/conversation.schema.json",

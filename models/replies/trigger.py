@@ -8,8 +8,6 @@ care. The rules are data, in ``triggers.yaml`` beside this module.
 from __future__ import annotations
 
 import re
-import re._constants as _sre_c
-import re._parser as _sre_p
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from yuyue.compat import end_anchored_width
 from yuyue.features.normalize import normalize
 
 TRIGGERS_FILE = Path(__file__).with_name("triggers.yaml")
@@ -38,14 +37,8 @@ def _cn_number(s: str) -> int | None:
 
 def _end_anchored_width(pattern: str) -> int | None:
     """How many characters a pattern ending in ``$`` (and looking neither behind nor back) can span;
-    None when it is not such a pattern or its width is unbounded."""
-    parsed = _sre_p.parse(pattern)
-    if not len(parsed) or parsed[-1] != (_sre_c.AT, _sre_c.AT_END):
-        return None
-    if any(op in (_sre_c.ASSERT, _sre_c.ASSERT_NOT, _sre_c.GROUPREF) for op, _ in parsed):
-        return None
-    hi = parsed.getwidth()[1]
-    return hi if hi < 1000 else None
+    None when it is not such a pattern or its width is unbounded (then the whole prefix is searched)."""
+    return end_anchored_width(pattern, below=1000, plain=True)
 
 
 @dataclass(frozen=True)
