@@ -680,6 +680,54 @@ class EventStore:
                 yield row, self.messages(row["id"])
             last = (rows[-1]["started_at"], rows[-1]["id"])
 
+    def open_chats(self, consultant_id: str | None, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """The chats not closed (of ``consultant_id``; None: everyone's), most recently active first:
+        ``(total, rows)``, each row the chat with ``unanswered`` (visitor messages after the last
+        consultant message), ``waiting_since`` (the first of those) and ``last_visitor_at``.
+
+        Roles are read from the message payloads' ``"role":"…"`` (a quote inside a message's text is
+        escaped in the JSON, so a text cannot fake one)."""
+        c, e = conversations.c, events.c
+        where = [sa.not_(c.closed)]
+        if consultant_id is not None:
+            where.append(c.consultant_id == consultant_id)
+        with self._read_gate(), self.engine.connect() as cx:
+            total = int(cx.execute(sa.select(sa.func.count()).select_from(conversations).where(*where)).scalar() or 0)
+            rows = [dict(r) for r in cx.execute(
+                sa.select(conversations).where(*where).order_by(c.last_at.desc(), c.id).limit(limit)
+            ).mappings()]
+            ids = [r["id"] for r in rows]
+            if not ids:
+                return total, []
+            msg = [e.kind == "message", e.conversation_id.in_(ids)]
+            visitor = e.payload.like('%"role":"visitor"%')
+            last_reply = (
+                sa.select(e.conversation_id.label("cid"), sa.func.max(e.seq).label("seq"))
+                .where(*msg, e.payload.like('%"role":"consultant"%'))
+                .group_by(e.conversation_id)
+                .subquery()
+            )
+            waiting: dict[str, tuple[int, datetime]] = {
+                cid: (int(n), first)
+                for cid, n, first in cx.execute(
+                    sa.select(e.conversation_id, sa.func.count(), sa.func.min(e.at))
+                    .select_from(events.outerjoin(last_reply, last_reply.c.cid == e.conversation_id))
+                    .where(*msg, visitor, e.seq > sa.func.coalesce(last_reply.c.seq, -1))
+                    .group_by(e.conversation_id)
+                ).all()
+            }
+            last_visitor: dict[str, datetime] = {
+                cid: at
+                for cid, at in cx.execute(
+                    sa.select(e.conversation_id, sa.func.max(e.at)).where(*msg, visitor).group_by(e.conversation_id)
+                ).all()
+            }
+        for r in rows:
+            n, first = waiting.get(r["id"], (0, None))
+            r["unanswered"], r["waiting_since"] = n, first
+            r["last_visitor_at"] = last_visitor.get(r["id"])
+        return total, rows
+
     def consultant_messages(self, filters: Filters, batch: int = 2000) -> Iterator[dict[str, Any]]:
         """Messages consultants typed, for the compliance report, oldest first, read in batches.
 

@@ -1,13 +1,18 @@
-"""Chats: open one, send its messages (the hot path), record its outcome, read it back."""
+"""Chats: open one, send its messages (the hot path), record its outcome, read it back; a consultant's
+open chats with what waits for an answer."""
 
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
 
+from yuyue.models.bundle import band
 from yuyue.serving import privacy, schemas
 from yuyue.serving.audit import AuditAction
+from yuyue.serving.auth import Caller, Role, require_role
 from yuyue.serving.deps import (
     SECURITY,
     Service,
@@ -18,8 +23,8 @@ from yuyue.serving.deps import (
     model_ready,
     raw_key,
 )
-from yuyue.serving.errors import errors, fast_json
-from yuyue.serving.schemas import CONVERSATION_ID, NewMessage, OpenChat, OutcomeUpdate
+from yuyue.serving.errors import Forbidden, errors, fast_json
+from yuyue.serving.schemas import CONVERSATION_ID, FILTER, NewMessage, OpenChat, OutcomeUpdate
 
 router = APIRouter(tags=["chats"])
 
@@ -108,3 +113,70 @@ def _add_compliance(messages: list[dict[str, Any]], stored: list[dict[str, Any]]
     verdicts = {m["seq"]: m.get("compliance") for m in stored if m.get("role") == "consultant"}
     for m in messages:
         m["compliance"] = verdicts.get(m["seq"]) if m["role"] == "consultant" else None
+
+
+class OpenChatItem(BaseModel):
+    conversation_id: str
+    department: str | None = None
+    project: str | None = None
+    consultant_id: str | None = None
+    started_at: datetime
+    last_at: datetime
+    n_messages: int
+    unanswered: int = Field(description="visitor messages after the consultant's last message (unread)")
+    waiting_since: datetime | None = Field(description="the first of those: the visitor has waited since then")
+    waiting_s: float | None = Field(description="seconds since waiting_since (None: nothing waits)")
+    last_visitor_at: datetime | None = None
+    p_booked: float | None = None
+    band: str | None = None
+    contact: bool | None = None
+    booked: bool | None = None
+
+
+class OpenChats(BaseModel):
+    total: int = Field(description="open chats in all (items holds the most recently active, up to limit)")
+    limit: int
+    items: list[OpenChatItem] = Field(description="waiting longest first, then the most recently active")
+
+
+@router.get(
+    "/v1/conversations",
+    response_model=OpenChats,
+    responses=errors(401, 403, 422, 429, 503),
+)
+def list_chats(
+    who: Who,
+    service: Service,
+    state: Literal["open"] = Query("open", description="open: chats not closed (the only list so far)"),
+    consultant: FILTER = None,
+    limit: int = Query(20, ge=1, le=100),
+) -> dict[str, Any]:
+    """A consultant's open chats (接一待二招呼三): per chat the visitor messages not answered yet and
+    since when the visitor waits; no message text. Consultants list their own; supervisors and admins
+    anyone's (``consultant``) or everyone's."""
+    del state  # one list so far
+    require_role(who, (Role.CONSULTANT, Role.SUPERVISOR))
+    mine = _list_owner(who, consultant)
+    total, rows = service.store.open_chats(mine, limit)
+    now = datetime.now(UTC)
+    items = []
+    for r in rows:
+        since = r["waiting_since"]
+        items.append({
+            **{k: r[k] for k in (
+                "department", "project", "consultant_id", "started_at", "last_at", "n_messages", "unanswered",
+                "waiting_since", "last_visitor_at", "p_booked", "contact", "booked")},
+            "conversation_id": r["id"],
+            "waiting_s": round(max(0.0, (now - since).total_seconds()), 1) if since is not None else None,
+            "band": band(r["p_booked"]) if r["p_booked"] is not None else None,
+        })
+    items.sort(key=lambda x: (x["waiting_since"] is None, x["waiting_since"] or now, -x["last_at"].timestamp()))
+    return {"total": total, "limit": limit, "items": items}
+
+
+def _list_owner(who: Caller, consultant: str | None) -> str | None:
+    if who.role != Role.CONSULTANT:
+        return consultant
+    if consultant is not None and consultant != who.consultant_id:
+        raise Forbidden(f"consultant {who.consultant_id!r} lists only its own chats, not {consultant!r}'s")
+    return who.consultant_id
