@@ -419,11 +419,11 @@ class Patients:
         if since is not None:
             q = q.where(a.status_at > since)
         counts = {"no_show": int(cx.execute(q).scalar() or 0)}
-        q = sa.select(i.kind, sa.func.count()).where(i.patient_id == patient_id).group_by(i.kind)
+        by_kind = sa.select(i.kind, sa.func.count()).where(i.patient_id == patient_id).group_by(i.kind)
         if since is not None:
-            q = q.where(i.created_at > since)
+            by_kind = by_kind.where(i.created_at > since)
         counts.update({kind: 0 for kind in INCIDENT_KINDS})
-        counts.update({kind: int(n) for kind, n in cx.execute(q)})
+        counts.update({kind: int(n) for kind, n in cx.execute(by_kind)})
         return counts
 
     def flag(self, patient_id: str, cx: Connection | None = None) -> dict[str, Any]:
