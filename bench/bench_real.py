@@ -110,6 +110,9 @@ def reply_section(args: argparse.Namespace) -> None:
         print(f"  {'method':<40}{'R10@1':>8}{'MRR':>8}")
         for method, m in rows.items():
             print(f"  {method:<40}{m['r10@1']:>8.3f}{m['mrr']:>8.3f}")
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)  # as `yuyue serve` (multi-threaded BLAS on a busy CPU: ~70 ms per matvec)
         times, cpu = [], []
         for p in pairs[: args.timing_runs]:
             default.suggest([("visitor", p.context)], {}, k=3)  # encoder caches warm, as after a first message

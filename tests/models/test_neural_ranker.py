@@ -155,7 +155,7 @@ def test_mode_is_a_setting_read_from_the_environment(monkeypatch) -> None:
 
     monkeypatch.delenv("YUYUE_NEURAL_RANKER", raising=False)
     assert Settings().neural_ranker == "off" and neural_mode() == "off"
-    for value, mode in (("0", "off"), ("1", "full"), ("tiny", "tiny"), ("OFF", "off")):
+    for value, mode in (("0", "off"), ("1", "full"), ("tiny", "tiny"), ("OFF", "off"), ("encoder", "encoder")):
         monkeypatch.setenv("YUYUE_NEURAL_RANKER", value)
         assert Settings().neural_ranker == mode and neural_mode() == mode
     monkeypatch.setenv("YUYUE_NEURAL_RANKER", "large")
@@ -179,7 +179,9 @@ def test_auto_mode_trains_the_neural_ranker_only_when_it_can() -> None:
 
 
 def test_default_config_is_bounded_by_time_and_examples() -> None:
-    cfg = nr.DEFAULT
+    assert not nr.DEFAULT.encoder and nr.DEFAULT.knn and nr.DEFAULT.listwise  # no encoder to train by default
+    assert nr.config_for("encoder").encoder or not nr.config_for("encoder").reply_space == "teacher"
+    cfg = nr.ENCODER
     assert cfg.max_seconds <= 300 and cfg.max_pairs <= 20000 and cfg.teacher_max_contexts <= 4000
     assert cfg.teacher_context_chars > 0 and cfg.threads == 2
     assert nr._tail("甲乙丙丁", 2) == "丙丁" and nr._tail("甲乙", 0) == "甲乙"
