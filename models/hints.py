@@ -64,7 +64,10 @@ class _Condition:
     def holds(self, features: Mapping[str, float], stages_done: Collection[str]) -> bool:
         if self.stage is not None:
             return (self.stage in stages_done) != self.negate
-        return self.op(float(features.get(self.feature, 0.0)), self.value)
+        op, feature = self.op, self.feature
+        if op is None or feature is None:  # _parse gives every condition a stage or a comparison
+            raise ValueError(f"hint condition {self.source!r} has neither a stage nor a comparison")
+        return op(float(features.get(feature, 0.0)), self.value)
 
 
 @dataclass(frozen=True)

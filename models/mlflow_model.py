@@ -10,20 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from yuyue.data.contract import Conversation
 from yuyue.models.bundle import YuyueModel
 from yuyue.models.legacy import old_module_names
 
 
-class YuyuePyfunc(mlflow.pyfunc.PythonModel):
+class YuyuePyfunc(PythonModel):
     """pyfunc wrapper: input rows hold contract records (JSON) in ``conversation``; output: closed-chat scores."""
 
     def load_context(self, context: Any) -> None:
         self.model = YuyueModel.load(context.artifacts["bundle"])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         out = []
         for raw in model_input["conversation"]:
             conv = Conversation.model_validate(json.loads(raw) if isinstance(raw, str) else raw)
@@ -59,7 +63,10 @@ def code_tree(dest: Path) -> Path:
     shutil.copy2(yuyue.__file__, root / "__init__.py")
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in SUBPACKAGES:
-        src = Path(importlib.import_module(f"yuyue.{name}").__file__).parent
+        init = importlib.import_module(f"yuyue.{name}").__file__
+        if init is None:  # a namespace package: no folder of its own to copy
+            raise RuntimeError(f"yuyue.{name} has no __init__.py: the installed package is incomplete")
+        src = Path(init).parent
         shutil.copytree(src, root / name, ignore=skip, dirs_exist_ok=True)
     return root
 

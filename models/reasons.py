@@ -12,6 +12,7 @@ import fnmatch
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -152,7 +153,7 @@ class ReasonExplainer:
         present[group_of[on]] = True
         return [g for i, g in enumerate(self.groups) if (text.nnz > 0 if g.text else hit[i] and present[i])]
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_group_of", None)
         return state
@@ -165,12 +166,14 @@ class ReasonExplainer:
         return g.label.replace("{value}", g.values.get(value, value))
 
 
-def _load_spec(path: str | Path | None) -> dict:
+def _load_spec(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         text = resources.files("yuyue.models").joinpath("reasons.yaml").read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
     spec = yaml.safe_load(text)
+    if not isinstance(spec, dict):
+        raise ValueError(f"reasons spec: a mapping expected, got {type(spec).__name__}")
     for i, g in enumerate(spec.get("groups", [])):
         for key in ("id", "label", "features"):
             if key not in g:

@@ -21,7 +21,7 @@ and :meth:`OutcomeScorer.bound_by` keeps one score under another (p(arrived) <= 
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,10 +44,10 @@ FLAT_FOREST_MAX_ROWS = 64
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
+    return np.asarray(np.log(p / (1 - p)))
 
 
-class TextScorer(BaseEstimator):
+class TextScorer(BaseEstimator):  # type: ignore[misc]  # sklearn has no types: an Any base
     """Logistic regression on the hashed token bag; its logit is a stacked feature."""
 
     def __init__(self, C: float = 2.0, max_iter: int = 40):
@@ -139,7 +139,7 @@ class FlatForest:
                 node, offset, pair = node[keep], offset[keep], pair[keep]
         leaves = np.tile(reached[:n_trees], n)  # row 0 walked every tree: its leaves are the default
         leaves[pairs] = reached
-        return self.value[leaves].reshape(n, n_trees).sum(axis=1) + self.baseline
+        return np.asarray(self.value[leaves].reshape(n, n_trees).sum(axis=1) + self.baseline)
 
     def _uses(self) -> np.ndarray:
         """(features, trees): 1 where the tree splits on the feature."""
@@ -153,7 +153,7 @@ class FlatForest:
         return uses
 
 
-class OutcomeScorer(BaseEstimator):
+class OutcomeScorer(BaseEstimator):  # type: ignore[misc]  # sklearn has no types: an Any base
     """P(outcome | chat prefix), calibrated on held-out conversations."""
 
     def __init__(
@@ -230,7 +230,7 @@ class OutcomeScorer(BaseEstimator):
             self.model_.fit(X, y, sample_weight=sample_weight)
         else:
             raise ValueError(f"unknown kind {self.kind!r}: expected 'hgb' or 'logreg'")
-        self.calibrator_ = None
+        self.calibrator_: IsotonicRegression | LogisticRegression | None = None
         return self
 
     def _oof_text(
@@ -351,7 +351,7 @@ class OutcomeScorer(BaseEstimator):
             p = np.interp(raw, self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
         else:
             p = self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
-        return np.clip(p, getattr(self, "p_min_", 1e-4), getattr(self, "p_max_", 1 - 1e-4))
+        return np.asarray(np.clip(p, getattr(self, "p_min_", 1e-4), getattr(self, "p_max_", 1 - 1e-4)))
 
     def predict_proba(self, rows: PrefixRows) -> np.ndarray:
         """Calibrated probabilities, one per row (a 1-d array)."""
@@ -372,7 +372,7 @@ class OutcomeScorer(BaseEstimator):
             self._weights_cache = cached
         return cached
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())
         state.pop("_weights_cache", None)  # derived; rebuilt on first use
         state.pop("_forest_cache", None)
@@ -380,7 +380,7 @@ class OutcomeScorer(BaseEstimator):
 
     def _text_score(self, text: sp.csr_matrix) -> np.ndarray:
         """The boosted model's stacked text column: the mean logit of the out-of-fold text models."""
-        return np.mean([m.decision_function(text) for m in self.text_models_], axis=0)
+        return np.asarray(np.mean([m.decision_function(text) for m in self.text_models_], axis=0))
 
     def _tree_logit(self, X: np.ndarray) -> np.ndarray:
         """``logit(model_.predict_proba(X)[:, 1])``, through :class:`FlatForest` when it applies."""
@@ -398,7 +398,7 @@ class OutcomeScorer(BaseEstimator):
         if self.kind == "logreg":
             # equal to model_.decision_function(scaler_.transform(...)), minus sklearn's per-call overhead
             ws, wt, b = self._linear_weights()
-            out = np.asarray(struct, dtype=np.float64) @ ws + b
+            out: np.ndarray = np.asarray(struct, dtype=np.float64) @ ws + b
             if wt is not None:
                 out += text @ wt
             return out
@@ -416,7 +416,7 @@ class OutcomeScorer(BaseEstimator):
         with_text = np.asarray(with_text, dtype=bool)
         if self.kind == "logreg":
             ws, wt, b = self._linear_weights()
-            raw = struct @ ws + b
+            raw: np.ndarray = struct @ ws + b
             if wt is not None:
                 raw += with_text * float((text @ wt)[0])
             return raw

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -129,7 +130,7 @@ def _passthrough(terms: list[str]) -> list[str]:
     return terms
 
 
-class StageClassifier(ClassifierMixin, BaseEstimator):
+class StageClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn has no types: Any bases
     """Predicts the contract stage id of a consultant message.
 
     Parameters
@@ -238,17 +239,17 @@ class StageClassifier(ClassifierMixin, BaseEstimator):
         self.intercept_ = np.asarray(intercept, dtype=float)
 
     # ---- prediction -----------------------------------------------------
-    def _transform(self, texts, contexts):
+    def _transform(self, texts: Sequence[str], contexts: Sequence[str | None] | None) -> sp.csr_matrix:
         check_is_fitted(self, "model_")
         return self.vectorizer_.transform(self._docs(texts, contexts))
 
     def predict_proba(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> np.ndarray:
         """Stage probabilities, columns in ``classes_`` order."""
-        return self.model_.predict_proba(self._transform(texts, contexts))
+        return np.asarray(self.model_.predict_proba(self._transform(texts, contexts)))
 
     def predict(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> np.ndarray:
         """The most probable stage id per message."""
-        return self.classes_[np.argmax(self.predict_proba(texts, contexts), axis=1)]
+        return np.asarray(self.classes_[np.argmax(self.predict_proba(texts, contexts), axis=1)])
 
     def proba_one(self, text: str, context: str | None = None) -> np.ndarray:
         """Stage probabilities of one message without sklearn's per-call overhead.

@@ -56,6 +56,7 @@ def test_without_the_private_parser_callers_take_the_public_path() -> None:
         import json, re, sys
         sys.modules["re._parser"] = None
         from yuyue import compat
+        from yuyue.models.replies.guard import check_consultant_message
         from yuyue.models.replies.trigger import Trigger
         try:
             compat.parse_regex("a(b")
@@ -64,15 +65,19 @@ def test_without_the_private_parser_callers_take_the_public_path() -> None:
             bad = "re.error"
         t = Trigger.default()
         texts = ["我真的不想活了", "没有想死的意思", "胸口剧烈疼痛喘不上气", "我今年十六岁", "隆鼻多少钱"]
+        said = SAID
         print(json.dumps({
             "parser": compat.sre_parser is None,
             "width": compat.end_anchored_width("ab?$", below=10),
             "parse": compat.parse_regex("ab"),
             "bad": bad,
             "verdicts": [[r.action, r.reason] for r in map(t.check, texts)],
+            "guard": [sorted(r["id"] for r in check_consultant_message(m)["rules"]) for m in said],
         }))
         """
     )
+    said = ["我们保证100%治愈，无效退款", "术后第二天就能上班", "这是最安全的疗法，零风险"]
+    code = code.replace("SAID", json.dumps(said, ensure_ascii=False))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     got = json.loads(out)
     assert got["parser"] is True and got["width"] is None and got["parse"] is None
@@ -82,6 +87,12 @@ def test_without_the_private_parser_callers_take_the_public_path() -> None:
     t = Trigger.default()
     texts = ["我真的不想活了", "没有想死的意思", "胸口剧烈疼痛喘不上气", "我今年十六岁", "隆鼻多少钱"]
     assert got["verdicts"] == [[r.action, r.reason] for r in map(t.check, texts)]
+    # the compliance guard, whose rules lose their first-character filter, flags the same rules
+    from yuyue.models.replies.guard import check_consultant_message
+
+    expected = [sorted(r["id"] for r in check_consultant_message(m)["rules"]) for m in said]
+    assert any(expected), "the sample should trip at least one rule"
+    assert got["guard"] == expected
 
 
 @pytest.fixture(scope="module")

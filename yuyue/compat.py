@@ -5,15 +5,17 @@ a private module or reads a private attribute itself. Each function says what it
 private API is missing or has changed shape (a newer Python or scikit-learn): a value that makes
 the caller take its slower, public path, never a wrong answer.
 
-- the regular-expression parser (``re._parser`` and ``re._constants``; the public ``sre_parse`` /
-  ``sre_constants`` are deprecated aliases of them since Python 3.11): used to expand small keyword patterns and to bound how far
-  back a ``$``-anchored pattern can reach;
+- the regular-expression parser (``re._parser`` and ``re._constants``; the public ``sre_parse`` and
+  ``sre_constants`` are deprecated aliases of them since Python 3.11): used to expand small keyword
+  patterns (features/signals.py), to find the characters a compliance rule's match starts with
+  (models/replies/guard.py) and to bound how far back a ``$``-anchored pattern can reach (trigger);
 - the trees of a fitted ``HistGradientBoostingClassifier`` (``_predictors``,
   ``_baseline_prediction``): read once to score a handful of rows without sklearn's per-tree loop.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import warnings
 from types import ModuleType
@@ -35,9 +37,9 @@ def _regex_modules() -> tuple[ModuleType | None, ModuleType | None]:
     """``re._parser`` and ``re._constants`` (Python 3.11 to at least 3.14), if they still parse a
     known pattern into the shape used here; else (None, None)."""
     try:
-        import re._constants as constants
-        import re._parser as parser
-
+        # by name: typeshed has no stubs for these private modules (ModuleType is what they are here)
+        constants = importlib.import_module("re._constants")
+        parser = importlib.import_module("re._parser")
         probe = parser.parse("ab?$")
         if probe[-1] != (constants.AT, constants.AT_END) or tuple(probe.getwidth()) != (1, 2):
             return None, None
@@ -58,13 +60,13 @@ _REGEX_NAMES = (
 sre_parser, sre_constants = _regex_modules()
 
 
-def parse_regex(pattern: str) -> Any | None:
+def parse_regex(pattern: str, flags: int = 0) -> Any | None:
     """The parse tree (a ``SubPattern``) of ``pattern``, or None when this Python has no private
     parser. Raises ``re.error`` for a bad pattern, like ``re.compile``."""
     if sre_parser is None:
-        re.compile(pattern)  # still report a bad pattern
+        re.compile(pattern, flags)  # still report a bad pattern
         return None
-    return sre_parser.parse(pattern)
+    return sre_parser.parse(pattern, flags)
 
 
 def end_anchored_width(pattern: str, *, below: int, plain: bool = False) -> int | None:

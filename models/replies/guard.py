@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from re import _constants as _C  # the regex parser: finds the characters a rule's match starts with
-from re import _parser
 from typing import Annotated, Any
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from yuyue.compat import parse_regex, sre_constants
 from yuyue.features.normalize import normalize
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "compliance.yaml"
@@ -100,7 +99,13 @@ def _first_chars(pattern: str) -> set[str] | None:
     Items are single characters, or (longer strings) regex class items such as ``\\d`` or ``a-z``.
     """
 
-    def seq(items: Iterable[tuple[object, object]]) -> tuple[set[str] | None, bool]:
+    # the regex parser's tree (yuyue.compat): without it, a rule is not narrowed by first character
+    parsed = parse_regex(pattern, _FLAGS)
+    c = sre_constants
+    if parsed is None or c is None:
+        return None
+
+    def seq(items: Iterable[tuple[Any, Any]]) -> tuple[set[str] | None, bool]:
         out: set[str] = set()
         for op, av in items:
             first, nullable = item(op, av)
@@ -111,41 +116,41 @@ def _first_chars(pattern: str) -> set[str] | None:
                 return out, False
         return out, True
 
-    def item(op: object, av: object) -> tuple[set[str] | None, bool]:
-        if op is _C.LITERAL:
-            return {chr(av)}, False  # type: ignore[arg-type]
-        if op is _C.IN:
+    def item(op: Any, av: Any) -> tuple[set[str] | None, bool]:
+        if op is c.LITERAL:
+            return {chr(av)}, False
+        if op is c.IN:
             found: set[str] = set()
-            for o, a in av:  # type: ignore[attr-defined]
-                if o is _C.LITERAL:
+            for o, a in av:
+                if o is c.LITERAL:
                     found.add(chr(a))
-                elif o is _C.RANGE:
+                elif o is c.RANGE:
                     found.add(f"{re.escape(chr(a[0]))}-{re.escape(chr(a[1]))}")
-                elif o is _C.CATEGORY and a is _C.CATEGORY_DIGIT:
+                elif o is c.CATEGORY and a is c.CATEGORY_DIGIT:
                     found.add(r"\d")
                 else:
                     return None, False
             return found, False
-        if op is _C.CATEGORY and av is _C.CATEGORY_DIGIT:
+        if op is c.CATEGORY and av is c.CATEGORY_DIGIT:
             return {r"\d"}, False
-        if op is _C.BRANCH:
-            found, any_nullable = set(), False
-            for alt in av[1]:  # type: ignore[index]
+        if op is c.BRANCH:
+            found, any_nullable = set[str](), False
+            for alt in av[1]:
                 first, nullable = seq(alt)
                 if first is None:
                     return None, False
                 found |= first
                 any_nullable |= nullable
             return found, any_nullable
-        if op is _C.SUBPATTERN:
-            return seq(av[3])  # type: ignore[index]
-        if op in (_C.MAX_REPEAT, _C.MIN_REPEAT):
-            lo, _hi, sub = av  # type: ignore[misc]
+        if op is c.SUBPATTERN:
+            return seq(av[3])
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            lo, _hi, sub = av
             first, nullable = seq(sub)
             return first, (first is not None and (lo == 0 or nullable))
         return None, False
 
-    first, nullable = seq(_parser.parse(pattern, _FLAGS))
+    first, nullable = seq(parsed)
     if first is None or nullable:
         return None
     cased = {c.swapcase() for c in first if len(c) == 1 and c.swapcase() != c}

@@ -230,7 +230,7 @@ class UnknownReplyError(KeyError):
         super().__init__(f"unknown reply id(s): {', '.join(self.ids)}")
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])
 
 
 @dataclass
@@ -484,12 +484,12 @@ def build_pool(
             continue
         c = labels[k]
         counts[c] += 1
-        if ex_stage[i]:
-            stages.setdefault(c, Counter())[ex_stage[i]] += 1
-        if ex_dept[i]:
-            depts.setdefault(c, Counter())[ex_dept[i]] += 1
-        if ex_project[i]:
-            projects.setdefault(c, Counter())[ex_project[i]] += 1
+        if stage := ex_stage[i]:
+            stages.setdefault(c, Counter())[stage] += 1
+        if dept := ex_dept[i]:
+            depts.setdefault(c, Counter())[dept] += 1
+        if project := ex_project[i]:
+            projects.setdefault(c, Counter())[project] += 1
         if ex_booked[i] is not None:
             outcomes.setdefault(c, {})[ex_conv[i]] = bool(ex_booked[i])
     for k, tc in enumerate(key_text):

@@ -117,7 +117,7 @@ def _decide(ids: list[str], action: str, text: str | None, pool: Path | None, mo
     book = _book(database)
     try:
         for i in ids:
-            book.decide(rp.get(i), action, text, actor="cli", role="admin")  # type: ignore[arg-type]
+            book.decide(rp.get(i), action, text, actor="cli", role="admin")
     except ReviewError as exc:
         raise _fail(str(exc)) from None
     status = {"allow": "allowed", "block": "blocked", "edit": "edited"}[action]

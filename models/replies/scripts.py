@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -67,6 +68,10 @@ class Concern(StrEnum):
 
 class LibraryError(ValueError):
     """The script library cannot be read or is invalid; the message names the entry and field."""
+
+
+def _slot_value(filled: Mapping[str, str], m: re.Match[str]) -> str:
+    return filled[m.group(1)]
 
 
 def slots_in(text: str) -> list[str]:
@@ -165,10 +170,11 @@ def fill_slots(text: str, values: Mapping[str, str | None], defaults: Mapping[st
 
     out: list[str] = []
     for sentence in _SENTENCE.findall(text):
-        filled = {n: value_of(n) for n in slots_in(sentence)}
-        if any(v is None for v in filled.values()):
+        found = {n: value_of(n) for n in slots_in(sentence)}
+        filled = {n: v for n, v in found.items() if v is not None}
+        if len(filled) < len(found):
             continue
-        out.append(_SLOT.sub(lambda m, f=filled: f[m.group(1)] or "", sentence))
+        out.append(_SLOT.sub(partial(_slot_value, filled), sentence))
     return "".join(out).strip()
 
 
