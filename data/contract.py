@@ -106,6 +106,19 @@ def bounded_text(max_length: int | None = None, min_length: int | None = None) -
     """A :data:`Text` type with length limits (inside the type, so an optional field's error reads
     'String should have at most N characters')."""
     return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), BeforeValidator(check_text)]
+
+
+# bounded_text(N) as named types, which a type checker can read (it cannot evaluate a call in an annotation)
+Text64 = Annotated[str, StringConstraints(max_length=64), BeforeValidator(check_text)]
+Text128 = Annotated[str, StringConstraints(max_length=128), BeforeValidator(check_text)]
+Text256 = Annotated[str, StringConstraints(max_length=256), BeforeValidator(check_text)]
+Text500 = Annotated[str, StringConstraints(max_length=500), BeforeValidator(check_text)]
+Text512 = Annotated[str, StringConstraints(max_length=512), BeforeValidator(check_text)]
+Text1000 = Annotated[str, StringConstraints(max_length=1000), BeforeValidator(check_text)]
+Text1024 = Annotated[str, StringConstraints(max_length=1024), BeforeValidator(check_text)]
+Text4096 = Annotated[str, StringConstraints(max_length=4096), BeforeValidator(check_text)]
+Text10000 = Annotated[str, StringConstraints(max_length=10000), BeforeValidator(check_text)]
+Id128 = Annotated[str, StringConstraints(min_length=1, max_length=128), BeforeValidator(check_text)]
 Instant = Annotated[AwareDatetime, AfterValidator(check_instant)]
 NonBlank = Annotated[Text, StringConstraints(min_length=1)]
 
@@ -115,20 +128,20 @@ class _Record(BaseModel):
 
 
 class Page(_Record):
-    url: bounded_text(4096)
-    title: bounded_text(1024) | None = None
+    url: Text4096
+    title: Text1024 | None = None
     at: Instant | None = None
     dwell_s: float | None = Field(None, ge=0, allow_inf_nan=False)  # JSON numbers are finite
 
 
 class Visit(_Record):
-    visitor_id: bounded_text(128) | None = None
+    visitor_id: Text128 | None = None
     engine: Engine | None = None
-    keyword: bounded_text(512) | None = None
-    landing_url: bounded_text(4096) | None = None
-    referrer: bounded_text(4096) | None = None
+    keyword: Text512 | None = None
+    landing_url: Text4096 | None = None
+    referrer: Text4096 | None = None
     pages: list[Page] | None = Field(None, max_length=1000)
-    region: bounded_text(256) | None = None
+    region: Text256 | None = None
     device: Device | None = None
     visits_before: StrictInt | None = Field(None, ge=0)
 
@@ -136,7 +149,7 @@ class Visit(_Record):
 class Message(_Record):
     at: Instant
     role: Role
-    text: bounded_text(10000)
+    text: Text10000
     stage: Stage | None = None
 
     @field_validator("text")
@@ -172,11 +185,11 @@ class Truth(BaseModel):
 
 
 class Conversation(_Record):
-    conversation_id: bounded_text(128, min_length=1)
-    hospital: bounded_text(128) | None = None
-    department: bounded_text(64) | None = None
-    project: bounded_text(64) | None = None
-    consultant_id: bounded_text(128) | None = None
+    conversation_id: Id128
+    hospital: Text128 | None = None
+    department: Text64 | None = None
+    project: Text64 | None = None
+    consultant_id: Text128 | None = None
     started_at: Instant
     visit: Visit | None = None
     messages: list[Message] = Field(min_length=1)

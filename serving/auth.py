@@ -33,7 +33,7 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -225,16 +225,17 @@ class KeyStore:
         for _attempt in range(5):  # prefix collisions are very unlikely; retry if one happens
             prefix = secrets.token_hex(PREFIX_HEX // 2)
             raw = f"{KEY_TAG}_{prefix}_{secrets.token_urlsafe(32)}"
-            values = {
-                "name": name,
-                "role": role,
-                "consultant_id": consultant_id,
-                "key_prefix": prefix,
-                "key_hash": hash_key(raw),
-                "created_at": utcnow(),
-                "revoked_at": None,
-                "rate_per_minute": rate_per_minute,
-            }
+            made = ApiKey(
+                id=0,  # the database's
+                name=name,
+                role=role,
+                consultant_id=consultant_id,
+                key_prefix=prefix,
+                created_at=utcnow(),
+                revoked_at=None,
+                rate_per_minute=rate_per_minute,
+            )
+            values = {k: v for k, v in asdict(made).items() if k != "id"} | {"key_hash": hash_key(raw)}
             try:
                 with self.engine.begin() as conn:
                     if self._active_by_name(conn, name) is not None:
@@ -249,8 +250,7 @@ class KeyStore:
                 if "prefix" in str(exc.orig) or "hash" in str(exc.orig):
                     continue
                 raise
-            values.pop("key_hash")
-            return ApiKey(id=key_id, **values), raw
+            return replace(made, id=key_id), raw
         raise RuntimeError("could not draw a unique key prefix")  # pragma: no cover
 
     def revoke(self, name_or_id: str | int) -> ApiKey:

@@ -88,8 +88,9 @@ class Breaker:
         return False
 
     def _try_probe(self) -> None:
+        probe = self.probe
         try:
-            ok = bool(self.probe())
+            ok = probe is not None and bool(probe())
         except Exception:
             ok = False
         finally:
@@ -210,6 +211,8 @@ class SessionCache(Protocol):
     def set(self, conversation_id: str, value: Any) -> None: ...
 
     def delete(self, conversation_id: str) -> None: ...
+
+    def ping(self) -> bool: ...
 
 
 class MemoryCache:

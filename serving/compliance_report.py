@@ -95,7 +95,7 @@ def _rate(a: int, b: int) -> float | None:
 
 def verdict(message: dict[str, Any]) -> dict[str, Any]:
     """A stored consultant message's compliance verdict: the one kept with it, else checked now."""
-    stored = message.get("compliance")
+    stored: dict[str, Any] | None = message.get("compliance")
     if stored is not None:
         return stored
     return stored_compliance(default_combined().check(message["text"]))

@@ -41,7 +41,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
     from yuyue.config import Settings
 
 # the defaults of the settings of the same names (config.settings)
@@ -77,7 +79,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(sa.TypeDecorator):
+class UTCDateTime(sa.TypeDecorator[datetime]):
     """A timestamp stored as UTC and always read back timezone-aware (SQLite drops the zone)."""
 
     impl = sa.DateTime(timezone=True)
@@ -129,7 +131,7 @@ def _is_memory(url: URL) -> bool:
     return db in ("", ":memory:") or db.startswith("file::memory:") or "mode=memory" in db
 
 
-def _sqlite_on_connect(wal: bool, busy_timeout_ms: int):
+def _sqlite_on_connect(wal: bool, busy_timeout_ms: int) -> Callable[[sqlite3.Connection, Any], None]:
     def on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         try:
@@ -196,11 +198,11 @@ def make_engine(
     kwargs.setdefault("hide_parameters", True)  # bound values are message text: never in logs or errors
     if parsed.get_backend_name() == "sqlite":
         memory = _is_memory(parsed)
-        connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         connect_args.update(kwargs.pop("connect_args", {}))
         if memory:
             kwargs.setdefault("poolclass", StaticPool)
-        else:
+        elif parsed.database:  # no name is an in-memory database (_is_memory)
             _private_sqlite_file(Path(parsed.database))
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect(not memory, busy_timeout_ms))
@@ -239,7 +241,7 @@ def _stamp_idle(_dbapi_conn: Any, record: Any) -> None:
     record.info["idle_since"] = time.monotonic()
 
 
-def _ping_if_idle(dialect: sa.engine.Dialect, after_s: float):
+def _ping_if_idle(dialect: sa.engine.Dialect, after_s: float) -> Callable[[Any, Any, Any], None]:
     """Checkout hook: ping (as ``pool_pre_ping`` does, with the dialect's own ping) a connection that
     sat in the pool longer than ``after_s``.
 
@@ -379,7 +381,7 @@ def alembic_config(connection: sa.Connection | None = None, url: str | None = No
 
 
 @functools.lru_cache(maxsize=1)
-def _script() -> Any:
+def _script() -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config())
@@ -387,7 +389,10 @@ def _script() -> Any:
 
 def head_revision() -> str:
     """The revision the code expects (the newest migration)."""
-    return _script().get_current_head()
+    head = _script().get_current_head()
+    if head is None:  # the package ships its migrations: a missing head is a broken install
+        raise RuntimeError(f"no migration head in {MIGRATIONS_DIR}")
+    return head
 
 
 def _revision_of(conn: sa.Connection) -> tuple[str | None, set[str]]:

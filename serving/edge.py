@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -116,7 +116,7 @@ def api_key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     return bearer
 
 
-def client_address(scope: dict[str, Any]) -> str:
+def client_address(scope: Mapping[str, Any]) -> str:
     client = scope.get("client")
     return client[0] if client else "unknown"
 
@@ -169,7 +169,7 @@ class EdgeMiddleware:
 
         async def counted_receive() -> dict[str, Any]:
             nonlocal seen
-            message = await receive()
+            message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:

@@ -8,8 +8,16 @@ printed once, by ``create``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from yuyue.config import Settings
+    from yuyue.serving.auth import KeyStore
+
+T = TypeVar("T")
 
 keys_app = typer.Typer(
     name="keys",
@@ -20,12 +28,12 @@ keys_app = typer.Typer(
 app = keys_app
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
 
-def _store():
+def _store() -> KeyStore:
     from sqlalchemy.exc import SQLAlchemyError
 
     from yuyue.config import get_settings
@@ -44,7 +52,7 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _run(fn):
+def _run(fn: Callable[[], T]) -> T:
     from sqlalchemy.exc import SQLAlchemyError
 
     from yuyue.serving.auth import AuthError
@@ -129,7 +137,7 @@ def list_command(
 DEMO_KEYS = (("demo-admin", "admin", None), ("demo-supervisor", "supervisor", None), ("demo-consultant", "consultant", "c01"))
 
 
-def ensure_demo_keys(settings) -> list[str]:
+def ensure_demo_keys(settings: Settings) -> list[str]:
     """On a fresh install (no active key at all), create one key per role for trying the console.
 
     The raw keys go to ``<var_dir>/demo-keys.json`` (readable by the owner only); returns lines to print.

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -197,20 +197,23 @@ class ReviewBook:
             if cx.dialect.name == "postgresql":  # writers one at a time: rev stays unique and increasing
                 cx.execute(sa.text("LOCK TABLE reply_reviews IN SHARE ROW EXCLUSIVE MODE"))
             rev = int(cx.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.rev), 0))).scalar() or 0) + 1
-            values = {
-                "reply_id": entry.id,
-                "status": DECISION_STATUS[action],
-                "text": text,
-                "original": entry.text,
-                "rev": rev,
-                "reviewed_by": actor,
-                "role": role,
-                "updated_at": now,
-            }
+            decision = Decision(
+                key=key,
+                reply_id=entry.id,
+                status=DECISION_STATUS[action],
+                text=text,
+                original=entry.text,
+                rev=rev,
+                reviewed_by=actor,
+                role=role,
+                updated_at=now,
+            )
+            values = asdict(decision)
+            del values["key"]
             if cx.execute(t.update().where(t.c.key == key).values(**values)).rowcount == 0:
                 cx.execute(t.insert().values(key=key, **values))
         self._next_check = 0.0  # this process applies it from the next suggestion on
-        return Decision(key=key, **values)
+        return decision
 
     # ---- reads -------------------------------------------------------------------------------
     def all(self) -> dict[str, Decision]:

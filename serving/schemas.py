@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from yuyue.data.contract import Page, Text, Visit, bounded_text
+from yuyue.data.contract import Page, Text, Text64, Text128, Text10000, Visit
 from yuyue.serving.edge import Recent
 
 # ---- path and query parameters ---------------------------------------------------------------
 CONVERSATION_ID = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.\-:]+$")]
 SUGGESTION_ID = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[\w.\-:]+$")]
-FILTER = Annotated[bounded_text(128) | None, Query()]
+FILTER = Annotated[Text128 | None, Query()]
 
 
 # ---- request bodies (with OpenAPI examples) ---------------------------------------------
@@ -42,7 +42,8 @@ class PageIn(Page):
 class VisitIn(Visit):
     """The contract's visit trace, its page times within the accepted window around now."""
 
-    pages: list[PageIn] | None = Field(None, max_length=1000)
+    # PageIn is a Page with bounded times; list is invariant, so mypy sees a narrowed field as a clash
+    pages: list[PageIn] | None = Field(None, max_length=1000)  # type: ignore[assignment]
     # the contract sets no maximum; a count beyond 64 bits could not be exported as JSON
     visits_before: StrictInt | None = Field(None, ge=0, le=1_000_000)
 
@@ -64,10 +65,10 @@ class OpenChat(_Body):
     )
     started_at: Recent | None = Field(None, description="chat start (default: now)")
     visit: VisitIn | None = None
-    hospital: bounded_text(128) | None = None
-    department: bounded_text(64) | None = None
-    project: bounded_text(64) | None = None
-    consultant_id: bounded_text(128) | None = Field(None, description="defaults to the calling consultant")
+    hospital: Text128 | None = None
+    department: Text64 | None = None
+    project: Text64 | None = None
+    consultant_id: Text128 | None = Field(None, description="defaults to the calling consultant")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -132,7 +133,7 @@ class OutcomeUpdate(_Body):
 
 class Feedback(_Body):
     action: Literal["used", "edited", "dismissed"]
-    final_text: bounded_text(10_000) | None = Field(None, description="what was sent, for 'edited'")
+    final_text: Text10000 | None = Field(None, description="what was sent, for 'edited'")
 
     model_config = ConfigDict(
         extra="forbid",

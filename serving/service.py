@@ -104,7 +104,7 @@ class Live:
     last_at: datetime
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb(
+        blob: bytes = msgpack.packb(
             [
                 CACHE_FORMAT,
                 self.n_messages,
@@ -115,6 +115,7 @@ class Live:
             ],
             use_bin_type=True,
         )
+        return blob
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Live:
@@ -312,6 +313,8 @@ class ChatService:
     def claim(self, caller: Caller, conversation_id: str) -> None:
         """Make the calling consultant the consultant of a chat without one, for good; :class:`Forbidden`
         when another consultant claimed it first."""
+        if caller.consultant_id is None:  # Caller.claims admits consultants only, and they have an id
+            raise Forbidden("only a consultant's key can take a chat")
         owner = self.store.claim(conversation_id, caller.consultant_id, caller.name)
         self._cache_delete(conversation_id)
         if owner != caller.consultant_id:

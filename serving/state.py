@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yuyue.config import Settings
 from yuyue.models.bundle import YuyueModel
@@ -24,11 +24,18 @@ from yuyue.serving.ratelimit import RateLimiter
 from yuyue.serving.service import LIVE_CODEC, ChatService, ModelHolder
 from yuyue.serving.store import EventStore
 
+if TYPE_CHECKING:  # they import this module's neighbours; set by their install(state)
+    from yuyue.serving.reviews import ReviewBook
+    from yuyue.serving.tasks import Desk
+
 log = logging.getLogger("yuyue.serving")
 
 
 class Yuyue:
     """Everything the endpoints share (one per app)."""
+
+    reviews: ReviewBook  # serving.reviews.install (from create_app)
+    desk: Desk  # serving.tasks.install (from create_app)
 
     def __init__(self, settings: Settings, model: YuyueModel | None = None, version: str | None = None):
         self.settings = settings

@@ -14,7 +14,13 @@ names ``yuyue store upgrade``; take a backup before upgrading a production datab
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING, NoReturn
+
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 store_app = typer.Typer(
     name="store",
@@ -29,7 +35,7 @@ URL_HELP = "database URL (default: the database_url setting, else sqlite:///<var
 LOCK_WAIT_MS = 30_000
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -39,7 +45,7 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _engine(url: str | None):
+def _engine(url: str | None) -> Engine:
     from sqlalchemy.exc import SQLAlchemyError
 
     from yuyue.serving.db import make_engine
@@ -147,8 +153,8 @@ def purge(
     )
 
 
-def _user(getpass) -> str:
+def _user(getpass: ModuleType) -> str:
     try:
-        return getpass.getuser()
+        return str(getpass.getuser())
     except (KeyError, OSError):  # no login name (a container without a passwd entry)
         return "unknown"

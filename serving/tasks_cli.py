@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from types import SimpleNamespace
+from typing import NoReturn
 
 import typer
 
@@ -28,7 +29,7 @@ tasks_app = typer.Typer(
 app = tasks_app
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 

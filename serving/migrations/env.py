@@ -19,7 +19,10 @@ copied), which is a plain ``ALTER TABLE`` on PostgreSQL.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
+from sqlalchemy.schema import SchemaItem
 
 import yuyue.serving.appointments  # noqa: F401  (declares appointments)
 import yuyue.serving.auth  # noqa: F401  (declares api_keys)
@@ -31,7 +34,9 @@ from yuyue.serving.db import SCHEMA_TABLES, make_engine, metadata
 config = context.config
 
 
-def include_object(obj, name, type_, reflected, compare_to) -> bool:
+def include_object(
+    obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: SchemaItem | None
+) -> bool:
     """Only the service's tables (and what belongs to them) are under migration."""
     if type_ == "table":
         return name in SCHEMA_TABLES
@@ -39,7 +44,7 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
     return table is None or table.name in SCHEMA_TABLES
 
 
-def _configure(**kw) -> None:
+def _configure(**kw: Any) -> None:
     context.configure(
         target_metadata=metadata,
         include_object=include_object,
@@ -60,7 +65,10 @@ else:
         with context.begin_transaction():
             context.run_migrations()
     else:
-        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:  # db.alembic_config sets it whenever it passes no connection
+            raise RuntimeError("alembic: neither a connection nor sqlalchemy.url to migrate")
+        engine = make_engine(url)
         try:
             with engine.begin() as connection:
                 _configure(connection=connection)

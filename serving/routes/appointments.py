@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from yuyue.data.contract import bounded_text
+from yuyue.data.contract import Text64, Text500
 from yuyue.serving.auth import Role, require_role
 from yuyue.serving.deps import AnyRole, State, Who
 from yuyue.serving.errors import errors
@@ -24,10 +24,10 @@ class NewAppointment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     conversation_id: CONVERSATION_ID
     time: AwareDatetime | None = Field(None, description="default: the visit time agreed in the chat")
-    doctor: bounded_text(64) | None = None
-    project: bounded_text(64) | None = Field(None, description="default: the chat's project")
-    department: bounded_text(64) | None = Field(None, description="default: the chat's department")
-    note: bounded_text(500) | None = None
+    doctor: Text64 | None = None
+    project: Text64 | None = Field(None, description="default: the chat's project")
+    department: Text64 | None = Field(None, description="default: the chat's department")
+    note: Text500 | None = None
     confirmed: bool = Field(
         False, description="the visitor's patient is flagged (no-shows, complaints, unpaid visits) and the "
         "booking was confirmed with them (a flagged patient's booking is a 409 without it)",
@@ -37,10 +37,10 @@ class NewAppointment(BaseModel):
 class AppointmentChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     time: AwareDatetime | None = None
-    doctor: bounded_text(64) | None = None
-    project: bounded_text(64) | None = None
-    department: bounded_text(64) | None = None
-    note: bounded_text(500) | None = None
+    doctor: Text64 | None = None
+    project: Text64 | None = None
+    department: Text64 | None = None
+    note: Text500 | None = None
 
 
 class Appointment(BaseModel):

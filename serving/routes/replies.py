@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from yuyue.models.replies.pool import ReplyPool
 from yuyue.serving.auth import Caller, Role
 from yuyue.serving.deps import State, check_model, require
 from yuyue.serving.errors import InvalidInput, errors
 from yuyue.serving.reviews import LIST_STATUSES, Decision, ReviewBook, ReviewError
+from yuyue.serving.state import Yuyue
 from yuyue.serving.store import NotFound
 
 router = APIRouter(tags=["supervisors"])
@@ -61,11 +63,11 @@ class Review(BaseModel):
     text: str | None = Field(None, max_length=2000, description="the new text (action edit only)")
 
 
-def _book(state: Any) -> ReviewBook:
+def _book(state: Yuyue) -> ReviewBook:
     return state.reviews
 
 
-def _pool(state: Any) -> Any:
+def _pool(state: Yuyue) -> ReplyPool:
     check_model(state)
     model, _ = state.models.get()
     if model.suggester is None:
@@ -134,7 +136,8 @@ def review_reply(reply_id: REPLY_ID, body: Review, who: Reviewer, state: State) 
     model, _ = state.models.get()
     try:
         decision = book.decide(
-            entry, body.action, body.text, actor=who.name, role=str(who.role), guard=model.suggester.guard
+            entry, body.action, body.text, actor=who.name, role=str(who.role),
+            guard=model.suggester.guard if model.suggester is not None else None,  # swapped meanwhile: default
         )
     except ReviewError as exc:
         raise InvalidInput(str(exc)) from None
