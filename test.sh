@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/ensure_venv.sh dev
 .venv/bin/ruff check .
+bash scripts/typecheck.sh  # mypy: strict on yuyue.serving and yuyue.models ([tool.mypy])
 bash scripts/ensure_services.sh || true  # start local PostgreSQL/Redis for the serving tests if they are down
 bash scripts/ensure_browser.sh || true  # install Chromium for the console browser test if it is missing
 exec .venv/bin/python -m pytest "$@"

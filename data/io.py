@@ -11,7 +11,7 @@ import gzip
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import orjson
 from pydantic import ValidationError
@@ -59,7 +59,7 @@ class SkipReport:
         return f"{file}: read {self.read} valid records, skipped {self.skipped} invalid"
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def _open_binary(path: Path) -> gzip.GzipFile | BinaryIO:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     return open(path, "rb")
@@ -167,13 +167,13 @@ def read_conversations(
         yield conv
 
 
-def dumps_record(record: Conversation | dict[str, Any]) -> bytes:
+def dumps_record(record: Conversation | dict[str, Any] | orjson.Fragment) -> bytes:
     if isinstance(record, Conversation):
         record = record.to_record()
     return orjson.dumps(record)
 
 
-def write_jsonl(path: str | Path, records: Iterable[Conversation | dict[str, Any]]) -> int:
+def write_jsonl(path: str | Path, records: Iterable[Conversation | dict[str, Any] | orjson.Fragment]) -> int:
     """Write records as JSONL (gzip when the name ends in ``.gz``); returns the count written.
 
     Writes to a temporary file first and renames it, so a failure never leaves half a file.
@@ -182,7 +182,7 @@ def write_jsonl(path: str | Path, records: Iterable[Conversation | dict[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     n = 0
-    out: IO[bytes] = gzip.open(tmp, "wb") if path.suffix == ".gz" else open(tmp, "wb", buffering=1 << 20)
+    out: gzip.GzipFile | BinaryIO = gzip.open(tmp, "wb") if path.suffix == ".gz" else open(tmp, "wb", buffering=1 << 20)
     try:
         with out as fh:
             for rec in records:

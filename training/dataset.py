@@ -201,8 +201,9 @@ def build_rows(
             continue
         rows = PrefixRows.concat([r for r, _ in pieces])
         conv_index = [i for _, idx in pieces for i in idx]
-        booked_c = np.array([int(metas[i].booked) for i in conv_index], dtype=np.int8)
-        arrived_c = np.array([-1 if metas[i].arrived is None else int(metas[i].arrived) for i in conv_index], dtype=np.int8)
+        labelled = [metas[i] for i in conv_index]  # `wanted` holds chats whose booking is known
+        booked_c = np.array([int(bool(m.booked)) for m in labelled], dtype=np.int8)
+        arrived_c = np.array([-1 if m.arrived is None else int(m.arrived) for m in labelled], dtype=np.int8)
         closed = rows.closed if rows.closed is not None else np.zeros(len(rows), dtype=np.int8)
         open_counts = np.bincount(rows.group[closed == 0], minlength=len(conv_index))
         weight = np.where(closed == 1, 1.0, 1.0 / np.maximum(open_counts[rows.group], 1))

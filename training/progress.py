@@ -23,11 +23,15 @@ def enabled() -> bool:
     return sys.stderr.isatty()
 
 
+def _no_op(n: int = 1) -> None:
+    return None
+
+
 @contextmanager
 def progress(description: str, total: int | None) -> Iterator[Advance]:
     """Yield ``advance(n)``: a rich bar on stderr (count, rate, elapsed, ETA) or a no-op."""
     if not enabled():
-        yield lambda n=1: None
+        yield _no_op
         return
     from rich.console import Console
     from rich.progress import (
@@ -49,7 +53,11 @@ def progress(description: str, total: int | None) -> Iterator[Advance]:
     ]
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        yield advance
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import codecs
 import csv
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ def detect_encoding(path: Path) -> str:
     raise ImportError_(f"{path}: not UTF-8 or GB18030/GBK text; save the export as CSV UTF-8 or .xlsx")
 
 
-def _csv_rows(path: Path, mapping: ImportMapping) -> Iterator[Row]:
+def _csv_rows(path: Path, mapping: ImportMapping) -> Generator[Row, None, None]:
     encoding = detect_encoding(path) if mapping.csv.encoding == "auto" else mapping.csv.encoding
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     try:
@@ -107,11 +107,11 @@ def open_rows(path: Path, mapping: ImportMapping) -> Iterator[Iterator[Row]]:
     """Open an export and give an iterator of its rows; the file is closed on leaving."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        rows = _csv_rows(path, mapping)
+        csv_rows = _csv_rows(path, mapping)
         try:
-            yield rows
+            yield csv_rows
         finally:
-            rows.close()
+            csv_rows.close()
     elif suffix in (".xlsx", ".xlsm"):
         with _xlsx_rows(path, mapping) as rows:
             yield rows

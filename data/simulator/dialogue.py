@@ -126,6 +126,8 @@ class ConversationSimulator:
 class _Chat:
     """One conversation being played out."""
 
+    when: tuple[str, int, int] | None  # the visit time agreed (label, start hour, end hour)
+
     def __init__(self, sim: ConversationSimulator, rng: random.Random, seed: int, index: int):
         self.sim = sim
         self.rng = rng
@@ -849,7 +851,7 @@ class _Chat:
         self.agenda = self._agenda()
         self.steps = self._playbook()
         self.project_known = True
-        self.when: tuple[str, int, int] | None = None
+        self.when = None
         pending = self._opening()
         self.extra = None
         while not self.ended and len(self.msgs) < _MAX_MESSAGES:

@@ -64,7 +64,7 @@ def generate_file(
     sim = _simulator(variant=variant)
     tasks = [(seed, s, min(CHUNK, n - s), sim.city, sim.province, variant) for s in range(0, n, CHUNK)]
     with multiprocessing.get_context().Pool(workers) as pool:
-        chunks = pool.imap(_chunk, tasks)
+        chunks: Iterator[list[bytes]] = pool.imap(_chunk, tasks)
         if on_progress is not None:
             chunks = _sized(chunks, on_progress)
         lines = (orjson.Fragment(line) for chunk in chunks for line in chunk)

@@ -199,9 +199,9 @@ class Variety:
         if voice.casual:
             text = text.replace("您", "你")
         if prefix and stage not in ("greet", "close") and rng.random() < voice.prefix_rate:
-            prefix = _pick(rng, self.c_casual_prefixes if voice.casual else self.c_prefixes)
-            if not text.startswith(prefix[:2]):
-                text = prefix + text
+            lead = _pick(rng, self.c_casual_prefixes if voice.casual else self.c_prefixes)
+            if not text.startswith(lead[:2]):
+                text = lead + text
         if rng.random() < voice.ending_rate and text[-1:] in "。！":
             text = text[:-1] + _pick(rng, voice.endings)
         return text
