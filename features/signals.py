@@ -9,6 +9,7 @@ Visitor signals (:data:`VISITOR_SIGNALS`):
 - ``asks_price`` – asks what it costs (多少钱, 价格, 有没有优惠)
 - ``asks_address`` – asks where the hospital is or how to get there
 - ``asks_time`` – asks about opening hours or when they can come
+- ``asks_prepare`` – asks what to bring or how to prepare for the visit
 - ``asks_doctor`` – asks which doctor, or about a doctor's skill
 - ``asks_insurance`` – asks about 医保 / 报销 / insurance
 - ``asks_effect`` – asks what result to expect, how long it lasts, whether it cures
@@ -71,6 +72,7 @@ VISITOR_SIGNALS: tuple[str, ...] = (
     "asks_price",
     "asks_address",
     "asks_time",
+    "asks_prepare",
     "asks_doctor",
     "asks_insurance",
     "asks_effect",

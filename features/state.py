@@ -69,6 +69,9 @@ PLACEHOLDERS = {
     "surname": "某",
 }
 DEPARTMENTS = ("整形美容", "男科", "妇科", "口腔")
+# visitor signals of a visit being planned; a message with one keeps the previous latest-message bag
+BUYING_SIGNALS = frozenset({"asks_address", "asks_time", "asks_prepare"})
+_TURNING_AWAY = frozenset({"negative", "refuses_contact", "hesitation"})
 
 
 def redact(text: str, spans: list[PiiSpan]) -> str:
@@ -217,7 +220,10 @@ class ConversationState:
         delta: dict[int, int] = {}
         if role == "visitor":
             delta = self._add_bag(self.bag_v, "v", tokens)
-            self.last_v = self._add_bag({}, "lv", tokens)  # a new dict: rows may hold the old one
+            if not (sigs & BUYING_SIGNALS) or sigs & _TURNING_AWAY:
+                # a buying question (the way, a time, what to bring) is read by its signal columns,
+                # which may only raise the score; it does not displace what the visitor said before
+                self.last_v = self._add_bag({}, "lv", tokens)  # a new dict: rows may hold the old one
         elif role == "consultant":
             delta = self._add_bag(self.bag_c, "c", tokens)
             self.last_c = self._add_bag({}, "lc", tokens)

@@ -40,6 +40,7 @@ CANDIDATES: dict[str, dict] = {
 INCREASING = (
     "sig.v.asks_address",
     "sig.v.asks_time",
+    "sig.v.asks_prepare",
     "sig.v.agrees",
     "sig.v.urgent",
     "sig.v.gives_contact_intent",

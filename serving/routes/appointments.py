@@ -3,7 +3,7 @@ arrived or no-show (see ``serving/appointments.py`` for the states, ``serving/ta
 
 from datetime import date as Date
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -118,7 +118,7 @@ def listing(
     response_model=Proposal,
     responses=errors(401, 403, 404, 422, 429, 503),
 )
-def proposal(who: AnyRole, state: State, conversation_id: CONVERSATION_ID = Query()) -> dict[str, Any]:
+def proposal(who: AnyRole, state: State, conversation_id: Annotated[CONVERSATION_ID, Query()]) -> dict[str, Any]:
     """The appointment time the chat agreed on (the default of a new appointment)."""
     return state.desk.proposal(who, conversation_id)
 

@@ -136,3 +136,14 @@ def test_version_1_states_load_with_empty_latest_message_bags():
     assert back.recent_bag() == ({}, {})
     with pytest.raises(ValueError, match="version"):
         ConversationState.from_bytes(msgpack.packb([99, *payload[1:]], use_bin_type=True))
+
+
+def test_a_buying_question_keeps_the_latest_visitor_bag():
+    """Asking the way, a time or what to bring is read by its signal columns, not as the latest mood."""
+    before = replay(_chat([("visitor", "好的，就这么定了")]))
+    for question in ("你们医院地址在哪里？", "明天几点可以过去？", "去的时候需要带什么吗？"):
+        after = replay(_chat([("visitor", "好的，就这么定了"), ("visitor", question)]))
+        assert after.recent_bag()[0] == before.recent_bag()[0], question
+        assert after.text_bag()[0] != before.text_bag()[0]  # the chat's bag still has the question
+    moved = replay(_chat([("visitor", "好的，就这么定了"), ("visitor", "太远了，算了不去了")]))
+    assert moved.recent_bag()[0] != before.recent_bag()[0]

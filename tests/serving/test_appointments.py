@@ -163,3 +163,12 @@ def test_who_may_do_what_with_appointments(desk):
     assert api.get(f"/v1/appointments/{a['id']}", headers=api.keys["c02"]).status_code == 403
     assert api.get(f"/v1/appointments/{a['id']}", headers=api.keys["c01"]).status_code == 200
     assert api.get("/v1/appointments").status_code == 401
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "a b", "x" * 129])
+def test_proposal_validates_the_conversation_id(desk, bad):
+    """The query parameter carries the id's pattern and length (a NUL reached PostgreSQL: a 500)."""
+    api = desk
+    r = api.get("/v1/appointments/proposal", params={"conversation_id": bad}, headers=api.keys["c01"])
+    assert r.status_code == 422, r.text
+    assert "conversation_id" in r.text
