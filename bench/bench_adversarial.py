@@ -113,13 +113,27 @@ def cue_units() -> dict[str, list[str]]:
 
     signals = list(_patterns_of(yaml.safe_load(_lexicon_text("signals.yaml"))))
     triggers = list(_patterns_of(yaml.safe_load(Path(trig.TRIGGERS_FILE).read_text(encoding="utf-8"))))
-    keywords = list(_patterns_of({"patterns": [
-        p for v in yaml.safe_load(_lexicon_text("keywords.yaml")).values() if isinstance(v, list) for p in v
-    ]}))
-    rows = [ln.split("\t") for ln in _lexicon_text("domain.tsv").splitlines() if ln and not ln.startswith("#")]
-    places = [ln.split("\t")[0] for ln in _lexicon_text("places.txt").splitlines() if ln and not ln.startswith("#")]
+    keywords = list(
+        _patterns_of(
+            {
+                "patterns": [
+                    p
+                    for v in yaml.safe_load(_lexicon_text("keywords.yaml")).values()
+                    if isinstance(v, list)
+                    for p in v
+                ]
+            }
+        )
+    )
+    rows = [
+        ln.split("\t") for ln in _lexicon_text("domain.tsv").splitlines() if ln and not ln.startswith("#")
+    ]
+    places = [
+        ln.split("\t")[0] for ln in _lexicon_text("places.txt").splitlines() if ln and not ln.startswith("#")
+    ]
     surnames = [
-        ln.split("\t")[0].lstrip("!") for ln in _lexicon_text("surnames.txt").splitlines()
+        ln.split("\t")[0].lstrip("!")
+        for ln in _lexicon_text("surnames.txt").splitlines()
         if ln and not ln.startswith("#")
     ]
     return {
@@ -160,8 +174,9 @@ def adversarial_texts(length: int) -> dict[str, str]:
         out[name] = _fill("".join(words), length)
     # every unit interleaved, so no kind's structure is only ever seen alone
     mixed = [v for v in fixed.values()] + [w for words in units.values() for w in words[:40]]
-    out["mixed"] = _fill("".join(x for pair in itertools.zip_longest(mixed[::2], mixed[1::2]) for x in pair if x),
-                         length)
+    out["mixed"] = _fill(
+        "".join(x for pair in itertools.zip_longest(mixed[::2], mixed[1::2]) for x in pair if x), length
+    )
     return out
 
 
@@ -251,7 +266,9 @@ def main() -> None:
     ap.add_argument("--kinds", default="", help="comma-separated text kinds (default: all)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--real-pii", action="store_true", help="keep the real find_pii inside the step")
-    ap.add_argument("--pii-limit", type=float, default=2.0, help="seconds; longer texts of a kind are skipped")
+    ap.add_argument(
+        "--pii-limit", type=float, default=2.0, help="seconds; longer texts of a kind are skipped"
+    )
     args = ap.parse_args()
 
     from yuyue.models.bundle import YuyueModel
@@ -262,8 +279,10 @@ def main() -> None:
     kinds = [k for k in texts[lengths[0]] if not args.kinds or k in args.kinds.split(",")]
     _session(model)  # warm up (jieba dictionary, lexicons)
     cols = ["pii", "v.features", "v.scores", "v.hints_replies", "v", "v_next", "c_next", "c"]
-    print(f"ms per part of the step (best of {args.repeat}); pii {'inside' if args.real_pii else 'stubbed'} "
-          "in the step columns, timed alone in 'pii'")
+    print(
+        f"ms per part of the step (best of {args.repeat}); pii {'inside' if args.real_pii else 'stubbed'} "
+        "in the step columns, timed alone in 'pii'"
+    )
     print(f"{'kind':<14}{'chars':>6}" + "".join(f"{c:>16}" for c in cols) + "  degraded")
     for kind in kinds:
         pii_over = False
@@ -283,8 +302,12 @@ def main() -> None:
                 clear_caches()
                 session, at = _session(model)
                 degraded = model.on_message(session, "visitor", text, at).degraded
-            print(f"{kind:<14}{n:>6}" + "".join(f"{row.get(c, float('nan')):>16.2f}" for c in cols)
-                  + "  " + (",".join(degraded) or "-"))
+            print(
+                f"{kind:<14}{n:>6}"
+                + "".join(f"{row.get(c, float('nan')):>16.2f}" for c in cols)
+                + "  "
+                + (",".join(degraded) or "-")
+            )
 
 
 if __name__ == "__main__":

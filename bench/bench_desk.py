@@ -34,21 +34,42 @@ def seed(app, n_chats: int, n_leads: int, n_appts: int) -> None:
     engine = state.service.store.engine
     rng = random.Random(7)
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    reasons = orjson.dumps({"booked": [{"group": "contact", "text": "留了电话 +0.12", "delta": 0.12}],
-                            "arrived": [{"group": "timing", "text": "访问时段 −0.04", "delta": -0.04}]}).decode()
+    reasons = orjson.dumps(
+        {
+            "booked": [{"group": "contact", "text": "留了电话 +0.12", "delta": 0.12}],
+            "arrived": [{"group": "timing", "text": "访问时段 −0.04", "delta": -0.04}],
+        }
+    ).decode()
     leads = set(rng.sample(range(n_chats), n_leads + n_appts))
     rows, lead_ids = [], []
     for i in range(n_chats):
         at = start + timedelta(seconds=i * 20)
         cid = f"b-{i:07d}"
         is_lead = i in leads
-        rows.append({
-            "id": cid, "hospital": "h1", "department": rng.choice(["整形美容", "口腔科", "皮肤科"]), "project": "隆鼻",
-            "consultant_id": f"c{rng.randrange(1, 21):02d}", "started_at": at, "last_at": at, "day": at.date().isoformat(),
-            "n_messages": 8, "n_visitor": 4, "closed": True, "contact_seen": is_lead, "contact": None,
-            "booked": None, "arrived": None, "p_booked": rng.random() * 0.6, "p_arrived": rng.random() * 0.3,
-            "reasons": reasons, "model_version": "bench", "updated_at": at,
-        })
+        rows.append(
+            {
+                "id": cid,
+                "hospital": "h1",
+                "department": rng.choice(["整形美容", "口腔科", "皮肤科"]),
+                "project": "隆鼻",
+                "consultant_id": f"c{rng.randrange(1, 21):02d}",
+                "started_at": at,
+                "last_at": at,
+                "day": at.date().isoformat(),
+                "n_messages": 8,
+                "n_visitor": 4,
+                "closed": True,
+                "contact_seen": is_lead,
+                "contact": None,
+                "booked": None,
+                "arrived": None,
+                "p_booked": rng.random() * 0.6,
+                "p_arrived": rng.random() * 0.3,
+                "reasons": reasons,
+                "model_version": "bench",
+                "updated_at": at,
+            }
+        )
         if is_lead:
             lead_ids.append(cid)
         if len(rows) == 5000:
@@ -85,7 +106,9 @@ def timed(client, path, headers, n, params=None) -> list[float]:
 def report(name: str, ms: list[float]) -> None:
     ms = sorted(ms)
     p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
-    print(f"{name:52s} n={len(ms):4d}  p50 {statistics.median(ms):7.1f}  p99 {p99:7.1f}  max {ms[-1]:7.1f} ms")
+    print(
+        f"{name:52s} n={len(ms):4d}  p50 {statistics.median(ms):7.1f}  p99 {p99:7.1f}  max {ms[-1]:7.1f} ms"
+    )
 
 
 def main() -> None:
@@ -112,23 +135,35 @@ def main() -> None:
     c05 = {"X-API-Key": keys.create("bench-c05", "consultant", consultant_id="c05")[1]}
     t0 = time.perf_counter()
     seed(app, args.chats, args.leads, args.appointments)
-    print(f"seeded {args.chats} chats, {args.leads} leads, {args.appointments} appointments in "
-          f"{time.perf_counter() - t0:.1f} s ({app.state.yuyue.service.store.engine.dialect.name})")
+    print(
+        f"seeded {args.chats} chats, {args.leads} leads, {args.appointments} appointments in "
+        f"{time.perf_counter() - t0:.1f} s ({app.state.yuyue.service.store.engine.dialect.name})"
+    )
     with TestClient(app) as client:
         first = client.get("/v1/tasks", params={"limit": 1}, headers=sup).json()
         task_id = first["items"][0]["id"]
         tomorrow = (datetime.now(TZ) + timedelta(days=1)).date().isoformat()
         n = args.requests
         timed(client, "/v1/tasks", sup, 5)  # warm-up
-        report(f"GET /v1/tasks (supervisor, {first['total']} open, first 50)",
-               timed(client, "/v1/tasks", sup, n, {"limit": 50}))
-        report("GET /v1/tasks?kind=reminder&due=today", timed(client, "/v1/tasks", sup, n,
-                                                              {"kind": "reminder", "due": "today"}))
+        report(
+            f"GET /v1/tasks (supervisor, {first['total']} open, first 50)",
+            timed(client, "/v1/tasks", sup, n, {"limit": 50}),
+        )
+        report(
+            "GET /v1/tasks?kind=reminder&due=today",
+            timed(client, "/v1/tasks", sup, n, {"kind": "reminder", "due": "today"}),
+        )
         report("GET /v1/tasks (consultant c05)", timed(client, "/v1/tasks", c05, n))
         report("GET /v1/tasks/{id}", timed(client, f"/v1/tasks/{task_id}", sup, n))
-        report(f"GET /v1/appointments?date={tomorrow}", timed(client, "/v1/appointments", sup, n, {"date": tomorrow}))
+        report(
+            f"GET /v1/appointments?date={tomorrow}",
+            timed(client, "/v1/appointments", sup, n, {"date": tomorrow}),
+        )
         cid = f"b-{uuid.uuid4().int % args.chats:07d}"
-        report("GET /v1/patients?conversation_id=", timed(client, "/v1/patients", sup, n, {"conversation_id": cid}))
+        report(
+            "GET /v1/patients?conversation_id=",
+            timed(client, "/v1/patients", sup, n, {"conversation_id": cid}),
+        )
 
 
 if __name__ == "__main__":

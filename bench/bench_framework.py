@@ -47,26 +47,49 @@ def main() -> None:
         cpu0 = time.process_time()
         for conv in convs:
             opened = state.service.open(
-                who, conversation_id=None, started_at=conv.started_at, visit=None, hospital=None,
-                department=None, project=None, consultant_id=None,
+                who,
+                conversation_id=None,
+                started_at=conv.started_at,
+                visit=None,
+                hospital=None,
+                department=None,
+                project=None,
+                consultant_id=None,
             )
             orjson.dumps(opened)
             for m in conv.messages:
-                orjson.dumps(state.service.message(who, opened["conversation_id"], m.role, m.text, m.at, k=3), default=str)
+                orjson.dumps(
+                    state.service.message(who, opened["conversation_id"], m.role, m.text, m.at, k=3),
+                    default=str,
+                )
         direct_ms = (time.process_time() - cpu0) / n * 1e3
-    print(f"{n} messages in {len(convs)} chats: through the ASGI app {asgi_ms:.2f} ms CPU per message, "
-          f"ChatService directly {direct_ms:.2f} ms; the framework adds {asgi_ms - direct_ms:.2f} ms")
+    print(
+        f"{n} messages in {len(convs)} chats: through the ASGI app {asgi_ms:.2f} ms CPU per message, "
+        f"ChatService directly {direct_ms:.2f} ms; the framework adds {asgi_ms - direct_ms:.2f} ms"
+    )
 
 
 async def _through_asgi(app: Any, key: str, convs: list[Conversation]) -> tuple[float, int]:
     async def call(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         raw = orjson.dumps(body)
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"x-api-key", key.encode()), (b"content-type", b"application/json"),
-                        (b"content-length", str(len(raw)).encode())],
-            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"x-api-key", key.encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "state": {},
         }
         sent: list[dict[str, Any]] = []
         messages = [{"type": "http.request", "body": raw, "more_body": False}]
@@ -89,7 +112,10 @@ async def _through_asgi(app: Any, key: str, convs: list[Conversation]) -> tuple[
             sent = await call("/v1/conversations", {"started_at": conv.started_at.isoformat()})
             cid = orjson.loads(sent[1]["body"])["conversation_id"]
             for m in conv.messages:
-                await call(f"/v1/conversations/{cid}/messages", {"role": m.role, "text": m.text, "at": m.at.isoformat()})
+                await call(
+                    f"/v1/conversations/{cid}/messages",
+                    {"role": m.role, "text": m.text, "at": m.at.isoformat()},
+                )
                 n += 1
         return (time.process_time() - cpu0) / n * 1e3, n
 

@@ -25,7 +25,9 @@ def main() -> None:
         n = generate_file(out, n=args.n, seed=args.seed, workers=args.workers)
         dt = time.perf_counter() - t0
         size = out.stat().st_size
-    print(f"generated {n} conversations in {dt:.1f}s ({n / dt:,.0f}/s) with {args.workers} workers; {size / 1e6:.0f} MB")
+    print(
+        f"generated {n} conversations in {dt:.1f}s ({n / dt:,.0f}/s) with {args.workers} workers; {size / 1e6:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def _rates(pairs: Pairs, blocked: list[bool] | np.ndarray) -> tuple[int, int, in
 
 def _line(name: str, pairs: Pairs, blocked: list[bool] | np.ndarray) -> None:
     b, nb, g, ng = _rates(pairs, blocked)
-    print(f"  {name:<36} prohibited blocked {b / nb:6.1%} ({b}/{nb})   compliant passed {g / ng:6.1%} ({g}/{ng})")
+    print(
+        f"  {name:<36} prohibited blocked {b / nb:6.1%} ({b}/{nb})   compliant passed {g / ng:6.1%} ({g}/{ng})"
+    )
 
 
 def cv_scores(pairs: Pairs, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -79,8 +81,16 @@ def cv_scores(pairs: Pairs, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, 
     return out, phrase
 
 
-def combine(rule_block: np.ndarray, negated: np.ndarray, short: np.ndarray, p: np.ndarray,
-            phrase: np.ndarray, veto: float, threshold: float, phrase_min: float) -> np.ndarray:
+def combine(
+    rule_block: np.ndarray,
+    negated: np.ndarray,
+    short: np.ndarray,
+    p: np.ndarray,
+    phrase: np.ndarray,
+    veto: float,
+    threshold: float,
+    phrase_min: float,
+) -> np.ndarray:
     """CombinedGuard.check's decision from its parts (rules, negation, length, P(prohibited), phrase
     evidence)."""
     clf_block = (p >= threshold) & (phrase >= phrase_min)
@@ -89,11 +99,13 @@ def combine(rule_block: np.ndarray, negated: np.ndarray, short: np.ndarray, p: n
 
 def _parts(clf: GuardClassifier, rules: ComplianceGuard, texts: list[str]) -> tuple[np.ndarray, ...]:
     norms = [normalize(t) for t in texts]
-    return (np.array([bool(rules.check_normalized(n)) for n in norms]),
-            np.array([rules.negated_normalized(n) for n in norms]),
-            np.array([len(n.strip()) < CLASSIFIER_MIN_CHARS for n in norms]),
-            np.array([clf.p_prohibited(n) for n in norms]),
-            np.array([clf.phrase_evidence(n) for n in norms]))
+    return (
+        np.array([bool(rules.check_normalized(n)) for n in norms]),
+        np.array([rules.negated_normalized(n) for n in norms]),
+        np.array([len(n.strip()) < CLASSIFIER_MIN_CHARS for n in norms]),
+        np.array([clf.p_prohibited(n) for n in norms]),
+        np.array([clf.phrase_evidence(n) for n in norms]),
+    )
 
 
 def _consultant_texts(path: Path) -> list[str]:
@@ -112,8 +124,10 @@ def _block_rate(name: str, path: Path, rules: ComplianceGuard, combined: Combine
     blocked = [t for t in msgs if not verdicts[t]["allowed"]]
     print(f"\n{name} consultant messages ({path}): {len(msgs)} messages, {len(uniq)} distinct")
     print(f"  rules alone blocked {sum(not rule_v[t] for t in msgs) / len(msgs):.2%} of messages")
-    print(f"  rules + classifier blocked {len(blocked) / len(msgs):.2%} of messages ({len(blocked)}), "
-          f"{sum(not v['allowed'] for v in verdicts.values()) / len(uniq):.2%} of distinct texts")
+    print(
+        f"  rules + classifier blocked {len(blocked) / len(msgs):.2%} of messages ({len(blocked)}), "
+        f"{sum(not v['allowed'] for v in verdicts.values()) / len(uniq):.2%} of distinct texts"
+    )
     by_cat = Counter(verdicts[t]["rules"][0]["category"] for t in blocked)
     print("  by category:", ", ".join(f"{c} {n}" for c, n in by_cat.most_common()))
     for t in [t for t in uniq if not verdicts[t]["allowed"]][:show]:
@@ -126,17 +140,24 @@ def main() -> None:
     ap.add_argument("--real", type=Path, default=None, help="real chats (JSONL): consultant block rate")
     ap.add_argument("--tune", action="store_true", help="print the CV sweep on the development data")
     ap.add_argument("--skip-blind", action="store_true", help="do not score the blind set (tuning)")
-    ap.add_argument("--list-misses", action="store_true", help="list the old held-out texts judged wrongly "
-                    "in CV (not those of redteam_holdout2.tsv)")
-    ap.add_argument("--list-blind-misses", action="store_true", help="also list redteam_holdout2.tsv's misses")
+    ap.add_argument(
+        "--list-misses",
+        action="store_true",
+        help="list the old held-out texts judged wrongly in CV (not those of redteam_holdout2.tsv)",
+    )
+    ap.add_argument(
+        "--list-blind-misses", action="store_true", help="also list redteam_holdout2.tsv's misses"
+    )
     args = ap.parse_args()
 
     rules = ComplianceGuard.default()
     t0 = time.perf_counter()
     clf = default_classifier()
-    print(f"classifier trained in {time.perf_counter() - t0:.2f} s on {len(training_data()[1])} texts, "
-          f"{len(clf.vocab)} n-grams; threshold {CLASSIFIER_THRESHOLD}, phrase evidence >= {PHRASE_MIN}, "
-          f"rule veto below {RULE_VETO}, min {CLASSIFIER_MIN_CHARS} chars")
+    print(
+        f"classifier trained in {time.perf_counter() - t0:.2f} s on {len(training_data()[1])} texts, "
+        f"{len(clf.vocab)} n-grams; threshold {CLASSIFIER_THRESHOLD}, phrase evidence >= {PHRASE_MIN}, "
+        f"rule veto below {RULE_VETO}, min {CLASSIFIER_MIN_CHARS} chars"
+    )
     combined = CombinedGuard(rules, clf)
 
     dev = load_dev()
@@ -145,12 +166,16 @@ def main() -> None:
     negated = np.array([rules.negated_normalized(n) for n in norms])
     short = np.array([len(n.strip()) < CLASSIFIER_MIN_CHARS for n in norms])
     p_dev, phrase_dev = cv_scores(dev)
-    comb_dev = combine(rule_dev, negated, short, p_dev, phrase_dev, RULE_VETO, CLASSIFIER_THRESHOLD, PHRASE_MIN)
+    comb_dev = combine(
+        rule_dev, negated, short, p_dev, phrase_dev, RULE_VETO, CLASSIFIER_THRESHOLD, PHRASE_MIN
+    )
     print(f"\ndevelopment data ({len(dev)} texts; combined = 5-fold cross-validated classifier)")
     _line("rules alone", dev, rule_dev)
     _line("rules + classifier (CV)", dev, comb_dev)
-    for name, subset in (("  of which old held-out split", load_redteam(split="heldout")),
-                         ("  of which redteam_holdout.tsv", load_redteam(REDTEAM_HOLDOUT))):
+    for name, subset in (
+        ("  of which old held-out split", load_redteam(split="heldout")),
+        ("  of which redteam_holdout.tsv", load_redteam(REDTEAM_HOLDOUT)),
+    ):
         keep = {t for _, t in subset}
         mask = np.array([t in keep for _, t in dev])
         _line(f"{name} (CV)", [x for x, m in zip(dev, mask, strict=True) if m], comb_dev[mask])
@@ -174,7 +199,9 @@ def main() -> None:
                 if real is not None:
                     rb = combine(*real, RULE_VETO, th, phrase_min)
                     extra = f"   real help-desk blocked {(rb * weight).sum() / weight.sum():.2%}"
-                print(f"  {name:<36} prohibited blocked {b_ / nb:6.1%}   compliant passed {g / ng:6.1%}{extra}")
+                print(
+                    f"  {name:<36} prohibited blocked {b_ / nb:6.1%}   compliant passed {g / ng:6.1%}{extra}"
+                )
 
     if REDTEAM_HOLDOUT2.exists() and not args.skip_blind:
         held = load_redteam(REDTEAM_HOLDOUT2)
@@ -210,8 +237,10 @@ def main() -> None:
         check_consultant_message(t)
         ns.append(time.perf_counter_ns() - s)
     ns.sort()
-    print(f"\ncheck_consultant_message over {len(ns)} texts of 14-26 chars: median {ns[len(ns) // 2] / 1000:.0f} µs, "
-          f"p99 {ns[int(len(ns) * 0.99)] / 1000:.0f} µs")
+    print(
+        f"\ncheck_consultant_message over {len(ns)} texts of 14-26 chars: median {ns[len(ns) // 2] / 1000:.0f} µs, "
+        f"p99 {ns[int(len(ns) * 0.99)] / 1000:.0f} µs"
+    )
 
 
 if __name__ == "__main__":

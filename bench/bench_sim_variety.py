@@ -53,8 +53,10 @@ def report(recs: list[dict], label: str, seconds: float) -> None:
         print(f"  by {key}:")
         for name, g in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             c, b, a = _rates(g)
-            print(f"    {name:8s} n={len(g):5d} ({len(g) / len(recs):5.1%})  contact {c:.3f}  booked {b:.3f}  "
-                  f"arrived|booked {a:.3f}")
+            print(
+                f"    {name:8s} n={len(g):5d} ({len(g) / len(recs):5.1%})  contact {c:.3f}  booked {b:.3f}  "
+                f"arrived|booked {a:.3f}"
+            )
     devices = Counter(r["visit"]["device"] for r in recs)
     print("  devices: " + ", ".join(f"{k} {v / len(recs):.1%}" for k, v in devices.most_common()))
 

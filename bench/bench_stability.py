@@ -150,7 +150,9 @@ def main() -> None:
         )
         print(f"  ordinary swing |dp(booked)|: max {s['ordinary_max']:.4f}  p95 {s['ordinary_p95']:.4f}")
         if w is not None:
-            print(f"    largest: {w.chat} #{w.index} {w.role} {w.text[:40]!r}  {w.before:.3f} -> {w.after:.3f}")
+            print(
+                f"    largest: {w.chat} #{w.index} {w.role} {w.text[:40]!r}  {w.before:.3f} -> {w.after:.3f}"
+            )
         print(f"  decisive swing max {s['decisive_max']:.4f}")
         print(f"  buying signals that lowered p(booked): {len(s['buying_lowered'])} of {s['buying']}")
         for b in s["buying_lowered"]:

@@ -181,8 +181,10 @@ def table(rows: list[Row]) -> str:
     worst_msg = max(r.message_ms for r in rows)
     worst_hz = max((r.healthz_worst_ms for r in rows if r.healthz_n), default=float("nan"))
     worst_next = max(r.next_ms for r in rows)
-    ok = worst_msg < TARGET_MESSAGE_MS and worst_hz < TARGET_HEALTHZ_MS and all(
-        r.status == 200 and r.next_status == 200 and not r.healthz_bad for r in rows
+    ok = (
+        worst_msg < TARGET_MESSAGE_MS
+        and worst_hz < TARGET_HEALTHZ_MS
+        and all(r.status == 200 and r.next_status == 200 and not r.healthz_bad for r in rows)
     )
     lines.append(
         f"worst: message {worst_msg:.1f} ms (target < {TARGET_MESSAGE_MS:.0f}), /healthz {worst_hz:.1f} ms "
@@ -209,7 +211,9 @@ def server(model_dir: Path, pg: bool = False) -> Iterator[tuple[str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="a saved model bundle directory")
-    ap.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="text kinds (bench_adversarial), or 'all'")
+    ap.add_argument(
+        "--kinds", default=",".join(DEFAULT_KINDS), help="text kinds (bench_adversarial), or 'all'"
+    )
     ap.add_argument("--length", type=int, default=10_000)
     ap.add_argument("--poll-ms", type=float, default=10.0)
     ap.add_argument("--pg", action="store_true", help="PostgreSQL (a throwaway database) instead of SQLite")

@@ -30,21 +30,41 @@ def run(url: str, n: int) -> str:
     cids = [f"bench-{uuid.uuid4().hex}" for _ in range(50)]
     try:
         for cid in cids:
-            row = {"id": cid, "started_at": now, "last_at": now, "day": now.date().isoformat(), "n_messages": 0}
+            row = {
+                "id": cid,
+                "started_at": now,
+                "last_at": now,
+                "day": now.date().isoformat(),
+                "n_messages": 0,
+            }
             store.open(row, "bench", now)
         seqs = dict.fromkeys(cids, 0)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for i in range(n):
             cid = cids[i % len(cids)]
             at = now + timedelta(seconds=i)
-            shown = [{"id": uuid.uuid4().hex, "rank": r, "text": "您好，建议您先来面诊" * 3, "source": "mined"} for r in range(3)]
+            shown = [
+                {"id": uuid.uuid4().hex, "rank": r, "text": "您好，建议您先来面诊" * 3, "source": "mined"}
+                for r in range(3)
+            ]
             message = {
-                "role": "visitor", "text": "你好，请问隆鼻大概多少钱？" * 2, "at": at.isoformat(), "stage": None, "pii": [],
-                "scores": {"booked": 0.1, "arrived": 0.05}, "model_version": "bench", "suggestions": [s["id"] for s in shown],
+                "role": "visitor",
+                "text": "你好，请问隆鼻大概多少钱？" * 2,
+                "at": at.isoformat(),
+                "stage": None,
+                "pii": [],
+                "scores": {"booked": 0.1, "arrived": 0.05},
+                "model_version": "bench",
+                "suggestions": [s["id"] for s in shown],
             }
             update = {
-                "last_at": at, "visitor": 1, "contact": False, "p_booked": 0.1, "p_arrived": 0.05,
-                "reasons": "{}", "model_version": "bench",
+                "last_at": at,
+                "visitor": 1,
+                "contact": False,
+                "p_booked": 0.1,
+                "p_arrived": 0.05,
+                "reasons": "{}",
+                "model_version": "bench",
             }
             store.append_message(cid, seqs[cid], message, shown, update, "bench")
             seqs[cid] += 1

@@ -51,7 +51,9 @@ DEPT_TERMS = {
     "眼科": ("眼科", "近视", "白内障", "斜视", "散光", "眼底"),
     "肝病": ("肝病", "乙肝", "肝功能", "转氨酶"),
 }
-_GREETING = re.compile(r"欢迎咨询|很高兴为您服务|这里是.{0,16}(?:在线|咨询)|有什么可以帮您|^(?:您好|你好)[，,！!]?(?:我是|这里是|欢迎)")
+_GREETING = re.compile(
+    r"欢迎咨询|很高兴为您服务|这里是.{0,16}(?:在线|咨询)|有什么可以帮您|^(?:您好|你好)[，,！!]?(?:我是|这里是|欢迎)"
+)
 _ASK_NAME = re.compile(r"怎么称呼|如何称呼|贵姓|叫您什么")
 _HOSPITAL_NAME = re.compile(r"[\u4e00-\u9fa5]{2,8}(?:医院|门诊部|诊所|齿科|眼视光中心|医疗美容)")
 _GENERIC_HOSPITAL = re.compile(
@@ -64,7 +66,10 @@ _CONSULTANT_NAME = re.compile(
 _CUT = re.compile(r"[，,、：:（(“]\s*$")
 _QUESTIONS = {
     "price": (re.compile(r"多少钱|价格|费用|贵不贵|贵多少"), re.compile(r"价格|费用|收费|价目|报价|多少钱")),
-    "address": (re.compile(r"地址|在哪|怎么走|怎么过去|停车|地铁"), re.compile(r"地址|位于|地铁|导航|路|停车|到院")),
+    "address": (
+        re.compile(r"地址|在哪|怎么走|怎么过去|停车|地铁"),
+        re.compile(r"地址|位于|地铁|导航|路|停车|到院"),
+    ),
     "pain": (re.compile(r"疼不疼|疼吗|痛不痛|痛吗|怕疼"), re.compile(r"疼|痛|麻醉|感觉")),
 }
 
@@ -116,15 +121,20 @@ def play(model: Any, chats: list[dict[str, Any]], hospital: dict[str, str] | Non
         for chat in chats:
             dept = chat.get("department") or ""
             session, _ = model.open_chat(
-                started_at=datetime.fromisoformat(chat["started_at"]), department=chat.get("department"),
+                started_at=datetime.fromisoformat(chat["started_at"]),
+                department=chat.get("department"),
                 project=chat.get("project"),
             )
             consultant_spoke = False
             per_chat: Counter[str] = Counter()
             cid = chat["conversation_id"]
             for m in chat["messages"]:
-                name_known = bool(session.state.facts.get("address_form") or session.state.facts.get("surname"))
-                ins = model.on_message(session, m["role"], m["text"], datetime.fromisoformat(m["at"]), budget_ms=None)
+                name_known = bool(
+                    session.state.facts.get("address_form") or session.state.facts.get("surname")
+                )
+                ins = model.on_message(
+                    session, m["role"], m["text"], datetime.fromisoformat(m["at"]), budget_ms=None
+                )
                 if m["role"] == "consultant":
                     consultant_spoke = True
                     continue
@@ -167,7 +177,9 @@ def play(model: Any, chats: list[dict[str, Any]], hospital: dict[str, str] | Non
                     if s and _QUESTIONS[kind][1].search(s[0].text):
                         c["answered"] += 1
                     else:
-                        examples.setdefault("unanswered", []).append(f"{cid}: {m['text']} -> {s[0].text if s else '-'}")
+                        examples.setdefault("unanswered", []).append(
+                            f"{cid}: {m['text']} -> {s[0].text if s else '-'}"
+                        )
             for text, n in per_chat.items():
                 if n > 2:
                     bad("over_twice", cid, f"{n}x {text}")
@@ -180,9 +192,25 @@ def play(model: Any, chats: list[dict[str, Any]], hospital: dict[str, str] | Non
     return {"counts": counts, "examples": examples}
 
 
-KEYS = ("chats", "turns", "suggestions", "empty_turns", "distinct_ratio", "distinct_texts", "wrong_department", "late_greetings",
-        "ask_name_known", "foreign_names", "cut", "over_twice", "same_intent_turns", "booked_turns",
-        "directions_before_confirm", "asked", "answered")
+KEYS = (
+    "chats",
+    "turns",
+    "suggestions",
+    "empty_turns",
+    "distinct_ratio",
+    "distinct_texts",
+    "wrong_department",
+    "late_greetings",
+    "ask_name_known",
+    "foreign_names",
+    "cut",
+    "over_twice",
+    "same_intent_turns",
+    "booked_turns",
+    "directions_before_confirm",
+    "asked",
+    "answered",
+)
 
 
 def main(argv: list[str]) -> int:

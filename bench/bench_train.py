@@ -98,10 +98,15 @@ def main() -> None:
         sys.exit(f"yuyue train failed with exit code {rc}")
     out = subprocess.run(
         [YUYUE, "evaluate", "--data", str(eval_path), "--model", "champion", "--json"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     m = json.loads(out.strip().splitlines()[-1])
-    print(f"\ntrain: {args.n} chats, workers {args.workers}: {wall / 60:.1f} min wall, peak RSS {peak / 2**30:.2f} GiB")
+    print(
+        f"\ntrain: {args.n} chats, workers {args.workers}: {wall / 60:.1f} min wall, peak RSS {peak / 2**30:.2f} GiB"
+    )
     print(f"evaluation on {m['n_conversations']} fresh chats (seed 2, simulator variant {args.variant}):")
     for target in ("booked", "arrived"):
         auc, oracle = m.get(f"{target}.auc"), m.get(f"{target}.auc_oracle")
@@ -113,7 +118,14 @@ def main() -> None:
             f"ECE {m.get(f'{target}.ece_open')}, AUC after 1/3/5 visitor msgs "
             f"{turns.get('1')}/{turns.get('3')}/{turns.get('5')}"
         )
-    for key in ("stage.macro_f1", "reply.r10_at_1", "reply.mrr", "reply.hit_at_3", "pii.recall", "pii.precision"):
+    for key in (
+        "stage.macro_f1",
+        "reply.r10_at_1",
+        "reply.mrr",
+        "reply.hit_at_3",
+        "pii.recall",
+        "pii.precision",
+    ):
         print(f"  {key}: {m.get(key)}")
 
 

@@ -78,7 +78,13 @@ class CrashResult:
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.lost_chats and not self.gaps and not self.wrong_seq and self.continued.get("ok", False)
+        return (
+            not self.lost
+            and not self.lost_chats
+            and not self.gaps
+            and not self.wrong_seq
+            and self.continued.get("ok", False)
+        )
 
     def report(self) -> str:
         c = self.continued
@@ -97,7 +103,9 @@ class CrashResult:
         if self.wrong_seq:
             lines.append(f"  wrong seq answered: {self.wrong_seq[:10]}")
         if self.errors_before_kill:
-            lines.append(f"  {len(self.errors_before_kill)} error answers before the kill, e.g. {self.errors_before_kill[:3]}")
+            lines.append(
+                f"  {len(self.errors_before_kill)} error answers before the kill, e.g. {self.errors_before_kill[:3]}"
+            )
         if c:
             lines.append(
                 f"continued {c.get('conversation_id')} after restart: stored {c.get('stored_before')} messages, "
@@ -140,7 +148,9 @@ def run_crash(
     try:
         echo(f"starting server ({backend}, var {var_dir}) …")
         server.start()
-        echo(f"ready (pid {server.pid}); driving {chats} chats, SIGKILL after {kill_after:g}s; load {bs.loadavg()}")
+        echo(
+            f"ready (pid {server.pid}); driving {chats} chats, SIGKILL after {kill_after:g}s; load {bs.loadavg()}"
+        )
         drv = bs.Driver(server.base_url, key)
         budget = bs.Budget(None, None)
         killed_at: list[float] = []
@@ -169,7 +179,9 @@ def run_crash(
 
         asyncio.run(load_then_kill())
         load = bs.loadavg()
-        echo(f"killed after {killed_at[0]:.1f}s: {len(drv.acked)} messages acknowledged, {len(drv.opened)} chats opened")
+        echo(
+            f"killed after {killed_at[0]:.1f}s: {len(drv.acked)} messages acknowledged, {len(drv.opened)} chats opened"
+        )
 
         t0 = time.monotonic()
         server.start()
@@ -212,7 +224,9 @@ def run_crash(
                 if sorted(seqs) != list(range(len(seqs))):
                     res.gaps.append(f"{cid}: stored seqs {sorted(seqs)[:5]}… are not 0..{len(seqs) - 1}")
                 if len(extra) > 1:
-                    res.gaps.append(f"{cid}: {len(extra)} stored-but-unacknowledged messages (at most 1 can be in flight)")
+                    res.gaps.append(
+                        f"{cid}: {len(extra)} stored-but-unacknowledged messages (at most 1 can be in flight)"
+                    )
 
             # (b) continue one chat whose session must be rebuilt from the event store
             # prefer a chat whose last stored message was in flight at the kill (stored, never acknowledged)
@@ -226,7 +240,11 @@ def run_crash(
                     body = dict(script.messages[n])
                 else:  # the chat's script is used up: one more visitor message, a minute after the last
                     last = datetime.fromisoformat(script.messages[-1]["at"])
-                    body = {"role": "visitor", "text": "好的，那我周六上午过去可以吗", "at": (last + timedelta(minutes=1)).isoformat()}
+                    body = {
+                        "role": "visitor",
+                        "text": "好的，那我周六上午过去可以吗",
+                        "at": (last + timedelta(minutes=1)).isoformat(),
+                    }
                 before = _cache_misses(client)
                 r = client.post(f"/v1/conversations/{cid}/messages", json=body)
                 after = _cache_misses(client)
@@ -242,7 +260,9 @@ def run_crash(
                     "cache_misses_before": before,
                     "cache_misses_after": after,
                     "stored_after": stored_after,
-                    "ok": r.status_code == 200 and seq == n and stored_after == n + 1
+                    "ok": r.status_code == 200
+                    and seq == n
+                    and stored_after == n + 1
                     and (redis_url is not None or (after or 0) > (before or 0)),
                 }
             else:
@@ -268,8 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", type=Path, help="a saved model bundle, e.g. /tmp/yy/model101")
     ap.add_argument("--chats", type=int, default=20, help="concurrent chats (default 20)")
-    ap.add_argument("--kill-after", type=float, default=8.0, help="seconds of load before SIGKILL (default 8)")
-    ap.add_argument("--min-acked", type=int, default=20, help="kill only once this many messages were acknowledged")
+    ap.add_argument(
+        "--kill-after", type=float, default=8.0, help="seconds of load before SIGKILL (default 8)"
+    )
+    ap.add_argument(
+        "--min-acked", type=int, default=20, help="kill only once this many messages were acknowledged"
+    )
     ap.add_argument("--pg", action="store_true", help="PostgreSQL (throwaway database) instead of SQLite")
     ap.add_argument("--redis", action="store_true", help="Redis session cache (entries survive the kill)")
     ap.add_argument("--pg-admin-url", default=bs.PG_ADMIN_DEFAULT)
@@ -278,15 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--var-dir", type=Path, help="var dir to use (default: a new temporary folder)")
     args = ap.parse_args(argv)
     if args.model_dir is None:
-        ap.error("pass --model-dir DIR: a saved model bundle (e.g. /tmp/yy/model101, or one written by YuyueModel.save)")
+        ap.error(
+            "pass --model-dir DIR: a saved model bundle (e.g. /tmp/yy/model101, or one written by YuyueModel.save)"
+        )
     if not args.model_dir.is_dir():
         ap.error(f"--model-dir {args.model_dir}: not a directory")
     var = args.var_dir or Path(tempfile.mkdtemp(prefix="yuyue-crash-"))
     with contextlib.ExitStack() as stack:
         db = stack.enter_context(bs.throwaway_pg(args.pg_admin_url, "yuyue_crash")) if args.pg else None
         res = run_crash(
-            args.model_dir, var, database_url=db, redis_url=args.redis_url if args.redis else None,
-            chats=args.chats, kill_after=args.kill_after, min_acked=args.min_acked, seed=args.seed,
+            args.model_dir,
+            var,
+            database_url=db,
+            redis_url=args.redis_url if args.redis else None,
+            chats=args.chats,
+            kill_after=args.kill_after,
+            min_acked=args.min_acked,
+            seed=args.seed,
         )
     print(res.report())
     print(f"server log: {var / 'server.log'}")

@@ -388,6 +388,7 @@ def run_setup(
             def next_chat() -> Any:
                 with gen_lock:  # one generator, several threads
                     return next(gen)
+
             timeout = aiohttp.ClientTimeout(total=60)
             headers = {"X-API-Key": key, "Content-Type": "application/json"}
             async with aiohttp.ClientSession(server.base_url, headers=headers, timeout=timeout) as client:

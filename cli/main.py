@@ -57,7 +57,9 @@ def serve(
     seed: int = typer.Option(7, help="simulator seed for that dataset"),
     model_dir: Path = typer.Option(None, help="serve this saved bundle instead of the registry's champion"),
     log_json: bool = typer.Option(None, "--log-json", help="log JSON lines (default: the log_json setting)"),
-    workers: int = typer.Option(1, min=1, max=64, help="server processes (more than 1 needs PostgreSQL and Redis)"),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="server processes (more than 1 needs PostgreSQL and Redis)"
+    ),
 ) -> None:
     """The main job: train and promote a model if none is registered, then serve the API and the console."""
     import uvicorn

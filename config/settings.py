@@ -59,8 +59,12 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         30, ge=1, description="failed authentications per minute per client address before 429s"
     )
-    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of `yuyue serve`")
-    log_json: bool = Field(False, description="log JSON lines instead of text (also `yuyue serve --log-json`)")
+    log_level: str = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of `yuyue serve`"
+    )
+    log_json: bool = Field(
+        False, description="log JSON lines instead of text (also `yuyue serve --log-json`)"
+    )
 
     # ---- dependencies: every call bounded, so a slow Redis or a locked table cannot stall the server
     redis_timeout_s: float = Field(
@@ -92,11 +96,17 @@ class Settings(BaseSettings):
     )
     # ---- the desk's work list (appointments and call tasks, serving/tasks.py)
     no_show_grace_minutes: int = Field(
-        120, ge=0, le=7 * 24 * 60,
+        120,
+        ge=0,
+        le=7 * 24 * 60,
         description="a booked appointment with nothing recorded this long after its time becomes a no-show",
     )
-    reminder_days_before: int = Field(1, ge=1, le=14, description="remind an appointment this many days before")
-    reminder_hour: int = Field(10, ge=0, le=23, description="local hour at which reminder and after-care calls are due")
+    reminder_days_before: int = Field(
+        1, ge=1, le=14, description="remind an appointment this many days before"
+    )
+    reminder_hour: int = Field(
+        10, ge=0, le=23, description="local hour at which reminder and after-care calls are due"
+    )
     aftercare_days: list[int] = Field(
         [1, 3, 5], description="after-care calls this many days after an arrival (empty: none)"
     )

@@ -111,7 +111,9 @@ def import_(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     for column in result.missing_columns:
-        typer.echo(f"warning: {file}: optional column {column} not in the export; that field stays empty", err=True)
+        typer.echo(
+            f"warning: {file}: optional column {column} not in the export; that field stays empty", err=True
+        )
     for row, problem in result.problems[:MAX_SHOWN]:
         typer.echo(f"{file}:row {row}: {problem}", err=True)
     if strict and result.problems:

@@ -105,7 +105,9 @@ Text = Annotated[str, BeforeValidator(check_text)]
 def bounded_text(max_length: int | None = None, min_length: int | None = None) -> Any:
     """A :data:`Text` type with length limits (inside the type, so an optional field's error reads
     'String should have at most N characters')."""
-    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), BeforeValidator(check_text)]
+    return Annotated[
+        str, StringConstraints(min_length=min_length, max_length=max_length), BeforeValidator(check_text)
+    ]
 
 
 # bounded_text(N) as named types, which a type checker can read (it cannot evaluate a call in an annotation)

@@ -182,7 +182,9 @@ def write_jsonl(path: str | Path, records: Iterable[Conversation | dict[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     n = 0
-    out: gzip.GzipFile | BinaryIO = gzip.open(tmp, "wb") if path.suffix == ".gz" else open(tmp, "wb", buffering=1 << 20)
+    out: gzip.GzipFile | BinaryIO = (
+        gzip.open(tmp, "wb") if path.suffix == ".gz" else open(tmp, "wb", buffering=1 << 20)
+    )
     try:
         with out as fh:
             for rec in records:

@@ -24,7 +24,10 @@ def mask_line(line: str) -> dict[str, object]:
         parts.append(TYPE_PLACEHOLDERS[s.type])
         pos = s.end
     parts.append(line[pos:])
-    return {"masked": "".join(parts), "spans": [{"type": s.type, "start": s.start, "end": s.end} for s in spans]}
+    return {
+        "masked": "".join(parts),
+        "spans": [{"type": s.type, "start": s.start, "end": s.end} for s in spans],
+    }
 
 
 def _mask_stream(source: TextIO) -> None:

@@ -57,9 +57,23 @@ _ANY_LATIN = re.compile(r"[A-Za-z]")
 
 # digits as visitors type them (NFKC already folded full-width and circled digits to ASCII)
 _CN_DIGITS = {
-    **dict.fromkeys("零〇", "0"), **dict.fromkeys("一幺壹", "1"), **dict.fromkeys("二两贰", "2"),
-    "三": "3", "叁": "3", "四": "4", "肆": "4", "五": "5", "伍": "5", "六": "6", "陆": "6",
-    "七": "7", "柒": "7", "八": "8", "捌": "8", "九": "9", "玖": "9",
+    **dict.fromkeys("零〇", "0"),
+    **dict.fromkeys("一幺壹", "1"),
+    **dict.fromkeys("二两贰", "2"),
+    "三": "3",
+    "叁": "3",
+    "四": "4",
+    "肆": "4",
+    "五": "5",
+    "伍": "5",
+    "六": "6",
+    "陆": "6",
+    "七": "7",
+    "柒": "7",
+    "八": "8",
+    "捌": "8",
+    "九": "9",
+    "玖": "9",
 }
 _D = "0-9" + "".join(_CN_DIGITS)
 # what may stand between two digits of one number: spaces, dashes, dots and zero-width characters
@@ -91,11 +105,11 @@ _QQ = re.compile(
     re.IGNORECASE,
 )
 
-_WECHAT_CUE = (
-    r"(?<![A-Za-z])(?:微信|威信|薇信|徽信|魏信|微x|wx|vx|v信|wei\s?xin|we\s?chat|加v|加我|加这个)"
-)
+_WECHAT_CUE = r"(?<![A-Za-z])(?:微信|威信|薇信|徽信|魏信|微x|wx|vx|v信|wei\s?xin|we\s?chat|加v|加我|加这个)"
 _WECHAT = re.compile(
-    _WECHAT_CUE + r"(?:号码?|号|\s?id|账号|\s?number|\s?account)?" + _FILL
+    _WECHAT_CUE
+    + r"(?:号码?|号|\s?id|账号|\s?number|\s?account)?"
+    + _FILL
     + r"(?!(?:wechat|weixin)(?![A-Za-z0-9_-]))([A-Za-z][A-Za-z0-9_-]{5,19})(?![A-Za-z0-9_-])",
     re.IGNORECASE,
 )
@@ -116,14 +130,22 @@ _NOT_PLACE = "在住我是的到去址家从近离往和跟送寄发给了就"
 _PLACE_CHAR = rf"(?:(?![{_NOT_PLACE}])[\u4e00-\u9fff])"
 _HOUSE_PART = r"(?:\s?[0-9A-Za-z一二三四五六七八九十]{1,5}\s?(?:号楼|栋|幢|座|单元|楼|层|室|号|户))"
 _ADDRESS = re.compile(
-    _PLACE_CHAR + r"{1,8}?(?:大街|大道|路|街|巷|胡同|弄)\s?[0-9一二三四五六七八九十百零]{1,5}\s?号(?!线)(?:院|楼)?"
-    + _HOUSE_PART + "{0,4}"
-    + "|" + _PLACE_CHAR + r"{1,8}?(?:小区|花园|公寓|大厦|家园|新村|社区|苑)" + _HOUSE_PART + "{1,4}"
+    _PLACE_CHAR
+    + r"{1,8}?(?:大街|大道|路|街|巷|胡同|弄)\s?[0-9一二三四五六七八九十百零]{1,5}\s?号(?!线)(?:院|楼)?"
+    + _HOUSE_PART
+    + "{0,4}"
+    + "|"
+    + _PLACE_CHAR
+    + r"{1,8}?(?:小区|花园|公寓|大厦|家园|新村|社区|苑)"
+    + _HOUSE_PART
+    + "{1,4}"
     + r"|(?<![0-9A-Za-z])[0-9A-Za-z]{1,4}\s?(?:号楼|栋|幢|座)\s?[0-9]{1,3}\s?单元(?:\s?[0-9]{1,5}\s?(?:室|号))?"
 )
 _MAYBE_ADDRESS = re.compile(r"号|栋|幢|单元|室")
 
-_MAYBE_SURNAME = re.compile(r"姓|叫|女士|小姐|先生|阿姨|太太|大姐|大哥|夫人|名字|联系人|称呼|我是|本人是|姐|哥")
+_MAYBE_SURNAME = re.compile(
+    r"姓|叫|女士|小姐|先生|阿姨|太太|大姐|大哥|夫人|名字|联系人|称呼|我是|本人是|姐|哥"
+)
 # titles a visitor gives after the surname; the second group only in a form of address (叫我王姐)
 _TITLE = "女士|小姐|先生|阿姨|太太|大姐|大哥|夫人"
 _TITLE_CUED = "姐姐|哥哥|姐|哥|总|叔|老师|师傅"
@@ -137,8 +159,7 @@ _GIVEN_STOP = frozenset(
 )
 # two characters after a surname that are a role, not a given name (王主任下午坐诊)
 _ROLES = frozenset(
-    "主任 院长 护士 教授 医师 专家 经理 老板 总监 老师 医生 大夫 师傅 阿姨 同学 律师 顾问 小姐 先生 女士 助理 客服"
-    .split()
+    "主任 院长 护士 教授 医师 专家 经理 老板 总监 老师 医生 大夫 师傅 阿姨 同学 律师 顾问 小姐 先生 女士 助理 客服".split()
 )
 # what may stand right before a full name: a break, or 好的 / 嗯 / 是 / 叫 / 找 / 给 / 跟 / 问
 _NAME_BEFORE = frozenset("的好嗯哦是叫找给跟问和")
@@ -426,7 +447,11 @@ def _find_surnames(text: str, out: list[tuple[int, PiiSpan]]) -> None:
                 given = text[first + 1 : at]
                 if given in _ROLES or any(c in _GIVEN_STOP or not "\u4e00" <= c <= "\u9fff" for c in given):
                     continue
-                if first == 0 or text[first - 1] in _NAME_BEFORE or not "\u4e00" <= text[first - 1] <= "\u9fff":
+                if (
+                    first == 0
+                    or text[first - 1] in _NAME_BEFORE
+                    or not "\u4e00" <= text[first - 1] <= "\u9fff"
+                ):
                     out.append((9, PiiSpan("surname", first, at, text[first])))
                     break
     for m in p.full_name.finditer(text):
@@ -440,7 +465,11 @@ def _find_surnames(text: str, out: list[tuple[int, PiiSpan]]) -> None:
         return
     for m in p.bare_full_name.finditer(text):
         given = m.group("g")
-        if any(c in _GIVEN_STOP for c in given) or given in _ROLES or text.startswith(not_names, m.start("s")):
+        if (
+            any(c in _GIVEN_STOP for c in given)
+            or given in _ROLES
+            or text.startswith(not_names, m.start("s"))
+        ):
             continue
         if _common_word(m.group("s") + given, given):  # 高血压已经… is a word, not a name
             continue
@@ -473,7 +502,15 @@ _FILLER = r"(?:呃|嗯|哦|额|噢|那个|我|就|\s|,|，)*"
 def _name_answer() -> re.Pattern[str]:
     """A reply that is only a form of address: 邓 / 小毛 / 王姐 / 李女士 (after 怎么称呼您)."""
     return re.compile(
-        r"^" + _FILLER + r"(?P<form>[小老]?(?P<s>" + _surnames().all_re + r")(?:" + _TITLE + "|" + _TITLE_CUED + r")?)"
+        r"^"
+        + _FILLER
+        + r"(?P<form>[小老]?(?P<s>"
+        + _surnames().all_re
+        + r")(?:"
+        + _TITLE
+        + "|"
+        + _TITLE_CUED
+        + r")?)"
         r"(?:就行|就好|吧|啊|呀|哈|。|\.|!|！)*$"
     )
 

@@ -194,8 +194,10 @@ class ConversationState:
         n, flags = self.n, self.flags
         ts = _epoch(at)
         # a short visitor reply right after 怎么称呼您 is read as a form of address
-        name_answer = role == "visitor" and self.facts.get("last_role") == "consultant" and bool(
-            self.flags.get("name_asked_last")
+        name_answer = (
+            role == "visitor"
+            and self.facts.get("last_role") == "consultant"
+            and bool(self.flags.get("name_asked_last"))
         )
         norm, span_t, token_t = analyse_text(text, name_answer)
         spans, tokens = list(span_t), list(token_t)
@@ -512,8 +514,26 @@ def feature_names(consultants: tuple[str, ...] = ()) -> list[str]:
     names += ["sig.v." + s for s in VISITOR_SIGNALS] + ["sig.c." + s for s in CONSULTANT_SIGNALS]
     for c in CONCERNS:
         names += [f"concern.{c}.raised", f"concern.{c}.answered", f"concern.{c}.open"]
-    names += ["concern.raised", "concern.answered", "concern.open", "flow.asked_name", "flow.asked_name_early"]
-    names += ["ent.has_address_form", "ent.gender=female", "ent.gender=male", "ent.gender=unknown", "ent.has_age"]
-    names += ["ent.n_projects", "ent.contact.phone", "ent.contact.wechat", "ent.contact.qq", "ent.has_contact"]
+    names += [
+        "concern.raised",
+        "concern.answered",
+        "concern.open",
+        "flow.asked_name",
+        "flow.asked_name_early",
+    ]
+    names += [
+        "ent.has_address_form",
+        "ent.gender=female",
+        "ent.gender=male",
+        "ent.gender=unknown",
+        "ent.has_age",
+    ]
+    names += [
+        "ent.n_projects",
+        "ent.contact.phone",
+        "ent.contact.wechat",
+        "ent.contact.qq",
+        "ent.has_contact",
+    ]
     names += ["ent.visit_time_proposed", "ent.visit_time_days_log1p", "ent.visit_time_agreed"]
     return list(dict.fromkeys(names))

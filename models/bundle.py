@@ -80,7 +80,8 @@ class ChatSession:
     def to_bytes(self) -> bytes:
         extra = [self.department, self.project, self.suggested, self.confirmed]
         return msgpack.packb(
-            [2, self.state.to_bytes(), self.tracker.to_dict(), self.context, self.last, extra], use_bin_type=True
+            [2, self.state.to_bytes(), self.tracker.to_dict(), self.context, self.last, extra],
+            use_bin_type=True,
         )
 
     @classmethod
@@ -186,7 +187,12 @@ class YuyueModel:
         return session, scores
 
     def score(
-        self, state: ConversationState, *, closed: bool = False, top: int = 4, features: dict[str, float] | None = None
+        self,
+        state: ConversationState,
+        *,
+        closed: bool = False,
+        top: int = 4,
+        features: dict[str, float] | None = None,
     ) -> dict[str, Scored]:
         """Calibrated scores with reasons for the chat so far (``closed``: the chat has ended).
 
@@ -249,7 +255,10 @@ class YuyueModel:
             else:
                 # the safety trigger reads the whole new message; the retrieval context its last part
                 suggestions = self.suggester.suggest(
-                    session.context, self._facts(session, hints), k=k, latest_visitor=_latest_visitor(session, text)
+                    session.context,
+                    self._facts(session, hints),
+                    k=k,
+                    latest_visitor=_latest_visitor(session, text),
                 )
                 session.remember(suggestions)
         t3 = clock()

@@ -79,7 +79,9 @@ class FlatForest:
     def __init__(self, model: HistGradientBoostingClassifier):
         read = hgb_binary_trees(model)  # private attributes: yuyue.compat guards them
         if read is None:
-            raise ValueError("the boosted model's trees cannot be read here (see yuyue.compat.hgb_binary_trees)")
+            raise ValueError(
+                "the boosted model's trees cannot be read here (see yuyue.compat.hgb_binary_trees)"
+            )
         trees, baseline = read
         starts = np.cumsum([0] + [len(t) for t in trees[:-1]]).astype(np.int64)
         nodes = np.concatenate(trees)
@@ -423,6 +425,8 @@ class OutcomeScorer(BaseEstimator):  # type: ignore[misc]  # sklearn has no type
         X = struct
         if self.use_text:
             full = float(self._text_score(text)[0])
-            empty = float(np.mean([m.model_.intercept_[0] for m in self.text_models_]))  # an empty bag's score
+            empty = float(
+                np.mean([m.model_.intercept_[0] for m in self.text_models_])
+            )  # an empty bag's score
             X = np.column_stack([struct, np.where(with_text, full, empty)])
         return self._tree_logit(X)

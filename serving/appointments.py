@@ -159,7 +159,9 @@ class AppointmentBook:
             if value is not None:
                 where.append(col == value)
         with self.engine.connect() as cx:
-            total = cx.execute(sa.select(sa.func.count()).select_from(appointments).where(*where)).scalar() or 0
+            total = (
+                cx.execute(sa.select(sa.func.count()).select_from(appointments).where(*where)).scalar() or 0
+            )
             rows = cx.execute(
                 sa.select(appointments).where(*where).order_by(a.time, a.id).limit(limit).offset(offset)
             ).mappings()

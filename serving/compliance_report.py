@@ -130,7 +130,9 @@ def compliance_report(store: EventStore, group_by: str | None, filters: Filters)
             for cat in categories:
                 groups.setdefault(cat, _Tally()).add([cat], example, checked=False)
             continue
-        key = m["consultant_id"] if group_by == "consultant" else _day(m["at"]) if group_by == "day" else "all"
+        key = (
+            m["consultant_id"] if group_by == "consultant" else _day(m["at"]) if group_by == "day" else "all"
+        )
         groups.setdefault(key, _Tally()).add(categories, example)
     views = [t.view(k, with_checked=group_by != "category") for k, t in groups.items()]
     if group_by == "day":

@@ -342,8 +342,20 @@ class BusyGate:
 # table) is created by :func:`create_all` as it is, outside the migrations
 SCHEMA_TABLES = frozenset(
     {
-        "api_keys", "appointments", "audit_log", "conversations", "erasures", "events", "patient_chats",
-        "patient_incidents", "patient_keys", "patients", "reply_reviews", "suggestions", "task_attempts", "tasks",
+        "api_keys",
+        "appointments",
+        "audit_log",
+        "conversations",
+        "erasures",
+        "events",
+        "patient_chats",
+        "patient_incidents",
+        "patient_keys",
+        "patients",
+        "reply_reviews",
+        "suggestions",
+        "task_attempts",
+        "tasks",
     }
 )
 # the tables of the baseline revision (what a database created before migrations can hold)
@@ -514,8 +526,11 @@ def upgrade_schema(engine: Engine, echo: Any = None) -> list[str]:
             lines.append(
                 f"unversioned database with tables {', '.join(sorted(present))} (created before migrations): "
                 f"stamped as the baseline {base}"
-                + (f", created the missing tables {', '.join(sorted(BASELINE_TABLES - present))}"
-                   if BASELINE_TABLES - present else "")
+                + (
+                    f", created the missing tables {', '.join(sorted(BASELINE_TABLES - present))}"
+                    if BASELINE_TABLES - present
+                    else ""
+                )
             )
         elif before is None:
             lines.append("empty database: creating the schema")

@@ -39,7 +39,10 @@ API_KEY = APIKeyHeader(
     description="the API key: yy_<prefix>_<secret>",
 )
 BEARER = HTTPBearer(scheme_name="HTTPBearer", auto_error=False, description="Authorization: Bearer <API key>")
-SECURITY: list[dict[str, list[str]]] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]  # the same, for an endpoint that checks keys itself
+SECURITY: list[dict[str, list[str]]] = [
+    {"APIKeyHeader": []},
+    {"HTTPBearer": []},
+]  # the same, for an endpoint that checks keys itself
 
 
 # ---- the state, the store, the service ---------------------------------------------------

@@ -134,7 +134,11 @@ def list_command(
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-DEMO_KEYS = (("demo-admin", "admin", None), ("demo-supervisor", "supervisor", None), ("demo-consultant", "consultant", "c01"))
+DEMO_KEYS = (
+    ("demo-admin", "admin", None),
+    ("demo-supervisor", "supervisor", None),
+    ("demo-consultant", "consultant", "c01"),
+)
 
 
 def ensure_demo_keys(settings: Settings) -> list[str]:
@@ -164,6 +168,8 @@ def ensure_demo_keys(settings: Settings) -> list[str]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(created, f, ensure_ascii=False, indent=2)
-    lines = [f"no API keys yet: created demo keys (saved to {path}; revoke them with `yuyue keys revoke NAME`):"]
+    lines = [
+        f"no API keys yet: created demo keys (saved to {path}; revoke them with `yuyue keys revoke NAME`):"
+    ]
     lines += [f"  {name:16} {v['role']:11} {v['key']}" for name, v in created.items()]
     return lines

@@ -75,7 +75,11 @@ KEY_KINDS = (*CONTACT_KINDS, "visitor")
 INCIDENT_KINDS = ("complaint", "unpaid")
 FLAG_KINDS = ("no_show", *INCIDENT_KINDS)
 DEFAULT_FLAG_AFTER = {"no_show": 2, "complaint": 1, "unpaid": 1}
-FLAG_WORDS = {"no_show": "no-shows (爽约)", "complaint": "complaints (投诉)", "unpaid": "unpaid visits (欠费)"}
+FLAG_WORDS = {
+    "no_show": "no-shows (爽约)",
+    "complaint": "complaints (投诉)",
+    "unpaid": "unpaid visits (欠费)",
+}
 
 patients = sa.Table(
     "patients",
@@ -127,8 +131,11 @@ patient_incidents = sa.Table(
 def _key_from_text(text: str) -> bytes:
     text = text.strip()
     try:
-        key = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None,
-                               validate=True)
+        key = base64.b64decode(
+            text + "=" * (-len(text) % 4),
+            altchars=b"-_" if "-" in text or "_" in text else None,
+            validate=True,
+        )
     except (binascii.Error, ValueError):
         key = text.encode("utf-8")
     if len(key) < 16:
@@ -264,9 +271,11 @@ class Patients:
         if not ids:
             return set()
         with self.engine.connect() as cx:
-            return set(cx.execute(
-                sa.select(erasures.c.conversation_id).where(erasures.c.conversation_id.in_(ids))
-            ).scalars())
+            return set(
+                cx.execute(
+                    sa.select(erasures.c.conversation_id).where(erasures.c.conversation_id.in_(ids))
+                ).scalars()
+            )
 
     def _identifiers(self, chat: dict[str, Any]) -> set[tuple[str, str]]:
         """What links a chat: contacts in its raw messages (those received after an erasure, when it
@@ -275,7 +284,7 @@ class Patients:
         erasure = self.store.erasure(chat["id"])
         messages = self.store.messages(chat["id"])
         if erasure is not None:  # the masked ones hold no contact, and a mask must not be read as one
-            messages = messages[int(erasure["n_messages"]):]
+            messages = messages[int(erasure["n_messages"]) :]
         for c in contact_spans(messages):
             found |= identifiers(c["type"], c["value"])
         if chat.get("visit"):
@@ -294,9 +303,11 @@ class Patients:
         grown since it was last linked."""
         chat = chat or self.store.conversation(conversation_id)
         with self.engine.connect() as cx:
-            done = cx.execute(
-                sa.select(patient_chats).where(patient_chats.c.conversation_id == conversation_id)
-            ).mappings().first()
+            done = (
+                cx.execute(sa.select(patient_chats).where(patient_chats.c.conversation_id == conversation_id))
+                .mappings()
+                .first()
+            )
         if done is not None and done["n_messages"] >= chat["n_messages"]:
             return self._resolve(done["patient_id"]) if done["patient_id"] else None
         found = self._identifiers(chat)
@@ -323,7 +334,8 @@ class Patients:
         patient_id = None
         if owners:
             rows = cx.execute(
-                sa.select(patients.c.id).where(patients.c.id.in_(owners))
+                sa.select(patients.c.id)
+                .where(patients.c.id.in_(owners))
                 .order_by(patients.c.created_at, patients.c.id)
             ).all()
             patient_id = rows[0][0]
@@ -335,9 +347,15 @@ class Patients:
         if patient_id is not None:
             known = {r[0] for r in cx.execute(sa.select(k.key_hash).where(k.key_hash.in_(list(hashes))))}
             new = [
-                {"key_hash": h, "kind": kind, "patient_id": patient_id, "conversation_id": chat["id"],
-                 "created_at": now}
-                for h, kind in hashes.items() if h not in known
+                {
+                    "key_hash": h,
+                    "kind": kind,
+                    "patient_id": patient_id,
+                    "conversation_id": chat["id"],
+                    "created_at": now,
+                }
+                for h, kind in hashes.items()
+                if h not in known
             ]
             if new:
                 cx.execute(patient_keys.insert(), new)
@@ -369,7 +387,9 @@ class Patients:
         if cx is None:
             with self.engine.connect() as c:
                 return self._resolve(patient_id, c)
-        row = cx.execute(sa.select(patients.c.id, patients.c.merged_into).where(patients.c.id == patient_id)).first()
+        row = cx.execute(
+            sa.select(patients.c.id, patients.c.merged_into).where(patients.c.id == patient_id)
+        ).first()
         if row is None:
             raise NotFound(f"no patient {patient_id!r}")
         return row[1] or row[0]
@@ -383,7 +403,9 @@ class Patients:
             .select_from(conversations.outerjoin(patient_chats, pc.conversation_id == c.id))
             .where(
                 sa.or_(pc.conversation_id.is_(None), pc.n_messages < c.n_messages),
-                sa.or_(c.contact_seen.is_(True), c.contact.is_(True), c.booked.is_(True), c.visit.is_not(None)),
+                sa.or_(
+                    c.contact_seen.is_(True), c.contact.is_(True), c.booked.is_(True), c.visit.is_not(None)
+                ),
             )
             .order_by(c.started_at, c.id)
         )
@@ -440,14 +462,16 @@ class Patients:
         for kind in FLAG_KINDS:
             after = int(self.flag_after.get(kind, 0) or 0)
             if after > 0 and counts[kind] >= after:
-                reasons.append({
-                    "kind": kind,
-                    "count": counts[kind],
-                    "after": after,
-                    "text": f"{counts[kind]} {FLAG_WORDS[kind]}"
-                    + (f" since the flag was cleared on {since.date().isoformat()}" if since else "")
-                    + f" (flagged from {after})",
-                })
+                reasons.append(
+                    {
+                        "kind": kind,
+                        "count": counts[kind],
+                        "after": after,
+                        "text": f"{counts[kind]} {FLAG_WORDS[kind]}"
+                        + (f" since the flag was cleared on {since.date().isoformat()}" if since else "")
+                        + f" (flagged from {after})",
+                    }
+                )
         return {
             "flagged": bool(reasons),
             "reasons": reasons,
@@ -479,13 +503,24 @@ class Patients:
             return None
         with self.engine.connect() as cx:
             pid = self._resolve(patient_id, cx)
-            n_chats = cx.execute(
-                sa.select(sa.func.count()).select_from(patient_chats).where(patient_chats.c.patient_id == pid)
-            ).scalar() or 0
+            n_chats = (
+                cx.execute(
+                    sa.select(sa.func.count())
+                    .select_from(patient_chats)
+                    .where(patient_chats.c.patient_id == pid)
+                ).scalar()
+                or 0
+            )
             flag = self.flag(pid, cx)
             no_shows = self._counts(cx, pid, None)["no_show"]
-        return {"id": pid, "chats": int(n_chats), "returning": n_chats > 1, "no_shows": no_shows,
-                "flagged": flag["flagged"], "flag_reasons": [r["text"] for r in flag["reasons"]]}
+        return {
+            "id": pid,
+            "chats": int(n_chats),
+            "returning": n_chats > 1,
+            "no_shows": no_shows,
+            "flagged": flag["flagged"],
+            "flag_reasons": [r["text"] for r in flag["reasons"]],
+        }
 
     def returning(self, conversation_id: str) -> int:
         """How many earlier chats the visitor of this chat had (0: a first visit or unknown): the
@@ -496,11 +531,14 @@ class Patients:
         c, pc = conversations.c, patient_chats.c
         with self.engine.connect() as cx:
             started = cx.execute(sa.select(c.started_at).where(c.id == conversation_id)).scalar_one()
-            return int(cx.execute(
-                sa.select(sa.func.count())
-                .select_from(patient_chats.join(conversations, c.id == pc.conversation_id))
-                .where(pc.patient_id == pid, c.started_at < started)
-            ).scalar() or 0)
+            return int(
+                cx.execute(
+                    sa.select(sa.func.count())
+                    .select_from(patient_chats.join(conversations, c.id == pc.conversation_id))
+                    .where(pc.patient_id == pid, c.started_at < started)
+                ).scalar()
+                or 0
+            )
 
     def flagged(self, limit: int, offset: int) -> dict[str, Any]:
         """The patients flagged now, most recent activity first."""
@@ -508,23 +546,34 @@ class Patients:
 
         a, pc, i = appointments.c, patient_chats.c, patient_incidents.c
         with self.engine.connect() as cx:
-            ids = {r[0] for r in cx.execute(
-                sa.select(pc.patient_id).distinct()
-                .select_from(appointments.join(patient_chats, pc.conversation_id == a.conversation_id))
-                .where(a.status == "no_show", pc.patient_id.is_not(None))
-            )}
+            ids = {
+                r[0]
+                for r in cx.execute(
+                    sa.select(pc.patient_id)
+                    .distinct()
+                    .select_from(appointments.join(patient_chats, pc.conversation_id == a.conversation_id))
+                    .where(a.status == "no_show", pc.patient_id.is_not(None))
+                )
+            }
             ids |= {r[0] for r in cx.execute(sa.select(i.patient_id).distinct())}
-            rows = cx.execute(
-                sa.select(patients.c.id).where(patients.c.id.in_(ids), patients.c.merged_into.is_(None))
-                .order_by(patients.c.updated_at.desc(), patients.c.id)
-            ).all() if ids else []
+            rows = (
+                cx.execute(
+                    sa.select(patients.c.id)
+                    .where(patients.c.id.in_(ids), patients.c.merged_into.is_(None))
+                    .order_by(patients.c.updated_at.desc(), patients.c.id)
+                ).all()
+                if ids
+                else []
+            )
             hits = [pid for (pid,) in rows if self.flag(pid, cx)["flagged"]]
         items = [self.summary(pid) for pid in hits[offset : offset + limit]]
         return {"total": len(hits), "limit": limit, "offset": offset, "items": items}
 
     # ---- who may read --------------------------------------------------------------------------
     @staticmethod
-    def _check_reads(who: Caller, patient_id: str, chats: list[dict[str, Any]], task_rows: list[dict[str, Any]]) -> None:
+    def _check_reads(
+        who: Caller, patient_id: str, chats: list[dict[str, Any]], task_rows: list[dict[str, Any]]
+    ) -> None:
         if who.role != Role.CONSULTANT:
             return
         me = who.consultant_id
@@ -547,25 +596,56 @@ class Patients:
         with self.engine.connect() as cx:
             pid = self._resolve(patient_id, cx)
             row = cx.execute(sa.select(patients).where(patients.c.id == pid)).mappings().one()
-            chats = [dict(r) for r in cx.execute(
-                sa.select(conversations, pc.kinds)
-                .select_from(conversations.join(patient_chats, pc.conversation_id == c.id))
-                .where(pc.patient_id == pid).order_by(c.started_at, c.id)
-            ).mappings()]
+            chats = [
+                dict(r)
+                for r in cx.execute(
+                    sa.select(conversations, pc.kinds)
+                    .select_from(conversations.join(patient_chats, pc.conversation_id == c.id))
+                    .where(pc.patient_id == pid)
+                    .order_by(c.started_at, c.id)
+                ).mappings()
+            ]
             ids = [ch["id"] for ch in chats]
-            appts = [dict(r) for r in cx.execute(
-                sa.select(appointments).where(a.conversation_id.in_(ids)).order_by(a.time, a.id)
-            ).mappings()] if ids else []
-            task_rows = [dict(r) for r in cx.execute(
-                sa.select(tasks).where(t.conversation_id.in_(ids)).order_by(t.created_at, t.id)
-            ).mappings()] if ids else []
-            calls = [dict(r) for r in cx.execute(
-                sa.select(task_attempts).where(ta.task_id.in_([x["id"] for x in task_rows])).order_by(ta.id)
-            ).mappings()] if task_rows else []
-            incidents = [dict(r) for r in cx.execute(
-                sa.select(patient_incidents).where(patient_incidents.c.patient_id == pid)
-                .order_by(patient_incidents.c.id)
-            ).mappings()]
+            appts = (
+                [
+                    dict(r)
+                    for r in cx.execute(
+                        sa.select(appointments).where(a.conversation_id.in_(ids)).order_by(a.time, a.id)
+                    ).mappings()
+                ]
+                if ids
+                else []
+            )
+            task_rows = (
+                [
+                    dict(r)
+                    for r in cx.execute(
+                        sa.select(tasks).where(t.conversation_id.in_(ids)).order_by(t.created_at, t.id)
+                    ).mappings()
+                ]
+                if ids
+                else []
+            )
+            calls = (
+                [
+                    dict(r)
+                    for r in cx.execute(
+                        sa.select(task_attempts)
+                        .where(ta.task_id.in_([x["id"] for x in task_rows]))
+                        .order_by(ta.id)
+                    ).mappings()
+                ]
+                if task_rows
+                else []
+            )
+            incidents = [
+                dict(r)
+                for r in cx.execute(
+                    sa.select(patient_incidents)
+                    .where(patient_incidents.c.patient_id == pid)
+                    .order_by(patient_incidents.c.id)
+                ).mappings()
+            ]
             flag = self.flag(pid, cx)
         self._check_reads(who, pid, chats, task_rows)
         raw = {ch["id"]: who.sees_raw(ch) for ch in chats}
@@ -576,8 +656,9 @@ class Patients:
                 continue
             for s in contact_spans(self.store.messages(ch["id"])):
                 value = s["value"] if raw[ch["id"]] else masked(s["type"], s["value"])
-                contacts.append({"type": s["type"], "value": value, "conversation_id": ch["id"],
-                                 "message": s["message"]})
+                contacts.append(
+                    {"type": s["type"], "value": value, "conversation_id": ch["id"], "message": s["message"]}
+                )
         by_task: dict[str, list[dict[str, Any]]] = {}
         for call in calls:
             by_task.setdefault(call["task_id"], []).append(call)
@@ -587,26 +668,64 @@ class Patients:
             return text if raw.get(conversation_id) else mask_note(text)
 
         out_appts = [
-            {**{k: _iso(v) for k, v in ap.items()}, "note": note(ap["note"], ap["conversation_id"])} for ap in appts
+            {**{k: _iso(v) for k, v in ap.items()}, "note": note(ap["note"], ap["conversation_id"])}
+            for ap in appts
         ]
         out_tasks = []
         for x in task_rows:
-            item = {k: _iso(x[k]) for k in (
-                "id", "kind", "state", "conversation_id", "appointment_id", "assignee", "detail", "due_at",
-                "attempts", "last_result", "closed_reason", "created_at", "done_at")}
+            item = {
+                k: _iso(x[k])
+                for k in (
+                    "id",
+                    "kind",
+                    "state",
+                    "conversation_id",
+                    "appointment_id",
+                    "assignee",
+                    "detail",
+                    "due_at",
+                    "attempts",
+                    "last_result",
+                    "closed_reason",
+                    "created_at",
+                    "done_at",
+                )
+            }
             item["calls"] = [
-                {"at": _iso(call["at"]), "actor": call["actor"], "result": call["result"],
-                 "note": note(call["note"], chat_of[x["id"]]), "appointment_id": call["appointment_id"]}
+                {
+                    "at": _iso(call["at"]),
+                    "actor": call["actor"],
+                    "result": call["result"],
+                    "note": note(call["note"], chat_of[x["id"]]),
+                    "appointment_id": call["appointment_id"],
+                }
                 for call in by_task.get(x["id"], [])
             ]
             out_tasks.append(item)
         out_chats = [
             {
                 "conversation_id": ch["id"],
-                **{k: _iso(ch[k]) for k in (
-                    "hospital", "department", "project", "consultant_id", "started_at", "last_at", "n_messages",
-                    "closed", "contact", "contact_seen", "booked", "arrived", "booked_at", "arrived_at", "p_booked",
-                    "p_arrived")},
+                **{
+                    k: _iso(ch[k])
+                    for k in (
+                        "hospital",
+                        "department",
+                        "project",
+                        "consultant_id",
+                        "started_at",
+                        "last_at",
+                        "n_messages",
+                        "closed",
+                        "contact",
+                        "contact_seen",
+                        "booked",
+                        "arrived",
+                        "booked_at",
+                        "arrived_at",
+                        "p_booked",
+                        "p_arrived",
+                    )
+                },
                 "linked_by": ch["kinds"].split(",") if ch["kinds"] else [],
             }
             for ch in chats
@@ -624,8 +743,14 @@ class Patients:
         }
         read_raw = [cid for cid, r in raw.items() if r]
         for cid in read_raw:  # raw personal data read: recorded, as for GET /v1/conversations/{id}
-            self.store.audit(audit_row(who, AuditAction.READ_RAW, conversation_id=cid,
-                                       detail={"via": "patient", "patient_id": pid}))
+            self.store.audit(
+                audit_row(
+                    who,
+                    AuditAction.READ_RAW,
+                    conversation_id=cid,
+                    detail={"via": "patient", "patient_id": pid},
+                )
+            )
         return {
             "id": pid,
             "created_at": _iso(row["created_at"]),
@@ -636,8 +761,12 @@ class Patients:
             "appointments": out_appts,
             "tasks": out_tasks,
             "incidents": [
-                {**{k: _iso(v) for k, v in i.items() if k != "patient_id"},
-                 "note": note(i["note"], i["conversation_id"]) if i["conversation_id"] else mask_note(i["note"])}
+                {
+                    **{k: _iso(v) for k, v in i.items() if k != "patient_id"},
+                    "note": note(i["note"], i["conversation_id"])
+                    if i["conversation_id"]
+                    else mask_note(i["note"]),
+                }
                 for i in incidents
             ],
             "contacts": contacts,
@@ -655,14 +784,25 @@ class Patients:
             pid = self._resolve(patient_id, cx)
             if conversation_id is not None:
                 linked = cx.execute(
-                    sa.select(patient_chats.c.patient_id).where(patient_chats.c.conversation_id == conversation_id)
+                    sa.select(patient_chats.c.patient_id).where(
+                        patient_chats.c.conversation_id == conversation_id
+                    )
                 ).first()
                 if linked is None or linked[0] is None or self._resolve(linked[0], cx) != pid:
-                    raise InvalidInput(f"conversation_id: {conversation_id!r} is not one of patient {pid!r}'s chats")
-            cx.execute(patient_incidents.insert().values(
-                patient_id=pid, kind=kind, conversation_id=conversation_id, note=note, created_by=who.name,
-                role=who.role, created_at=now,
-            ))
+                    raise InvalidInput(
+                        f"conversation_id: {conversation_id!r} is not one of patient {pid!r}'s chats"
+                    )
+            cx.execute(
+                patient_incidents.insert().values(
+                    patient_id=pid,
+                    kind=kind,
+                    conversation_id=conversation_id,
+                    note=note,
+                    created_by=who.name,
+                    role=who.role,
+                    created_at=now,
+                )
+            )
             cx.execute(patients.update().where(patients.c.id == pid).values(updated_at=now))
         return self.summary(pid) or {}
 
@@ -675,13 +815,30 @@ class Patients:
             pid = self._resolve(patient_id, cx)
             if not self.flag(pid, cx)["flagged"]:
                 raise Conflict(f"patient {pid!r} is not flagged: nothing to clear")
-            cx.execute(patients.update().where(patients.c.id == pid).values(
-                flags_cleared_at=now, flags_cleared_by=who.name, flags_cleared_note=note.strip(), updated_at=now,
-            ))
+            cx.execute(
+                patients.update()
+                .where(patients.c.id == pid)
+                .values(
+                    flags_cleared_at=now,
+                    flags_cleared_by=who.name,
+                    flags_cleared_note=note.strip(),
+                    updated_at=now,
+                )
+            )
         return self.summary(pid) or {}
 
 
 __all__ = [
-    "DEFAULT_FLAG_AFTER", "INCIDENT_KINDS", "KEY_KINDS", "Patients", "contact_spans", "identifiers", "normalise",
-    "patient_chats", "patient_incidents", "patient_key", "patient_keys", "patients",
+    "DEFAULT_FLAG_AFTER",
+    "INCIDENT_KINDS",
+    "KEY_KINDS",
+    "Patients",
+    "contact_spans",
+    "identifiers",
+    "normalise",
+    "patient_chats",
+    "patient_incidents",
+    "patient_key",
+    "patient_keys",
+    "patients",
 ]

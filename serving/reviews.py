@@ -143,7 +143,9 @@ class ReviewBook:
             try:
                 self.reads += 1
                 with self.engine.connect() as cx:
-                    version = cx.execute(sa.select(sa.func.coalesce(sa.func.max(reply_reviews.c.rev), 0))).scalar()
+                    version = cx.execute(
+                        sa.select(sa.func.coalesce(sa.func.max(reply_reviews.c.rev), 0))
+                    ).scalar()
                     if version != self._version:
                         rows = cx.execute(sa.select(reply_reviews)).mappings().all()
                         self._decisions = {r["key"]: Decision(**r) for r in rows}
@@ -164,7 +166,11 @@ class ReviewBook:
         d = self.decision(entry)
         if d is None:
             return None
-        return ("blocked", None) if d.status == "blocked" else ("allowed", d.text if d.status == "edited" else None)
+        return (
+            ("blocked", None)
+            if d.status == "blocked"
+            else ("allowed", d.text if d.status == "edited" else None)
+        )
 
     def attach(self, model: Any) -> None:
         """Make ``model``'s suggester (if any) consult this book."""
@@ -226,7 +232,11 @@ class ReviewBook:
         d = decisions.get(review_key(entry))
         if d is not None:
             return d.status
-        return "allowed" if entry.status == "allowed" else ("blocked" if entry.status == "blocked" else "unreviewed")
+        return (
+            "allowed"
+            if entry.status == "allowed"
+            else ("blocked" if entry.status == "blocked" else "unreviewed")
+        )
 
     def listing(
         self, pool: ReplyPool, status: str | None = None, limit: int = 50, offset: int = 0

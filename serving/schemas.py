@@ -112,7 +112,12 @@ class NewMessage(_Body):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"role": "visitor", "text": "你好，隆鼻大概多少钱？疼不疼", "at": "2025-03-05T14:02:30+08:00", "seq": 0}
+                {
+                    "role": "visitor",
+                    "text": "你好，隆鼻大概多少钱？疼不疼",
+                    "at": "2025-03-05T14:02:30+08:00",
+                    "seq": 0,
+                }
             ]
         },
     )

@@ -627,7 +627,9 @@ def stored_compliance(compliance: dict[str, Any]) -> dict[str, Any]:
     that fired (id, category, citation, source); the alternative is looked up again when needed."""
     return {
         "allowed": compliance["allowed"],
-        "rules": [{k: r[k] for k in ("id", "category", "citation", "source") if k in r} for r in compliance["rules"]],
+        "rules": [
+            {k: r[k] for k in ("id", "category", "citation", "source") if k in r} for r in compliance["rules"]
+        ],
     }
 
 

@@ -262,7 +262,9 @@ class EventStore:
         # PostgreSQL: the per-message write is one self-contained statement, run in autocommit
         # (no BEGIN/COMMIT round trips); see _pg_append_statement
         self._autocommit = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else None
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
         )
 
     # ---- writes ------------------------------------------------------------
@@ -303,7 +305,12 @@ class EventStore:
         """
         now = _now()
         # the projection's parameters (_AFTER_MESSAGE, also the core of _PG_APPEND)
-        projection = {**{f"_{k}": v for k, v in update.items()}, "_id": conversation_id, "_seq": seq, "_now": now}
+        projection = {
+            **{f"_{k}": v for k, v in update.items()},
+            "_id": conversation_id,
+            "_seq": seq,
+            "_now": now,
+        }
         try:
             if self._autocommit is not None:  # PostgreSQL: one statement (see _pg_append_statement)
                 with self._gate(), self._autocommit.connect() as cx:
@@ -335,8 +342,13 @@ class EventStore:
                     cx.execute(
                         _INSERT_SUGGESTION,
                         [
-                            {"reply_id": None, **s, "conversation_id": conversation_id, "seq": seq,
-                             "created_at": now}
+                            {
+                                "reply_id": None,
+                                **s,
+                                "conversation_id": conversation_id,
+                                "seq": seq,
+                                "created_at": now,
+                            }
                             for s in shown
                         ],
                     )
@@ -402,7 +414,9 @@ class EventStore:
 
     def suggestion(self, suggestion_id: str) -> dict[str, Any]:
         with self.engine.connect() as cx:
-            row = cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
+            row = (
+                cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
+            )
         if row is None:
             raise NotFound(f"no suggestion {suggestion_id!r}")
         return dict(row)
@@ -692,10 +706,15 @@ class EventStore:
         if consultant_id is not None:
             where.append(c.consultant_id == consultant_id)
         with self._read_gate(), self.engine.connect() as cx:
-            total = int(cx.execute(sa.select(sa.func.count()).select_from(conversations).where(*where)).scalar() or 0)
-            rows = [dict(r) for r in cx.execute(
-                sa.select(conversations).where(*where).order_by(c.last_at.desc(), c.id).limit(limit)
-            ).mappings()]
+            total = int(
+                cx.execute(sa.select(sa.func.count()).select_from(conversations).where(*where)).scalar() or 0
+            )
+            rows = [
+                dict(r)
+                for r in cx.execute(
+                    sa.select(conversations).where(*where).order_by(c.last_at.desc(), c.id).limit(limit)
+                ).mappings()
+            ]
             ids = [r["id"] for r in rows]
             if not ids:
                 return total, []
@@ -719,7 +738,9 @@ class EventStore:
             last_visitor: dict[str, datetime] = {
                 cid: at
                 for cid, at in cx.execute(
-                    sa.select(e.conversation_id, sa.func.max(e.at)).where(*msg, visitor).group_by(e.conversation_id)
+                    sa.select(e.conversation_id, sa.func.max(e.at))
+                    .where(*msg, visitor)
+                    .group_by(e.conversation_id)
                 ).all()
             }
         for r in rows:

@@ -209,8 +209,12 @@ class Desk:
         now = self.clock()
         with self.engine.begin() as cx:
             if update.get("booked"):
-                self._close(cx, [tasks.c.kind == "lead_call", tasks.c.conversation_id == conversation_id],
-                            "booked", now)
+                self._close(
+                    cx,
+                    [tasks.c.kind == "lead_call", tasks.c.conversation_id == conversation_id],
+                    "booked",
+                    now,
+                )
             elif update.get("contact"):
                 chat = self._chat(conversation_id)
                 if not chat.get("booked"):
@@ -258,8 +262,9 @@ class Desk:
                     )
                 ).mappings()
                 for chat in rows.all():
-                    counts["leads"] += self._add_task(cx, f"lead:{chat['id']}", "lead_call", dict(chat),
-                                                      chat["last_at"], now)
+                    counts["leads"] += self._add_task(
+                        cx, f"lead:{chat['id']}", "lead_call", dict(chat), chat["last_at"], now
+                    )
         if link_limit is None or link_limit > 0:
             counts["linked"] = self.patients.link_pending(limit=link_limit)
         return counts
@@ -325,8 +330,9 @@ class Desk:
         }
         with self.engine.begin() as cx:
             appt = self.book.insert(cx, row, who.name, now)
-            self._close(cx, [tasks.c.kind == "lead_call", tasks.c.conversation_id == conversation_id],
-                        "booked", now)
+            self._close(
+                cx, [tasks.c.kind == "lead_call", tasks.c.conversation_id == conversation_id], "booked", now
+            )
             due = self._reminder_due(time, now)
             if due is not None:
                 self._add_task(cx, f"reminder:{appt['id']}", "reminder", chat, due, now, appt["id"])
@@ -353,7 +359,9 @@ class Desk:
     def reschedule(self, who: Caller, appointment_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         self._appointment_for_write(who, appointment_id, "reschedule appointments of")
         if not changes:
-            raise InvalidInput("nothing to change: give at least one of time, doctor, project, department, note")
+            raise InvalidInput(
+                "nothing to change: give at least one of time, doctor, project, department, note"
+            )
         if "time" in changes and changes["time"].tzinfo is None:
             raise InvalidInput(f"time must carry a timezone offset (got {changes['time'].isoformat()})")
         now = self.clock()
@@ -364,15 +372,26 @@ class Desk:
                 due = self._reminder_due(changes["time"], now)
                 if due is None:
                     self._close(cx, [tasks.c.key == key], "rescheduled", now)
-                elif cx.execute(
-                    tasks.update().where(tasks.c.key == key, tasks.c.state != "done").values(due_at=due, updated_at=now)
-                ).rowcount == 0:
+                elif (
+                    cx.execute(
+                        tasks.update()
+                        .where(tasks.c.key == key, tasks.c.state != "done")
+                        .values(due_at=due, updated_at=now)
+                    ).rowcount
+                    == 0
+                ):
                     chat = self._chat(appt["conversation_id"])
                     if not self._add_task(cx, key, "reminder", chat, due, now, appointment_id):
                         # the reminder was done (called) before the move: remind the new time again
                         cx.execute(
-                            tasks.update().where(tasks.c.key == key).values(
-                                state="open", assignee=None, due_at=due, closed_reason=None, done_at=None,
+                            tasks.update()
+                            .where(tasks.c.key == key)
+                            .values(
+                                state="open",
+                                assignee=None,
+                                due_at=due,
+                                closed_reason=None,
+                                done_at=None,
                                 updated_at=now,
                             )
                         )
@@ -380,12 +399,23 @@ class Desk:
 
     def mark(self, who: Caller, appointment_id: str, to: str) -> dict[str, Any]:
         """Mark an appointment arrived, no_show or cancelled (with the rules that follow)."""
-        verb = {"arrived": "mark arrivals of", "no_show": "mark no-shows of", "cancelled": "cancel appointments of"}
+        verb = {
+            "arrived": "mark arrivals of",
+            "no_show": "mark no-shows of",
+            "cancelled": "cancel appointments of",
+        }
         self._appointment_for_write(who, appointment_id, verb[to])
         return view(self._mark(who, appointment_id, to, self.clock()))
 
-    def _mark(self, who: Caller, appointment_id: str, to: str, now: datetime, auto: bool = False,
-              note: str | None = None) -> dict[str, Any]:
+    def _mark(
+        self,
+        who: Caller,
+        appointment_id: str,
+        to: str,
+        now: datetime,
+        auto: bool = False,
+        note: str | None = None,
+    ) -> dict[str, Any]:
         with self.engine.begin() as cx:
             appt = self.book.move(cx, appointment_id, to, who.name, now, auto=auto, note=note)
             chat = self._chat(appt["conversation_id"])
@@ -395,11 +425,20 @@ class Desk:
                 self._close(cx, [t.kind == "no_show_callback", t.appointment_id == appointment_id], to, now)
                 for day in self.settings.aftercare_days:
                     due = _local_at(now + timedelta(days=day), self.settings.reminder_hour)
-                    self._add_task(cx, f"aftercare:{appointment_id}:{day}", "aftercare", chat, due, now,
-                                   appointment_id, detail=f"day {day}")
+                    self._add_task(
+                        cx,
+                        f"aftercare:{appointment_id}:{day}",
+                        "aftercare",
+                        chat,
+                        due,
+                        now,
+                        appointment_id,
+                        detail=f"day {day}",
+                    )
             elif to == "no_show":
-                self._add_task(cx, f"no_show:{appointment_id}", "no_show_callback", chat, now, now,
-                               appointment_id)
+                self._add_task(
+                    cx, f"no_show:{appointment_id}", "no_show_callback", chat, now, now, appointment_id
+                )
         if to == "arrived":
             self._outcome(who, appt["conversation_id"], {"arrived": True, "arrived_at": now})
         elif to == "no_show" and not chat.get("arrived"):
@@ -446,21 +485,43 @@ class Desk:
         out = {
             k: row[k]
             for k in (
-                "id", "kind", "state", "conversation_id", "appointment_id", "hospital", "department",
-                "consultant_id", "assignee", "detail", "attempts", "last_result", "closed_reason",
+                "id",
+                "kind",
+                "state",
+                "conversation_id",
+                "appointment_id",
+                "hospital",
+                "department",
+                "consultant_id",
+                "assignee",
+                "detail",
+                "attempts",
+                "last_result",
+                "closed_reason",
             )
         }
         for k in ("due_at", "snoozed_until", "created_at", "updated_at", "done_at", "appointment_time"):
             out[k] = row[k].isoformat() if row.get(k) else None
         out["overdue"] = row["state"] != "done" and row["due_at"] < now
-        out.update(priority=priority, summary=summary, reasons=reasons,
-                   p_booked=row["p_booked"], p_arrived=row["p_arrived"])
+        out.update(
+            priority=priority,
+            summary=summary,
+            reasons=reasons,
+            p_booked=row["p_booked"],
+            p_arrived=row["p_arrived"],
+        )
         return out
 
     def _select(self) -> sa.Select:
         c, a = conversations.c, appointments.c
         return sa.select(
-            tasks, c.p_booked, c.p_arrived, c.reasons, c.booked_at, c.started_at, c.last_at,
+            tasks,
+            c.p_booked,
+            c.p_arrived,
+            c.reasons,
+            c.booked_at,
+            c.started_at,
+            c.last_at,
             a.time.label("appointment_time"),
         ).select_from(
             tasks.join(conversations, conversations.c.id == tasks.c.conversation_id).outerjoin(
@@ -491,7 +552,9 @@ class Desk:
         if due == "overdue":
             where.append(t.due_at < now)
         elif due == "today":
-            end = datetime.combine(now.astimezone(LOCAL_TZ).date() + timedelta(days=1), time(0), tzinfo=LOCAL_TZ)
+            end = datetime.combine(
+                now.astimezone(LOCAL_TZ).date() + timedelta(days=1), time(0), tzinfo=LOCAL_TZ
+            )
             where.append(t.due_at < end)
         rank = _priority()
         page = self._select().where(*where).order_by(rank.desc(), t.due_at, t.id).limit(limit).offset(offset)
@@ -520,17 +583,25 @@ class Desk:
         with self.engine.connect() as cx:
             row = self._row(task_id, cx)
             self._check_sees(who, row)
-            attempts = cx.execute(
-                sa.select(task_attempts).where(task_attempts.c.task_id == task_id).order_by(task_attempts.c.id)
-            ).mappings().all()
+            attempts = (
+                cx.execute(
+                    sa.select(task_attempts)
+                    .where(task_attempts.c.task_id == task_id)
+                    .order_by(task_attempts.c.id)
+                )
+                .mappings()
+                .all()
+            )
         out = self._task_view(row, self.clock())
         out["attempt_log"] = [
-            {**{k: v for k, v in a.items() if k not in ("task_id",)}, "at": a["at"].isoformat()} for a in attempts
+            {**{k: v for k, v in a.items() if k not in ("task_id",)}, "at": a["at"].isoformat()}
+            for a in attempts
         ]
         out["patient"] = self.patients.summary(self.patients.link(row["conversation_id"]))
         # masked for everyone: the number itself only through reveal() (recorded in the audit log)
         out["contacts"] = [
-            {**c, "value": masked(c["type"], c["value"])} for c in contact_spans(self.store.messages(row["conversation_id"]))
+            {**c, "value": masked(c["type"], c["value"])}
+            for c in contact_spans(self.store.messages(row["conversation_id"]))
         ]
         return out
 
@@ -547,13 +618,25 @@ class Desk:
             raise Conflict(f"task {task_id!r} is done ({row['closed_reason']}): there is no call to make")
         contacts = contact_spans(self.store.messages(row["conversation_id"]))
         if contacts:
-            self.store.audit(audit_row(
-                who, AuditAction.READ_RAW, conversation_id=row["conversation_id"],
-                detail={"via": "task", "task_id": task_id, "kind": row["kind"],
-                        "types": sorted({c["type"] for c in contacts})},
-            ))
-        return {"task_id": task_id, "conversation_id": row["conversation_id"], "contacts": contacts,
-                "recorded": bool(contacts)}
+            self.store.audit(
+                audit_row(
+                    who,
+                    AuditAction.READ_RAW,
+                    conversation_id=row["conversation_id"],
+                    detail={
+                        "via": "task",
+                        "task_id": task_id,
+                        "kind": row["kind"],
+                        "types": sorted({c["type"] for c in contacts}),
+                    },
+                )
+            )
+        return {
+            "task_id": task_id,
+            "conversation_id": row["conversation_id"],
+            "contacts": contacts,
+            "recorded": bool(contacts),
+        }
 
     def _transition(
         self, cx: Connection, row: dict[str, Any], move: str, allowed: tuple[str, ...], values: dict[str, Any]
@@ -574,9 +657,17 @@ class Desk:
         now = self.clock()
         with self.engine.begin() as cx:
             row = self._row(task_id, cx)
-            self._transition(cx, row, "assign", ("open", "assigned", "attempted", "snoozed"),
-                             {"assignee": assignee.strip(), "state": "assigned" if row["state"] != "attempted"
-                              else "attempted", "updated_at": now})
+            self._transition(
+                cx,
+                row,
+                "assign",
+                ("open", "assigned", "attempted", "snoozed"),
+                {
+                    "assignee": assignee.strip(),
+                    "state": "assigned" if row["state"] != "attempted" else "attempted",
+                    "updated_at": now,
+                },
+            )
         return self.task(who, task_id)
 
     def claim(self, who: Caller, task_id: str) -> dict[str, Any]:
@@ -586,8 +677,13 @@ class Desk:
             self._check_sees(who, row)
             if row["assignee"] not in (None, who.consultant_id):
                 raise Conflict(f"task {task_id!r} is already assigned to {row['assignee']!r}")
-            self._transition(cx, row, "claim", ("open",), {"assignee": who.consultant_id, "state": "assigned",
-                                                           "updated_at": now})
+            self._transition(
+                cx,
+                row,
+                "claim",
+                ("open",),
+                {"assignee": who.consultant_id, "state": "assigned", "updated_at": now},
+            )
         return self.task(who, task_id)
 
     def _check_acts(self, who: Caller, row: dict[str, Any], move: str) -> None:
@@ -595,7 +691,9 @@ class Desk:
             if row["assignee"] is None:
                 self._check_sees(who, row)
                 raise Conflict(f"task {row['id']!r} is open: claim it before you {move} it")
-            raise Forbidden(f"task {row['id']!r} is assigned to {row['assignee']!r}, not to {who.consultant_id!r}")
+            raise Forbidden(
+                f"task {row['id']!r} is assigned to {row['assignee']!r}, not to {who.consultant_id!r}"
+            )
 
     def attempt(
         self,
@@ -632,7 +730,10 @@ class Desk:
         with self.engine.begin() as cx:
             row = self._row(task_id, cx)
             self._transition(
-                cx, row, "record a call on", allowed,
+                cx,
+                row,
+                "record a call on",
+                allowed,
                 {
                     "state": "done" if ends else "attempted",
                     "attempts": row["attempts"] + 1,
@@ -643,9 +744,16 @@ class Desk:
                     "updated_at": now,
                 },
             )
-            attempt_id = cx.execute(task_attempts.insert().values(
-                task_id=task_id, at=now, actor=who.name, role=who.role, result=result, note=note,
-            )).inserted_primary_key[0]
+            attempt_id = cx.execute(
+                task_attempts.insert().values(
+                    task_id=task_id,
+                    at=now,
+                    actor=who.name,
+                    role=who.role,
+                    result=result,
+                    note=note,
+                )
+            ).inserted_primary_key[0]
         if result == "refused" and row["kind"] == "lead_call":
             self._lead_refused(who, row["conversation_id"])
         new_appt = None
@@ -654,12 +762,20 @@ class Desk:
             if row["kind"] == "reminder" and old and self.book.get(old)["status"] == "booked":
                 self._mark(who, old, "cancelled", now, note="rebooked by a reminder call")
             new_appt = self.create_appointment(
-                who, row["conversation_id"], time=time, doctor=doctor, rebooked_from=old, checked=True,
+                who,
+                row["conversation_id"],
+                time=time,
+                doctor=doctor,
+                rebooked_from=old,
+                checked=True,
                 confirmed=confirmed,
             )
             with self.engine.begin() as cx:
-                cx.execute(task_attempts.update().where(task_attempts.c.id == attempt_id)
-                           .values(appointment_id=new_appt["id"]))
+                cx.execute(
+                    task_attempts.update()
+                    .where(task_attempts.c.id == attempt_id)
+                    .values(appointment_id=new_appt["id"])
+                )
         out = self.task(who, task_id)
         out["appointment"] = new_appt
         return out
@@ -675,12 +791,19 @@ class Desk:
         if until.tzinfo is None:
             raise InvalidInput(f"until must carry a timezone offset (got {until.isoformat()})")
         if until <= now:
-            raise InvalidInput(f"until must be in the future (got {until.isoformat()}, now {now.isoformat()})")
+            raise InvalidInput(
+                f"until must be in the future (got {until.isoformat()}, now {now.isoformat()})"
+            )
         with self.engine.begin() as cx:
             row = self._row(task_id, cx)
             self._check_acts(who, row, "snooze")
-            self._transition(cx, row, "snooze", ("open", "assigned", "attempted", "snoozed"),
-                             {"state": "snoozed", "snoozed_until": until, "due_at": until, "updated_at": now})
+            self._transition(
+                cx,
+                row,
+                "snooze",
+                ("open", "assigned", "attempted", "snoozed"),
+                {"state": "snoozed", "snoozed_until": until, "due_at": until, "updated_at": now},
+            )
         return self.task(who, task_id)
 
     def done(self, who: Caller, task_id: str, note: str | None = None) -> dict[str, Any]:
@@ -688,8 +811,13 @@ class Desk:
         with self.engine.begin() as cx:
             row = self._row(task_id, cx)
             self._check_acts(who, row, "close")
-            self._transition(cx, row, "close", ("attempted",),
-                             {"state": "done", "closed_reason": "done", "done_at": now, "updated_at": now})
+            self._transition(
+                cx,
+                row,
+                "close",
+                ("attempted",),
+                {"state": "done", "closed_reason": "done", "done_at": now, "updated_at": now},
+            )
         return self.task(who, task_id)
 
 

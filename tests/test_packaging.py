@@ -34,7 +34,9 @@ def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
     # build from a copy: setuptools writes build/ and *.egg-info next to the sources it builds
     src = tmp_path_factory.mktemp("src") / "yuyue"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "*.egg-info", "__pycache__")
+    )
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", dist, src)
     (path,) = dist.glob("yuyue-*.whl")
     return path
@@ -46,10 +48,15 @@ def test_wheel_holds_one_top_level_package(wheel):
     assert top == {"yuyue", next(t for t in top if t.endswith(".dist-info"))}
     tracked = subprocess.run(
         ["git", "ls-files", "cli", "config", "data", "features", "models", "training", "serving"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     missing = [p for p in tracked if p.endswith(".py") and f"yuyue/{p}" not in names]
-    assert not missing, f"modules left out of the wheel (add their package to pyproject's packages): {missing}"
+    assert not missing, (
+        f"modules left out of the wheel (add their package to pyproject's packages): {missing}"
+    )
     for needed in (
         "yuyue/compat.py",
         "yuyue/features/pii.py",
@@ -65,9 +72,7 @@ def test_installs_beside_pypi_config_and_a_models_package(wheel, model, tmp_path
     env = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env)
     py = env / "bin" / "python"
-    site = Path(
-        _run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
-    )
+    site = Path(_run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     _run(py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "config==0.5.1")
     (site / "models").mkdir()
     (site / "models" / "__init__.py").write_text("OTHER = 'not yuyue'\n", encoding="utf-8")

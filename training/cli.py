@@ -10,7 +10,9 @@ import typer
 
 from yuyue.config import get_settings
 
-models_app = typer.Typer(help="The model registry: list versions, promote one to champion.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: list versions, promote one to champion.", no_args_is_help=True
+)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -28,10 +30,16 @@ def _check_file(path: Path) -> None:
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="JSONL conversations (contract format)")],
     experiment: Annotated[str, typer.Option(help="MLflow experiment name")] = "yuyue",
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: local store under var/)")] = None,
-    strict: Annotated[bool, typer.Option(help="fail on the first invalid record instead of skipping it")] = False,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: local store under var/)")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="fail on the first invalid record instead of skipping it")
+    ] = False,
     register: Annotated[bool, typer.Option(help="register a new model version")] = True,
-    promote_if_first: Annotated[bool, typer.Option(help="make it champion when no champion exists yet")] = True,
+    promote_if_first: Annotated[
+        bool, typer.Option(help="make it champion when no champion exists yet")
+    ] = True,
     workers: Annotated[int, typer.Option(min=1, help="processes for feature extraction")] = 2,
 ) -> None:
     """Train every model the data supports, evaluate on the latest chats, log to MLflow and register."""
@@ -64,7 +72,9 @@ def evaluate_command(
     model: Annotated[str, typer.Option("--model", help="'champion' or a version number")] = CHAMPION,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
-    report: Annotated[Path | None, typer.Option(help="write an HTML report comparing with the champion")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="write an HTML report comparing with the champion")
+    ] = None,
 ) -> None:
     """Evaluate a registered model on a dataset (metrics absent when the data cannot support them)."""
     from yuyue.training import registry
@@ -112,8 +122,11 @@ def list_command(
     if not versions:
         typer.echo("no registered versions; train one with `yuyue train --data FILE`")
         return
-    typer.echo(f"{'version':>7}  {'aliases':<12}{'booked.auc':>11}{'booked.ece':>11}{'arrived.auc':>12}{'reply.r10@1':>12}")
+    typer.echo(
+        f"{'version':>7}  {'aliases':<12}{'booked.auc':>11}{'booked.ece':>11}{'arrived.auc':>12}{'reply.r10@1':>12}"
+    )
     for v in versions:
+
         def f(x: float | None) -> str:
             return "-" if x is None else f"{x:.4f}"
 

@@ -189,7 +189,9 @@ def build_rows(
     metas = {m.index: m for m in scan_.metas}
     wanted = {i: s for i, s in scan_.split.items() if s in splits and metas[i].booked is not None}
     hospital = hospital or {}
-    jobs = (delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps) for k in range(workers))
+    jobs = (
+        delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps) for k in range(workers)
+    )
     if on_progress is None:
         parts = Parallel(n_jobs=workers)(jobs)
     else:

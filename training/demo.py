@@ -25,9 +25,13 @@ def replay_chat(settings: Settings, seed: int = 99991, echo: Callable[[str], Non
         project=conv.project,
         consultant_id=conv.consultant_id,
     )
-    echo(f"model version {version}; chat {conv.conversation_id} ({conv.department}, {conv.visit.engine if conv.visit else '-'})")
+    echo(
+        f"model version {version}; chat {conv.conversation_id} ({conv.department}, {conv.visit.engine if conv.visit else '-'})"
+    )
     if scores:
-        echo(f"  opened: booked {scores['booked'].probability:.2f}  arrived {scores['arrived'].probability:.2f}")
+        echo(
+            f"  opened: booked {scores['booked'].probability:.2f}  arrived {scores['arrived'].probability:.2f}"
+        )
     for m in conv.messages:
         ins = model.on_message(session, m.role, m.text, m.at)
         who = {"visitor": "访客", "consultant": "咨询", "system": "系统"}[m.role]

@@ -56,7 +56,10 @@ def score_metrics(model: YuyueModel, rows: LabelledRows, scan_: DatasetScan, tar
     }
     by_turn: dict[str, float | None] = {}
     open_ = ~closed
-    first_at_turn = open_ & np.r_[True, (sub.visitor_turns[1:] != sub.visitor_turns[:-1]) | (sub.group[1:] != sub.group[:-1])]
+    first_at_turn = (
+        open_
+        & np.r_[True, (sub.visitor_turns[1:] != sub.visitor_turns[:-1]) | (sub.group[1:] != sub.group[:-1])]
+    )
     for k in VISITOR_TURNS:
         m = first_at_turn & (sub.visitor_turns == k)
         by_turn[str(k)] = _r(safe_auc(y[m], p[m]))
@@ -70,7 +73,13 @@ def score_metrics(model: YuyueModel, rows: LabelledRows, scan_: DatasetScan, tar
         out[f"{target}.auc_oracle"] = _r(safe_auc(yc, oracle.astype(float)))
         if out[f"{target}.auc"] and out[f"{target}.auc_oracle"]:
             out[f"{target}.auc_vs_oracle"] = _r(out[f"{target}.auc"] / out[f"{target}.auc_oracle"])
-    out["_curves." + target] = {"y": yc, "p": pc, "y_open": y[open_], "p_open": p[open_], "turns": sub.visitor_turns[open_]}
+    out["_curves." + target] = {
+        "y": yc,
+        "p": pc,
+        "y_open": y[open_],
+        "p_open": p[open_],
+        "turns": sub.visitor_turns[open_],
+    }
     return out
 
 
@@ -186,7 +195,9 @@ def evaluate(
     out: dict[str, Any] = {"n_conversations": len(wanted), "skipped_invalid": scan_.report.skipped}
     if model.scorers:
         space_scan = DatasetScan(scan_.path, scan_.metas, scan_.report, {i: "test" for i in wanted})
-        rows = build_rows(space_scan, model.space, ("test",), workers=workers, hospital=_hospital(model)).get("test")
+        rows = build_rows(space_scan, model.space, ("test",), workers=workers, hospital=_hospital(model)).get(
+            "test"
+        )
         if rows is not None:
             for target in model.scorers:
                 out.update(score_metrics(model, rows, scan_, target))
@@ -198,7 +209,11 @@ def evaluate(
 
 
 def _hospital(model: YuyueModel) -> dict[str, str]:
-    return {k: v for k, v in model.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")}
+    return {
+        k: v
+        for k, v in model.hospital.items()
+        if k in ("hospital_name", "hospital_city", "hospital_province")
+    }
 
 
 def public(metrics: dict[str, Any]) -> dict[str, Any]:

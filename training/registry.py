@@ -83,7 +83,9 @@ def plot_curves(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
         fpr, tpr, _ = roc_curve(y, p)
         axes[0].plot(fpr, tpr, label=f"AUC {metrics.get(target + '.auc')}")
         axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
-        axes[0].set(title=f"{target}: ROC (closed chats)", xlabel="false positive rate", ylabel="true positive rate")
+        axes[0].set(
+            title=f"{target}: ROC (closed chats)", xlabel="false positive rate", ylabel="true positive rate"
+        )
         axes[0].legend(loc="lower right")
         frac, mean = calibration_curve(y, p, n_bins=10, strategy="quantile")
         axes[1].plot(mean, frac, "o-", label=f"ECE {metrics.get(target + '.ece')}")
@@ -216,7 +218,9 @@ def list_versions(settings: Settings | None = None, tracking_uri: str | None = N
     return out
 
 
-def promote(version: str, settings: Settings | None = None, tracking_uri: str | None = None, alias: str = CHAMPION) -> None:
+def promote(
+    version: str, settings: Settings | None = None, tracking_uri: str | None = None, alias: str = CHAMPION
+) -> None:
     """Point ``alias`` (default ``champion``) at ``version``."""
     settings = settings or get_settings()
     uri = configure(settings, tracking_uri)
@@ -231,7 +235,9 @@ def promote(version: str, settings: Settings | None = None, tracking_uri: str | 
     client.set_registered_model_alias(settings.model_name, alias, str(version))
 
 
-def load(ref: str = CHAMPION, settings: Settings | None = None, tracking_uri: str | None = None) -> tuple[YuyueModel, str]:
+def load(
+    ref: str = CHAMPION, settings: Settings | None = None, tracking_uri: str | None = None
+) -> tuple[YuyueModel, str]:
     """The bundle registered as ``ref`` (an alias or a version number) and its version."""
     settings = settings or get_settings()
     uri = configure(settings, tracking_uri)
@@ -241,7 +247,9 @@ def load(ref: str = CHAMPION, settings: Settings | None = None, tracking_uri: st
         raise RegistryError(f"cannot load model {settings.model_name!r} {ref!r}: {exc.message}") from None
 
 
-def alias_version(alias: str = CHAMPION, settings: Settings | None = None, tracking_uri: str | None = None) -> str | None:
+def alias_version(
+    alias: str = CHAMPION, settings: Settings | None = None, tracking_uri: str | None = None
+) -> str | None:
     """The version ``alias`` points at, or None when it is not set (a cheap check for the server's poller)."""
     settings = settings or get_settings()
     uri = configure(settings, tracking_uri)

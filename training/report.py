@@ -43,9 +43,7 @@ def write_report(path: str | Path, runs: dict[str, dict[str, Any]], data: str | 
     for target in ("booked", "arrived"):
         key = f"{target}.auc_by_visitor_turn"
         if any(key in m for m in runs.values()):
-            cells = "".join(
-                f"<td>{html.escape(str(runs[label].get(key, '–')))}</td>" for label in labels
-            )
+            cells = "".join(f"<td>{html.escape(str(runs[label].get(key, '–')))}</td>" for label in labels)
             rows.append(f"<tr><th>{key}</th>{cells}</tr>")
     images = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,13 +52,15 @@ def write_report(path: str | Path, runs: dict[str, dict[str, Any]], data: str | 
             out.mkdir()
             for png in plot_curves(metrics, out):
                 b64 = base64.b64encode(png.read_bytes()).decode()
-                images.append(f"<h3>{html.escape(label)}: {png.stem}</h3><img src='data:image/png;base64,{b64}'>")
+                images.append(
+                    f"<h3>{html.escape(label)}: {png.stem}</h3><img src='data:image/png;base64,{b64}'>"
+                )
     head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
     doc = f"""<!doctype html><html lang="zh"><meta charset="utf-8"><title>Yuyue evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
 th:first-child{{text-align:left}}img{{max-width:100%}}</style>
 <h1>Yuyue evaluation</h1><p>data: {html.escape(str(data))}</p>
-<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>{''.join(images)}</html>"""
+<table><tr><th>metric</th>{head}</tr>{"".join(rows)}</table>{"".join(images)}</html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc, encoding="utf-8")
     return path

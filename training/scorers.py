@@ -125,7 +125,11 @@ def fit_target(
         choice.valid_auc[name] = auc
         log.info(
             "%s %s: validation AUC %s in %.1fs (kept over the faster ones only if it beats them by %s)",
-            target, name, "n/a" if auc is None else f"{auc:.4f}", choice.fit_seconds[name], MIN_AUC_GAIN,
+            target,
+            name,
+            "n/a" if auc is None else f"{auc:.4f}",
+            choice.fit_seconds[name],
+            MIN_AUC_GAIN,
         )
         if best is None or (auc or 0) > best[0] + MIN_AUC_GAIN:
             best = (auc or 0, name, model)

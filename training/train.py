@@ -103,8 +103,11 @@ def fit_suggester(
     suggester = ReplySuggester(pool, hospital=hospital)
     from yuyue.models.replies.neural import config_for, neural_mode, resolve_mode
 
-    n_pairs = sum(1 for ex, rid in zip(examples, assignments, strict=True)
-                  if rid is not None and ex.context and ex.context[-1][0] == "visitor")
+    n_pairs = sum(
+        1
+        for ex, rid in zip(examples, assignments, strict=True)
+        if rid is not None and ex.context and ex.context[-1][0] == "visitor"
+    )
     mode, why = resolve_mode(mode or neural_mode(), n_pairs)
     if mode == "off":
         suggester.fit_examples(examples, assignments)
@@ -132,7 +135,9 @@ def check_usable(scan_: DatasetScan) -> None:
         extra = f" ({scan_.report.skipped} invalid records skipped)" if scan_.report.skipped else ""
         raise UnusableDataError(f"{scan_.path}: no valid conversations{extra}")
     if not any(m.n_consultant for m in scan_.metas):
-        raise UnusableDataError(f"{scan_.path}: no consultant messages in any conversation: nothing to learn from")
+        raise UnusableDataError(
+            f"{scan_.path}: no consultant messages in any conversation: nothing to learn from"
+        )
     labelled = [m for m in scan_.metas if m.booked is not None]
     if labelled and len({m.booked for m in labelled}) == 1:
         which = "booked" if labelled[0].booked else "not booked"
@@ -174,7 +179,11 @@ def train(
         t = time.perf_counter()
         with progress("prefix rows (chats)", n_rows_conversations(scan_)) as advance:
             rows = build_rows(
-                scan_, space, workers=workers, hospital=feature_hospital, max_open=MAX_OPEN_ROWS,
+                scan_,
+                space,
+                workers=workers,
+                hospital=feature_hospital,
+                max_open=MAX_OPEN_ROWS,
                 on_progress=advance if progress_enabled() else None,
             )
         timings["rows_s"] = round(time.perf_counter() - t, 1)
@@ -187,8 +196,9 @@ def train(
                 continue
             t = time.perf_counter()
             try:
-                with progress(f"fitting {target} scorers", len(CANDIDATES)) as advance, on_log(
-                    "yuyue.training.scorers", advance, "validation AUC"
+                with (
+                    progress(f"fitting {target} scorers", len(CANDIDATES)) as advance,
+                    on_log("yuyue.training.scorers", advance, "validation AUC"),
                 ):
                     choice = fit_target(target, rows, feature_names=space.names)
             except UnusableDataError as exc:
@@ -199,12 +209,18 @@ def train(
             if target == "arrived" and "booked" in scorers:
                 choice.scorer.bound_by(scorers["booked"])  # arrival needs a booking: p(arrived) <= p(booked)
             explainers[target] = ReasonExplainer(space.names, baseline)
-            comparison[target] = {"kept": choice.kind, "valid_auc": choice.valid_auc, "fit_seconds": choice.fit_seconds}
+            comparison[target] = {
+                "kept": choice.kind,
+                "valid_auc": choice.valid_auc,
+                "fit_seconds": choice.fit_seconds,
+            }
             trained.append(f"{target} scorer ({choice.kind})")
             echo(selection_line(target, choice.kind, choice.valid_auc))
         del rows
     else:
-        skipped.append(f"booked/arrived scorers: {scan_.n_labelled} conversations with outcomes (need {MIN_LABELLED})")
+        skipped.append(
+            f"booked/arrived scorers: {scan_.n_labelled} conversations with outcomes (need {MIN_LABELLED})"
+        )
 
     # ---- stage model ---------------------------------------------------
     t = time.perf_counter()
@@ -214,15 +230,24 @@ def train(
     texts, contexts, stages, weights = training_examples(stage_convs, library)
     stage_model = StageClassifier().fit(texts, stages, contexts, sample_weight=weights)
     timings["stage_fit_s"] = round(time.perf_counter() - t, 1)
-    trained.append("stage model (annotations + script library)" if annotated else "stage model (script library only)")
+    trained.append(
+        "stage model (annotations + script library)" if annotated else "stage model (script library only)"
+    )
     if not annotated:
-        skipped.append("stage annotations: none in the data; the stage model learned from the script library alone")
+        skipped.append(
+            "stage annotations: none in the data; the stage model learned from the script library alone"
+        )
 
     # ---- replies -------------------------------------------------------
     t = time.perf_counter()
     reply_convs = _load_split(path, scan_, "train", MAX_REPLY_CONVERSATIONS)
-    suggester = fit_suggester(reply_convs, library, hospital, mode=settings.neural_ranker,
-                              cache_dir=settings.var_dir / "cache" / "e5")
+    suggester = fit_suggester(
+        reply_convs,
+        library,
+        hospital,
+        mode=settings.neural_ranker,
+        cache_dir=settings.var_dir / "cache" / "e5",
+    )
     if suggester is not None:
         trained.append(f"reply suggester ({len(suggester.pool)} pool entries)")
         status = getattr(suggester, "neural_status", "")

@@ -26,7 +26,11 @@ def train_and_register(
     result = train(data, settings=settings, strict=strict, workers=workers, echo=echo)
     for line in summary_lines(result):
         echo(line)
-    params = {"data": str(data), "workers": workers, **{f"kept.{k}": v["kept"] for k, v in result.comparison.items()}}
+    params = {
+        "data": str(data),
+        "workers": workers,
+        **{f"kept.{k}": v["kept"] for k, v in result.comparison.items()},
+    }
     run_id, version = registry.log_and_register(
         result.model,
         result.bundle_dir,
@@ -38,7 +42,9 @@ def train_and_register(
         register=register,
     )
     result.run_id, result.version = run_id, version
-    echo(f"MLflow run {run_id}" + (f"; registered {settings.model_name} version {version}" if version else ""))
+    echo(
+        f"MLflow run {run_id}" + (f"; registered {settings.model_name} version {version}" if version else "")
+    )
     if version and promote_if_first and not has_champion(settings, tracking_uri):
         registry.promote(version, settings, tracking_uri)
         echo(f"no champion yet: version {version} is now champion")
@@ -49,7 +55,9 @@ def has_champion(settings: Settings, tracking_uri: str | None = None) -> bool:
     return registry.alias_version(registry.CHAMPION, settings, tracking_uri) is not None
 
 
-def ensure_champion(settings: Settings, *, n: int = 20000, seed: int = 7, echo: Callable[[str], None] = print) -> Path:
+def ensure_champion(
+    settings: Settings, *, n: int = 20000, seed: int = 7, echo: Callable[[str], None] = print
+) -> Path:
     """Make sure a champion exists: generate, validate and summarise a dataset, train and promote if needed.
 
     Returns the dataset path. Raises ``DatasetError`` when the bundled dataset does not validate.

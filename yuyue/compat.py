@@ -52,8 +52,21 @@ def _regex_modules() -> tuple[ModuleType | None, ModuleType | None]:
 
 # the opcodes callers compare against (features/signals.py walks literals, sets and repeats)
 _REGEX_NAMES = (
-    "AT", "AT_END", "ASSERT", "ASSERT_NOT", "GROUPREF", "LITERAL", "IN", "RANGE", "CATEGORY",
-    "CATEGORY_DIGIT", "SUBPATTERN", "BRANCH", "MAX_REPEAT", "MIN_REPEAT", "MAXREPEAT",
+    "AT",
+    "AT_END",
+    "ASSERT",
+    "ASSERT_NOT",
+    "GROUPREF",
+    "LITERAL",
+    "IN",
+    "RANGE",
+    "CATEGORY",
+    "CATEGORY_DIGIT",
+    "SUBPATTERN",
+    "BRANCH",
+    "MAX_REPEAT",
+    "MIN_REPEAT",
+    "MAXREPEAT",
 )
 
 #: ``re._parser`` and ``re._constants``, or None where this Python has no such parser.

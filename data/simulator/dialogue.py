@@ -343,7 +343,10 @@ class _Chat:
         if rng.random() < 0.5 * self.chattiness:
             add(1.0, ("chitchat", ""))
         if rng.random() < 0.3:  # something off the consultant's script
-            add(0.5 + 2.5 * rng.random(), ("offscript", str(int(rng.random() * len(self.sim.variety.offscript)))))
+            add(
+                0.5 + 2.5 * rng.random(),
+                ("offscript", str(int(rng.random() * len(self.sim.variety.offscript)))),
+            )
         # chatty visitors come back to things and ask follow-up questions
         for _ in range(int(self.chattiness**2.5 * rng.random() * 30)):
             add(0.5 + 2.0 * rng.random(), self.pick(_FOLLOW_UPS))

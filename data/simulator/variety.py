@@ -100,7 +100,9 @@ class Variety:
         kind = _pick(rng, self.kinds.get(department, self.kinds["other"]))
         name = (city_short if rng.random() < 0.7 else "") + brand + kind
         road = _pick(rng, self.roads)
-        address = f"{_pick(rng, self.districts)}{road}{1 + int(rng.random() * 399)}号{_pick(rng, self.buildings)}"
+        address = (
+            f"{_pick(rng, self.districts)}{road}{1 + int(rng.random() * 399)}号{_pick(rng, self.buildings)}"
+        )
         station = _pick(rng, self.stations)
         metro = (
             f"地铁{1 + int(rng.random() * 9)}号线{station}站{_pick(rng, 'ABCD')}口出来"

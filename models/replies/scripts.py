@@ -39,7 +39,14 @@ from yuyue.data.contract import Stage
 DEFAULT_LIBRARY = Path(__file__).parent / "library" / "scripts.yaml"
 
 SLOTS: tuple[str, ...] = (
-    "address_form", "project", "doctor", "hospital", "address", "phone", "consultant", "visit_time"
+    "address_form",
+    "project",
+    "doctor",
+    "hospital",
+    "address",
+    "phone",
+    "consultant",
+    "visit_time",
 )
 DEFAULT_FALLBACKS: dict[str, str] = {
     "address_form": "您",

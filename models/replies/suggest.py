@@ -59,10 +59,37 @@ log = logging.getLogger(__name__)
 # words that tie a reply to one department: a reply naming another department's and none of the
 # chat's own is not offered (整形 words in a 妇科 chat)
 DEPARTMENT_TERMS: dict[str, tuple[str, ...]] = {
-    "整形美容": ("整形", "双眼皮", "隆鼻", "玻尿酸", "吸脂", "假体", "医美", "隆胸", "瘦脸", "割眼皮", "热玛吉", "鼻综合"),
+    "整形美容": (
+        "整形",
+        "双眼皮",
+        "隆鼻",
+        "玻尿酸",
+        "吸脂",
+        "假体",
+        "医美",
+        "隆胸",
+        "瘦脸",
+        "割眼皮",
+        "热玛吉",
+        "鼻综合",
+    ),
     "男科": ("男科", "前列腺", "阳痿", "早泄", "包皮", "勃起", "阴囊", "性功能", "精液", "睾丸"),
     "妇科": ("妇科", "月经", "白带", "宫颈", "阴道", "人流", "盆腔", "卵巢", "子宫", "妇检", "备孕", "经期"),
-    "口腔": ("口腔", "种植", "矫正", "正畸", "根管", "牙齿", "洗牙", "补牙", "拔牙", "种牙", "看牙", "牙龈", "牙科"),
+    "口腔": (
+        "口腔",
+        "种植",
+        "矫正",
+        "正畸",
+        "根管",
+        "牙齿",
+        "洗牙",
+        "补牙",
+        "拔牙",
+        "种牙",
+        "看牙",
+        "牙龈",
+        "牙科",
+    ),
     "皮肤科": ("皮肤科", "痘痘", "湿疹", "白癜风", "脱发", "痤疮", "皮损", "瘙痒"),
     "眼科": ("眼科", "近视", "白内障", "斜视", "散光", "眼底", "视力"),
     "肝病": ("肝病", "乙肝", "肝功能", "转氨酶", "肝炎"),
@@ -75,17 +102,44 @@ _GREETING = re.compile(
 _ASK_NAME = re.compile(r"称呼|贵姓|叫您什么|怎么叫您")
 # what the visitor's last message asks → the concern / stage that answers it and words an answer uses
 _ASKS: tuple[tuple[str, re.Pattern[str], str | None, re.Pattern[str]], ...] = (
-    ("price", re.compile(r"多少钱|价格|费用|贵不贵|贵多少|收费|价位|分期"), "price",
-     re.compile(r"价格|费用|收费|价目|报价|多少钱|分期")),
-    ("address", re.compile(r"地址|在哪|怎么走|怎么过去|怎么去|停车|坐地铁|路线|位置"), None,
-     re.compile(r"地址|位于|地铁|导航|路线|停车|\{address\}")),
+    (
+        "price",
+        re.compile(r"多少钱|价格|费用|贵不贵|贵多少|收费|价位|分期"),
+        "price",
+        re.compile(r"价格|费用|收费|价目|报价|多少钱|分期"),
+    ),
+    (
+        "address",
+        re.compile(r"地址|在哪|怎么走|怎么过去|怎么去|停车|坐地铁|路线|位置"),
+        None,
+        re.compile(r"地址|位于|地铁|导航|路线|停车|\{address\}"),
+    ),
     ("pain", re.compile(r"疼不疼|疼吗|痛不痛|痛吗|怕疼|会疼|会痛"), "pain", re.compile(r"疼|痛|麻醉")),
-    ("privacy", re.compile(r"保密|隐私|别人知道|家里人知道|家里知道|匿名|被人看到|单独"), "privacy",
-     re.compile(r"保密|隐私|单独|不会透露")),
-    ("safety", re.compile(r"副作用|风险|安全|危险|伤牙|后遗症|影响"), "safety", re.compile(r"风险|安全|副作用|评估")),
+    (
+        "privacy",
+        re.compile(r"保密|隐私|别人知道|家里人知道|家里知道|匿名|被人看到|单独"),
+        "privacy",
+        re.compile(r"保密|隐私|单独|不会透露"),
+    ),
+    (
+        "safety",
+        re.compile(r"副作用|风险|安全|危险|伤牙|后遗症|影响"),
+        "safety",
+        re.compile(r"风险|安全|副作用|评估"),
+    ),
     ("recovery", re.compile(r"恢复|请假|多久能好|上班|休息几天"), "recovery", re.compile(r"恢复|休息|请假")),
-    ("time", re.compile(r"几点|下班|周末|周六|周日|营业|挂号|有医生吗"), "time", re.compile(r"时间|上班|下班|周末|预约")),
-    ("effect", re.compile(r"效果|维持|能好吗|治好|反弹|有用吗|能不能好"), "effect", re.compile(r"效果|因人而异|评估")),
+    (
+        "time",
+        re.compile(r"几点|下班|周末|周六|周日|营业|挂号|有医生吗"),
+        "time",
+        re.compile(r"时间|上班|下班|周末|预约"),
+    ),
+    (
+        "effect",
+        re.compile(r"效果|维持|能好吗|治好|反弹|有用吗|能不能好"),
+        "effect",
+        re.compile(r"效果|因人而异|评估"),
+    ),
 )
 _CONFIRMED = re.compile(r"确认|登记好|约好了|预约好|帮您约|给您约|已经帮您|记下了")
 _VISIT_TIME = re.compile(
@@ -97,7 +151,12 @@ _ASK_TIME = re.compile(r"哪天|什么时间|什么时候方便|上午方便还�
 _STAGE_ORDER = {s: i for i, s in enumerate(STAGES)}
 # the playbook between the opening and the booking, for the fallback's "where is the chat" guess
 _MIDDLE = (
-    "probe_status", "probe_expectation", "explain_treatment", "describe_outcome", "recommend_expert", "book",
+    "probe_status",
+    "probe_expectation",
+    "explain_treatment",
+    "describe_outcome",
+    "recommend_expert",
+    "book",
     "collect_contact",
 )
 
@@ -154,7 +213,11 @@ class _SuggestionGuard:
 def _suggestion_guard(guard: ComplianceGuard) -> _SuggestionGuard:
     """Built once per rule set (the classifier is trained once per process, about 2 s, on first use);
     kept out of the suggester so a saved bundle does not carry it."""
-    combined = default_combined() if guard is ComplianceGuard.default() else CombinedGuard(guard, default_classifier())
+    combined = (
+        default_combined()
+        if guard is ComplianceGuard.default()
+        else CombinedGuard(guard, default_classifier())
+    )
     return _SuggestionGuard(combined)
 
 
@@ -258,7 +321,9 @@ class ReplySuggester:
             replies = [self.pool.get(r[3]).text for r in fit_rows]  # type: ignore[union-attr]
         else:
             replies = [r[2] for r in fit_rows]
-        self.neural = nr.NeuralReplyRanker(cfg).fit([r[1] for r in fit_rows], replies, teacher=teacher, echo=echo)
+        self.neural = nr.NeuralReplyRanker(cfg).fit(
+            [r[1] for r in fit_rows], replies, teacher=teacher, echo=echo
+        )
         self.tfidf = nr.CharTfidf().fit([r[1] for r in fit_rows] + [r[2] for r in fit_rows])
         t0 = time.perf_counter()
         # in e5's space (a linear map exists): also the replies that followed the nearest past contexts;
@@ -266,12 +331,18 @@ class ReplySuggester:
         knn = cfg.knn and self.neural.linear is not None
         self.neighbours = self._neighbours(fit_rows, seed) if knn else None
         self._index_pool()
-        features = nr.KNN_FEATURES if knn else nr.LINEAR_FEATURES if self.neural.linear is not None else nr.FEATURES
+        features = (
+            nr.KNN_FEATURES if knn else nr.LINEAR_FEATURES if self.neural.linear is not None else nr.FEATURES
+        )
         if not self.neural.has_encoder:  # the linear map embeds contexts: "neural" would repeat "linear"
             features = tuple(f for f in features if f != "neural")
         self.hybrid = nr.HybridRanker(features=features)
         X, y = nr.sampled_training_set(
-            [r[1] for r in val_rows], [r[2] for r in val_rows], self.features, seed=seed, groups=[r[0] for r in val_rows]
+            [r[1] for r in val_rows],
+            [r[2] for r in val_rows],
+            self.features,
+            seed=seed,
+            groups=[r[0] for r in val_rows],
         )
         if cfg.listwise:
             self.hybrid.fit_listwise(X, y)
@@ -282,11 +353,16 @@ class ReplySuggester:
             self.neighbours = self._neighbours(rows, seed)
         self._index_pool()
         if echo:
-            echo(f"hybrid ranker: {len(features)} features fitted on {len(val_rows)} validation pairs "
-                 f"({time.perf_counter() - t0:.0f}s)")
+            echo(
+                f"hybrid ranker: {len(features)} features fitted on {len(val_rows)} validation pairs "
+                f"({time.perf_counter() - t0:.0f}s)"
+            )
         info = self.neural.train_info_
-        encoder = (f"{info['epochs_done']} epochs, {info['seconds']}s" if self.neural.has_encoder
-                   else "no encoder: the linear context map")
+        encoder = (
+            f"{info['epochs_done']} epochs, {info['seconds']}s"
+            if self.neural.has_encoder
+            else "no encoder: the linear context map"
+        )
         self.neural_status = (
             f"trained on {info['pairs']} pairs ({encoder}); hybrid ({len(self.hybrid.features)} features) "
             f"fitted on {len(val_rows)} validation pairs"
@@ -296,8 +372,9 @@ class ReplySuggester:
     def _neighbours(self, rows: Sequence[tuple[str, str, str, str]], seed: int) -> Any:
         from yuyue.models.replies import neural as nr
 
-        return nr.ContextNeighbours.build([r[1] for r in rows], [r[3] for r in rows], self.tfidf, self.neural.linear,
-                                          seed=seed)
+        return nr.ContextNeighbours.build(
+            [r[1] for r in rows], [r[3] for r in rows], self.tfidf, self.neural.linear, seed=seed
+        )
 
     def _fit_tokens(self, tokens: Sequence[Sequence[str]], reply_ids: Sequence[str]) -> None:
         self.retriever.fit_tokens(tokens, reply_ids)
@@ -319,13 +396,17 @@ class ReplySuggester:
         if self.tfidf is not None:  # the candidates' char TF-IDF rows, computed once
             self._entry_tf = self.tfidf.vectorizer_.transform([e.text for e in entries])
         if self.neighbours is not None:  # each past context's reply as a row of the pool's embeddings
-            self._nb_rows = np.asarray([self._entry_pos.get(r, -1) for r in self.neighbours.reply_ids], dtype=np.int64)
+            self._nb_rows = np.asarray(
+                [self._entry_pos.get(r, -1) for r in self.neighbours.reply_ids], dtype=np.int64
+            )
         r = self.retriever
         # the retriever's distinct (postings column, reply) pairs grouped by reply, so each reply's best
         # column is one reduceat
         cols = np.repeat(np.arange(len(r.col_reply_ptr_) - 1), np.diff(r.col_reply_ptr_))
         codes: dict[str, int] = {}
-        self._rid_codes = np.fromiter((codes.setdefault(str(i), len(codes)) for i in r.col_replies_), dtype=np.int64)
+        self._rid_codes = np.fromiter(
+            (codes.setdefault(str(i), len(codes)) for i in r.col_replies_), dtype=np.int64
+        )
         self._rid_index = codes
         order = np.argsort(self._rid_codes, kind="stable")
         self._pair_cols = cols[order]
@@ -333,7 +414,9 @@ class ReplySuggester:
 
     def _bm25_by_reply(self, context: str) -> tuple[np.ndarray, dict[str, int]]:
         """Best BM25 score of each reply id's past contexts (indexed by ``_rid_index``)."""
-        if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(self.retriever.col_replies_):
+        if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(
+            self.retriever.col_replies_
+        ):
             self._index_pool()
         scores = self._column_scores(context)
         if not len(self._pair_cols):
@@ -344,7 +427,11 @@ class ReplySuggester:
         """BM25's column scores of the context, remembered for the last context (asked up to 3 times)."""
         last = getattr(self, "_last_cols", None)
         if last is None or last[0] != context or last[1] is not self.retriever.postings_:
-            last = self._last_cols = (context, self.retriever.postings_, self.retriever.column_scores(context))
+            last = self._last_cols = (
+                context,
+                self.retriever.postings_,
+                self.retriever.column_scores(context),
+            )
         return last[2]
 
     def _entry_for(self, text: str, emb: np.ndarray | None) -> PoolEntry | None:
@@ -371,7 +458,11 @@ class ReplySuggester:
                 c = codes.get(entry.id)
                 bm[i] = bm25[c] if c is not None else 0.0
                 prior[i] = entry.booked_after - base
-        last = (lambda: self.tfidf.score_texts(_last_part(context), texts)) if self._wants("tfidf_last") else None
+        last = (
+            (lambda: self.tfidf.score_texts(_last_part(context), texts))
+            if self._wants("tfidf_last")
+            else None
+        )
         return self._feature_matrix(context, R, self.tfidf.score_texts(context, texts), bm, prior, last)
 
     def _wants(self, feature: str) -> bool:
@@ -431,7 +522,9 @@ class ReplySuggester:
         weighted(self._nb_rows[idx], np.maximum(sims, 0.0) + 1e-6, self.KNN_K, "knn_tfidf")
         idx, sims = self.neighbours.by_linear(self.neural.encode_context_linear(context), self.KNN_K)
         if len(idx):
-            weighted(self._nb_rows[idx], np.exp((sims - sims[0]) / self.KNN_TEMPERATURE), self.KNN_K, "knn_linear")
+            weighted(
+                self._nb_rows[idx], np.exp((sims - sims[0]) / self.KNN_TEMPERATURE), self.KNN_K, "knn_linear"
+            )
         else:
             out["knn_linear"], out["knn_linear_max"] = zero, zero
         return out
@@ -517,6 +610,7 @@ class ReplySuggester:
         values = self._slot_values(facts)
         values["visit_time"] = _visit_time(context_messages)
         filled = (c for c in candidates if self._fill(c, values))
+
         # fewer than k relevant ones: the stage's library scripts, then its generic mined replies, under
         # the same filters (see _fallback), so a consultant is not left with nothing to click
         def stages() -> list[str]:
@@ -525,7 +619,10 @@ class ReplySuggester:
         backup = self._fallback(stages, facts, {c.entry.id for c in raw}, values["visit_time"])
         backup = (c for c in backup if self._fill(c, values))
         top = diverse_top_k(
-            itertools.chain(filled, backup), k, text_of=lambda c: c.text, max_jaccard=self.max_jaccard,
+            itertools.chain(filled, backup),
+            k,
+            text_of=lambda c: c.text,
+            max_jaccard=self.max_jaccard,
             intent_of=_intent,
         )
         return [Suggestion(c.entry.id, c.text, c.entry.source, round(c.score, 4), c.entry.stage) for c in top]
@@ -665,7 +762,9 @@ class ReplySuggester:
         """BM25's and the dual encoder's best mined entries, relevance = the hybrid's probability."""
         if getattr(self, "_rid_codes", None) is None:
             self._index_pool()
-        ids = [rid for rid, _ in self.retriever.query_columns(self._column_scores(context), self.n_candidates)]
+        ids = [
+            rid for rid, _ in self.retriever.query_columns(self._column_scores(context), self.n_candidates)
+        ]
         ids += [rid for rid, _ in self.neural.query(context, 2 * self.n_candidates)]
         entries = []
         for rid in dict.fromkeys(ids):
@@ -884,7 +983,10 @@ def _needs_confirmation(facts: Mapping[str, Any], messages: Sequence[tuple[str, 
     """A time agreed (or named by the visitor) and a contact given, and the booking not confirmed yet."""
     if not facts.get("contact_kinds") or facts.get("booking_confirmed"):
         return False
-    return bool(facts.get("visit_time_agreed")) or _visit_time([m for m in messages if m[0] == "visitor"]) is not None
+    return (
+        bool(facts.get("visit_time_agreed"))
+        or _visit_time([m for m in messages if m[0] == "visitor"]) is not None
+    )
 
 
 def booking_confirmed(text: str) -> bool:
@@ -943,4 +1045,11 @@ def _stage_probs(facts: Mapping[str, Any]) -> dict[str, float] | None:
     return None
 
 
-__all__ = ["DEPARTMENT_TERMS", "REPEAT_LIMIT", "ReplySuggester", "Suggestion", "booking_confirmed", "hospital_slots"]
+__all__ = [
+    "DEPARTMENT_TERMS",
+    "REPEAT_LIMIT",
+    "ReplySuggester",
+    "Suggestion",
+    "booking_confirmed",
+    "hospital_slots",
+]

@@ -29,7 +29,8 @@ class NewAppointment(BaseModel):
     department: Text64 | None = Field(None, description="default: the chat's department")
     note: Text500 | None = None
     confirmed: bool = Field(
-        False, description="the visitor's patient is flagged (no-shows, complaints, unpaid visits) and the "
+        False,
+        description="the visitor's patient is flagged (no-shows, complaints, unpaid visits) and the "
         "booking was confirmed with them (a flagged patient's booking is a 409 without it)",
     )
 
@@ -71,7 +72,9 @@ class Proposal(BaseModel):
     time: datetime | None = Field(None, description="the last visit time agreed in the chat, if any")
     text: str | None = Field(None, description="the words it came from (明天下午3点)")
     message: int | None = Field(None, description="the message's seq")
-    patient: PatientSummary | None = Field(None, description="the chat's patient (its flag asks for confirmation)")
+    patient: PatientSummary | None = Field(
+        None, description="the chat's patient (its flag asks for confirmation)"
+    )
 
 
 @router.post(
@@ -108,8 +111,14 @@ def listing(
     no-shows are marked first."""
     state.desk.sweep()
     return state.desk.appointments(
-        who, day=date.isoformat() if date else None, department=department, doctor=doctor, status=status,
-        conversation_id=conversation_id, limit=limit, offset=offset,
+        who,
+        day=date.isoformat() if date else None,
+        department=department,
+        doctor=doctor,
+        status=status,
+        conversation_id=conversation_id,
+        limit=limit,
+        offset=offset,
     )
 
 
@@ -118,7 +127,9 @@ def listing(
     response_model=Proposal,
     responses=errors(401, 403, 404, 422, 429, 503),
 )
-def proposal(who: AnyRole, state: State, conversation_id: Annotated[CONVERSATION_ID, Query()]) -> dict[str, Any]:
+def proposal(
+    who: AnyRole, state: State, conversation_id: Annotated[CONVERSATION_ID, Query()]
+) -> dict[str, Any]:
     """The appointment time the chat agreed on (the default of a new appointment)."""
     return state.desk.proposal(who, conversation_id)
 
@@ -138,7 +149,9 @@ def get(who: AnyRole, state: State, appointment_id: str = APPOINTMENT_ID) -> dic
     response_model=Appointment,
     responses=errors(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
-def change(body: AppointmentChange, who: Who, state: State, appointment_id: str = APPOINTMENT_ID) -> dict[str, Any]:
+def change(
+    body: AppointmentChange, who: Who, state: State, appointment_id: str = APPOINTMENT_ID
+) -> dict[str, Any]:
     """Reschedule (time) or change doctor, project, department, note of a booked appointment (409
     otherwise); the reminder moves with it."""
     require_role(who, WRITERS)
@@ -158,8 +171,16 @@ def _marker(action: str, status: str, doc: str) -> None:
         return state.desk.mark(who, appointment_id, status)
 
 
-_marker("arrived", "arrived", "Mark a booked appointment arrived (the chat's arrived outcome is recorded; "
-        "after-care tasks follow). 409 from any other status but an automatic no-show.")
-_marker("no-show", "no_show", "Mark a booked appointment a no-show (the chat's arrived=false is recorded; a "
-        "callback task follows). 409 from any other status.")
+_marker(
+    "arrived",
+    "arrived",
+    "Mark a booked appointment arrived (the chat's arrived outcome is recorded; "
+    "after-care tasks follow). 409 from any other status but an automatic no-show.",
+)
+_marker(
+    "no-show",
+    "no_show",
+    "Mark a booked appointment a no-show (the chat's arrived=false is recorded; a "
+    "callback task follows). 409 from any other status.",
+)
 _marker("cancel", "cancelled", "Cancel a booked appointment (its reminder ends). 409 from any other status.")

@@ -124,7 +124,9 @@ class OpenChatItem(BaseModel):
     last_at: datetime
     n_messages: int
     unanswered: int = Field(description="visitor messages after the consultant's last message (unread)")
-    waiting_since: datetime | None = Field(description="the first of those: the visitor has waited since then")
+    waiting_since: datetime | None = Field(
+        description="the first of those: the visitor has waited since then"
+    )
     waiting_s: float | None = Field(description="seconds since waiting_since (None: nothing waits)")
     last_visitor_at: datetime | None = None
     p_booked: float | None = None
@@ -162,15 +164,33 @@ def list_chats(
     items = []
     for r in rows:
         since = r["waiting_since"]
-        items.append({
-            **{k: r[k] for k in (
-                "department", "project", "consultant_id", "started_at", "last_at", "n_messages", "unanswered",
-                "waiting_since", "last_visitor_at", "p_booked", "contact", "booked")},
-            "conversation_id": r["id"],
-            "waiting_s": round(max(0.0, (now - since).total_seconds()), 1) if since is not None else None,
-            "band": band(r["p_booked"]) if r["p_booked"] is not None else None,
-        })
-    items.sort(key=lambda x: (x["waiting_since"] is None, x["waiting_since"] or now, -x["last_at"].timestamp()))
+        items.append(
+            {
+                **{
+                    k: r[k]
+                    for k in (
+                        "department",
+                        "project",
+                        "consultant_id",
+                        "started_at",
+                        "last_at",
+                        "n_messages",
+                        "unanswered",
+                        "waiting_since",
+                        "last_visitor_at",
+                        "p_booked",
+                        "contact",
+                        "booked",
+                    )
+                },
+                "conversation_id": r["id"],
+                "waiting_s": round(max(0.0, (now - since).total_seconds()), 1) if since is not None else None,
+                "band": band(r["p_booked"]) if r["p_booked"] is not None else None,
+            }
+        )
+    items.sort(
+        key=lambda x: (x["waiting_since"] is None, x["waiting_since"] or now, -x["last_at"].timestamp())
+    )
     return {"total": total, "limit": limit, "items": items}
 
 

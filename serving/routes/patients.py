@@ -78,7 +78,9 @@ class Incident(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["complaint", "unpaid"]
     note: bounded_text(1000) | None = None
-    conversation_id: CONVERSATION_ID | None = Field(None, description="the chat it concerns, one of the patient's")
+    conversation_id: CONVERSATION_ID | None = Field(
+        None, description="the chat it concerns, one of the patient's"
+    )
 
 
 class ClearFlag(BaseModel):
@@ -106,14 +108,21 @@ def listing(
         check_read(who, conversation_id, chat)
         summary = patients.summary(patients.link(conversation_id, chat))
         items = [summary] if summary else []
-        return {"total": len(items), "limit": limit, "offset": offset, "items": items[offset : offset + limit]}
+        return {
+            "total": len(items),
+            "limit": limit,
+            "offset": offset,
+            "items": items[offset : offset + limit],
+        }
     if flagged:
         require_role(who, (Role.SUPERVISOR,))
         return patients.flagged(limit, offset)
     raise InvalidInput("give conversation_id (the patient of a chat) or flagged=true (the flagged patients)")
 
 
-@router.get("/v1/patients/{patient_id}", response_model=PatientHistory, responses=errors(401, 403, 404, 422, 429, 503))
+@router.get(
+    "/v1/patients/{patient_id}", response_model=PatientHistory, responses=errors(401, 403, 404, 422, 429, 503)
+)
 def history(who: Who, state: State, patient_id: str = PATIENT_ID) -> dict[str, Any]:
     """A patient's history: chats with outcomes, appointments (arrivals, no-shows), call tasks with
     every call, incidents, contacts; counts and the flag with its reasons. A merged patient answers as

@@ -136,8 +136,14 @@ def review_reply(reply_id: REPLY_ID, body: Review, who: Reviewer, state: State) 
     model, _ = state.models.get()
     try:
         decision = book.decide(
-            entry, body.action, body.text, actor=who.name, role=str(who.role),
-            guard=model.suggester.guard if model.suggester is not None else None,  # swapped meanwhile: default
+            entry,
+            body.action,
+            body.text,
+            actor=who.name,
+            role=str(who.role),
+            guard=model.suggester.guard
+            if model.suggester is not None
+            else None,  # swapped meanwhile: default
         )
     except ReviewError as exc:
         raise InvalidInput(str(exc)) from None

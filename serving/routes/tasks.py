@@ -41,7 +41,9 @@ class Task(BaseModel):
     attempts: int
     last_result: Result | None = None
     closed_reason: str | None = None
-    priority: float = Field(description="p(booked) for a lead; 1 - p(arrived | booked) for a reminder or no-show")
+    priority: float = Field(
+        description="p(booked) for a lead; 1 - p(arrived | booked) for a reminder or no-show"
+    )
     summary: str
     reasons: list[dict[str, Any]]
 
@@ -91,7 +93,9 @@ class CallResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
     result: Result
     note: bounded_text(1000) | None = None
-    time: AwareDatetime | None = Field(None, description="the new appointment's time (result 'rebooked' only)")
+    time: AwareDatetime | None = Field(
+        None, description="the new appointment's time (result 'rebooked' only)"
+    )
     doctor: bounded_text(64) | None = None
     confirmed: bool = Field(False, description="a flagged patient's rebooking was confirmed with them")
 
@@ -135,8 +139,14 @@ def listing(
     """The work list, ranked by expected value; due no-shows and snoozes are brought up to date first."""
     state.desk.sweep()
     return state.desk.tasks(
-        who, kind=kind, state=task_state, assignee=assignee, department=department, due=due,
-        limit=limit, offset=offset,
+        who,
+        kind=kind,
+        state=task_state,
+        assignee=assignee,
+        department=department,
+        due=due,
+        limit=limit,
+        offset=offset,
     )
 
 
@@ -161,7 +171,9 @@ def assign(body: Assign, who: Who, state: State, task_id: str = TASK_ID) -> dict
 
 
 @router.post(
-    "/v1/tasks/{task_id}/claim", response_model=TaskDetail, responses=errors(401, 403, 404, 409, 422, 429, 503)
+    "/v1/tasks/{task_id}/claim",
+    response_model=TaskDetail,
+    responses=errors(401, 403, 404, 409, 422, 429, 503),
 )
 def claim(who: Who, state: State, task_id: str = TASK_ID) -> dict[str, Any]:
     """A consultant takes an open task of its own chats (or of no one's)."""
@@ -191,7 +203,9 @@ def done(body: Done, who: Who, state: State, task_id: str = TASK_ID) -> dict[str
     return state.desk.done(who, task_id, body.note)
 
 
-@router.post("/v1/tasks/{task_id}/reveal", response_model=Revealed, responses=errors(401, 403, 404, 409, 422, 429, 503))
+@router.post(
+    "/v1/tasks/{task_id}/reveal", response_model=Revealed, responses=errors(401, 403, 404, 409, 422, 429, 503)
+)
 def reveal(who: Who, state: State, task_id: str = TASK_ID) -> dict[str, Any]:
     """The phone (and other contacts) of a task's chat, unmasked, for whoever calls: the consultant the
     task is assigned to, a supervisor. Every reveal is written to the audit log (GET /v1/audit,

@@ -432,7 +432,9 @@ def test_optional_column_missing_is_reported_not_fatal(tmp_path):
     result = import_export(write_csv(tmp_path / "m.csv", rows), MAPPING, out)
     assert result.written == 10 and "columns.department (科室)" in result.missing_columns
     assert all("department" not in r for r in records(out))
-    res = runner.invoke(app, ["data", "import", "--mapping", str(MAPPING), str(tmp_path / "m.csv"), "--out", str(out)])
+    res = runner.invoke(
+        app, ["data", "import", "--mapping", str(MAPPING), str(tmp_path / "m.csv"), "--out", str(out)]
+    )
     assert res.exit_code == 0 and "optional column columns.department (科室) not in the export" in res.output
 
 

@@ -86,8 +86,13 @@ def test_shifted_world_differs_in_rates_traffic_and_phrasing(default, shifted):
     def rate(recs, f):
         return float(np.mean([f(r) for r in recs]))
 
-    assert rate(shifted, lambda r: r["outcome"]["booked"]) < rate(default, lambda r: r["outcome"]["booked"]) - 0.03
-    assert rate(shifted, lambda r: r["truth"]["p_book"]) < rate(default, lambda r: r["truth"]["p_book"]) - 0.03
+    assert (
+        rate(shifted, lambda r: r["outcome"]["booked"])
+        < rate(default, lambda r: r["outcome"]["booked"]) - 0.03
+    )
+    assert (
+        rate(shifted, lambda r: r["truth"]["p_book"]) < rate(default, lambda r: r["truth"]["p_book"]) - 0.03
+    )
     mobile = rate(shifted, lambda r: r["visit"]["device"] == "mobile")
     assert mobile > rate(default, lambda r: r["visit"]["device"] == "mobile") + 0.1
     toutiao = rate(shifted, lambda r: r["visit"]["engine"] == "toutiao")

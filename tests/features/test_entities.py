@@ -195,4 +195,3 @@ def test_given_tokens_and_pii_are_used() -> None:
 )
 def test_cn_number(text: str, value: int | None) -> None:
     assert cn_number(text) == value
-

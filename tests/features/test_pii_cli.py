@@ -9,7 +9,12 @@ from typer.testing import CliRunner
 from yuyue.cli.main import app
 
 runner = CliRunner()
-LINES = ["[微笑][微笑]我的电话13966012847", "没有个人信息", "我叫王小明，微信 lucy_0921", "  住解放路12号 邮箱 a.b@163.com"]
+LINES = [
+    "[微笑][微笑]我的电话13966012847",
+    "没有个人信息",
+    "我叫王小明，微信 lucy_0921",
+    "  住解放路12号 邮箱 a.b@163.com",
+]
 
 
 def _check(output: str) -> None:

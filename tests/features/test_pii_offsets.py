@@ -58,7 +58,19 @@ def test_old_rows_with_normalised_offsets_are_still_masked() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "abc", "  a  b\n", "[微笑]", "😀", "\u200b", "㈠", "e\u0301", "한\u1100\u1161", "繁體字 ＡＢＣ １２３", "a👍🏻b"],
+    [
+        "",
+        "abc",
+        "  a  b\n",
+        "[微笑]",
+        "😀",
+        "\u200b",
+        "㈠",
+        "e\u0301",
+        "한\u1100\u1161",
+        "繁體字 ＡＢＣ １２３",
+        "a👍🏻b",
+    ],
 )
 def test_normalize_mapped_equals_normalize_and_its_map_is_in_range(raw: str) -> None:
     norm, lo, hi = normalize_mapped(raw)

@@ -91,7 +91,10 @@ ROWS: list[tuple[str, list[tuple[str, str]]]] = [
     ("叫我小王", [("surname", "王")]),
     ("赵雅琪下午到", [("surname", "赵")]),
     # several in one message
-    ("我叫王小明，电话139 6601 2847，微信 lucy_0921", [("surname", "王"), ("phone", P), ("wechat", "lucy_0921")]),
+    (
+        "我叫王小明，电话139 6601 2847，微信 lucy_0921",
+        [("surname", "王"), ("phone", P), ("wechat", "lucy_0921")],
+    ),
 ]
 
 NEGATIVES = [
@@ -162,4 +165,12 @@ def test_look_alikes(text: str) -> None:
 
 def test_table_is_large() -> None:
     assert len(ROWS) + len(NEGATIVES) >= 100
-    assert {t for _, e in ROWS for t, _ in e} >= {"phone", "qq", "wechat", "email", "address", "id_card", "surname"}
+    assert {t for _, e in ROWS for t, _ in e} >= {
+        "phone",
+        "qq",
+        "wechat",
+        "email",
+        "address",
+        "id_card",
+        "surname",
+    }

@@ -33,7 +33,10 @@ def test_text_rows_are_the_cumulative_bag_plus_the_latest_messages(convs):
     conv = convs[0]
     rows = prefix_rows([conv], include_closed=False)
     whole = FeatureSpace.text([replay(conv, upto=k).text_bag() for k in range(len(conv.messages) + 1)])
-    assert abs(prefix_rows([conv], FeatureSpace(recent_text=False), include_closed=False).text - whole).max() < 1e-6
+    assert (
+        abs(prefix_rows([conv], FeatureSpace(recent_text=False), include_closed=False).text - whole).max()
+        < 1e-6
+    )
     recent = (rows.text - whole).tocsr()
     recent.eliminate_zeros()
     # after a message the latest-message part is non-empty; each side's part has unit norm

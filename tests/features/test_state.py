@@ -68,7 +68,9 @@ def test_incremental_equals_recompute_simulated(simulated):
 def test_prefix_features_do_not_depend_on_later_messages(simulated):
     for conv in simulated[:10]:
         for k in range(1, len(conv.messages) + 1):
-            truncated = conv.model_copy(update={"messages": conv.messages[:k], "outcome": None, "truth": None})
+            truncated = conv.model_copy(
+                update={"messages": conv.messages[:k], "outcome": None, "truth": None}
+            )
             assert replay(truncated).features() == replay(conv, upto=k).features()
 
 

@@ -45,7 +45,17 @@ def _chat(model):
 
 def test_adversarial_texts_cover_the_lexicons(bench):
     texts = bench.adversarial_texts(1000)
-    assert {"qq", "signals", "triggers", "domain", "places", "surnames", "time", "neg_trigger", "mixed"} <= set(texts)
+    assert {
+        "qq",
+        "signals",
+        "triggers",
+        "domain",
+        "places",
+        "surnames",
+        "time",
+        "neg_trigger",
+        "mixed",
+    } <= set(texts)
     assert all(len(t) == 1000 for t in texts.values())
     assert "不会胸痛" in texts["neg_trigger"] and "qq号是12345" in texts["qq"]
 
@@ -90,7 +100,12 @@ def test_emergency_negation_is_looked_up_in_a_bounded_window():
 
 @pytest.mark.parametrize(
     "text, fires",
-    [("我不会胸痛吧", False), ("担心会不会大出血", False), ("我现在胸痛得厉害", True), ("怕" + "的" * 4 + "胸痛", True)],
+    [
+        ("我不会胸痛吧", False),
+        ("担心会不会大出血", False),
+        ("我现在胸痛得厉害", True),
+        ("怕" + "的" * 4 + "胸痛", True),
+    ],
 )
 def test_emergency_negation_keeps_its_meaning(text, fires):
     assert (Trigger.default().check(text).action == "emergency") is fires
@@ -124,13 +139,23 @@ def test_budget_reads_the_injected_clock(model, monkeypatch):
     assert all(ins.degraded == ["suggestions"] and not ins.suggestions for ins in results[0.1])
     # scores do not depend on the budget
     for a, b in zip(results[0.001], results[0.1], strict=True):
-        assert {n: s.probability for n, s in a.scores.items()} == {n: s.probability for n, s in b.scores.items()}
+        assert {n: s.probability for n, s in a.scores.items()} == {
+            n: s.probability for n, s in b.scores.items()
+        }
 
 
 def test_no_budget_and_system_messages_are_never_degraded(model):
     session = _chat(model)
-    assert model.on_message(session, "visitor", "双眼皮多少钱", AT + timedelta(seconds=9), budget_ms=None).degraded == []
-    assert model.on_message(session, "system", "访客已离开", AT + timedelta(seconds=10), budget_ms=0).degraded == []
+    assert (
+        model.on_message(
+            session, "visitor", "双眼皮多少钱", AT + timedelta(seconds=9), budget_ms=None
+        ).degraded
+        == []
+    )
+    assert (
+        model.on_message(session, "system", "访客已离开", AT + timedelta(seconds=10), budget_ms=0).degraded
+        == []
+    )
 
 
 # ---------------------------------------------------------------------------------------------- caps

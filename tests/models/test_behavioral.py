@@ -17,18 +17,28 @@ OPENING = [
     ("visitor", "我姓王"),
     ("consultant", "王女士您好，您现在鼻子是什么情况呢？"),
     ("visitor", "鼻梁有点低，想垫高一点"),
-    ("consultant", "了解，具体方案要医生面诊评估，价格因方案不同有差别。方便留个电话吗？医生可以给您详细说明"),
+    (
+        "consultant",
+        "了解，具体方案要医生面诊评估，价格因方案不同有差别。方便留个电话吗？医生可以给您详细说明",
+    ),
 ]
 
 
 def _chat(turns):
     start = datetime(2025, 11, 5, 14, 0, tzinfo=TZ)
-    msgs = [{"at": (start + timedelta(seconds=40 * i)).isoformat(), "role": r, "text": t} for i, (r, t) in enumerate(turns)]
+    msgs = [
+        {"at": (start + timedelta(seconds=40 * i)).isoformat(), "role": r, "text": t}
+        for i, (r, t) in enumerate(turns)
+    ]
     return Conversation.model_validate(record(messages=msgs, started_at=msgs[0]["at"], outcome=None))
 
 
 def _p(model, turns, target="booked", closed=False):
-    h = {k: v for k, v in model.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")}
+    h = {
+        k: v
+        for k, v in model.hospital.items()
+        if k in ("hospital_name", "hospital_city", "hospital_province")
+    }
     return model.score(replay(_chat(turns), **h), closed=closed)[target].probability
 
 
@@ -67,7 +77,10 @@ def test_agreed_visit_beats_refusal(model):
     assert _p(model, agreed, closed=True) > 2 * _p(model, refused, closed=True)
 
 
-@pytest.mark.parametrize("question, concern", [("隆鼻大概多少钱？", "price"), ("做完会不会被同事知道", "privacy"), ("术后要恢复多久", "recovery")])
+@pytest.mark.parametrize(
+    "question, concern",
+    [("隆鼻大概多少钱？", "price"), ("做完会不会被同事知道", "privacy"), ("术后要恢复多久", "recovery")],
+)
 def test_concern_scripts_answer_the_concern_raised(model, question, concern):
     at = datetime(2025, 3, 5, 14, 0, tzinfo=TZ)
     session, _ = model.open_chat(started_at=at, department="整形美容", project="隆鼻")

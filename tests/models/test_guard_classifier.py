@@ -135,7 +135,11 @@ def test_the_classifier_needs_phrase_evidence_not_just_casual_register() -> None
     """Off-topic help-desk chatter scored P >= threshold on single characters (就, 了, "...") and the
     intercept; without a prohibited phrase it now passes. A claim the rules miss is still caught."""
     clf, guard = default_classifier(), default_combined()
-    for text in ("....我最近营养不良..被禁止了减肥", "OK,能用就好么么哒", "...................暂时还没这个项目~"):
+    for text in (
+        "....我最近营养不良..被禁止了减肥",
+        "OK,能用就好么么哒",
+        "...................暂时还没这个项目~",
+    ):
         norm = normalize(text)
         assert clf.p_prohibited(norm) >= CLASSIFIER_THRESHOLD  # the probability alone would block it
         assert clf.phrase_evidence(norm) < PHRASE_MIN
@@ -217,8 +221,14 @@ def test_rules_without_classifier_behave_as_before() -> None:
     guard = CombinedGuard(ComplianceGuard.default(), None)
     assert guard.check("我们保证效果") == {
         "allowed": False,
-        "rules": [{"id": "guarantee_result", "category": "promise_result",
-                   "citation": ComplianceGuard.default().rules_by_id["guarantee_result"].cite, "source": "rule"}],
+        "rules": [
+            {
+                "id": "guarantee_result",
+                "category": "promise_result",
+                "citation": ComplianceGuard.default().rules_by_id["guarantee_result"].cite,
+                "source": "rule",
+            }
+        ],
     }
 
 
@@ -243,7 +253,9 @@ def test_consultant_message_check_with_alternative(text: str, category: str) -> 
 
 def test_compliant_consultant_message_has_no_alternative() -> None:
     assert check_consultant_message("恢复期一般一到两周，效果因人而异，需要面诊后医生判断") == {
-        "allowed": True, "rules": [], "alternative": None,
+        "allowed": True,
+        "rules": [],
+        "alternative": None,
     }
     with pytest.raises(TypeError, match="text must be a str"):
         check_consultant_message(None)  # type: ignore[arg-type]

@@ -28,7 +28,14 @@ from yuyue.models.replies.suggest import ReplySuggester  # noqa: E402
 # paraphrases of one question share a reply; the encoder must learn that 垫鼻子 is 隆鼻 and 价位 is 多少钱
 TOPICS = {
     "price": (
-        ["隆鼻多少钱", "垫鼻子费用多少", "做鼻子价位怎么样", "鼻子手术要花多少钱", "隆鼻贵不贵", "鼻综合价格"],
+        [
+            "隆鼻多少钱",
+            "垫鼻子费用多少",
+            "做鼻子价位怎么样",
+            "鼻子手术要花多少钱",
+            "隆鼻贵不贵",
+            "鼻综合价格",
+        ],
         ["隆鼻的费用要看方案，面诊后医生会给您出明细。", "价格和方案有关，来院面诊后给您报价。"],
     ),
     "address": (
@@ -66,7 +73,9 @@ def _pairs(seed: int, n: int, held_out: bool = False) -> list[tuple[str, str, st
 
 TRAIN = _pairs(0, 600)
 # no time cap: on a busy CPU the cap would cut training short and make the tests flaky
-TEST_CFG = nr.NeuralConfig(**{**TINY.__dict__, "epochs": 10, "lr": 3e-3, "min_char_freq": 1, "max_seconds": 1e9})
+TEST_CFG = nr.NeuralConfig(
+    **{**TINY.__dict__, "epochs": 10, "lr": 3e-3, "min_char_freq": 1, "max_seconds": 1e9}
+)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +164,13 @@ def test_mode_is_a_setting_read_from_the_environment(monkeypatch) -> None:
 
     monkeypatch.delenv("YUYUE_NEURAL_RANKER", raising=False)
     assert Settings().neural_ranker == "off" and neural_mode() == "off"
-    for value, mode in (("0", "off"), ("1", "full"), ("tiny", "tiny"), ("OFF", "off"), ("encoder", "encoder")):
+    for value, mode in (
+        ("0", "off"),
+        ("1", "full"),
+        ("tiny", "tiny"),
+        ("OFF", "off"),
+        ("encoder", "encoder"),
+    ):
         monkeypatch.setenv("YUYUE_NEURAL_RANKER", value)
         assert Settings().neural_ranker == mode and neural_mode() == mode
     monkeypatch.setenv("YUYUE_NEURAL_RANKER", "large")
@@ -312,7 +327,9 @@ def teacher() -> CountingTeacher:
 
 @pytest.fixture(scope="module")
 def in_teacher_space(teacher: CountingTeacher) -> NeuralReplyRanker:
-    return NeuralReplyRanker(TEACHER_CFG).fit([c for _, c, _ in TRAIN], [r for _, _, r in TRAIN], teacher=teacher)
+    return NeuralReplyRanker(TEACHER_CFG).fit(
+        [c for _, c, _ in TRAIN], [r for _, _, r in TRAIN], teacher=teacher
+    )
 
 
 def test_teacher_space_embeds_replies_with_the_teacher(in_teacher_space, teacher) -> None:
@@ -330,14 +347,19 @@ def test_teacher_space_ranks_an_unseen_paraphrase_above_chance(in_teacher_space)
     replies = [TOPICS[t][1][0] for t in sorted(TOPICS)]
     held = _pairs(1, 60, held_out=True)
     hits = sum(
-        int(np.argmax(in_teacher_space.score_texts(c, replies))) == sorted(TOPICS).index(t) for t, c, _ in held
+        int(np.argmax(in_teacher_space.score_texts(c, replies))) == sorted(TOPICS).index(t)
+        for t, c, _ in held
     )
     assert hits / len(held) > 2 / len(TOPICS)
 
 
 def test_teacher_space_serves_indexed_replies_without_the_teacher(in_teacher_space, tmp_path) -> None:
     m = in_teacher_space
-    texts = ["价格和方案有关，来院面诊后给您报价。", "医院地址发您了，坐地铁很方便。", "{address_form}您好，周末也上班。"]
+    texts = [
+        "价格和方案有关，来院面诊后给您报价。",
+        "医院地址发您了，坐地铁很方便。",
+        "{address_form}您好，周末也上班。",
+    ]
     m.index(["p", "a", "w"], texts)
     m.save(tmp_path / "m")
     assert (tmp_path / "m" / "replies.npz").exists()
@@ -389,7 +411,9 @@ def test_linear_context_map_learns_the_targets_and_round_trips(tmp_path) -> None
     E = m.transform([c for _, c, _ in held])
     assert E.shape == (60, 8) and np.allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
     unit = centres / np.linalg.norm(centres, axis=1, keepdims=True)
-    right = np.mean([int(np.argmax(unit @ e)) == topics.index(t) for e, (t, _, _) in zip(E, held, strict=True)])
+    right = np.mean(
+        [int(np.argmax(unit @ e)) == topics.index(t) for e, (t, _, _) in zip(E, held, strict=True)]
+    )
     assert right > 2 / len(topics)  # unseen phrasings land nearer their topic's target than chance
     m.save(tmp_path / "linear")
     loaded = nr.LinearContextMap.load(tmp_path / "linear")
@@ -412,4 +436,6 @@ def test_training_device_and_serving_on_the_cpu() -> None:
         nr.train_device("tpu")
     m = NeuralReplyRanker(TINY, epochs=1).fit([c for _, c, _ in TRAIN[:100]], [r for _, _, r in TRAIN[:100]])
     assert m.train_info_["device"] == nr.train_device("auto").type
-    assert all(p.device.type == "cpu" for p in m.model.parameters())  # whatever trained it, it serves on the CPU
+    assert all(
+        p.device.type == "cpu" for p in m.model.parameters()
+    )  # whatever trained it, it serves on the CPU

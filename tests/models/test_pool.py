@@ -132,7 +132,9 @@ def test_cli_list_allow_block(tmp_path: Path) -> None:
     assert res.output.strip().startswith(assign[0])  # the failed allow changed nothing
     assert Path(path).read_bytes() == before
     # a retrain mines the same reply again among other chats: the decision applies to the new pool
-    rebuilt, assign2 = build_pool([ex("您好，有什么可以帮您？"), ex("请问怎么称呼您？", "c"), ex("请问怎么称呼您？", "d")])
+    rebuilt, assign2 = build_pool(
+        [ex("您好，有什么可以帮您？"), ex("请问怎么称呼您？", "c"), ex("请问怎么称呼您？", "d")]
+    )
     path2 = str(rebuilt.save(tmp_path / "pool2.jsonl"))
     res = runner.invoke(replies_app, ["list", "--status", "blocked", "--pool", path2, *db])
     assert res.output.strip().startswith(assign2[1]) and assign2[1] == assign[0]

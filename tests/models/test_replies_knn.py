@@ -16,12 +16,18 @@ from yuyue.models.replies.suggest import ReplySuggester  # noqa: E402
 
 # each desk answers its own way: the reply that fits a question is the one its desk gave to similar questions
 DESKS = {
-    "bank": (["信用卡被盗刷了怎么办", "银行卡突然冻结了", "转账一直没到账", "网银登录不上去"],
-             ["您好，请您私信提供卡号后四位，我行专员为您核实处理。"]),
-    "air": (["航班延误了没人管", "行李托运丢了", "改签收费太高了", "值机柜台排队太久"],
-            ["非常抱歉给您的出行带来不便，请私信您的航班号和姓名，我们马上跟进。"]),
-    "tel": (["流量莫名其妙扣光了", "宽带又断网了", "套餐被改了也没通知", "信号一直很差"],
-            ["亲，您反映的问题已记录，请私信机主号码，稍后工程师联系您。"]),
+    "bank": (
+        ["信用卡被盗刷了怎么办", "银行卡突然冻结了", "转账一直没到账", "网银登录不上去"],
+        ["您好，请您私信提供卡号后四位，我行专员为您核实处理。"],
+    ),
+    "air": (
+        ["航班延误了没人管", "行李托运丢了", "改签收费太高了", "值机柜台排队太久"],
+        ["非常抱歉给您的出行带来不便，请私信您的航班号和姓名，我们马上跟进。"],
+    ),
+    "tel": (
+        ["流量莫名其妙扣光了", "宽带又断网了", "套餐被改了也没通知", "信号一直很差"],
+        ["亲，您反映的问题已记录，请私信机主号码，稍后工程师联系您。"],
+    ),
 }
 FILLERS = ["", "，急！", "，怎么回事", "？？", "，请尽快处理"]
 
@@ -47,8 +53,9 @@ def knn_suggester() -> ReplySuggester:
 
     examples = _examples(400, 0)
     pool, assign = build_pool(examples, [])
-    return ReplySuggester(pool).fit_hybrid(examples, assign, config=CFG, valid_fraction=0.3, min_pairs=100,
-                                           teacher=shared_teacher())
+    return ReplySuggester(pool).fit_hybrid(
+        examples, assign, config=CFG, valid_fraction=0.3, min_pairs=100, teacher=shared_teacher()
+    )
 
 
 def test_listwise_fit_learns_what_ranks_the_true_reply_first() -> None:
@@ -60,7 +67,9 @@ def test_listwise_fit_learns_what_ranks_the_true_reply_first() -> None:
         block[0, 2] -= 0.5
         X.append(block)
         y.extend([1] + [0] * 9)
-    h = nr.HybridRanker(features=("neural", "tfidf_reply", "booking_prior")).fit_listwise(np.vstack(X), np.asarray(y))
+    h = nr.HybridRanker(features=("neural", "tfidf_reply", "booking_prior")).fit_listwise(
+        np.vstack(X), np.asarray(y)
+    )
     w = h.weights()
     assert w["neural"] > abs(w["tfidf_reply"]) and w["booking_prior"] < 0
     p = h.proba(np.vstack(X))
@@ -71,7 +80,9 @@ def test_listwise_fit_learns_what_ranks_the_true_reply_first() -> None:
 
 
 def test_char_tfidf_query_is_the_vectorizers_row() -> None:
-    tfidf = nr.CharTfidf(min_df=1).fit(["信用卡被盗刷了怎么办", "航班延误了没人管", "宽带又断网了，电话13912345678"])
+    tfidf = nr.CharTfidf(min_df=1).fit(
+        ["信用卡被盗刷了怎么办", "航班延误了没人管", "宽带又断网了，电话13912345678"]
+    )
     for text in ("宽带断网了断网了", "电话13800001111被盗刷", "全新的句子"):
         row = tfidf.vectorizer_.transform([text]).toarray().ravel()
         assert np.allclose(tfidf.dense(text), row, atol=1e-6), text
@@ -117,7 +128,9 @@ def test_suggester_with_neighbours_round_trips(knn_suggester: ReplySuggester, tm
         chat = [("visitor", q)]
         assert [s.text for s in loaded.suggest(chat)] == [s.text for s in sug.suggest(chat)]
     replies = [DESKS[d][1][0] for d in sorted(DESKS)]
-    assert np.allclose(loaded.score_texts("流量莫名其妙扣光了", replies), sug.score_texts("流量莫名其妙扣光了", replies))
+    assert np.allclose(
+        loaded.score_texts("流量莫名其妙扣光了", replies), sug.score_texts("流量莫名其妙扣光了", replies)
+    )
 
 
 def test_without_an_encoder_the_linear_map_embeds_contexts(tmp_path) -> None:
@@ -126,8 +139,14 @@ def test_without_an_encoder_the_linear_map_embeds_contexts(tmp_path) -> None:
 
     examples = _examples(300, 1)
     pool, assign = build_pool(examples, [])
-    sug = ReplySuggester(pool).fit_hybrid(examples, assign, config=replace(CFG, encoder=False), valid_fraction=0.3,
-                                          min_pairs=100, teacher=shared_teacher())
+    sug = ReplySuggester(pool).fit_hybrid(
+        examples,
+        assign,
+        config=replace(CFG, encoder=False),
+        valid_fraction=0.3,
+        min_pairs=100,
+        teacher=shared_teacher(),
+    )
     assert sug.uses_hybrid and not sug.neural.has_encoder and "no encoder" in sug.neural_status
     assert "neural" not in sug.hybrid.features and "knn_linear" in sug.hybrid.features
     ctx = sug.neural.encode(["宽带又断网了"], "context")

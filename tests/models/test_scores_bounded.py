@@ -28,8 +28,12 @@ def rows_y():
     convs = [Conversation.model_validate(r) for r in sim.iter_records(400, seed=32)]
     space = FeatureSpace()
     rows = prefix_rows([c.without_truth() for c in convs], space, max_open=4)
-    booked = np.array([int(bool(convs[g].outcome and convs[g].outcome.booked)) for g in rows.group], dtype=np.int8)
-    arrived = np.array([int(bool(convs[g].outcome and convs[g].outcome.arrived)) for g in rows.group], dtype=np.int8)
+    booked = np.array(
+        [int(bool(convs[g].outcome and convs[g].outcome.booked)) for g in rows.group], dtype=np.int8
+    )
+    arrived = np.array(
+        [int(bool(convs[g].outcome and convs[g].outcome.arrived)) for g in rows.group], dtype=np.int8
+    )
     return space, rows, booked, arrived
 
 
@@ -67,7 +71,9 @@ def test_inputs_beyond_the_training_range_are_clipped(kind, rows_y):
         huge[0, space.index[k]] = 300.0
         edge[0, space.index[k]] = model.clip_hi_[space.index[k]]
     text = rows.text[50]
-    assert model.predict_proba_arrays(huge, text)[0] == pytest.approx(model.predict_proba_arrays(edge, text)[0])
+    assert model.predict_proba_arrays(huge, text)[0] == pytest.approx(
+        model.predict_proba_arrays(edge, text)[0]
+    )
 
 
 def test_arrived_never_above_booked(kind, rows_y):
@@ -79,9 +85,10 @@ def test_arrived_never_above_booked(kind, rows_y):
     variants = np.repeat(rows.struct[10:11], 3, axis=0)
     variants[1] = 0.0
     with_text = np.array([True, True, False])
-    assert (a.predict_proba_variants(variants, rows.text[10], with_text) <= b.predict_proba_variants(
-        variants, rows.text[10], with_text
-    )).all()
+    assert (
+        a.predict_proba_variants(variants, rows.text[10], with_text)
+        <= b.predict_proba_variants(variants, rows.text[10], with_text)
+    ).all()
 
 
 # ---- the trained bundle ------------------------------------------------------------------
@@ -89,16 +96,28 @@ def test_arrived_never_above_booked(kind, rows_y):
 
 def _chat(turns, **overrides):
     start = datetime(2025, 11, 5, 14, 0, tzinfo=TZ)
-    msgs = [{"at": (start + timedelta(seconds=40 * i)).isoformat(), "role": r, "text": t} for i, (r, t) in enumerate(turns)]
-    return Conversation.model_validate(record(messages=msgs, started_at=msgs[0]["at"], outcome=None, **overrides))
+    msgs = [
+        {"at": (start + timedelta(seconds=40 * i)).isoformat(), "role": r, "text": t}
+        for i, (r, t) in enumerate(turns)
+    ]
+    return Conversation.model_validate(
+        record(messages=msgs, started_at=msgs[0]["at"], outcome=None, **overrides)
+    )
 
 
 def _scores(model, turns, closed=False, **overrides):
-    h = {k: v for k, v in model.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")}
+    h = {
+        k: v
+        for k, v in model.hospital.items()
+        if k in ("hospital_name", "hospital_city", "hospital_province")
+    }
     return model.score(replay(_chat(turns, **overrides), **h), closed=closed)
 
 
-LONG = "我今年三十二岁，" + "鼻子一直觉得有点塌，鼻头也比较大，之前在别的地方咨询过，说可以用假体也可以用自体软骨，" * 10
+LONG = (
+    "我今年三十二岁，"
+    + "鼻子一直觉得有点塌，鼻头也比较大，之前在别的地方咨询过，说可以用假体也可以用自体软骨，" * 10
+)
 
 
 def test_one_long_message_does_not_saturate_the_score(model):
@@ -116,7 +135,8 @@ def test_one_long_message_does_not_saturate_the_score(model):
     [
         [("visitor", "割双眼皮多少钱")],
         OPENING,
-        OPENING + [("visitor", "好的 13812345678"), ("consultant", "明天下午两点方便来吗？"), ("visitor", "可以")],
+        OPENING
+        + [("visitor", "好的 13812345678"), ("consultant", "明天下午两点方便来吗？"), ("visitor", "可以")],
         OPENING + [("visitor", "太贵了，算了")],
     ],
 )

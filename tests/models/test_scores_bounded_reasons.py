@@ -28,9 +28,18 @@ BUYING = ["你们医院地址在哪里？怎么过去？", "明天下午几点�
 
 def _scores(model, turns, closed=False, **overrides):
     start = datetime(2025, 11, 5, 14, 0, tzinfo=TZ)
-    msgs = [{"at": (start + timedelta(seconds=40 * i)).isoformat(), "role": r, "text": t} for i, (r, t) in enumerate(turns)]
-    conv = Conversation.model_validate(record(messages=msgs, started_at=msgs[0]["at"], outcome=None, **overrides))
-    h = {k: v for k, v in model.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")}
+    msgs = [
+        {"at": (start + timedelta(seconds=40 * i)).isoformat(), "role": r, "text": t}
+        for i, (r, t) in enumerate(turns)
+    ]
+    conv = Conversation.model_validate(
+        record(messages=msgs, started_at=msgs[0]["at"], outcome=None, **overrides)
+    )
+    h = {
+        k: v
+        for k, v in model.hospital.items()
+        if k in ("hospital_name", "hospital_city", "hospital_province")
+    }
     return model.score(replay(conv, **h), closed=closed, top=50)
 
 

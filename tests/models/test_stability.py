@@ -53,7 +53,13 @@ def test_a_buying_signal_never_lowers_p_booked(steps):
 def test_ordinary_messages_do_not_swing_p_booked(steps):
     _, played = steps
     worst = max((s for s in played if s.kind == "ordinary"), key=lambda s: abs(s.delta))
-    assert abs(worst.delta) <= MAX_ORDINARY_SWING, (worst.chat, worst.index, worst.text, worst.before, worst.after)
+    assert abs(worst.delta) <= MAX_ORDINARY_SWING, (
+        worst.chat,
+        worst.index,
+        worst.text,
+        worst.before,
+        worst.after,
+    )
 
 
 def test_the_classifier_names_decisive_events():

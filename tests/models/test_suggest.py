@@ -101,8 +101,15 @@ def _bm25_reference(docs: list[list[str]], query: list[str], k1: float = 1.2, b:
 def test_bm25_scores_repeated_contexts_once_and_exactly() -> None:
     # templated chats repeat contexts: each distinct bag of tokens is one postings column, but the
     # scores (idf, average length) still count every context, and every reply of a repeated one is found
-    docs = [["隆鼻", "多少", "钱"], ["地址", "在", "哪里"], ["隆鼻", "多少", "钱"], ["周末", "上班"],
-            ["钱", "隆鼻", "多少"], ["地址", "在", "哪里"], ["术后", "恢复", "多久", "隆鼻"]]
+    docs = [
+        ["隆鼻", "多少", "钱"],
+        ["地址", "在", "哪里"],
+        ["隆鼻", "多少", "钱"],
+        ["周末", "上班"],
+        ["钱", "隆鼻", "多少"],
+        ["地址", "在", "哪里"],
+        ["术后", "恢复", "多久", "隆鼻"],
+    ]
     ids = ["r1", "r2", "r3", "r4", "r1", "r5", "r6"]
     r = Bm25Retriever(tokenizer=str.split).fit_tokens(docs, ids)
     assert r.postings_.shape[1] == 4

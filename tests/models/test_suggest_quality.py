@@ -47,8 +47,16 @@ def test_the_suite_is_wide_enough(bench) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["wrong_department", "late_greetings", "ask_name_known", "foreign_names", "cut", "over_twice",
-             "same_intent_turns"],
+    "kind",
+    [
+        "wrong_department",
+        "late_greetings",
+        "ask_name_known",
+        "foreign_names",
+        "cut",
+        "over_twice",
+        "same_intent_turns",
+    ],
 )
 def test_no_bad_suggestions(played, kind: str) -> None:
     assert played["counts"].get(kind, 0) == 0, played["examples"].get(kind, [])[:5]
@@ -80,7 +88,10 @@ def test_the_visitors_question_is_answered_first(played) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("您好，我是杭州美悦医院在线咨询小何，您想了解哪方面的问题？", "您好,我是{hospital}在线咨询{consultant},您想了解哪方面的问题?"),
+        (
+            "您好，我是杭州美悦医院在线咨询小何，您想了解哪方面的问题？",
+            "您好,我是{hospital}在线咨询{consultant},您想了解哪方面的问题?",
+        ),
         ("导航搜康华男科医院就能到，楼下可以停车。", "导航搜{hospital}就能到,楼下可以停车。"),
         ("哈喽您好，我是Lisa，丽都齿科的咨询顾问。", "哈喽您好,我是{consultant},{hospital}的咨询顾问。"),
         ("那先这样，小雅随时在线。", "那先这样,{consultant}随时在线。"),
@@ -108,11 +119,22 @@ def _suggester() -> ReplySuggester:
     entries = [
         PoolEntry("m1", "您好，欢迎咨询{hospital}，请问有什么可以帮您？", "mined", stage="greet", count=50),
         PoolEntry("m2", "前列腺炎要做个前列腺液检查才能确定。", "mined", stage="explain_treatment", count=20),
-        PoolEntry("m3", "检查的费用要看具体项目，到院前台有价目表。", "mined", stage="resolve_concern", count=20),
+        PoolEntry(
+            "m3", "检查的费用要看具体项目，到院前台有价目表。", "mined", stage="resolve_concern", count=20
+        ),
         PoolEntry("m4", "您方便留个电话吗？到时候提醒您。", "mined", stage="collect_contact", count=20),
-        PoolEntry("m5", "登记时只留姓氏也可以。", "mined", stage="collect_contact", count=9, departments=["男科"]),
+        PoolEntry(
+            "m5", "登记时只留姓氏也可以。", "mined", stage="collect_contact", count=9, departments=["男科"]
+        ),
         PoolEntry("m6", "请问怎么称呼您？", "mined", stage="greet", count=9),
-        PoolEntry("m7", "好的，那我们接着说检查的事情。", "mined", stage="probe_status", count=9, departments=["妇科"]),
+        PoolEntry(
+            "m7",
+            "好的，那我们接着说检查的事情。",
+            "mined",
+            stage="probe_status",
+            count=9,
+            departments=["妇科"],
+        ),
     ]
     pool = ReplyPool({e.id: e for e in entries}, base_rate=0.3)
     ctx = ["你好", "多少钱检查", "我想检查一下", "检查要多少钱", "可以留电话", "怎么称呼检查", "检查接着说"]
@@ -143,12 +165,26 @@ def test_no_greeting_or_name_question_late_and_no_third_repeat() -> None:
 def test_fallback_fills_up_to_k_under_the_same_filters() -> None:
     sug = _suggester()
     extra = [
-        PoolEntry("s-probe", "您方便说一下现在的具体情况吗？", "script", stage="probe_status", status="allowed"),
-        PoolEntry("s-greet", "您好，欢迎咨询{hospital}，请问怎么称呼您？", "script", stage="greet", status="allowed"),
-        PoolEntry("s-explain-m", "前列腺的问题要先检查。", "script", stage="explain_treatment", status="allowed",
-                  department="男科"),
-        PoolEntry("s-explain", "医生面诊检查后再定方案。", "script", stage="explain_treatment", status="allowed"),
-        PoolEntry("s-price", "价格要看方案。", "script", stage="resolve_concern", concern="price", status="allowed"),
+        PoolEntry(
+            "s-probe", "您方便说一下现在的具体情况吗？", "script", stage="probe_status", status="allowed"
+        ),
+        PoolEntry(
+            "s-greet", "您好，欢迎咨询{hospital}，请问怎么称呼您？", "script", stage="greet", status="allowed"
+        ),
+        PoolEntry(
+            "s-explain-m",
+            "前列腺的问题要先检查。",
+            "script",
+            stage="explain_treatment",
+            status="allowed",
+            department="男科",
+        ),
+        PoolEntry(
+            "s-explain", "医生面诊检查后再定方案。", "script", stage="explain_treatment", status="allowed"
+        ),
+        PoolEntry(
+            "s-price", "价格要看方案。", "script", stage="resolve_concern", concern="price", status="allowed"
+        ),
         PoolEntry("s-expert", "可以请医生看一下。", "script", stage="recommend_expert", status="allowed"),
         PoolEntry("m-generic", "医生会先详细问诊。", "mined", stage="recommend_expert", count=30),
     ]
@@ -173,9 +209,12 @@ def test_fallback_fills_up_to_k_under_the_same_filters() -> None:
 def test_session_remembers_suggestions_and_department_across_serialisation(model) -> None:
     from datetime import datetime
 
-    session, _ = model.open_chat(started_at=datetime(2026, 3, 1, 9, tzinfo=UTC), department="妇科",
-                                 project="月经不调")
-    ins = model.on_message(session, "visitor", "月经推迟了二十天，需要检查吗", datetime(2026, 3, 1, 9, 1, tzinfo=UTC))
+    session, _ = model.open_chat(
+        started_at=datetime(2026, 3, 1, 9, tzinfo=UTC), department="妇科", project="月经不调"
+    )
+    ins = model.on_message(
+        session, "visitor", "月经推迟了二十天，需要检查吗", datetime(2026, 3, 1, 9, 1, tzinfo=UTC)
+    )
     copy = ChatSession.from_bytes(session.to_bytes())
     assert (copy.department, copy.project) == ("妇科", "月经不调")
     assert copy.suggested == Counter(s.id for s in ins.suggestions)

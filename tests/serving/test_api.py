@@ -477,7 +477,9 @@ def test_concurrent_messages_are_all_stored_once_in_order(api):
 
     def post(cid, text):
         r = api.post(
-            f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": text}, headers=api.keys["c01"]
+            f"/v1/conversations/{cid}/messages",
+            json={"role": "visitor", "text": text},
+            headers=api.keys["c01"],
         )
         assert r.status_code == 200, r.text
         return r.json()["seq"]

@@ -3,7 +3,6 @@ agreed in it as the default, listed by day / department / doctor, rescheduled (t
 cancelled, marked arrived or no-show (by hand, or automatically after the grace); every invalid move a
 409 naming it; who may do what."""
 
-
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -68,8 +67,11 @@ def test_the_time_agreed_in_the_chat_is_the_default(desk):
     r = api.post("/v1/appointments", json={"conversation_id": other}, headers=api.keys["c01"])
     assert r.status_code == 422 and "time" in r.json()["detail"]
     assert book(api, other, time="2025-03-07T09:30:00+08:00")["time_source"] == "given"
-    r = api.post("/v1/appointments", json={"conversation_id": other, "time": "2025-03-07T09:30:00"},
-                 headers=api.keys["c01"])
+    r = api.post(
+        "/v1/appointments",
+        json={"conversation_id": other, "time": "2025-03-07T09:30:00"},
+        headers=api.keys["c01"],
+    )
     assert r.status_code == 422  # no offset
 
 
@@ -132,14 +134,20 @@ def test_no_show_after_the_grace_and_a_late_arrival(desk):
     grace = api.app.state.yuyue.settings.no_show_grace_minutes
     due = datetime(2025, 3, 6, 15, tzinfo=TZ) + timedelta(minutes=grace)
     set_now(api, due - timedelta(minutes=1))
-    (got,) = api.get("/v1/appointments", params={"date": "2025-03-06"}, headers=api.keys["sup"]).json()["items"]
+    (got,) = api.get("/v1/appointments", params={"date": "2025-03-06"}, headers=api.keys["sup"]).json()[
+        "items"
+    ]
     assert got["status"] == "booked"  # still within the grace
     set_now(api, due + timedelta(minutes=1))
-    (got,) = api.get("/v1/appointments", params={"date": "2025-03-06"}, headers=api.keys["sup"]).json()["items"]
+    (got,) = api.get("/v1/appointments", params={"date": "2025-03-06"}, headers=api.keys["sup"]).json()[
+        "items"
+    ]
     assert got["status"] == "no_show" and got["auto_no_show"] is True
     (cb,) = tasks(api, kind="no_show_callback")
     assert cb["appointment_id"] == a["id"] and cb["state"] == "open"
-    chat = api.get(f"/v1/conversations/{a['conversation_id']}", headers=api.keys["sup"]).json()["conversation"]
+    chat = api.get(f"/v1/conversations/{a['conversation_id']}", headers=api.keys["sup"]).json()[
+        "conversation"
+    ]
     assert chat["arrived"] is False
     # the patient did come, late: an automatic no-show may be corrected, and its callback ends
     r = api.post(f"/v1/appointments/{a['id']}/arrived", headers=api.keys["sup"])

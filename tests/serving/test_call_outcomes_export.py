@@ -77,7 +77,9 @@ def test_call_results_and_arrivals_become_exported_labels(desk, tmp_path):
     (cb,) = [t for t in tasks(api, kind="no_show_callback") if t["appointment_id"] == a_missed["id"]]
     _post(api, f"/v1/tasks/{cb['id']}/assign", "sup", {"assignee": "c01"})
     new = call(api, cb, "rebooked", time="2025-03-09T10:00:00+08:00")["appointment"]
-    assert export(api)[missed]["outcome"]["arrived"] is False  # the first visit was missed; the new one pending
+    assert (
+        export(api)[missed]["outcome"]["arrived"] is False
+    )  # the first visit was missed; the new one pending
     set_now(api, NOW + timedelta(days=4))
     _post(api, f"/v1/appointments/{new['id']}/arrived")
     final = export(api)

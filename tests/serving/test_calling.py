@@ -41,7 +41,12 @@ def test_the_assignee_or_a_supervisor_reveals_the_number_and_it_is_audited(desk)
     assert r.json()["contacts"] == [{"type": "phone", "value": PHONE, "message": 2}] and r.json()["recorded"]
     (row,) = reveals(api)
     assert (row["actor"], row["role"], row["conversation_id"]) == ("wang", "consultant", cid)
-    assert orjson.loads(row["detail"]) == {"via": "task", "task_id": tid, "kind": "lead_call", "types": ["phone"]}
+    assert orjson.loads(row["detail"]) == {
+        "via": "task",
+        "task_id": tid,
+        "kind": "lead_call",
+        "types": ["phone"],
+    }
     # a supervisor may reveal it too (recorded); the consultant it is not assigned to may not
     assert _post(api, f"/v1/tasks/{tid}/reveal", "sup").json()["contacts"][0]["value"] == PHONE
     assert [x["actor"] for x in reveals(api)] == ["boss", "wang"]  # newest first

@@ -24,17 +24,23 @@ def api(tmp_path, test_settings, model):
 
 
 def _open(api) -> str:
-    body = {"conversation_id": "t-" + uuid.uuid4().hex[:10], "started_at": T0,
-            "department": "整形美容", "project": "隆鼻"}
+    body = {
+        "conversation_id": "t-" + uuid.uuid4().hex[:10],
+        "started_at": T0,
+        "department": "整形美容",
+        "project": "隆鼻",
+    }
     r = api.post("/v1/conversations", json=body, headers=api.keys["c01"])
     assert r.status_code == 201, r.text
     return r.json()["conversation_id"]
 
 
 def _send(api, cid, role, text, minute):
-    r = api.post(f"/v1/conversations/{cid}/messages",
-                 json={"role": role, "text": text, "at": f"2025-03-05T14:{minute:02d}:00+08:00"},
-                 headers=api.keys["c01"])
+    r = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"role": role, "text": text, "at": f"2025-03-05T14:{minute:02d}:00+08:00"},
+        headers=api.keys["c01"],
+    )
     assert r.status_code == 200, r.text
     return r.json()
 

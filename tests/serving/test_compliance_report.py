@@ -45,17 +45,23 @@ def api(tmp_path, test_settings, model, db_url):
 
 
 def _chat(api, who: str, day: str, department: str = "整形美容") -> str:
-    body = {"conversation_id": "cr-" + uuid.uuid4().hex[:10], "started_at": f"{day}T14:00:00+08:00",
-            "department": department, "project": "隆鼻"}
+    body = {
+        "conversation_id": "cr-" + uuid.uuid4().hex[:10],
+        "started_at": f"{day}T14:00:00+08:00",
+        "department": department,
+        "project": "隆鼻",
+    }
     r = api.post("/v1/conversations", json=body, headers=api.keys[who])
     assert r.status_code == 201, r.text
     return r.json()["conversation_id"]
 
 
 def _send(api, who, cid, role, text, day, minute):
-    r = api.post(f"/v1/conversations/{cid}/messages",
-                 json={"role": role, "text": text, "at": f"{day}T14:{minute:02d}:00+08:00"},
-                 headers=api.keys[who])
+    r = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"role": role, "text": text, "at": f"{day}T14:{minute:02d}:00+08:00"},
+        headers=api.keys[who],
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -110,7 +116,10 @@ def test_report_counts_match_what_consultants_were_told(api):
     assert all(COMPLIANT != e["text"] for g in report["groups"] for e in g["examples"])
 
     by_day = _report(api, group_by="day")
-    assert [(g["group"], g["checked"], g["flagged"]) for g in by_day["groups"]] == [(DAY1, 3, 2), (DAY2, 2, 1)]
+    assert [(g["group"], g["checked"], g["flagged"]) for g in by_day["groups"]] == [
+        (DAY1, 3, 2),
+        (DAY2, 2, 1),
+    ]
 
     by_cat = _report(api, group_by="category")
     assert {g["group"]: g["flagged"] for g in by_cat["groups"]} == report["by_category"]
@@ -175,7 +184,9 @@ def test_messages_without_a_kept_verdict_are_checked_again(api):
             message = orjson.loads(payload)
             if message.pop("compliance", None) is not None:
                 dropped += 1
-                cx.execute(events.update().where(events.c.id == id_).values(payload=orjson.dumps(message).decode()))
+                cx.execute(
+                    events.update().where(events.c.id == id_).values(payload=orjson.dumps(message).decode())
+                )
     assert dropped == sum(len(v) for v in told.values())
     after = _report(api, group_by="consultant")
     assert after == before

@@ -22,7 +22,10 @@ def _chat(text: str) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def suggester() -> ReplySuggester:
-    rows = [(QUESTION, FEAR)] * 3 + [(QUESTION + "，严重吗", HONEST), ("医院在哪里", "医院地址发您了，坐地铁很方便。")]
+    rows = [(QUESTION, FEAR)] * 3 + [
+        (QUESTION + "，严重吗", HONEST),
+        ("医院在哪里", "医院地址发您了，坐地铁很方便。"),
+    ]
     examples = [
         ReplyExample(f"c{i}", (("consultant", "您好，有什么可以帮您？"), ("visitor", q)), a, None, True)
         for i, (q, a) in enumerate(rows)

@@ -36,7 +36,9 @@ PCT = re.compile(r"^\d{1,3}\.\d%$")
 
 def find_chromium() -> str | None:
     candidates = [os.environ.get("YUYUE_CHROMIUM"), "/usr/bin/chromium"]
-    candidates += [shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")]
+    candidates += [
+        shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    ]
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
@@ -53,9 +55,13 @@ def _free_port() -> int:
 def chromium() -> str:
     path = find_chromium()
     if path is None:
-        pytest.skip("no Chromium found (/usr/bin/chromium, chromium, google-chrome or $YUYUE_CHROMIUM): "
-                    "run scripts/ensure_browser.sh (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
+        pytest.skip(
+            "no Chromium found (/usr/bin/chromium, chromium, google-chrome or $YUYUE_CHROMIUM): "
+            "run scripts/ensure_browser.sh (apt-get install chromium)"
+        )
+    pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')"
+    )
     return path
 
 
@@ -104,8 +110,14 @@ def browser_page(chromium) -> Iterator:
         problems: list[str] = []
         page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
         page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url}"))
-        page.on("request", lambda req: None if req.url.startswith(("http://127.0.0.1", "data:")) else problems.append(
-            f"request outside the app: {req.url}"))
+        page.on(
+            "request",
+            lambda req: (
+                None
+                if req.url.startswith(("http://127.0.0.1", "data:"))
+                else problems.append(f"request outside the app: {req.url}")
+            ),
+        )
         page.problems = problems
         page.set_default_timeout(15_000)
         try:
@@ -164,7 +176,12 @@ def test_console_consultant_and_supervisor(server, browser_page) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", cid), cid
     chat = get(f"/v1/conversations/{cid}", "c01")["conversation"]
     assert chat["department"] == "整形美容" and chat["project"] == "隆鼻" and chat["consultant_id"] == "c01"
-    assert chat["visit"] == {"engine": "baidu", "keyword": "杭州隆鼻多少钱", "region": "浙江省杭州市", "device": "mobile"}
+    assert chat["visit"] == {
+        "engine": "baidu",
+        "keyword": "杭州隆鼻多少钱",
+        "region": "浙江省杭州市",
+        "device": "mobile",
+    }
     expect(page.locator("#score-booked .p")).to_have_text(PCT)
     expect(page.locator("#band")).to_have_text(re.compile("^[ABC]$"))
 
@@ -247,9 +264,15 @@ def test_console_consultant_and_supervisor(server, browser_page) -> None:
     # ---- more leads (another consultant, another department) for paging and filters -----------
     h02 = {"X-API-Key": keys["c02"]}
     for _ in range(11):
-        r = api.post("/v1/conversations", json={"department": "口腔", "project": "种植牙", "visit": {"engine": "sogou"}}, headers=h02)
+        r = api.post(
+            "/v1/conversations",
+            json={"department": "口腔", "project": "种植牙", "visit": {"engine": "sogou"}},
+            headers=h02,
+        )
         assert r.status_code == 201, r.text
-        r = api.post(f"/v1/conversations/{r.json()['conversation_id']}/outcome", json={"contact": True}, headers=h02)
+        r = api.post(
+            f"/v1/conversations/{r.json()['conversation_id']}/outcome", json={"contact": True}, headers=h02
+        )
         assert r.status_code == 200, r.text
 
     # ---- supervisor: follow-up queue, masked chat, funnel, acceptance ------------------------

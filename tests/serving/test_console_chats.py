@@ -22,12 +22,23 @@ pytestmark = pytest.mark.integration
 def _chat(base: str, key: str, messages: list[tuple[str, str, datetime]], started: datetime) -> str:
     h = {"X-API-Key": key}
     cid = "mc-" + uuid.uuid4().hex[:8]
-    r = httpx.post(base + "/v1/conversations", headers=h, json={
-        "conversation_id": cid, "department": "整形美容", "project": "隆鼻", "started_at": started.isoformat()})
+    r = httpx.post(
+        base + "/v1/conversations",
+        headers=h,
+        json={
+            "conversation_id": cid,
+            "department": "整形美容",
+            "project": "隆鼻",
+            "started_at": started.isoformat(),
+        },
+    )
     assert r.status_code == 201, r.text
     for role, text, at in messages:
-        r = httpx.post(base + f"/v1/conversations/{cid}/messages", headers=h,
-                       json={"role": role, "text": text, "at": at.isoformat()})
+        r = httpx.post(
+            base + f"/v1/conversations/{cid}/messages",
+            headers=h,
+            json={"role": role, "text": text, "at": at.isoformat()},
+        )
         assert r.status_code == 200, r.text
     return cid
 
@@ -40,10 +51,20 @@ def test_consultant_switches_between_open_chats_keeping_drafts(server, browser_p
     c01 = {"X-API-Key": keys["c01"]}
     now = datetime.now(UTC)
     ago = lambda s: now - timedelta(seconds=s)  # noqa: E731
-    waits_long = _chat(base, keys["c01"], [("consultant", "您好，请问有什么可以帮您？", ago(700)),
-                                           ("visitor", "隆鼻多少钱", ago(600)), ("visitor", "在吗", ago(590))], ago(900))
+    waits_long = _chat(
+        base,
+        keys["c01"],
+        [
+            ("consultant", "您好，请问有什么可以帮您？", ago(700)),
+            ("visitor", "隆鼻多少钱", ago(600)),
+            ("visitor", "在吗", ago(590)),
+        ],
+        ago(900),
+    )
     waits_short = _chat(base, keys["c01"], [("visitor", "疼不疼", ago(2))], ago(30))
-    answered = _chat(base, keys["c01"], [("visitor", "你好", ago(100)), ("consultant", "您好", ago(90))], ago(120))
+    answered = _chat(
+        base, keys["c01"], [("visitor", "你好", ago(100)), ("consultant", "您好", ago(90))], ago(120)
+    )
     _chat(base, keys["c02"], [("visitor", "别人的访客", ago(50))], ago(60))  # not c01's
     listed = httpx.get(base + "/v1/conversations", headers=c01).json()
     assert [x["conversation_id"] for x in listed["items"]] == [waits_long, waits_short, answered]
@@ -92,12 +113,17 @@ def test_consultant_switches_between_open_chats_keeping_drafts(server, browser_p
     expect(long_li.locator(".mc-unread")).to_have_count(0)
     expect(long_li.locator(".mc-wait")).to_have_count(0)
     expect(long_li.locator(".mc-draft")).to_have_count(0)
-    got = {x["conversation_id"]: x for x in httpx.get(base + "/v1/conversations", headers=c01).json()["items"]}
+    got = {
+        x["conversation_id"]: x for x in httpx.get(base + "/v1/conversations", headers=c01).json()["items"]
+    }
     assert got[waits_long]["unanswered"] == 0 and got[waits_short]["unanswered"] == 1
 
     # a visitor writes in the answered chat (from the chat tool): it shows up without reloading
-    r = httpx.post(base + f"/v1/conversations/{answered}/messages", headers=c01,
-                   json={"role": "visitor", "text": "那周六可以吗", "at": datetime.now(UTC).isoformat()})
+    r = httpx.post(
+        base + f"/v1/conversations/{answered}/messages",
+        headers=c01,
+        json={"role": "visitor", "text": "那周六可以吗", "at": datetime.now(UTC).isoformat()},
+    )
     assert r.status_code == 200, r.text
     expect(answered_li.locator(".mc-unread")).to_have_text("1", timeout=12_000)
     # a shorter nudge: the short wait is nudged too

@@ -79,8 +79,9 @@ def test_console_compliance_warning_and_supervisor_table(server, browser_page) -
     assert page.locator(".msg-warn").count() == 1
 
     # ---- supervisor: hits per consultant ----------------------------------------------
-    report = api.get("/v1/stats/compliance", params={"group_by": "consultant"},
-                     headers={"X-API-Key": keys["supervisor"]}).json()
+    report = api.get(
+        "/v1/stats/compliance", params={"group_by": "consultant"}, headers={"X-API-Key": keys["supervisor"]}
+    ).json()
     mine = next(g for g in report["groups"] if g["group"] == "c02")
     assert (mine["checked"], mine["flagged"]) == (3, 1)
     _connect(page, keys["supervisor"], "主管")

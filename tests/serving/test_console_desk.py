@@ -33,11 +33,16 @@ TZ = ZoneInfo("Asia/Shanghai")
 def _chat(base: str, key: str, text: str | None) -> str:
     h = {"X-API-Key": key}
     cid = "desk-" + uuid.uuid4().hex[:10]
-    r = httpx.post(base + "/v1/conversations", json={"conversation_id": cid, "department": "整形美容",
-                                                     "project": "隆鼻"}, headers=h)
+    r = httpx.post(
+        base + "/v1/conversations",
+        json={"conversation_id": cid, "department": "整形美容", "project": "隆鼻"},
+        headers=h,
+    )
     assert r.status_code == 201, r.text
     if text:
-        r = httpx.post(base + f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": text}, headers=h)
+        r = httpx.post(
+            base + f"/v1/conversations/{cid}/messages", json={"role": "visitor", "text": text}, headers=h
+        )
         assert r.status_code == 200, r.text
     return cid
 
@@ -50,12 +55,20 @@ def test_supervisor_runs_the_day_in_the_desk_tab(server, browser_page) -> None:
     sup, c01 = {"X-API-Key": keys["supervisor"]}, {"X-API-Key": keys["c01"]}
     # a lead who left a phone number, and a booking for tomorrow 15:00 (Beijing time)
     lead = _chat(base, keys["c01"], PHONE_TEXT)
-    assert httpx.post(base + f"/v1/conversations/{lead}/outcome", json={"contact": True}, headers=c01).status_code == 200
+    assert (
+        httpx.post(
+            base + f"/v1/conversations/{lead}/outcome", json={"contact": True}, headers=c01
+        ).status_code
+        == 200
+    )
     booked = _chat(base, keys["c01"], "明天下午可以过来面诊吗")
     tomorrow = (datetime.now(TZ) + timedelta(days=1)).date()
     when = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 15, tzinfo=TZ)
-    r = httpx.post(base + "/v1/appointments", json={"conversation_id": booked, "time": when.isoformat(),
-                                                    "doctor": "张医生"}, headers=c01)
+    r = httpx.post(
+        base + "/v1/appointments",
+        json={"conversation_id": booked, "time": when.isoformat(), "doctor": "张医生"},
+        headers=c01,
+    )
     assert r.status_code == 201, r.text
     appt = r.json()
     listed = httpx.get(base + "/v1/tasks", params={"limit": 100}, headers=sup).json()
@@ -67,7 +80,9 @@ def test_supervisor_runs_the_day_in_the_desk_tab(server, browser_page) -> None:
     expect(page.locator("#view-desk")).to_be_visible()
     rows = page.locator("#worklist tbody tr[data-id]")
     expect(rows).to_have_count(listed["total"])
-    assert [rows.nth(i).get_attribute("data-id") for i in range(rows.count())] == [t["id"] for t in listed["items"]]
+    assert [rows.nth(i).get_attribute("data-id") for i in range(rows.count())] == [
+        t["id"] for t in listed["items"]
+    ]
     row = page.locator(f'#worklist tbody tr[data-id="{lead_task["id"]}"]')
     expect(row.locator(".wk-kind")).to_have_text("留联回访")
 
@@ -93,7 +108,8 @@ def test_supervisor_runs_the_day_in_the_desk_tab(server, browser_page) -> None:
     expect(row.locator(".wk-state")).to_contain_text("暂缓")
     got = httpx.get(base + f"/v1/tasks/{lead_task['id']}", headers=sup).json()
     assert got["state"] == "snoozed" and datetime.fromisoformat(got["snoozed_until"]) == datetime(
-        tomorrow.year, tomorrow.month, tomorrow.day, 9, tzinfo=TZ)
+        tomorrow.year, tomorrow.month, tomorrow.day, 9, tzinfo=TZ
+    )
 
     # the patient's history, from the task: masked for a supervisor
     row.locator(".wk-patient").click()
@@ -115,7 +131,9 @@ def test_supervisor_runs_the_day_in_the_desk_tab(server, browser_page) -> None:
     expect(arow.locator(".ap-status")).to_have_text("已到诊")
     assert httpx.get(base + f"/v1/appointments/{appt['id']}", headers=sup).json()["status"] == "arrived"
     # its reminder is done and after-care calls joined the list
-    kinds = {t["kind"] for t in httpx.get(base + "/v1/tasks", params={"limit": 100}, headers=sup).json()["items"]}
+    kinds = {
+        t["kind"] for t in httpx.get(base + "/v1/tasks", params={"limit": 100}, headers=sup).json()["items"]
+    }
     assert "aftercare" in kinds
     expect(page.locator("#worklist .wk-kind", has_text="术后回访").first).to_be_visible()
     _shot(page, "desk-after")

@@ -42,7 +42,9 @@ def test_supervisor_blocks_a_reply_in_the_review_tab(server, browser_page) -> No
     # the list reloads (status filter 未审核): the blocked reply is gone from it
     expect(page.locator(f'#reviews tbody tr[data-id="{rid}"]')).to_have_count(0)
     blocked = httpx.get(base + "/v1/replies", params={"status": "blocked"}, headers=sup).json()
-    assert [i["id"] for i in blocked["items"]] == [rid] and blocked["items"][0]["reviewed_by"] == "console-supervisor"
+    assert [i["id"] for i in blocked["items"]] == [rid] and blocked["items"][0][
+        "reviewed_by"
+    ] == "console-supervisor"
     page.select_option("#rv-status", "blocked")
     expect(page.locator(f'#reviews tbody tr[data-id="{rid}"] .rv-status')).to_have_text("已屏蔽")
     assert not page.problems, page.problems

@@ -12,17 +12,24 @@ HONEST = "效果因人而异，需要医生面诊后判断，费用面诊后会�
 
 
 def _open(api) -> str:
-    body = {"conversation_id": "cc-" + uuid.uuid4().hex[:10], "started_at": T0,
-            "department": "整形美容", "project": "隆鼻", "consultant_id": "c01"}
+    body = {
+        "conversation_id": "cc-" + uuid.uuid4().hex[:10],
+        "started_at": T0,
+        "department": "整形美容",
+        "project": "隆鼻",
+        "consultant_id": "c01",
+    }
     r = api.post("/v1/conversations", json=body, headers=api.keys["c01"])
     assert r.status_code == 201, r.text
     return r.json()["conversation_id"]
 
 
 def _send(api, cid: str, role: str, text: str, minute: int) -> dict:
-    r = api.post(f"/v1/conversations/{cid}/messages",
-                 json={"role": role, "text": text, "at": f"2025-03-05T14:{minute:02d}:00+08:00"},
-                 headers=api.keys["c01"])
+    r = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"role": role, "text": text, "at": f"2025-03-05T14:{minute:02d}:00+08:00"},
+        headers=api.keys["c01"],
+    )
     assert r.status_code == 200, r.text
     return r.json()
 

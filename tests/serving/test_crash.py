@@ -18,7 +18,6 @@ from tests.utils.bench import load_bench
 pytestmark = pytest.mark.integration
 
 
-
 def _crash_module():
     return load_bench("crash_test")
 
@@ -35,7 +34,11 @@ def bundle_dir(request, tmp_path_factory) -> Path:
 def test_sigkill_under_load_loses_nothing_acknowledged(bundle_dir, tmp_path):
     crash = _crash_module()
     res = crash.run_crash(bundle_dir, tmp_path / "var", chats=10, kill_after=3.0, echo=lambda _: None)
-    report = res.report() + "\nserver log:\n" + (tmp_path / "var" / "server.log").read_text(errors="replace")[-3000:]
+    report = (
+        res.report()
+        + "\nserver log:\n"
+        + (tmp_path / "var" / "server.log").read_text(errors="replace")[-3000:]
+    )
     assert res.acknowledged > 0, report
     assert res.lost == [], report
     assert res.lost_chats == [], report

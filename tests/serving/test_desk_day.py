@@ -36,15 +36,22 @@ def test_a_desk_day(desk):
     assert {t["id"] for t in tasks(api, "c01", kind="reminder")} == {t["id"] for t in reminders}
     for t in reminders:
         assert api.post(f"/v1/tasks/{t['id']}/claim", headers=c01).json()["state"] == "assigned"
-        r = api.post(f"/v1/tasks/{t['id']}/attempts", json={"result": "reached", "note": "已提醒"}, headers=c01)
+        r = api.post(
+            f"/v1/tasks/{t['id']}/attempts", json={"result": "reached", "note": "已提醒"}, headers=c01
+        )
         assert r.json()["state"] == "attempted"
         assert api.post(f"/v1/tasks/{t['id']}/done", json={}, headers=c01).json()["state"] == "done"
     # the 6th: the first arrives; the second never comes, and is a no-show once the grace has passed
     set_now(api, datetime(2025, 3, 6, 14, 55, tzinfo=TZ))
     assert api.post(f"/v1/appointments/{first['id']}/arrived", headers=c01).json()["status"] == "arrived"
     grace = api.app.state.yuyue.settings.no_show_grace_minutes
-    assert datetime(2025, 3, 6, 10, tzinfo=TZ) + timedelta(minutes=grace) < datetime(2025, 3, 6, 14, 55, tzinfo=TZ)
-    day = {a["id"]: a for a in api.get("/v1/appointments", params={"date": "2025-03-06"}, headers=sup).json()["items"]}
+    assert datetime(2025, 3, 6, 10, tzinfo=TZ) + timedelta(minutes=grace) < datetime(
+        2025, 3, 6, 14, 55, tzinfo=TZ
+    )
+    day = {
+        a["id"]: a
+        for a in api.get("/v1/appointments", params={"date": "2025-03-06"}, headers=sup).json()["items"]
+    }
     assert day[first["id"]]["status"] == "arrived"
     assert day[second["id"]]["status"] == "no_show" and day[second["id"]]["auto_no_show"] is True
     # the no-show's callback task heads the work list (the after-care calls have no model score)
@@ -83,10 +90,15 @@ def test_a_desk_day(desk):
     h = history(api, patient["id"])
     assert [c["conversation_id"] for c in h["chats"]] == [second["conversation_id"]]
     assert h["chats"][0]["booked"] is True and h["chats"][0]["arrived"] is False
-    assert [(a["id"], a["status"]) for a in h["appointments"]] == [(second["id"], "no_show"), (new["id"], "booked")]
+    assert [(a["id"], a["status"]) for a in h["appointments"]] == [
+        (second["id"], "no_show"),
+        (new["id"], "booked"),
+    ]
     assert [c["result"] for t in h["tasks"] for c in t["calls"]] == ["reached", "no_answer", "rebooked"]
     assert h["counts"]["no_shows"] == 1 and h["counts"]["calls"] == 3
-    assert [(c["type"], c["value"]) for c in h["contacts"]] == [("phone", "139****1111")]  # a supervisor: masked
+    assert [(c["type"], c["value"]) for c in h["contacts"]] == [
+        ("phone", "139****1111")
+    ]  # a supervisor: masked
     # the visitor comes back in a new chat with the same number: one patient, a returning visitor
     again = chat(api, "你好，我上次约过双眼皮，电话139 0000 1111")
     assert patient_of(api, again) == {**patient, "chats": 2, "returning": True}

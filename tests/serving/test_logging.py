@@ -51,7 +51,9 @@ def test_client_request_id_is_kept_when_plain_and_replaced_otherwise():
     buf = _capture(json_lines=False)
     try:
         client = TestClient(_app())
-        assert client.get("/x", headers={"X-Request-ID": "desk-7.abc"}).headers["x-request-id"] == "desk-7.abc"
+        assert (
+            client.get("/x", headers={"X-Request-ID": "desk-7.abc"}).headers["x-request-id"] == "desk-7.abc"
+        )
         assert "[desk-7.abc] handled /x" in buf.getvalue()
         odd = client.get("/x", headers={"X-Request-ID": "a b;" + "x" * 100}).headers["x-request-id"]
         assert odd != "a b" and len(odd) == 32

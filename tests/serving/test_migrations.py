@@ -161,10 +161,24 @@ def _old_database(engine) -> dict:
         cx.execute(
             old_events.insert(),
             [
-                {"conversation_id": "chat-1", "seq": None, "kind": "open", "at": T0, "recorded_at": T0,
-                 "actor": "k", "payload": "{}"},
-                {"conversation_id": "chat-1", "seq": 0, "kind": "message", "at": T0, "recorded_at": T0,
-                 "actor": "k", "payload": orjson.dumps({"role": "visitor", "text": "多少钱"}).decode()},
+                {
+                    "conversation_id": "chat-1",
+                    "seq": None,
+                    "kind": "open",
+                    "at": T0,
+                    "recorded_at": T0,
+                    "actor": "k",
+                    "payload": "{}",
+                },
+                {
+                    "conversation_id": "chat-1",
+                    "seq": 0,
+                    "kind": "message",
+                    "at": T0,
+                    "recorded_at": T0,
+                    "actor": "k",
+                    "payload": orjson.dumps({"role": "visitor", "text": "多少钱"}).decode(),
+                },
             ],
         )
         cx.execute(
@@ -174,8 +188,12 @@ def _old_database(engine) -> dict:
         )
         cx.execute(
             old_api_keys.insert().values(
-                name="desk", role="consultant", consultant_id="c01", key_prefix="abcdef01",
-                key_hash="f" * 64, created_at=T0,
+                name="desk",
+                role="consultant",
+                consultant_id="c01",
+                key_prefix="abcdef01",
+                key_hash="f" * 64,
+                created_at=T0,
             )
         )
     return chat
@@ -191,8 +209,9 @@ def _schema_diff(engine) -> list:
             opts={
                 "compare_type": True,
                 "include_object": lambda obj, name, type_, *_: (
-                    name in SCHEMA_TABLES if type_ == "table" else getattr(obj, "table", None) is None
-                    or obj.table.name in SCHEMA_TABLES
+                    name in SCHEMA_TABLES
+                    if type_ == "table"
+                    else getattr(obj, "table", None) is None or obj.table.name in SCHEMA_TABLES
                 ),
             },
         )
@@ -222,26 +241,44 @@ def test_an_old_database_is_upgraded_and_keeps_its_chats(engine):
     region = next(c for c in inspector.get_columns("conversations") if c["name"] == "region")
     assert region["type"].length == 256
     assert {i["name"] for i in inspector.get_indexes("conversations")} == {
-        "ix_conversations_hospital", "ix_conversations_department",
-        "ix_conversations_consultant_id", "ix_conversations_started_at",
+        "ix_conversations_hospital",
+        "ix_conversations_department",
+        "ix_conversations_consultant_id",
+        "ix_conversations_started_at",
     }
     with engine.begin() as cx:
         cx.execute(conversations.update().values(region=LONG_REGION))
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as cx:  # unique (conversation_id, kind, seq)
-        cx.execute(events.insert().values(conversation_id="chat-1", seq=0, kind="message", at=T0,
-                                          recorded_at=T0, payload="{}"))
+        cx.execute(
+            events.insert().values(
+                conversation_id="chat-1", seq=0, kind="message", at=T0, recorded_at=T0, payload="{}"
+            )
+        )
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as cx:  # CHECK on role
-        cx.execute(old_api_keys.insert().values(name="x", role="root", key_prefix="abcdef02",
-                                                key_hash="e" * 64, created_at=T0))
+        cx.execute(
+            old_api_keys.insert().values(
+                name="x", role="root", key_prefix="abcdef02", key_hash="e" * 64, created_at=T0
+            )
+        )
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as cx:  # one active key per name
-        cx.execute(old_api_keys.insert().values(name="desk", role="admin", key_prefix="abcdef03",
-                                                key_hash="d" * 64, created_at=T0))
+        cx.execute(
+            old_api_keys.insert().values(
+                name="desk", role="admin", key_prefix="abcdef03", key_hash="d" * 64, created_at=T0
+            )
+        )
 
     # the server starts on it, and the store writes the next message of the old chat
     create_all(engine)
     store = EventStore(engine)
-    update = {"last_at": T0, "visitor": 1, "contact": False, "p_booked": 0.3, "p_arrived": 0.1,
-              "reasons": "{}", "model_version": "v2"}
+    update = {
+        "last_at": T0,
+        "visitor": 1,
+        "contact": False,
+        "p_booked": 0.3,
+        "p_arrived": 0.1,
+        "reasons": "{}",
+        "model_version": "v2",
+    }
     store.append_message("chat-1", 1, {"role": "visitor", "text": "在吗"}, [], update, "k")
     assert [m["text"] for m in store.messages("chat-1")] == ["多少钱", "在吗"]
     assert KeyStore(engine).list()[0].name == "desk"
@@ -311,8 +348,17 @@ def test_the_migrations_head_equals_the_code(engine):
     assert added == later, diff
     diff = [d for d in diff if not (isinstance(d, tuple) and _table_of(d) in later)]
     # 0004_reviews: suggestions.reply_id (and its index) is later than the baseline too
-    reply_id = [d for d in diff if isinstance(d, tuple) and (d[0] == "add_column" and d[3].name == "reply_id"
-                or d[0] == "add_index" and d[1].name == "ix_suggestions_reply_id")]
+    reply_id = [
+        d
+        for d in diff
+        if isinstance(d, tuple)
+        and (
+            d[0] == "add_column"
+            and d[3].name == "reply_id"
+            or d[0] == "add_index"
+            and d[1].name == "ix_suggestions_reply_id"
+        )
+    ]
     assert len(reply_id) == 2, diff
     diff = [d for d in diff if not any(d is r for r in reply_id)]
     assert [(d[0][0], d[0][3]) for d in diff] == [("modify_type", "region")], diff

@@ -12,8 +12,11 @@ from tests.serving.test_api import PHONE, _open
 
 
 def say(api, cid, role, text, at, who="c01"):
-    r = api.post(f"/v1/conversations/{cid}/messages", json={"role": role, "text": text, "at": at},
-                 headers=api.keys[who])
+    r = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"role": role, "text": text, "at": at},
+        headers=api.keys[who],
+    )
     assert r.status_code == 200, r.text
 
 
@@ -46,7 +49,9 @@ def test_open_chats_with_unanswered_messages_and_waiting_time(api):
     item = {x["conversation_id"]: x for x in page["items"]}
     assert item[waits_long]["unanswered"] == 3 and item[waits_short]["unanswered"] == 1
     assert datetime.fromisoformat(item[waits_long]["waiting_since"]) == datetime(2025, 3, 5, 6, 5, tzinfo=UTC)
-    assert datetime.fromisoformat(item[waits_long]["last_visitor_at"]) == datetime(2025, 3, 5, 6, 7, tzinfo=UTC)
+    assert datetime.fromisoformat(item[waits_long]["last_visitor_at"]) == datetime(
+        2025, 3, 5, 6, 7, tzinfo=UTC
+    )
     waited = (datetime.now(UTC) - datetime(2025, 3, 5, 6, 5, tzinfo=UTC)).total_seconds()
     assert abs(item[waits_long]["waiting_s"] - waited) < 60
     assert item[answered]["unanswered"] == 0 and item[answered]["waiting_s"] is None

@@ -68,8 +68,15 @@ def test_retention_links_each_chat_before_masking_it(desk):
     api = desk
     now = datetime.now(UTC).replace(microsecond=0)
     old = open_at(api, now - timedelta(days=40))
-    r = api.post(f"/v1/conversations/{old}/messages", headers=api.keys["c01"],
-                 json={"role": "visitor", "text": f"电话{PHONE}", "at": (now - timedelta(days=40, minutes=-1)).isoformat()})
+    r = api.post(
+        f"/v1/conversations/{old}/messages",
+        headers=api.keys["c01"],
+        json={
+            "role": "visitor",
+            "text": f"电话{PHONE}",
+            "at": (now - timedelta(days=40, minutes=-1)).isoformat(),
+        },
+    )
     assert r.status_code == 200, r.text
     assert _linked(api, old) is None
     out = purge(api.state.service.store, 30, actor="cli:test", role="cli", settings=api.state.settings)

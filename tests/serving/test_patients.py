@@ -117,7 +117,9 @@ def test_history_no_shows_and_the_flag_that_asks_for_confirmation(desk):
     assert patient_of(api, second)["flagged"] is False  # one no-show: not yet
     assert api.post(f"/v1/appointments/{a2['id']}/no-show", headers=sup).status_code == 200
     summary = patient_of(api, second)
-    assert summary["flagged"] is True and summary["no_shows"] == 2 and "2 no-shows" in summary["flag_reasons"][0]
+    assert (
+        summary["flagged"] is True and summary["no_shows"] == 2 and "2 no-shows" in summary["flag_reasons"][0]
+    )
     # the proposal a consultant sees before booking carries the flag
     third = chat(api, f"还是我，电话{PHONE}，下周一上午10点可以吗")
     r = api.get("/v1/appointments/proposal", params={"conversation_id": third}, headers=api.keys["c01"])
@@ -125,7 +127,9 @@ def test_history_no_shows_and_the_flag_that_asks_for_confirmation(desk):
     # booking a flagged patient asks for confirmation, and never refuses it
     body = {"conversation_id": third, "time": "2025-03-10T10:00:00+08:00"}
     r = api.post("/v1/appointments", json=body, headers=api.keys["c01"])
-    assert r.status_code == 409 and "2 no-shows" in r.json()["detail"] and "confirmed=true" in r.json()["detail"]
+    assert (
+        r.status_code == 409 and "2 no-shows" in r.json()["detail"] and "confirmed=true" in r.json()["detail"]
+    )
     assert api.get("/v1/appointments", params={"conversation_id": third}, headers=sup).json()["total"] == 0
     a3 = api.post("/v1/appointments", json={**body, "confirmed": True}, headers=api.keys["c01"]).json()
     assert a3["status"] == "booked" and "2 no-shows" in a3["flag_ack"]
@@ -136,7 +140,9 @@ def test_history_no_shows_and_the_flag_that_asks_for_confirmation(desk):
     r = api.post(f"/v1/tasks/{callback['id']}/attempts", json=rebook, headers=api.keys["c01"])
     assert r.status_code == 409 and "flagged" in r.json()["detail"]
     assert api.get(f"/v1/tasks/{callback['id']}", headers=sup).json()["attempts"] == 0
-    r = api.post(f"/v1/tasks/{callback['id']}/attempts", json={**rebook, "confirmed": True}, headers=api.keys["c01"])
+    r = api.post(
+        f"/v1/tasks/{callback['id']}/attempts", json={**rebook, "confirmed": True}, headers=api.keys["c01"]
+    )
     assert r.status_code == 200 and r.json()["appointment"]["flag_ack"]
     # the history shows it all
     h = history(api, pid)
@@ -147,18 +153,26 @@ def test_history_no_shows_and_the_flag_that_asks_for_confirmation(desk):
     assert all(ch["booked"] for ch in h["chats"])
     # a supervisor clears the flag (with the reason); the counts start again from then
     assert api.post(f"/v1/patients/{pid}/clear-flag", json={"note": ""}, headers=sup).status_code == 422
-    assert api.post(f"/v1/patients/{pid}/clear-flag", json={"note": "x"}, headers=api.keys["c01"]).status_code == 403
+    assert (
+        api.post(f"/v1/patients/{pid}/clear-flag", json={"note": "x"}, headers=api.keys["c01"]).status_code
+        == 403
+    )
     r = api.post(f"/v1/patients/{pid}/clear-flag", json={"note": "患者解释了原因"}, headers=sup)
     assert r.status_code == 200 and r.json()["flagged"] is False and r.json()["no_shows"] == 2
     assert api.post(f"/v1/patients/{pid}/clear-flag", json={"note": "again"}, headers=sup).status_code == 409
     assert history(api, pid)["flag"]["cleared_note"] == "患者解释了原因"
     # a complaint flags at once (patient_flag_after: complaint 1)
     set_now(api, NOW + timedelta(minutes=5))
-    r = api.post(f"/v1/patients/{pid}/incidents", json={"kind": "complaint", "note": "投诉服务态度",
-                                                        "conversation_id": first}, headers=sup)
+    r = api.post(
+        f"/v1/patients/{pid}/incidents",
+        json={"kind": "complaint", "note": "投诉服务态度", "conversation_id": first},
+        headers=sup,
+    )
     assert r.status_code == 201 and r.json()["flagged"] is True
     assert "complaints" in r.json()["flag_reasons"][0]
-    r = api.post(f"/v1/patients/{pid}/incidents", json={"kind": "unpaid", "conversation_id": "t-nope"}, headers=sup)
+    r = api.post(
+        f"/v1/patients/{pid}/incidents", json={"kind": "unpaid", "conversation_id": "t-nope"}, headers=sup
+    )
     assert r.status_code == 422 and "conversation_id" in r.json()["detail"]
     r = api.post(f"/v1/patients/{pid}/incidents", json={"kind": "rude"}, headers=sup)
     assert r.status_code == 422 and "kind" in r.text
@@ -186,13 +200,17 @@ def test_who_reads_a_patient_and_what_is_masked(desk):
     # supervisors see everything masked (nothing audited)
     h = history(api, pid, "sup")
     assert PHONE not in orjson.dumps(h).decode() and h["masked"] is True
-    assert len(api.get("/v1/audit", params={"action": "read_raw"}, headers=api.keys["adm"]).json()["items"]) == 1
+    assert (
+        len(api.get("/v1/audit", params={"action": "read_raw"}, headers=api.keys["adm"]).json()["items"]) == 1
+    )
     # a consultant with no chat and no task of the patient reads nothing of it
     alone = chat(api, f"电话{OTHER_PHONE}", who="c02")
     other = patient_of(api, alone)["id"]
     r = api.get(f"/v1/patients/{other}", headers=api.keys["c01"])
     assert r.status_code == 403 and "serves none of its chats" in r.json()["detail"]
-    assert api.get("/v1/patients", params={"conversation_id": alone}, headers=api.keys["c01"]).status_code == 403
+    assert (
+        api.get("/v1/patients", params={"conversation_id": alone}, headers=api.keys["c01"]).status_code == 403
+    )
     # analysts read aggregates, not patients
     assert api.get(f"/v1/patients/{pid}", headers=api.keys["ana"]).status_code == 403
     assert api.get(f"/v1/patients/{pid}").status_code == 401
@@ -203,7 +221,10 @@ def test_who_reads_a_patient_and_what_is_masked(desk):
     assert r.status_code == 422 and "not both" in r.json()["detail"]
     assert api.get("/v1/patients/XYZ", headers=api.keys["sup"]).status_code == 422
     assert api.get("/v1/patients/abc123", headers=api.keys["sup"]).status_code == 404
-    assert api.get("/v1/patients", params={"conversation_id": "t-none"}, headers=api.keys["sup"]).status_code == 404
+    assert (
+        api.get("/v1/patients", params={"conversation_id": "t-none"}, headers=api.keys["sup"]).status_code
+        == 404
+    )
 
 
 def test_links_survive_the_erasure_of_a_chat(desk):

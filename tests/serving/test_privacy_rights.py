@@ -44,8 +44,11 @@ def _chat(api, cid, start: datetime | None = None, messages=CHAT, who="c01") -> 
     out = []
     for i, (role, text) in enumerate(messages):
         at = (start + timedelta(minutes=i)).isoformat()
-        r = api.post(f"/v1/conversations/{cid}/messages", json={"role": role, "text": text, "at": at},
-                     headers=api.keys[who])
+        r = api.post(
+            f"/v1/conversations/{cid}/messages",
+            json={"role": role, "text": text, "at": at},
+            headers=api.keys[who],
+        )
         assert r.status_code == 200, r.text
         out.append(r.json())
     return out
@@ -90,8 +93,11 @@ def test_erase_masks_the_chat_everywhere_and_keeps_its_statistics(api):
     answers = _chat(api, cid)
     # the consultant edits a suggestion with the visitor's name and phone in it
     sug = answers[2]["suggestions"][0]["id"]
-    r = api.post(f"/v1/suggestions/{sug}/feedback", headers=api.keys["c01"],
-                 json={"action": "edited", "final_text": f"{NAME}先生您好，{PHONE}是您的电话吗"})
+    r = api.post(
+        f"/v1/suggestions/{sug}/feedback",
+        headers=api.keys["c01"],
+        json={"action": "edited", "final_text": f"{NAME}先生您好，{PHONE}是您的电话吗"},
+    )
     assert r.status_code == 200, r.text
     r = api.post(f"/v1/conversations/{cid}/outcome", json={"booked": True}, headers=api.keys["sup"])
     assert r.status_code == 200, r.text
@@ -116,7 +122,9 @@ def test_erase_masks_the_chat_everywhere_and_keeps_its_statistics(api):
 
         payloads = cx.execute(sa.select(events.c.payload).where(events.c.conversation_id == cid)).scalars()
         texts = cx.execute(
-            sa.select(suggestions.c.text, suggestions.c.final_text).where(suggestions.c.conversation_id == cid)
+            sa.select(suggestions.c.text, suggestions.c.final_text).where(
+                suggestions.c.conversation_id == cid
+            )
         ).all()
     blob = "\n".join([*payloads, *(t or "" for row in texts for t in row)])
     assert not [s for s in SECRETS if s in blob], blob
@@ -138,19 +146,27 @@ def test_erase_masks_the_chat_everywhere_and_keeps_its_statistics(api):
     assert [m["text"] for m in mine["messages"]] == [m["text"] for m in view["messages"]]
 
     # the chat takes messages again: its session is rebuilt from the masked store
-    nxt = api.post(f"/v1/conversations/{cid}/messages", headers=api.keys["c01"],
-                   json={"role": "visitor", "text": "那周日呢", "at": "2025-03-05T14:30:00+00:00"})
+    nxt = api.post(
+        f"/v1/conversations/{cid}/messages",
+        headers=api.keys["c01"],
+        json={"role": "visitor", "text": "那周日呢", "at": "2025-03-05T14:30:00+00:00"},
+    )
     assert nxt.status_code == 200, nxt.text
     assert nxt.json()["seq"] == 5 and all(c["type"] != "phone" for c in nxt.json()["entities"]["contacts"])
 
     # idempotent: a second erasure changes nothing; unknown chats are 404
     again = api.delete(f"/v1/conversations/{cid}/personal-data", headers=api.keys["adm"])
-    assert again.status_code == 200 and again.json()["changed"] == {"messages": 0, "events": 0, "suggestions": 0}
+    assert again.status_code == 200 and again.json()["changed"] == {
+        "messages": 0,
+        "events": 0,
+        "suggestions": 0,
+    }
     assert api.delete("/v1/conversations/nope/personal-data", headers=api.keys["sup"]).status_code == 404
 
     erased = _audit(api, action="erase")
     assert [(e["actor"], e["role"], e["conversation_id"]) for e in erased] == [
-        ("root", "admin", cid), ("boss", "supervisor", cid)
+        ("root", "admin", cid),
+        ("boss", "supervisor", cid),
     ]
     reads = _audit(api, action="read_raw", conversation_id=cid)
     assert [(e["actor"], e["role"]) for e in reads] == [("wang", "consultant")] * 2
@@ -181,7 +197,9 @@ def test_access_returns_the_visitors_data_and_is_recorded(api):
 
     api.delete(f"/v1/conversations/{cid}/personal-data", headers=api.keys["sup"])
     after = api.get(f"/v1/conversations/{cid}/personal-data", headers=api.keys["adm"]).json()
-    assert after["erased"]["reason"] == "erase" and not [s for s in SECRETS if s in json.dumps(after, ensure_ascii=False)]
+    assert after["erased"]["reason"] == "erase" and not [
+        s for s in SECRETS if s in json.dumps(after, ensure_ascii=False)
+    ]
 
 
 def test_purge_masks_chats_older_than_the_retention(api, backend, monkeypatch, request):
@@ -206,16 +224,27 @@ def test_purge_masks_chats_older_than_the_retention(api, backend, monkeypatch, r
     assert {cid: _row(engine, cid) for cid in (old, recent)} == stats
 
     # idempotent, through the command line (with the setting's database URL)
-    result = CliRunner().invoke(store_app, ["purge", "--older-than", "30", "--url", backend.resolved_database_url])
+    result = CliRunner().invoke(
+        store_app, ["purge", "--older-than", "30", "--url", backend.resolved_database_url]
+    )
     assert result.exit_code == 0, result.output
     assert "masked 0 conversations" in result.output
     # a message received after the purge is masked by the next one
-    api.post(f"/v1/conversations/{old}/messages", headers=api.keys["c01"],
-             json={"role": "visitor", "text": f"还是这个电话{PHONE}", "at": (now - timedelta(days=39)).isoformat()})
+    api.post(
+        f"/v1/conversations/{old}/messages",
+        headers=api.keys["c01"],
+        json={
+            "role": "visitor",
+            "text": f"还是这个电话{PHONE}",
+            "at": (now - timedelta(days=39)).isoformat(),
+        },
+    )
     assert purge(api.state.service.store, 30, actor="cli:test", settings=backend)["conversations"] == 1
     assert all(old not in v for _, _, v in _leaks(engine))
     # the 1-day retention reaches the recent chat too
-    result = CliRunner().invoke(store_app, ["purge", "--older-than", "1", "--url", backend.resolved_database_url])
+    result = CliRunner().invoke(
+        store_app, ["purge", "--older-than", "1", "--url", backend.resolved_database_url]
+    )
     assert result.exit_code == 0 and "masked 1 conversations" in result.output, result.output
     assert _leaks(engine) == []
 

@@ -12,7 +12,11 @@ from yuyue.training import registry
 
 def test_start_without_champion_then_reload_then_poll(model, test_settings, tmp_path):
     settings = test_settings.model_copy(
-        update={"var_dir": tmp_path, "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "model_poll_seconds": 0.5}
+        update={
+            "var_dir": tmp_path,
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "model_poll_seconds": 0.5,
+        }
     )
     bundle = model.save(tmp_path / "bundle")
     app = create_app(settings)
@@ -23,7 +27,11 @@ def test_start_without_champion_then_reload_then_poll(model, test_settings, tmp_
         assert ready.status_code == 503 and "no model loaded" in ready.json()["problems"]
         r = client.post("/v1/conversations", json={}, headers=h)
         assert r.status_code == 503 and "no model loaded" in r.json()["detail"]
-        assert client.post("/v1/admin/reload", headers=h).json() == {"version": None, "changed": False, "detail": "no champion registered"}
+        assert client.post("/v1/admin/reload", headers=h).json() == {
+            "version": None,
+            "changed": False,
+            "detail": "no champion registered",
+        }
 
         _, v1 = registry.log_and_register(model, bundle, {}, settings=settings)
         registry.promote(v1, settings)

@@ -130,12 +130,17 @@ def test_the_decision_survives_retraining(api, model):
 def test_serve_unreviewed_off_hides_unreviewed_mined_replies(backend, model):
     app = create_app(backend.model_copy(update={"serve_unreviewed": False}), model, "t1")
     keys = app.state.yuyue.keys
-    raw = {"c01": keys.create("wang", "consultant", consultant_id="c01")[1], "sup": keys.create("boss", "supervisor")[1]}
+    raw = {
+        "c01": keys.create("wang", "consultant", consultant_id="c01")[1],
+        "sup": keys.create("boss", "supervisor")[1],
+    }
     with TestClient(app) as client:
         client.keys = {k: {"X-API-Key": v} for k, v in raw.items()}
         shown = _suggest(client)
         assert all(source != "mined" for _, _, source in shown), shown
-        listed = client.get("/v1/replies", params={"status": "unreviewed", "limit": 500}, headers=client.keys["sup"])
+        listed = client.get(
+            "/v1/replies", params={"status": "unreviewed", "limit": 500}, headers=client.keys["sup"]
+        )
         assert listed.status_code == 200 and listed.json()["serve_unreviewed"] is False
         # allow every unreviewed mined reply of the page: mined replies come back
         ids = [i["id"] for i in listed.json()["items"]]
@@ -143,7 +148,9 @@ def test_serve_unreviewed_off_hides_unreviewed_mined_replies(backend, model):
         model.suggester.reviews = None
     on = create_app(backend.model_copy(update={"serve_unreviewed": True}), model, "t1")
     with TestClient(on) as client:
-        client.keys = {"c01": {"X-API-Key": on.state.yuyue.keys.create("w2", "consultant", consultant_id="c01")[1]}}
+        client.keys = {
+            "c01": {"X-API-Key": on.state.yuyue.keys.create("w2", "consultant", consultant_id="c01")[1]}
+        }
         mined = [rid for rid, _, source in _suggest(client) if source == "mined"]
     if not mined:
         pytest.skip("the test bundle suggests no mined reply for this chat")
@@ -165,13 +172,23 @@ def test_cli_and_api_see_the_same_decisions(api, backend, monkeypatch, tmp_path)
     assert [i["id"] for i in listed["items"]] == [rid] and listed["items"][0]["reviewed_by"] == "cli"
     assert rid not in [i for i, _, _ in _suggest(api)]  # the running app applies the CLI's decision
     assert _review(api, rid, "edit", "您好，具体费用需要面诊后确定。").status_code == 200
-    res = runner.invoke(replies_app, ["list", "--status", "edited", "--pool", str(pool_file), "--database", url])
-    assert res.exit_code == 0 and res.output.startswith(rid) and "=> 您好，具体费用需要面诊后确定。" in res.output
+    res = runner.invoke(
+        replies_app, ["list", "--status", "edited", "--pool", str(pool_file), "--database", url]
+    )
+    assert (
+        res.exit_code == 0
+        and res.output.startswith(rid)
+        and "=> 您好，具体费用需要面诊后确定。" in res.output
+    )
     res = runner.invoke(replies_app, ["edit", rid, "保证治好", "--pool", str(pool_file), "--database", url])
     assert res.exit_code == 1 and "compliance rule" in res.output
-    res = runner.invoke(replies_app, ["allow", rid, "m000000000000", "--pool", str(pool_file), "--database", url])
+    res = runner.invoke(
+        replies_app, ["allow", rid, "m000000000000", "--pool", str(pool_file), "--database", url]
+    )
     assert res.exit_code == 1 and "m000000000000" in res.output
-    res = runner.invoke(replies_app, ["list", "--status", "edited", "--pool", str(pool_file), "--database", url])
+    res = runner.invoke(
+        replies_app, ["list", "--status", "edited", "--pool", str(pool_file), "--database", url]
+    )
     assert "=> 您好" in res.output  # the failed commands changed nothing
 
 

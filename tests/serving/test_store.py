@@ -32,10 +32,19 @@ def _open(store: EventStore, cid: str) -> None:
 def _write(store: EventStore, cid: str, seq: int, n_shown: int = 2, *, visitor: bool = True, contact=False):
     at = T0 + timedelta(seconds=10 * (seq + 1))
     shown = [
-        {"id": f"{cid}-{seq}-{r}", "rank": r, "text": f"建议 {seq}.{r}：先来面诊", "source": "mined" if r else None}
+        {
+            "id": f"{cid}-{seq}-{r}",
+            "rank": r,
+            "text": f"建议 {seq}.{r}：先来面诊",
+            "source": "mined" if r else None,
+        }
         for r in range(n_shown)
     ]
-    message = {"role": "visitor" if visitor else "consultant", "text": f"第{seq}条", "suggestions": [s["id"] for s in shown]}
+    message = {
+        "role": "visitor" if visitor else "consultant",
+        "text": f"第{seq}条",
+        "suggestions": [s["id"] for s in shown],
+    }
     update = {
         "last_at": at,
         "visitor": int(visitor),
@@ -57,7 +66,13 @@ def _rows(store: EventStore, cid: str) -> tuple[list, list, dict]:
             .order_by(events.c.id)
         ).all()
         sg = cx.execute(
-            sa.select(suggestions.c.id, suggestions.c.seq, suggestions.c.rank, suggestions.c.text, suggestions.c.source)
+            sa.select(
+                suggestions.c.id,
+                suggestions.c.seq,
+                suggestions.c.rank,
+                suggestions.c.text,
+                suggestions.c.source,
+            )
             .where(suggestions.c.conversation_id == cid)
             .order_by(suggestions.c.seq, suggestions.c.rank)
         ).all()
@@ -78,7 +93,11 @@ def test_a_message_stores_its_event_suggestions_and_projection(store):
     assert [orjson.loads(p) for *_, p in ev[1:]] == [msg0, msg1]
     assert sg == [(s["id"], 0, s["rank"], s["text"], s["source"]) for s in shown0]
     assert (chat["n_messages"], chat["n_visitor"], chat["contact_seen"], chat["last_at"]) == (2, 1, True, at1)
-    assert (chat["p_booked"], chat["p_arrived"], chat["model_version"]) == (pytest.approx(0.2), pytest.approx(0.1), "v1")
+    assert (chat["p_booked"], chat["p_arrived"], chat["model_version"]) == (
+        pytest.approx(0.2),
+        pytest.approx(0.1),
+        "v1",
+    )
     assert orjson.loads(chat["reasons"]) == {"booked": [["x", 1]]}
 
 
@@ -125,7 +144,15 @@ def test_a_duplicate_suggestion_id_rolls_back_the_whole_message(store):
     _, shown, _ = _write(store, "e", 0)
     before = _rows(store, "e")
     at = T0 + timedelta(minutes=1)
-    update = {"last_at": at, "visitor": 1, "contact": True, "p_booked": 0.9, "p_arrived": 0.9, "reasons": "{}", "model_version": "v9"}
+    update = {
+        "last_at": at,
+        "visitor": 1,
+        "contact": True,
+        "p_booked": 0.9,
+        "p_arrived": 0.9,
+        "reasons": "{}",
+        "model_version": "v9",
+    }
     with pytest.raises(Conflict):
         store.append_message("e", 1, {"role": "visitor", "text": "x"}, [shown[0]], update, "c01")
     assert _rows(store, "e") == before

@@ -47,12 +47,18 @@ def test_states_and_the_moves_refused(desk):
     r = _post(api, f"/v1/tasks/{tid}/attempts", "c01", {"result": "reached", "note": "在考虑"})
     assert r.json()["state"] == "attempted" and r.json()["last_result"] == "reached"
     log = r.json()["attempt_log"]
-    assert [(a["actor"], a["result"], a["note"]) for a in log] == [("wang", "no_answer", "关机"),
-                                                                  ("wang", "reached", "在考虑")]
+    assert [(a["actor"], a["result"], a["note"]) for a in log] == [
+        ("wang", "no_answer", "关机"),
+        ("wang", "reached", "在考虑"),
+    ]
     r = _post(api, f"/v1/tasks/{tid}/done", "c01")
     assert r.status_code == 200 and r.json()["state"] == "done" and r.json()["closed_reason"] == "done"
-    for path, body in (("attempts", {"result": "reached"}), ("snooze", {"until": "2025-03-06T10:00:00+08:00"}),
-                       ("assign", {"assignee": "c02"}), ("done", {})):
+    for path, body in (
+        ("attempts", {"result": "reached"}),
+        ("snooze", {"until": "2025-03-06T10:00:00+08:00"}),
+        ("assign", {"assignee": "c02"}),
+        ("done", {}),
+    ):
         r = _post(api, f"/v1/tasks/{tid}/{path}", body=body)
         assert r.status_code == 409 and "is done" in r.json()["detail"], (path, r.text)
     # done tasks leave the list, and show under state=done
@@ -85,12 +91,18 @@ def test_refusal_or_booking_ends_the_lead_and_wrong_numbers_end_too(desk):
     # a lead's rebooking is its booking: a new appointment, the chat booked
     cid, t = lead(api)
     _post(api, f"/v1/tasks/{t['id']}/claim", "c01")
-    r = _post(api, f"/v1/tasks/{t['id']}/attempts", "c01",
-              {"result": "rebooked", "time": "2025-03-08T10:00:00+08:00", "doctor": "张医生"})
+    r = _post(
+        api,
+        f"/v1/tasks/{t['id']}/attempts",
+        "c01",
+        {"result": "rebooked", "time": "2025-03-08T10:00:00+08:00", "doctor": "张医生"},
+    )
     assert r.status_code == 200 and r.json()["state"] == "done"
     appt = r.json()["appointment"]
     assert appt["conversation_id"] == cid and appt["doctor"] == "张医生" and appt["day"] == "2025-03-08"
-    assert api.get(f"/v1/conversations/{cid}", headers=api.keys["sup"]).json()["conversation"]["booked"] is True
+    assert (
+        api.get(f"/v1/conversations/{cid}", headers=api.keys["sup"]).json()["conversation"]["booked"] is True
+    )
 
 
 def test_snooze_hides_until_its_time(desk):

@@ -59,8 +59,9 @@ def test_tasks_sweep_marks_no_shows_opens_leads_links_and_is_idempotent(desk, cl
     assert [t["conversation_id"] for t in tasks(api, kind="lead_call")] == [lead]
     # the CLI linked with the server's key: a new chat with the same phone joins that patient
     with api.state.service.store.engine.connect() as cx:
-        linked = cx.execute(sa.text("SELECT patient_id FROM patient_chats WHERE conversation_id = :c"),
-                            {"c": lead}).scalar_one()
+        linked = cx.execute(
+            sa.text("SELECT patient_id FROM patient_chats WHERE conversation_id = :c"), {"c": lead}
+        ).scalar_one()
     assert linked and patient_of(api, chat(api, f"电话{PHONE}"))["id"] == linked
     # the human summary, and bad input named
     out = cli("--now", "2025-03-06T18:00:00+08:00")

@@ -48,14 +48,19 @@ def test_two_workers_share_chats_and_add_up_their_metrics(bundle_dir, pg_url, re
             for i in range(30):  # new connections, so the kernel spreads them over both workers
                 with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as one:
                     role = "visitor" if i % 2 == 0 else "consultant"
-                    r = one.post(f"/v1/conversations/{cid}/messages", json={"role": role, "text": f"第{i}条消息", "seq": i})
+                    r = one.post(
+                        f"/v1/conversations/{cid}/messages",
+                        json={"role": role, "text": f"第{i}条消息", "seq": i},
+                    )
                     sent += 1
                     assert r.status_code == 200, r.text
             chat = client.get(f"/v1/conversations/{cid}").json()
             sent += 1
             assert [m["seq"] for m in chat["messages"]] == list(range(30))
             scrapes = [_request_count(client.get("/metrics").text) for _ in range(6)]
-        children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.pid)], capture_output=True, text=True
+        ).stdout.split()
         pids.update(children)
         assert len(pids) >= 2, f"expected 2 worker processes under {server.pid}, got {children}"
         # every scrape, whichever worker answers it, counts the requests of both workers
@@ -76,5 +81,9 @@ def test_more_than_one_worker_needs_postgresql_and_redis(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2
-    assert "--workers 2 needs" in out.stderr and "YUYUE_DATABASE_URL" in out.stderr and "YUYUE_REDIS_URL" in out.stderr
+    assert (
+        "--workers 2 needs" in out.stderr
+        and "YUYUE_DATABASE_URL" in out.stderr
+        and "YUYUE_REDIS_URL" in out.stderr
+    )
     assert not (tmp_path / "data").exists()  # refused before generating or training anything

@@ -37,7 +37,9 @@ def _record() -> str:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, test_settings, model):
     var = tmp_path_factory.mktemp("mlflow_serve")
-    settings = test_settings.model_copy(update={"var_dir": var, "mlflow_tracking_uri": f"sqlite:///{var / 'mlflow.db'}"})
+    settings = test_settings.model_copy(
+        update={"var_dir": var, "mlflow_tracking_uri": f"sqlite:///{var / 'mlflow.db'}"}
+    )
     bundle = model.save(var / "bundle")
     _, version = registry.log_and_register(model, Path(bundle), {}, settings=settings)
     registry.promote(version, settings)
@@ -50,7 +52,10 @@ def fresh_env(tmp_path_factory, store) -> tuple[Path, dict[str, str]]:
     venv.EnvBuilder(with_pip=False).create(env)
     py = env / "bin" / "python"
     site = subprocess.run(
-        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     (Path(site) / "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     # what pip would write for uvicorn's console script (`mlflow models serve` runs `uvicorn` from PATH)
@@ -61,7 +66,9 @@ def fresh_env(tmp_path_factory, store) -> tuple[Path, dict[str, str]]:
         "PATH": f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": store.mlflow_tracking_uri,
     }
-    probe = subprocess.run([py, "-c", "import yuyue"], capture_output=True, text=True, env=environ, cwd=env.parent)
+    probe = subprocess.run(
+        [py, "-c", "import yuyue"], capture_output=True, text=True, env=environ, cwd=env.parent
+    )
     assert probe.returncode != 0, "the fresh venv must not see an installed yuyue"
     return py, environ
 
@@ -73,12 +80,20 @@ def _expected(store) -> list[dict]:
 
 
 def test_logged_requirements_are_the_lock_pins(store):
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=URI, tracking_uri=store.mlflow_tracking_uri))
-    logged = [ln.strip() for ln in (local / "requirements.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=URI, tracking_uri=store.mlflow_tracking_uri)
+    )
+    logged = [
+        ln.strip()
+        for ln in (local / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        if ln.strip()
+    ]
     assert logged == pinned_requirements()
     assert all("==" in ln for ln in logged) and not any(ln.lower().startswith("yuyue") for ln in logged)
     if lock_file() is not None:  # a checkout: the very lines of requirements.lock
-        lock = [ln for ln in lock_file().read_text(encoding="utf-8").splitlines() if ln and not ln.startswith("#")]
+        lock = [
+            ln for ln in lock_file().read_text(encoding="utf-8").splitlines() if ln and not ln.startswith("#")
+        ]
         assert logged == lock
     assert (local / "code" / "yuyue" / "models" / "bundle.py").is_file()
     assert not any(local.rglob("python_model.pkl")), "the wrapper is logged as code, not pickled"
@@ -93,7 +108,9 @@ import yuyue  # only now importable: loading put the model's code/ on sys.path
 out = m.predict(pd.DataFrame({{"conversation": [{_record()!r}]}}))
 print(json.dumps({{"from": yuyue.__file__, "out": out.to_dict(orient="records")}}))
 """
-    res = subprocess.run([py, "-c", script], capture_output=True, text=True, env=environ, cwd=py.parents[2], timeout=300)
+    res = subprocess.run(
+        [py, "-c", script], capture_output=True, text=True, env=environ, cwd=py.parents[2], timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert f"{os.sep}code{os.sep}yuyue{os.sep}" in got["from"]
@@ -111,8 +128,26 @@ def test_mlflow_models_serve_answers_invocations(store, fresh_env, tmp_path):
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [py, "-m", "mlflow", "models", "serve", "-m", URI, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=environ, cwd=py.parents[2], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            py,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            URI,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=environ,
+        cwd=py.parents[2],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 180
@@ -124,7 +159,9 @@ def test_mlflow_models_serve_answers_invocations(store, fresh_env, tmp_path):
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "server not up in 180 s:\n" + (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                "server not up in 180 s:\n" + (tmp_path / "serve.log").read_text()[-3000:]
+            )
             time.sleep(1)
         body = json.dumps({"dataframe_split": {"columns": ["conversation"], "data": [[_record()]]}}).encode()
         req = urllib.request.Request(

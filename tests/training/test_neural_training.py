@@ -23,7 +23,9 @@ def test_train_evaluate_and_load_with_the_neural_ranker(tmp_path, monkeypatch) -
     monkeypatch.setenv("YUYUE_NEURAL_RANKER", "tiny")
     data = tmp_path / "sim.jsonl"
     generate_file(data, n=800, seed=5, workers=1)
-    settings = Settings(var_dir=tmp_path / "var", hospital_name="杭州美悦医院", hospital_address="文三路100号")
+    settings = Settings(
+        var_dir=tmp_path / "var", hospital_name="杭州美悦医院", hospital_address="文三路100号"
+    )
     result = train(data, settings=settings, workers=1, echo=lambda _: None)
     sug = result.model.suggester
     assert sug.uses_hybrid and sug.neural.teacher_space, sug.neural_status
@@ -54,9 +56,15 @@ def test_auto_mode_says_which_ranker_it_trained(monkeypatch) -> None:
     from yuyue.training.train import fit_suggester
 
     monkeypatch.setenv("YUYUE_NEURAL_RANKER", "auto")
-    chat = {"conversation_id": "c1", "department": "整形", "started_at": "2024-01-01T09:00:00+08:00",
-            "messages": [{"at": "2024-01-01T09:00:00+08:00", "role": "visitor", "text": "双眼皮多少钱"},
-                         {"at": "2024-01-01T09:01:00+08:00", "role": "consultant", "text": "您好，价格要看方案。"}]}
+    chat = {
+        "conversation_id": "c1",
+        "department": "整形",
+        "started_at": "2024-01-01T09:00:00+08:00",
+        "messages": [
+            {"at": "2024-01-01T09:00:00+08:00", "role": "visitor", "text": "双眼皮多少钱"},
+            {"at": "2024-01-01T09:01:00+08:00", "role": "consultant", "text": "您好，价格要看方案。"},
+        ],
+    }
     sug = fit_suggester([Conversation.model_validate(chat)], [], {})
     assert sug is not None and not sug.uses_hybrid
     assert sug.neural_status.startswith("skipped: lexical") and "auto" in sug.neural_status

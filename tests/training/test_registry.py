@@ -18,7 +18,9 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, test_settings) -> Settings:
     var = tmp_path_factory.mktemp("registry")
-    return test_settings.model_copy(update={"var_dir": var, "mlflow_tracking_uri": f"sqlite:///{var / 'mlflow.db'}"})
+    return test_settings.model_copy(
+        update={"var_dir": var, "mlflow_tracking_uri": f"sqlite:///{var / 'mlflow.db'}"}
+    )
 
 
 def test_register_promote_load_same_predictions(trained, store, sim_path):
@@ -30,10 +32,16 @@ def test_register_promote_load_same_predictions(trained, store, sim_path):
     registry.promote(v2, store)
     listed = registry.list_versions(store)
     assert [v["version"] for v in listed] == ["2", "1"]
-    assert listed[0]["aliases"] == ["champion"] and listed[0]["booked.auc"] == pytest.approx(trained.metrics["booked.auc"])
+    assert listed[0]["aliases"] == ["champion"] and listed[0]["booked.auc"] == pytest.approx(
+        trained.metrics["booked.auc"]
+    )
     loaded, version = registry.load(registry.CHAMPION, store)
     assert version == "2"
-    h = {k: v for k, v in loaded.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")}
+    h = {
+        k: v
+        for k, v in loaded.hospital.items()
+        if k in ("hospital_name", "hospital_city", "hospital_province")
+    }
     for conv, _ in zip(read_conversations(sim_path), range(5), strict=False):
         a = trained.model.score(replay(conv, **h))
         b = loaded.score(replay(conv, **h))
@@ -49,7 +57,10 @@ def test_cli_models_and_evaluate(store, sim_path, tmp_path, monkeypatch):
     from yuyue.cli.main import app
     from yuyue.config import get_settings
 
-    for k, v in {"YUYUE_VAR_DIR": str(store.var_dir), "YUYUE_MLFLOW_TRACKING_URI": store.mlflow_tracking_uri}.items():
+    for k, v in {
+        "YUYUE_VAR_DIR": str(store.var_dir),
+        "YUYUE_MLFLOW_TRACKING_URI": store.mlflow_tracking_uri,
+    }.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     try:
@@ -59,9 +70,14 @@ def test_cli_models_and_evaluate(store, sim_path, tmp_path, monkeypatch):
         res = runner.invoke(app, ["models", "promote", "7"])
         assert res.exit_code == 1 and "no version '7'" in res.output
         small = tmp_path / "small.jsonl"
-        small.write_text("".join(line for line, _ in zip(open(sim_path, encoding="utf-8"), range(200), strict=False)), encoding="utf-8")
+        small.write_text(
+            "".join(line for line, _ in zip(open(sim_path, encoding="utf-8"), range(200), strict=False)),
+            encoding="utf-8",
+        )
         report = tmp_path / "report.html"
-        res = runner.invoke(app, ["evaluate", "--data", str(small), "--model", "1", "--json", "--report", str(report)])
+        res = runner.invoke(
+            app, ["evaluate", "--data", str(small), "--model", "1", "--json", "--report", str(report)]
+        )
         assert res.exit_code == 0, res.output
         out = json.loads(res.output.strip().splitlines()[-1])
         assert out["model_version"] == "1" and out["n_conversations"] == 200 and "booked.auc" in out

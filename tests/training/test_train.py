@@ -21,7 +21,14 @@ def test_trains_everything_from_labelled_annotated_chats(trained):
     assert set(trained.model.scorers) == {"booked", "arrived"}
     assert trained.model.stage_model is not None and trained.model.suggester is not None
     m = trained.metrics
-    for key in ("booked.auc", "booked.ece", "booked.brier", "arrived.auc", "booked.auc_oracle", "stage.macro_f1"):
+    for key in (
+        "booked.auc",
+        "booked.ece",
+        "booked.brier",
+        "arrived.auc",
+        "booked.auc_oracle",
+        "stage.macro_f1",
+    ):
         assert key in m, key
     assert set(m["booked.auc_by_visitor_turn"]) == {"1", "2", "3", "5", "10"}
     # well above chance, and no better than the simulator's own probabilities could be by much
@@ -53,10 +60,13 @@ def test_scores_for_a_prefix_do_not_depend_on_later_messages(model, sim_path):
 
 def test_outcome_is_never_a_feature(model, sim_path):
     conv = next(iter(read_conversations(sim_path)))
-    flipped = conv.model_copy(update={"outcome": conv.outcome.model_copy(update={"booked": not conv.outcome.booked})})
-    assert model.score(replay(conv, **_h(model)))["booked"].probability == model.score(
-        replay(flipped, **_h(model))
-    )["booked"].probability
+    flipped = conv.model_copy(
+        update={"outcome": conv.outcome.model_copy(update={"booked": not conv.outcome.booked})}
+    )
+    assert (
+        model.score(replay(conv, **_h(model)))["booked"].probability
+        == model.score(replay(flipped, **_h(model)))["booked"].probability
+    )
 
 
 def test_reasons_are_signed_and_worded(model, sim_path):
@@ -77,7 +87,11 @@ def test_reasons_are_signed_and_worded(model, sim_path):
 
 
 def _h(model: YuyueModel) -> dict[str, str]:
-    return {k: v for k, v in model.hospital.items() if k in ("hospital_name", "hospital_city", "hospital_province")}
+    return {
+        k: v
+        for k, v in model.hospital.items()
+        if k in ("hospital_name", "hospital_city", "hospital_province")
+    }
 
 
 def _small(sim_path, tmp_path, n=600, **update):
@@ -123,10 +137,19 @@ def test_reply_pairs_alone_train_the_reply_ranker(tmp_path, test_settings):
         ([], "no valid conversations"),
         ([b"{broken"], "no valid conversations (1 invalid records skipped)"),
         (
-            [record(conversation_id=f"c{i}", messages=[{"at": "2025-03-05T14:02:11+08:00", "role": "visitor", "text": "在吗"}]) for i in range(5)],
+            [
+                record(
+                    conversation_id=f"c{i}",
+                    messages=[{"at": "2025-03-05T14:02:11+08:00", "role": "visitor", "text": "在吗"}],
+                )
+                for i in range(5)
+            ],
             "no consultant messages",
         ),
-        ([record(conversation_id=f"c{i}", outcome={"booked": False}) for i in range(60)], "all 60 labelled conversations are not booked"),
+        (
+            [record(conversation_id=f"c{i}", outcome={"booked": False}) for i in range(60)],
+            "all 60 labelled conversations are not booked",
+        ),
     ],
 )
 def test_unusable_data_gets_a_clear_error(tmp_path, test_settings, lines, words):
@@ -147,7 +170,17 @@ def test_evaluate_on_a_file_reports_the_documented_keys(model, sim_path, tmp_pat
     path = _small(sim_path, tmp_path, n=300)
     m = evaluate(model, path)
     assert m["n_conversations"] == 300
-    for key in ("booked.auc", "arrived.auc", "booked.auc_oracle", "reply.r10_at_1", "reply.mrr", "reply.hit_at_3", "pii.recall", "pii.precision", "stage.macro_f1"):
+    for key in (
+        "booked.auc",
+        "arrived.auc",
+        "booked.auc_oracle",
+        "reply.r10_at_1",
+        "reply.mrr",
+        "reply.hit_at_3",
+        "pii.recall",
+        "pii.precision",
+        "stage.macro_f1",
+    ):
         assert key in m, key
     json.dumps({k: v for k, v in m.items() if not k.startswith("_")})
 

@@ -68,7 +68,9 @@ def _events() -> None:
         sa.Column("actor", sa.String(length=128), nullable=True),
         sa.Column("payload", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
-        sa.UniqueConstraint("conversation_id", "kind", "seq", name=op.f("uq_events_conversation_id_kind_seq")),
+        sa.UniqueConstraint(
+            "conversation_id", "kind", "seq", name=op.f("uq_events_conversation_id_kind_seq")
+        ),
     )
     op.create_index(op.f("ix_events_conversation_id"), "events", ["conversation_id"], unique=False)
 
@@ -129,7 +131,12 @@ def _suggestions() -> None:
     op.create_index(op.f("ix_suggestions_conversation_id"), "suggestions", ["conversation_id"], unique=False)
 
 
-TABLES = {"api_keys": _api_keys, "events": _events, "conversations": _conversations, "suggestions": _suggestions}
+TABLES = {
+    "api_keys": _api_keys,
+    "events": _events,
+    "conversations": _conversations,
+    "suggestions": _suggestions,
+}
 
 
 def upgrade() -> None:
