@@ -60,7 +60,9 @@ def code_tree(dest: Path) -> Path:
 
     root = dest / "yuyue"
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(yuyue.__file__, root / "__init__.py")
+    # the package's own modules (__init__.py, compat.py …), then the mapped folders
+    for module in Path(yuyue.__file__).parent.glob("*.py"):
+        shutil.copy2(module, root / module.name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in SUBPACKAGES:
         init = importlib.import_module(f"yuyue.{name}").__file__

@@ -47,6 +47,22 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(p / (1 - p)))
 
 
+def centred_knots(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots of an isotonic map through the centre of each flat step (centred isotonic regression).
+
+    Pool-adjacent-violators gives steps: every raw score inside one step gets the same probability,
+    so in the console a visitor giving a phone number could leave the score exactly where it was.
+    Interpolating between the steps' centres keeps each step's level and makes the map strictly
+    increasing between the first and the last centre (flat beyond them, as before).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2:
+        return x, y
+    starts = np.r_[0, np.flatnonzero(np.diff(y) != 0) + 1]
+    ends = np.r_[starts[1:], len(y)] - 1
+    return (x[starts] + x[ends]) / 2.0, y[starts]
+
+
 class TextScorer(BaseEstimator):  # type: ignore[misc]  # sklearn has no types: an Any base
     """Logistic regression on the hashed token bag; its logit is a stacked feature."""
 
@@ -308,6 +324,7 @@ class OutcomeScorer(BaseEstimator):  # type: ignore[misc]  # sklearn has no type
         if self.calibration == "isotonic":
             self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
             self.calibrator_.fit(raw, y, sample_weight=sample_weight)
+            self.knots_ = centred_knots(self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
         else:
             self.calibrator_ = LogisticRegression(C=1e4).fit(
                 raw.reshape(-1, 1), y, sample_weight=sample_weight
@@ -349,8 +366,10 @@ class OutcomeScorer(BaseEstimator):  # type: ignore[misc]  # sklearn has no type
         if self.calibrator_ is None:
             p = 1.0 / (1.0 + np.exp(-raw))
         elif isinstance(self.calibrator_, IsotonicRegression):
-            # IsotonicRegression.predict with out_of_bounds="clip" is this linear interpolation
-            p = np.interp(raw, self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_)
+            # through the centres of the isotonic steps (strictly increasing between them); bundles
+            # calibrated before keep IsotonicRegression.predict's own interpolation
+            xp, fp = getattr(self, "knots_", (self.calibrator_.X_thresholds_, self.calibrator_.y_thresholds_))
+            p = np.interp(raw, xp, fp)
         else:
             p = self.calibrator_.predict_proba(raw.reshape(-1, 1))[:, 1]
         return np.asarray(np.clip(p, getattr(self, "p_min_", 1e-4), getattr(self, "p_max_", 1 - 1e-4)))

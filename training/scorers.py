@@ -153,6 +153,8 @@ def fit_target(
             PrefixRows.concat([rows, crows]), np.r_[y, cy], np.r_[w, cw]
         )
         final.calibrator_, final.p_min_, final.p_max_ = model.calibrator_, model.p_min_, model.p_max_
+        if hasattr(model, "knots_"):
+            final.knots_ = model.knots_
         model = final
         choice.fit_seconds[name + "_with_calib"] = round(time.perf_counter() - t0, 2)
     choice.scorer, choice.kind = model, name

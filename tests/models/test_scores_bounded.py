@@ -154,3 +154,23 @@ def test_unseen_department_scores(model):
     assert 0.0 < s["booked"].probability < 1.0
     for r in s["booked"].reasons:
         assert "other" not in r.label and "unknown" not in r.label
+
+
+def test_isotonic_calibration_is_strictly_increasing_between_its_steps():
+    """Two different raw scores inside one isotonic step used to get the same probability."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from yuyue.models.scorer import centred_knots
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-2 * raw))).astype(int)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(raw, y)
+    xp, fp = centred_knots(iso.X_thresholds_, iso.y_thresholds_)
+    assert np.all(np.diff(xp) > 0) and np.all(np.diff(fp) > 0)
+    assert set(np.round(fp, 12)) == set(np.round(iso.y_thresholds_, 12))  # every step keeps its level
+    inside = np.linspace(xp[0], xp[-1], 500)
+    assert np.all(np.diff(np.interp(inside, xp, fp)) > 0)
+    assert len(set(iso.predict(inside).round(12))) < 500  # the step map has ties there
+    # a one-step map stays one level
+    assert centred_knots(np.array([0.0, 1.0]), np.array([0.3, 0.3]))[1].tolist() == [0.3]
