@@ -126,6 +126,32 @@ def redis_client(url: str, timeout: float) -> redis.Redis:
     )
 
 
+def read_key_file(path: Path, what: str) -> str:
+    """The text of the key file ``path``, created if missing (32 random bytes in base64, owner-only,
+    in an owner-only folder; atomic, so the first of several workers wins); a file readable by others
+    is made owner-only with a warning naming ``what``."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic; another worker that got there first wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s %s was readable by others (mode %o); making it owner-only", what, path, mode)
+        path.chmod(0o600)
+    return path.read_text()
+
+
 class SessionCipher:
     """AES-256-GCM for cached blobs; the associated data binds a blob to its Redis key and version,
     so a blob copied under another chat's key (or version) does not decrypt."""
@@ -160,27 +186,7 @@ class SessionCipher:
     @classmethod
     def from_file(cls, path: Path) -> SessionCipher:
         """The key in ``path``, created (32 random bytes, owner-only, in an owner-only folder) if missing."""
-        path = Path(path)
-        if not path.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)  # atomic; another worker that got there first wins
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            log.warning("session key %s was readable by others (mode %o); making it owner-only", path, mode)
-            path.chmod(0o600)
-        return cls.from_text(path.read_text())
+        return cls.from_text(read_key_file(Path(path), "session key"))
 
     def encrypt(self, blob: bytes, context: bytes) -> bytes:
         nonce = os.urandom(self.NONCE)

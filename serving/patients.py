@@ -49,9 +49,7 @@ import binascii
 import hashlib
 import hmac
 import logging
-import os
 import re
-import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -64,6 +62,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from yuyue.serving.auth import Caller, Role
+from yuyue.serving.cache import read_key_file
 from yuyue.serving.db import UTCDateTime, metadata
 from yuyue.serving.errors import Forbidden, InvalidInput
 from yuyue.serving.store import Conflict, EventStore, NotFound, conversations
@@ -145,26 +144,7 @@ def _key_from_text(text: str) -> bytes:
 
 def _key_file(path: Path) -> bytes:
     """The key in ``path``, created (32 random bytes, owner-only, in an owner-only folder) if missing."""
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic; another worker that got there first wins
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        log.warning("patient key %s was readable by others (mode %o); making it owner-only", path, mode)
-        path.chmod(0o600)
-    return _key_from_text(path.read_text())
+    return _key_from_text(read_key_file(path, "patient key"))
 
 
 def patient_key(settings: Any) -> bytes:
