@@ -128,6 +128,42 @@ class Settings(BaseSettings):
         "default: generated once in var_dir/secrets/session.key (owner-only); set the same key on every "
         "machine that shares the Redis",
     )
+    # ---- model health on live chats (serving/monitoring.py: GET /v1/model/health, yuyue monitor)
+    monitor_psi_warn: float = Field(
+        0.1, ge=0, description="an input feature whose PSI (live vs training) is above this warns"
+    )
+    monitor_psi_flag: float = Field(
+        0.2, ge=0, description="an input feature whose PSI is above this raises the drift flag"
+    )
+    monitor_min_chats: int = Field(
+        100, ge=1, description="fewer live chats than this in the window: drift not measured"
+    )
+    monitor_min_outcomes: int = Field(
+        100, ge=1, description="fewer chats with a known booking than this: the accuracy flag stays down"
+    )
+    monitor_auc_drop: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="the accuracy flag rises when the live booking AUC is this far under the offline one",
+    )
+    monitor_ece_max: float = Field(
+        0.1, ge=0, le=1, description="the accuracy flag rises when the live booking ECE is above this"
+    )
+    monitor_max_chats: int = Field(
+        20_000, ge=100, le=1_000_000, description="the health report reads at most this many recent chats"
+    )
+    monitor_text_sample: int = Field(
+        1000,
+        ge=10,
+        le=100_000,
+        description="recent ended chats whose texts the drift check reads (concerns, lengths)",
+    )
+    monitor_idle_s: float = Field(
+        3600.0,
+        ge=0,
+        description="a chat without a message for this long counts as ended for the length profile",
+    )
 
     neural_ranker: Literal["off", "tiny", "full", "auto", "encoder"] = Field(
         "off",
