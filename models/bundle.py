@@ -352,7 +352,7 @@ class YuyueModel:
             "scorers": {k: type(v).__name__ + ":" + v.kind for k, v in self.scorers.items()},
             "stage_model": self.stage_model is not None,
             "replies": self.suggester is not None,
-            **{k: v for k, v in self.info.items() if k != "metrics"},
+            **{k: v for k, v in self.info.items() if k not in ("metrics", "profile")},
         }
 
 

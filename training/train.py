@@ -20,6 +20,7 @@ from typing import Any
 from yuyue.config import Settings, get_settings
 from yuyue.data.contract import Conversation
 from yuyue.data.io import read_conversations
+from yuyue.features.profile import build_profile
 from yuyue.features.rows import FeatureSpace
 from yuyue.models.bundle import YuyueModel
 from yuyue.models.reasons import ReasonExplainer
@@ -273,6 +274,8 @@ def train(
         "metrics": public(metrics),
         "timings": timings,
     }
+    # the training chats' profile, the reference of the server's drift check (features/profile.py)
+    model.info["profile"] = build_profile(reply_convs, hospital["hospital_name"])
     bundle_dir = Path(out_dir) if out_dir else settings.var_dir / "models" / "latest"
     model.save(bundle_dir)
     return TrainResult(bundle_dir, model, metrics, trained, skipped, comparison, timings)
