@@ -51,7 +51,8 @@ import hmac
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -567,68 +568,38 @@ class Patients:
     def history(self, who: Caller, patient_id: str) -> dict[str, Any]:
         """Everything the desk knows of one patient, oldest first: chats with their outcomes,
         appointments, call tasks with every call, incidents, contacts; counts and the flag."""
-        from yuyue.serving.appointments import appointments
-        from yuyue.serving.audit import AuditAction
-        from yuyue.serving.privacy import audit_row
-        from yuyue.serving.tasks import task_attempts, tasks
-
-        c, pc, a, t, ta = conversations.c, patient_chats.c, appointments.c, tasks.c, task_attempts.c
         with self.engine.connect() as cx:
             pid = self._resolve(patient_id, cx)
-            row = cx.execute(sa.select(patients).where(patients.c.id == pid)).mappings().one()
-            chats = [
-                dict(r)
-                for r in cx.execute(
-                    sa.select(conversations, pc.kinds)
-                    .select_from(conversations.join(patient_chats, pc.conversation_id == c.id))
-                    .where(pc.patient_id == pid)
-                    .order_by(c.started_at, c.id)
-                ).mappings()
-            ]
-            ids = [ch["id"] for ch in chats]
-            appts = (
-                [
-                    dict(r)
-                    for r in cx.execute(
-                        sa.select(appointments).where(a.conversation_id.in_(ids)).order_by(a.time, a.id)
-                    ).mappings()
-                ]
-                if ids
-                else []
-            )
-            task_rows = (
-                [
-                    dict(r)
-                    for r in cx.execute(
-                        sa.select(tasks).where(t.conversation_id.in_(ids)).order_by(t.created_at, t.id)
-                    ).mappings()
-                ]
-                if ids
-                else []
-            )
-            calls = (
-                [
-                    dict(r)
-                    for r in cx.execute(
-                        sa.select(task_attempts)
-                        .where(ta.task_id.in_([x["id"] for x in task_rows]))
-                        .order_by(ta.id)
-                    ).mappings()
-                ]
-                if task_rows
-                else []
-            )
-            incidents = [
-                dict(r)
-                for r in cx.execute(
-                    sa.select(patient_incidents)
-                    .where(patient_incidents.c.patient_id == pid)
-                    .order_by(patient_incidents.c.id)
-                ).mappings()
-            ]
+            rec = _history_records(cx, pid)
             flag = self.flag(pid, cx)
-        self._check_reads(who, pid, chats, task_rows)
-        raw = {ch["id"]: who.sees_raw(ch) for ch in chats}
+        self._check_reads(who, pid, rec.chats, rec.tasks)
+        raw = {ch["id"]: who.sees_raw(ch) for ch in rec.chats}
+        contacts = self._contacts(rec.chats, raw)
+        notes = _Notes(raw)
+        out_appts = [
+            {**{k: _iso(v) for k, v in ap.items()}, "note": notes(ap["note"], ap["conversation_id"])}
+            for ap in rec.appointments
+        ]
+        out_tasks = _history_tasks(rec.tasks, rec.calls, notes)
+        out_chats = [_history_chat(ch) for ch in rec.chats]
+        read_raw = [cid for cid, r in raw.items() if r]
+        self._audit_raw_reads(who, pid, read_raw)
+        return {
+            "id": pid,
+            "created_at": _iso(rec.patient["created_at"]),
+            "returning": len(rec.chats) > 1,
+            "flag": flag,
+            "counts": _history_counts(rec),
+            "chats": out_chats,
+            "appointments": out_appts,
+            "tasks": out_tasks,
+            "incidents": [_history_incident(i, notes) for i in rec.incidents],
+            "contacts": contacts,
+            "masked": len(read_raw) < len(rec.chats),
+        }
+
+    def _contacts(self, chats: list[dict[str, Any]], raw: dict[str, bool]) -> list[dict[str, Any]]:
+        """The contacts visitors wrote in ``chats`` (none from an erased chat), masked unless ``raw``."""
         contacts = []
         erased = self._erased([ch["id"] for ch in chats])
         for ch in chats:
@@ -639,119 +610,22 @@ class Patients:
                 contacts.append(
                     {"type": s["type"], "value": value, "conversation_id": ch["id"], "message": s["message"]}
                 )
-        by_task: dict[str, list[dict[str, Any]]] = {}
-        for call in calls:
-            by_task.setdefault(call["task_id"], []).append(call)
-        chat_of = {x["id"]: x["conversation_id"] for x in task_rows}
+        return contacts
 
-        def note(text: str | None, conversation_id: str) -> str | None:
-            return text if raw.get(conversation_id) else mask_note(text)
+    def _audit_raw_reads(self, who: Caller, patient_id: str, read_raw: list[str]) -> None:
+        """Raw personal data read: recorded, as for GET /v1/conversations/{id}."""
+        from yuyue.serving.audit import AuditAction
+        from yuyue.serving.privacy import audit_row
 
-        out_appts = [
-            {**{k: _iso(v) for k, v in ap.items()}, "note": note(ap["note"], ap["conversation_id"])}
-            for ap in appts
-        ]
-        out_tasks = []
-        for x in task_rows:
-            item = {
-                k: _iso(x[k])
-                for k in (
-                    "id",
-                    "kind",
-                    "state",
-                    "conversation_id",
-                    "appointment_id",
-                    "assignee",
-                    "detail",
-                    "due_at",
-                    "attempts",
-                    "last_result",
-                    "closed_reason",
-                    "created_at",
-                    "done_at",
-                )
-            }
-            item["calls"] = [
-                {
-                    "at": _iso(call["at"]),
-                    "actor": call["actor"],
-                    "result": call["result"],
-                    "note": note(call["note"], chat_of[x["id"]]),
-                    "appointment_id": call["appointment_id"],
-                }
-                for call in by_task.get(x["id"], [])
-            ]
-            out_tasks.append(item)
-        out_chats = [
-            {
-                "conversation_id": ch["id"],
-                **{
-                    k: _iso(ch[k])
-                    for k in (
-                        "hospital",
-                        "department",
-                        "project",
-                        "consultant_id",
-                        "started_at",
-                        "last_at",
-                        "n_messages",
-                        "closed",
-                        "contact",
-                        "contact_seen",
-                        "booked",
-                        "arrived",
-                        "booked_at",
-                        "arrived_at",
-                        "p_booked",
-                        "p_arrived",
-                    )
-                },
-                "linked_by": ch["kinds"].split(",") if ch["kinds"] else [],
-            }
-            for ch in chats
-        ]
-        counts = {
-            "chats": len(chats),
-            "appointments": len(appts),
-            "booked": sum(ap["status"] == "booked" for ap in appts),
-            "arrived": sum(ap["status"] == "arrived" for ap in appts),
-            "no_shows": sum(ap["status"] == "no_show" for ap in appts),
-            "cancelled": sum(ap["status"] == "cancelled" for ap in appts),
-            "calls": len(calls),
-            "complaints": sum(i["kind"] == "complaint" for i in incidents),
-            "unpaid": sum(i["kind"] == "unpaid" for i in incidents),
-        }
-        read_raw = [cid for cid, r in raw.items() if r]
-        for cid in read_raw:  # raw personal data read: recorded, as for GET /v1/conversations/{id}
+        for cid in read_raw:
             self.store.audit(
                 audit_row(
                     who,
                     AuditAction.READ_RAW,
                     conversation_id=cid,
-                    detail={"via": "patient", "patient_id": pid},
+                    detail={"via": "patient", "patient_id": patient_id},
                 )
             )
-        return {
-            "id": pid,
-            "created_at": _iso(row["created_at"]),
-            "returning": len(chats) > 1,
-            "flag": flag,
-            "counts": counts,
-            "chats": out_chats,
-            "appointments": out_appts,
-            "tasks": out_tasks,
-            "incidents": [
-                {
-                    **{k: _iso(v) for k, v in i.items() if k != "patient_id"},
-                    "note": note(i["note"], i["conversation_id"])
-                    if i["conversation_id"]
-                    else mask_note(i["note"]),
-                }
-                for i in incidents
-            ],
-            "contacts": contacts,
-            "masked": len(read_raw) < len(chats),
-        }
 
     # ---- supervisors' records ---------------------------------------------------------------------
     def record_incident(
@@ -806,6 +680,164 @@ class Patients:
                 )
             )
         return self.summary(pid) or {}
+
+
+# ---- a patient's history: its rows, and how each is shown ------------------------------------------
+_TASK_FIELDS = (
+    "id",
+    "kind",
+    "state",
+    "conversation_id",
+    "appointment_id",
+    "assignee",
+    "detail",
+    "due_at",
+    "attempts",
+    "last_result",
+    "closed_reason",
+    "created_at",
+    "done_at",
+)
+_CHAT_FIELDS = (
+    "hospital",
+    "department",
+    "project",
+    "consultant_id",
+    "started_at",
+    "last_at",
+    "n_messages",
+    "closed",
+    "contact",
+    "contact_seen",
+    "booked",
+    "arrived",
+    "booked_at",
+    "arrived_at",
+    "p_booked",
+    "p_arrived",
+)
+
+
+@dataclass(frozen=True)
+class _HistoryRecords:
+    """One patient's rows, as read in one connection: its own row, its chats (with ``kinds``, what
+    linked them), their appointments, call tasks and the tasks' calls, and its incidents."""
+
+    patient: Mapping[str, Any]
+    chats: list[dict[str, Any]]
+    appointments: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    calls: list[dict[str, Any]]
+    incidents: list[dict[str, Any]]
+
+
+def _dicts(cx: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in cx.execute(stmt).mappings()]
+
+
+def _history_records(cx: Connection, pid: str) -> _HistoryRecords:
+    from yuyue.serving.appointments import appointments
+    from yuyue.serving.tasks import task_attempts, tasks
+
+    c, pc, a, t, ta = conversations.c, patient_chats.c, appointments.c, tasks.c, task_attempts.c
+    row = cx.execute(sa.select(patients).where(patients.c.id == pid)).mappings().one()
+    chats = _dicts(
+        cx,
+        sa.select(conversations, pc.kinds)
+        .select_from(conversations.join(patient_chats, pc.conversation_id == c.id))
+        .where(pc.patient_id == pid)
+        .order_by(c.started_at, c.id),
+    )
+    ids = [ch["id"] for ch in chats]
+    appts = (
+        _dicts(cx, sa.select(appointments).where(a.conversation_id.in_(ids)).order_by(a.time, a.id))
+        if ids
+        else []
+    )
+    task_rows = (
+        _dicts(cx, sa.select(tasks).where(t.conversation_id.in_(ids)).order_by(t.created_at, t.id))
+        if ids
+        else []
+    )
+    calls = (
+        _dicts(
+            cx,
+            sa.select(task_attempts).where(ta.task_id.in_([x["id"] for x in task_rows])).order_by(ta.id),
+        )
+        if task_rows
+        else []
+    )
+    incidents = _dicts(
+        cx,
+        sa.select(patient_incidents)
+        .where(patient_incidents.c.patient_id == pid)
+        .order_by(patient_incidents.c.id),
+    )
+    return _HistoryRecords(row, chats, appts, task_rows, calls, incidents)
+
+
+class _Notes:
+    """A note as the caller may read it: raw in a chat the caller sees raw, else masked."""
+
+    def __init__(self, raw: dict[str, bool]):
+        self.raw = raw
+
+    def __call__(self, text: str | None, conversation_id: str) -> str | None:
+        return text if self.raw.get(conversation_id) else mask_note(text)
+
+
+def _history_tasks(
+    task_rows: list[dict[str, Any]], calls: list[dict[str, Any]], notes: _Notes
+) -> list[dict[str, Any]]:
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for call in calls:
+        by_task.setdefault(call["task_id"], []).append(call)
+    out = []
+    for x in task_rows:
+        item = {k: _iso(x[k]) for k in _TASK_FIELDS}
+        item["calls"] = [
+            {
+                "at": _iso(call["at"]),
+                "actor": call["actor"],
+                "result": call["result"],
+                "note": notes(call["note"], x["conversation_id"]),
+                "appointment_id": call["appointment_id"],
+            }
+            for call in by_task.get(x["id"], [])
+        ]
+        out.append(item)
+    return out
+
+
+def _history_chat(ch: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "conversation_id": ch["id"],
+        **{k: _iso(ch[k]) for k in _CHAT_FIELDS},
+        "linked_by": ch["kinds"].split(",") if ch["kinds"] else [],
+    }
+
+
+def _history_incident(incident: dict[str, Any], notes: _Notes) -> dict[str, Any]:
+    cid = incident["conversation_id"]
+    return {
+        **{k: _iso(v) for k, v in incident.items() if k != "patient_id"},
+        "note": notes(incident["note"], cid) if cid else mask_note(incident["note"]),
+    }
+
+
+def _history_counts(rec: _HistoryRecords) -> dict[str, int]:
+    appts, incidents = rec.appointments, rec.incidents
+    return {
+        "chats": len(rec.chats),
+        "appointments": len(appts),
+        "booked": sum(ap["status"] == "booked" for ap in appts),
+        "arrived": sum(ap["status"] == "arrived" for ap in appts),
+        "no_shows": sum(ap["status"] == "no_show" for ap in appts),
+        "cancelled": sum(ap["status"] == "cancelled" for ap in appts),
+        "calls": len(rec.calls),
+        "complaints": sum(i["kind"] == "complaint" for i in incidents),
+        "unpaid": sum(i["kind"] == "unpaid" for i in incidents),
+    }
 
 
 __all__ = [
