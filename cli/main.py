@@ -12,6 +12,7 @@ from yuyue.features.cli import pii_app
 from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.pool_cli import replies_app
 from yuyue.serving.keys_cli import keys_app
+from yuyue.serving.monitor_cli import monitor_command, shadow_command
 from yuyue.serving.store_cli import store_app
 from yuyue.serving.tasks_cli import tasks_app
 from yuyue.training.cli import evaluate_command, models_app, train_command
@@ -32,6 +33,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(pii_app, name="pii")
+app.command("monitor")(monitor_command)
+models_app.command("shadow")(shadow_command)
 
 
 @app.command()

@@ -49,6 +49,25 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # the flags of the last model health report (serving/monitoring.py)
+        self.drift_flag = Gauge(
+            "yuyue_model_drift_flag",
+            "1 when an input feature's PSI is above monitor_psi_flag (last health report)",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.drift_psi = Gauge(
+            "yuyue_model_drift_psi_max",
+            "largest input PSI, live chats vs the training profile (last health report)",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.accuracy_flag = Gauge(
+            "yuyue_model_accuracy_flag",
+            "1 when the champion's live booking AUC or ECE is off its limits (last health report)",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
 
     def set_model(self, version: str) -> None:
         self.model.clear()

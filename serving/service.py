@@ -47,6 +47,7 @@ from yuyue.models.replies.guard import check_consultant_message
 from yuyue.serving.auth import Caller, chat_consultant, check_read, check_write
 from yuyue.serving.cache import CacheUnavailable, Codec, SessionCache
 from yuyue.serving.errors import Forbidden, InvalidInput
+from yuyue.serving.shadow import shadow_scores
 from yuyue.serving.store import Conflict, EventStore, Filters
 
 log = logging.getLogger("yuyue.serving")
@@ -347,6 +348,7 @@ class ChatService:
                 live.contacts.append([span.type, span.value, seq])
             live.n_messages, live.last_at = seq + 1, at
             shown, message, update = _message_rows(role, text, at, insight, version)
+            shadow_scores(self, live.session, message)  # a challenger's scores, stored, never shown
             # a warning for the consultant (the message is stored and sent as typed), kept with the
             # message event for the supervisors' compliance report
             compliance = check_consultant_message(text) if role == "consultant" else None

@@ -13,6 +13,7 @@ from yuyue.serving.routes import (
     console,
     export,
     followups,
+    health,
     ops,
     patients,
     replies,
@@ -32,6 +33,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     export.router,
     replies.router,
     admin.router,
+    health.router,
     ops.router,
     console.router,
 )

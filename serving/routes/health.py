@@ -1,0 +1,213 @@
+"""The model's health on live chats: accuracy once outcomes are known, drift, shadow challenger,
+suggestion acceptance (``serving/monitoring.py``); analysts and admins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import Field
+
+from yuyue.serving import monitoring
+from yuyue.serving.deps import Analyst, State
+from yuyue.serving.edge import RecentFilter
+from yuyue.serving.errors import InvalidInput, errors
+from yuyue.serving.schemas import _Answer
+from yuyue.serving.shadow import shadow_of
+
+router = APIRouter(tags=["analysts"])
+
+Num = float | None
+
+
+class ReliabilityBin(_Answer):
+    lo: float
+    hi: float
+    n: int
+    mean_p: Num = Field(description="mean score of the chats in the bin")
+    observed: Num = Field(description="share of them with the outcome")
+
+
+class TargetMetrics(_Answer):
+    n: int = Field(description="chats with a known outcome and a score")
+    positives: int
+    rate: Num
+    mean_p: Num
+    auc: Num
+    ece: Num = Field(description="expected calibration error, 10 equal-width bins")
+    brier: Num
+    lift_at_10pct: Num = Field(description="outcome rate in the top 10 % by score over the base rate")
+    reliability: list[ReliabilityBin] | None = None
+
+
+class GroupHealth(_Answer):
+    group: str
+    chats: int
+    booked: TargetMetrics
+    arrived: TargetMetrics
+
+
+class VersionHealth(_Answer):
+    version: str
+    role: Literal["champion", "challenger", "served"]
+    chats: int = Field(description="chats in the window whose last message this version scored")
+    live: dict[str, TargetMetrics]
+    offline: dict[str, dict[str, Num]] | None = Field(description="the version's offline test metrics")
+    live_minus_offline: dict[str, dict[str, Num]]
+    by: str | None
+    groups: list[GroupHealth]
+
+
+class Delay(_Answer):
+    n: int
+    median: Num
+    p90: Num
+    max: Num
+
+
+class Outcomes(_Answer):
+    chats: int
+    booked_known: int
+    booked_coverage: Num
+    bookings: int
+    arrived_known: int
+    arrived_coverage_of_booked: Num
+    booked_delay_hours: Delay
+    arrived_delay_hours: Delay
+
+
+class ShadowTarget(_Answer):
+    champion: TargetMetrics
+    challenger: TargetMetrics
+    challenger_minus_champion: dict[str, Num]
+
+
+class ShadowComparison(_Answer):
+    champion: str
+    challenger: str
+    chats: int = Field(description="chats with a known booking whose last message both versions scored")
+    booked: ShadowTarget
+    arrived: ShadowTarget
+
+
+class DriftBin(_Answer):
+    bin: str
+    reference: float
+    live: float
+
+
+class DriftFeature(_Answer):
+    feature: str
+    kind: Literal["categorical", "numeric", "concern"]
+    psi: float
+    level: Literal["ok", "warn", "flag"]
+    bins: list[DriftBin]
+
+
+class Drift(_Answer):
+    status: Literal["ok", "warn", "flag", "insufficient", "unavailable", "skipped"]
+    detail: str
+    features: list[DriftFeature]
+
+
+class Acceptance(_Answer):
+    shown: int
+    used: int
+    edited: int
+    dismissed: int
+    with_feedback: int
+    acceptance_rate: Num = Field(description="(used + edited) / with feedback")
+    feedback_rate: Num
+
+
+class Suggestions(_Answer):
+    overall: Acceptance
+    by_version: list[dict[str, Any]]
+    by_stage: list[dict[str, Any]]
+    by_source: list[dict[str, Any]]
+
+
+class Flags(_Answer):
+    drift: bool
+    drift_warn: bool
+    accuracy: bool
+    reasons: list[str]
+
+
+class ModelHealth(_Answer):
+    generated_at: str
+    since: str | None
+    until: str | None
+    champion: str | None
+    challenger: str | None
+    versions: list[VersionHealth]
+    outcomes: Outcomes
+    shadow: list[ShadowComparison]
+    shadow_timing: dict[str, Num] = Field(
+        description="the challenger's milliseconds per message (this process)"
+    )
+    drift: Drift
+    suggestions: Suggestions
+    flags: Flags
+
+
+VERSION = Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[\w.\-:]+$")]
+
+
+@router.get("/v1/model/health", response_model=ModelHealth, responses=errors(401, 403, 422, 429, 503))
+def model_health(
+    who: Analyst,
+    state: State,
+    since: RecentFilter | None = Query(None, description="chats started at or after (with offset)"),
+    until: RecentFilter | None = Query(None, description="chats started before (with offset)"),
+    version: VERSION = None,
+    by: Literal["week", "department", "engine", "consultant"] = Query(
+        "week", description="slices of each version's live metrics: week, department, engine or consultant"
+    ),
+    drift: bool = Query(True, description="measure input drift (reads recent chats' texts)"),
+) -> dict[str, Any]:
+    """For the champion, the challenger and every version that scored chats in the window: AUC, ECE
+    (with reliability bins), Brier and lift on the chats whose outcome is known, judged by each chat's
+    last score, overall and by ``by``, next to the offline test metrics; outcome coverage and delay;
+    the challenger against the champion on the same chats; input drift (PSI per feature against the
+    training profile); suggestion acceptance by version, stage and source; the flags. The flags also
+    go to ``/metrics`` (``yuyue_model_drift_flag``, ``yuyue_model_accuracy_flag``)."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(f"{name} must carry a timezone offset, e.g. 2025-03-05T00:00:00+08:00")
+    if since is not None and until is not None and until <= since:
+        raise InvalidInput(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+    return report(state, since=since, until=until, version=version, by=by, drift=drift)
+
+
+def report(
+    state: Any,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    version: str | None = None,
+    by: str | None = "week",
+    drift: bool = True,
+) -> dict[str, Any]:
+    """The health report of the app state ``state`` (also ``yuyue monitor``); sets the flag gauges."""
+    shadow = shadow_of(state.service)
+    models = monitoring.served_models(state.models, shadow)
+    out = monitoring.health_report(
+        state.engine,
+        state.settings,
+        models,
+        since=since,
+        until=until,
+        version=version,
+        by=by,
+        drift=drift,
+        offline_lookup=monitoring.registry_offline(state.settings),
+    )
+    out["shadow_timing"] = shadow.timing()
+    metrics = getattr(state, "metrics", None)
+    if metrics is not None and version is None:
+        metrics.drift_flag.set(float(out["flags"]["drift"]))
+        metrics.accuracy_flag.set(float(out["flags"]["accuracy"]))
+        metrics.drift_psi.set(max((f["psi"] for f in out["drift"]["features"]), default=0.0))
+    return out
