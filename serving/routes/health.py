@@ -100,7 +100,9 @@ class DriftBin(_Answer):
 class DriftFeature(_Answer):
     feature: str
     kind: Literal["categorical", "numeric", "concern"]
-    psi: float
+    psi: float = Field(description="population stability index, live vs training")
+    noise: float = Field(description="the PSI two samples of these sizes show by chance, (k - 1)(1/n + 1/N)")
+    excess: float = Field(description="psi - noise (at least 0): what the level judges")
     level: Literal["ok", "warn", "flag"]
     bins: list[DriftBin]
 

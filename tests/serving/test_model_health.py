@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from yuyue.data.io import read_conversations
 from yuyue.data.simulator import generate_file
-from yuyue.features.profile import build_profile, compare, psi
+from yuyue.features.profile import build_profile, compare, psi, sampling_psi
 from yuyue.serving import monitoring
 from yuyue.serving.app import create_app
 from yuyue.serving.shadow import shadow_of
@@ -182,7 +182,10 @@ def test_same_world_raises_no_drift_flag(replayed):
     assert {"department", "messages", "visitor_turns", "visitor_message_chars", "concern.price"} <= set(
         features
     )
-    assert max(f["psi"] for f in drift["features"]) < 0.2
+    assert max(f["excess"] for f in drift["features"]) < 0.2
+    assert all(
+        f["excess"] == pytest.approx(max(0, f["psi"] - f["noise"]), abs=2e-4) for f in drift["features"]
+    )
     metrics = replayed.get("/metrics").text
     assert "yuyue_model_drift_flag 0.0" in metrics
 
@@ -350,6 +353,13 @@ def test_psi_of_a_profile_against_itself_is_zero_and_grows_with_shift(same_world
     engine = {f["feature"]: f["psi"] for f in compare(same, shifted)}["visit.engine"]
     assert engine > 0.2
     assert psi([10, 10], [10, 10]) == 0 and psi([90, 10], [10, 90]) > psi([60, 40], [40, 60]) > 0
+    # two samples of one population differ by about (k - 1)(1/n + 1/N) by chance
+    rng = np.random.default_rng(0)
+    shares = np.full(20, 1 / 20)
+    draws = [psi(rng.multinomial(2000, shares), rng.multinomial(100, shares)) for _ in range(200)]
+    expected = sampling_psi([100] * 20, [5] * 20)
+    assert expected == pytest.approx(19 * (1 / 100 + 1 / 2000))
+    assert 0.7 * expected < np.mean(draws) < 1.3 * expected
 
 
 @pytest.fixture
@@ -388,12 +398,13 @@ def test_yuyue_monitor_prints_the_report(replayed, model, tmp_path, cli_env):
 
 @pytest.mark.integration
 def test_health_on_postgresql(model, test_settings, same_world, pg_url, tmp_path):
-    """The same replay (its first 60 chats) on PostgreSQL: the AUC of ``evaluate`` and shadow scores."""
+    """The same replay (a third of its chats) on PostgreSQL: the AUC of ``evaluate``, shadow scores."""
     from tests.serving.conftest import _drop_all_tables
 
     small = tmp_path / "small.jsonl"
+    # every third chat: the first ones alone are a season of their own (more 整形美容)
     small.write_text(
-        "".join(same_world.read_text(encoding="utf-8").splitlines(keepends=True)[:60]), encoding="utf-8"
+        "".join(same_world.read_text(encoding="utf-8").splitlines(keepends=True)[::3]), encoding="utf-8"
     )
     settings = test_settings.model_copy(
         update={
@@ -414,6 +425,6 @@ def test_health_on_postgresql(model, test_settings, same_world, pg_url, tmp_path
             assert abs(champ["live"]["booked"]["auc"] - offline["booked.auc"]) < 0.01
             (cmp_,) = report["shadow"]
             assert cmp_["chats"] == offline["booked.n"] and cmp_["booked"]["challenger"]["auc"] is not None
-            assert report["drift"]["status"] in ("ok", "warn")
+            assert report["drift"]["status"] in ("ok", "warn"), report["drift"]["detail"]
     finally:
         _drop_all_tables(pg_url)
