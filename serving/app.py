@@ -26,12 +26,13 @@ from fastapi import FastAPI
 
 from yuyue.config import Settings, get_settings
 from yuyue.models.bundle import YuyueModel
-from yuyue.serving import errors, reviews, tasks
+from yuyue.serving import errors, returning, reviews, tasks
 from yuyue.serving.edge import EdgeMiddleware
 from yuyue.serving.metrics import Metrics
 from yuyue.serving.requestid import RequestIdMiddleware
 from yuyue.serving.routes import ROUTERS
 from yuyue.serving.routes import privacy as privacy_routes
+from yuyue.serving.routes import reports as report_routes
 from yuyue.serving.state import Yuyue, warm_up
 
 __all__ = ["Yuyue", "create_app", "warm_up"]
@@ -71,6 +72,7 @@ def create_app(
     app.state.yuyue = state
     reviews.install(state)  # reply review decisions reach the suggester of every model served
     tasks.install(state)  # appointments and the work list, hooked to the recorded outcomes
+    returning.install(state)  # a returning visitor's earlier chats reach the scorers when a chat opens
     errors.install(app)  # always a 4xx naming the problem (or a 503 worth a retry)
     # who the limiter refused is answered 429 at the edge until its retry time (see Yuyue.gate)
     back, ahead = settings.time_window_days
@@ -85,6 +87,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(privacy_routes.router)  # data-subject rights and the audit log
+    app.include_router(report_routes.router)  # the desk reports
     return app
 
 

@@ -1,0 +1,233 @@
+"""Desk report latency with many stored chats (issue 17: a report over 100,000 chats in <= 1 s).
+
+Seeds a fresh SQLite database (or ``--url``) with ``--chats`` conversations written directly (the rows
+bench_desk.py writes, plus what the reports read: the ``open`` event with its open-time scores,
+``--messages`` message events per chat alternating visitor / consultant with realistic payloads, three
+suggestions per visitor message, some with feedback), then times the report endpoints through the ASGI
+app (TestClient, sequential): ``GET /v1/reports/consultants`` (period month and day) and
+``GET /v1/reports/sources`` (by engine and by paid), the first call (cold concern cache) apart.
+
+    .venv/bin/python bench/bench_reports.py --chats 100000 --messages 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+VISITOR_TEXTS = (
+    "隆鼻多少钱",
+    "做双眼皮疼不疼",
+    "手术安全吗，有没有风险",
+    "恢复期要多久",
+    "效果能保持几年",
+    "你们医院在哪里",
+    "我想了解一下",
+    "好的谢谢",
+    "我电话13812345678",
+    "明天下午可以去吗",
+)
+CONSULTANT_TEXTS = (
+    "您好，请问有什么可以帮您？",
+    "价格要看具体方案，面诊后医生会给您报价",
+    "手术由经验丰富的医生操作，术前会做全面检查",
+    "一般一周左右可以消肿",
+    "我们地址在市中心，地铁可以到",
+    "您方便留个电话吗？",
+    "好的，给您预约明天下午两点",
+)
+
+
+def seed(engine, n_chats: int, n_messages: int, start: datetime) -> None:
+    import orjson
+
+    from yuyue.serving.store import conversations, events, suggestions
+
+    rng = random.Random(7)
+    allowed = {"allowed": True, "rules": []}
+    flagged = {
+        "allowed": False,
+        "rules": [{"id": "guarantee", "category": "效果承诺", "citation": "广告法", "source": "rule"}],
+    }
+    rows, evs, sugs = [], [], []
+
+    def flush() -> None:
+        with engine.begin() as cx:
+            if rows:
+                cx.execute(conversations.insert(), rows)
+            if evs:
+                cx.execute(events.insert(), evs)
+            if sugs:
+                cx.execute(suggestions.insert(), sugs)
+        rows.clear(), evs.clear(), sugs.clear()
+
+    for i in range(n_chats):
+        at = start + timedelta(seconds=i * 20)
+        cid = f"r-{i:07d}"
+        cons = f"c{rng.randrange(1, 21):02d}"
+        p_b, p_a = rng.random() * 0.6, rng.random() * 0.3
+        booked = rng.random() < p_b
+        arrived = booked and rng.random() < 0.6
+        url = "https://m.example.com/longbi/" + ("?bdjj=1" if rng.random() < 0.5 else "")
+        visit = orjson.dumps({"engine": "baidu", "landing_url": url}).decode()
+        t = at
+        n_v = 0
+        for seq in range(n_messages):
+            role = "visitor" if seq % 2 == 0 else "consultant"
+            t = t + timedelta(seconds=rng.randrange(5, 90))
+            payload = {
+                "role": role,
+                "text": rng.choice(VISITOR_TEXTS if role == "visitor" else CONSULTANT_TEXTS),
+                "at": t.isoformat(),
+                "stage": None,
+                "pii": [],
+                "scores": {"booked": p_b, "arrived": p_a, "contact": 0.3},
+                "model_version": "bench",
+                "suggestions": [],
+            }
+            if role == "visitor":
+                n_v += 1
+                ids = [f"{cid}-{seq}-{k}" for k in range(3)]
+                payload["suggestions"] = ids
+                for k, sid in enumerate(ids):
+                    fb = rng.choice((None, None, "used", "edited", "dismissed")) if k == 0 else None
+                    sugs.append(
+                        {
+                            "id": sid,
+                            "conversation_id": cid,
+                            "seq": seq,
+                            "rank": k,
+                            "text": "建议回复",
+                            "source": "pool",
+                            "reply_id": None,
+                            "created_at": t,
+                            "feedback": fb,
+                        }
+                    )
+            else:
+                payload["compliance"] = flagged if rng.random() < 0.02 else allowed
+            evs.append(
+                {
+                    "conversation_id": cid,
+                    "seq": seq,
+                    "kind": "message",
+                    "at": t,
+                    "recorded_at": t,
+                    "actor": "bench",
+                    "payload": orjson.dumps(payload).decode(),
+                }
+            )
+        evs.append(
+            {
+                "conversation_id": cid,
+                "seq": None,
+                "kind": "open",
+                "at": at,
+                "recorded_at": at,
+                "actor": "bench",
+                "payload": orjson.dumps({"consultant_id": cons, "p_booked": p_b, "p_arrived": p_a}).decode(),
+            }
+        )
+        rows.append(
+            {
+                "id": cid,
+                "hospital": "h1",
+                "department": rng.choice(["整形美容", "口腔科", "皮肤科"]),
+                "project": "隆鼻",
+                "consultant_id": cons,
+                "started_at": at,
+                "last_at": t,
+                "day": (at + timedelta(hours=8)).date().isoformat(),
+                "visit": visit,
+                "engine": rng.choice(["baidu", "sogou", "360", "shenma"]),
+                "keyword_category": rng.choice(["project", "brand", "price", "symptom"]),
+                "landing_page": rng.choice(["project", "home", "case"]),
+                "region": rng.choice(["杭州市", "宁波市", "上海市"]),
+                "n_messages": n_messages,
+                "n_visitor": n_v,
+                "closed": True,
+                "contact_seen": rng.random() < 0.3,
+                "contact": None,
+                "booked": booked,
+                "arrived": arrived,
+                "p_booked": p_b,
+                "p_arrived": p_a,
+                "reasons": "{}",
+                "model_version": "bench",
+                "updated_at": t,
+            }
+        )
+        if len(rows) == 2000:
+            flush()
+    flush()
+
+
+def timed(client, path, headers, n, params) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = client.get(path, params=params, headers=headers)
+        out.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200, r.text
+    return out
+
+
+def report(name: str, ms: list[float]) -> None:
+    ms = sorted(ms)
+    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    print(
+        f"{name:58s} n={len(ms):3d}  p50 {statistics.median(ms):7.1f}  p99 {p99:7.1f}  max {ms[-1]:7.1f} ms"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chats", type=int, default=100_000)
+    ap.add_argument("--messages", type=int, default=10)
+    ap.add_argument("--requests", type=int, default=10)
+    ap.add_argument("--url", default=None, help="database URL (default: a fresh SQLite file)")
+    args = ap.parse_args()
+
+    from fastapi.testclient import TestClient
+
+    from yuyue.config import Settings
+    from yuyue.serving.app import create_app
+    from yuyue.serving.reports import clear_caches
+
+    var = Path(tempfile.mkdtemp(prefix="bench-reports-"))
+    settings = Settings(var_dir=var, database_url=args.url, model_poll_seconds=0, rate_per_minute=10_000_000)
+    app = create_app(settings, None, "bench")
+    sup = {"X-API-Key": app.state.yuyue.keys.create("bench-sup", "supervisor")[1]}
+    start = datetime(2026, 9, 1, tzinfo=UTC)
+    t0 = time.perf_counter()
+    seed(app.state.yuyue.service.store.engine, args.chats, args.messages, start)
+    last = (start + timedelta(seconds=args.chats * 20, hours=8)).date()
+    first = start.date()
+    print(
+        f"seeded {args.chats} chats x {args.messages} messages ({first} to {last}) in "
+        f"{time.perf_counter() - t0:.1f} s ({app.state.yuyue.service.store.engine.dialect.name})"
+    )
+    span = {"from": first.isoformat(), "to": last.isoformat()}
+    with TestClient(app) as client:
+        n = args.requests
+        for path, params in (
+            ("/v1/reports/consultants", {**span, "period": "month"}),
+            ("/v1/reports/consultants", {**span, "period": "day"}),
+            ("/v1/reports/sources", {**span, "by": "engine"}),
+            ("/v1/reports/sources", {**span, "by": "paid"}),
+        ):
+            label = f"GET {path}?{'&'.join(f'{k}={v}' for k, v in params.items() if k not in span)}"
+            clear_caches()
+            report(label + " (cold)", timed(client, path, sup, 1, params))
+            report(label, timed(client, path, sup, n, params))
+        total = client.get("/v1/reports/consultants", params={**span, "period": "month"}, headers=sup).json()
+        print("total chats", total["total"]["chats"], "concern chats", total["total"]["concern_chats"])
+
+
+if __name__ == "__main__":
+    main()
