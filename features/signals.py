@@ -59,14 +59,14 @@ from __future__ import annotations
 
 import itertools
 import re
-import re._constants as _sre_c
-import re._parser as _sre_p
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from yuyue.compat import end_anchored_width, parse_regex, sre_constants
 
 VISITOR_SIGNALS: tuple[str, ...] = (
     "asks_price",
@@ -153,33 +153,36 @@ class _SideMatcher:
 
 def _expand(node: Any) -> list[str] | None:
     """All strings a parsed regex matches, or None when not a small finite set."""
+    ops = sre_constants  # the private parser's opcodes (yuyue.compat); None: no such parser
+    if ops is None:
+        return None
     results = [""]
     for op, av in node:
-        if op is _sre_c.LITERAL:
-            options = [chr(av)]
-        elif op is _sre_c.IN:
+        if op is ops.LITERAL:
+            options: list[str] | None = [chr(av)]
+        elif op is ops.IN:
             options = []
             for o, v in av:
-                if o is _sre_c.LITERAL:
+                if o is ops.LITERAL:
                     options.append(chr(v))
-                elif o is _sre_c.RANGE and v[1] - v[0] < 16:
+                elif o is ops.RANGE and v[1] - v[0] < 16:
                     options.extend(chr(c) for c in range(v[0], v[1] + 1))
-                elif o is _sre_c.CATEGORY and v is _sre_c.CATEGORY_DIGIT:
+                elif o is ops.CATEGORY and v is ops.CATEGORY_DIGIT:
                     options.extend("0123456789")  # text is NFKC-normalised: digits are ASCII
                 else:
                     return None
-        elif op is _sre_c.SUBPATTERN:
+        elif op is ops.SUBPATTERN:
             options = _expand(av[3])
-        elif op is _sre_c.BRANCH:
+        elif op is ops.BRANCH:
             options = []
             for alt in av[1]:
                 sub = _expand(alt)
                 if sub is None:
                     return None
                 options.extend(sub)
-        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
+        elif op in (ops.MAX_REPEAT, ops.MIN_REPEAT):
             lo, hi, sub_node = av
-            if hi is _sre_c.MAXREPEAT or hi > 4:
+            if hi is ops.MAXREPEAT or hi > 4:
                 return None
             sub = _expand(sub_node)
             if sub is None:
@@ -198,9 +201,11 @@ def _expand(node: Any) -> list[str] | None:
 def expand_pattern(pattern: str) -> list[str] | None:
     """Keywords equivalent to ``pattern``, or None when it must stay a regex."""
     try:
-        parsed = _sre_p.parse(pattern)
+        parsed = parse_regex(pattern)
     except re.error as exc:
         raise ValueError(f"bad signal pattern {pattern!r}: {exc}") from exc
+    if parsed is None:  # this Python has no private parser (yuyue.compat): the pattern stays a regex
+        return None
     strings = _expand(list(parsed))
     if strings is None or "" in strings:
         return None
@@ -209,11 +214,7 @@ def expand_pattern(pattern: str) -> list[str] | None:
 
 def _tail_width(pattern: str) -> int:
     """How many trailing characters a pattern ending in ``$`` can span (0 = not anchored or unbounded)."""
-    parsed = _sre_p.parse(pattern)
-    if not len(parsed) or parsed[-1] != (_sre_c.AT, _sre_c.AT_END):
-        return 0
-    hi = parsed.getwidth()[1]
-    return hi if hi < 64 else 0
+    return end_anchored_width(pattern, below=64) or 0
 
 
 def _trie_regex(words: list[str]) -> str:
@@ -352,20 +353,20 @@ def _signals(side: _SideMatcher, text: str, tokens: list[str]) -> frozenset[str]
     for signal, rx, tail in side.regexes:
         if signal in found:
             continue
-        m = rx.search(text, max(0, len(text) - tail) if tail else 0)
-        while m is not None:
-            if signal not in neg or not _negated(lex, text, m.start(), m.end()):
+        hit = rx.search(text, max(0, len(text) - tail) if tail else 0)
+        while hit is not None:
+            if signal not in neg or not _negated(lex, text, hit.start(), hit.end()):
                 found.add(signal)
                 break
-            m = rx.search(text, m.end())
+            hit = rx.search(text, hit.end())
     if side.token_signals and not side.token_signals.keys().isdisjoint(tokens):
         prev = ""
         for i, tok in enumerate(tokens):
-            sigs = side.token_signals.get(tok)
-            if sigs:
+            tok_sigs = side.token_signals.get(tok)
+            if tok_sigs:
                 # 不算 贵 negates; 贵 不 贵 / 会 不会 (A-not-A) asks
                 negated = prev in lex.negator_tokens and not (i >= 2 and prev[1:] == tokens[i - 2])
-                found |= (sigs - neg) if negated else sigs
+                found |= (tok_sigs - neg) if negated else tok_sigs
             prev = tok
     return frozenset(found)
 

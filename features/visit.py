@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -99,7 +100,7 @@ def _aliases(name: str, extra: str) -> list[str]:
     return sorted(names, key=len, reverse=True)
 
 
-def _alternation(words: list[str] | set[str]) -> str:
+def _alternation(words: Iterable[str]) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
@@ -391,8 +392,9 @@ def visit_features(
     for i, page in enumerate(pages):
         counts[page_category(page.url, page.title)] += 1
         dwell = page.dwell_s
-        if dwell is None and page.at is not None and i + 1 < len(pages) and pages[i + 1].at is not None:
-            gap = (pages[i + 1].at - page.at).total_seconds()
+        next_at = pages[i + 1].at if i + 1 < len(pages) else None
+        if dwell is None and page.at is not None and next_at is not None:
+            gap = (next_at - page.at).total_seconds()
             dwell = gap if 0 <= gap < 6 * 3600 else None
         if dwell is not None:
             dwell_total += dwell

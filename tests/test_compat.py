@@ -129,3 +129,38 @@ def test_unreadable_trees_give_none(data: tuple[np.ndarray, np.ndarray]) -> None
     renamed = nodes.astype([(("split" if n == "num_threshold" else n), t) for n, t in nodes.dtype.descr])
     model._predictors[0][0].nodes = renamed
     assert compat.hgb_binary_trees(model) is None
+
+
+def test_signals_without_the_private_parser_are_the_same() -> None:
+    # features/signals.py expands keyword patterns with the private parser (through compat); without
+    # it every pattern stays a regex, slower but finding the same signals
+    texts = [
+        "请问隆鼻多少钱？",
+        "做完会不会很疼",
+        "不算贵吧",
+        "你们医院地址在哪里，周六上班吗",
+        "有点担心安全",
+    ]
+    code = textwrap.dedent(
+        """
+        import json, sys
+        sys.modules["re._parser"] = None
+        from yuyue.features.signals import expand_pattern, visitor_signals
+        from yuyue.features.tokenize import tokenize
+        texts = TEXTS
+        print(json.dumps({
+            "expanded": expand_pattern("多少钱|价格"),
+            "signals": [sorted(visitor_signals(t, tokenize(t))) for t in texts],
+        }))
+        """
+    ).replace("TEXTS", json.dumps(texts, ensure_ascii=False))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    got = json.loads(out)
+    from yuyue.features.signals import expand_pattern, visitor_signals
+    from yuyue.features.tokenize import tokenize
+
+    assert expand_pattern("多少钱|价格") == ["价格", "多少钱"]  # expanded here, with the parser
+    assert got["expanded"] is None
+    expected = [sorted(visitor_signals(t, tokenize(t))) for t in texts]
+    assert sum(map(len, expected)) >= 4, expected
+    assert got["signals"] == expected
