@@ -9,7 +9,8 @@ session's :class:`~yuyue.features.state.ConversationState`, no reasons, no sugge
 the consultant is unchanged. ``GET /v1/model/health`` compares both on the same chats as outcomes
 arrive (``serving/monitoring.py``).
 
-The hook (:func:`shadow_scores`) costs one feature dict and the challenger's scorers per message;
+The hook (:func:`shadow_scores`) costs one feature dict, one text row (:func:`fast_text`) and the
+challenger's scorers per message;
 its time is kept in :attr:`Shadow.timings` (the last 1,000 messages, in the health report). A
 challenger that fails to score is logged and skipped: the champion's path never fails because of it.
 """
@@ -23,7 +24,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
+from yuyue.features.rows import TEXT_DIM
 from yuyue.models.bundle import ChatSession, YuyueModel
 
 if TYPE_CHECKING:
@@ -33,6 +36,11 @@ log = logging.getLogger("yuyue.serving")
 
 CHALLENGER = "challenger"
 TIMINGS_KEPT = 1000
+# fast_text is checked against FeatureSpace.state_text on a challenger's first messages and every
+# CHECK_EVERY-th one after; scores further apart than CHECK_TOLERANCE turn it off for good
+CHECK_FIRST = 20
+CHECK_EVERY = 1000
+CHECK_TOLERANCE = 1e-5
 
 
 class Shadow:
@@ -41,11 +49,14 @@ class Shadow:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings
         self._current: tuple[YuyueModel, str] | None = None
+        self._last: tuple[YuyueModel, str] | None = None
         self._lock = threading.Lock()
         self._checked = 0.0
         self._refreshing = False
         self.timings: deque[float] = deque(maxlen=TIMINGS_KEPT)  # milliseconds per shadow-scored message
         self.failures = 0
+        self.fast = True  # fast_text until a check finds a difference
+        self.scored = 0
 
     # ---- which model ----------------------------------------------------------------------
     def get(self) -> tuple[YuyueModel, str] | None:
@@ -58,8 +69,11 @@ class Shadow:
 
     def set(self, model: YuyueModel, version: str) -> None:
         with self._lock:
+            if (model, version) != self._last:  # another challenger (not the same one set again)
+                self.timings.clear()
+                self.scored = 0  # check the fast text row again on its first messages
+                self._last = (model, version)
             self._current = (model, version)
-            self.timings.clear()
 
     def clear(self) -> None:
         with self._lock:
@@ -113,7 +127,7 @@ class Shadow:
             return  # the champion itself: nothing to compare
         t0 = time.perf_counter()
         try:
-            message["shadow"] = {"version": version, "scores": probabilities(model, session)}
+            message["shadow"] = {"version": version, "scores": self._probabilities(model, session)}
         except Exception as exc:
             self.failures += 1
             if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
@@ -122,6 +136,19 @@ class Shadow:
                 )
             return
         self.timings.append((time.perf_counter() - t0) * 1e3)
+
+    def _probabilities(self, model: YuyueModel, session: ChatSession) -> dict[str, float]:
+        if not self.fast:
+            return probabilities(model, session)
+        scores = probabilities(model, session, fast_text(model, session))
+        self.scored += 1
+        if self.scored <= CHECK_FIRST or self.scored % CHECK_EVERY == 0:
+            exact = probabilities(model, session)
+            if any(abs(scores[k] - exact[k]) > CHECK_TOLERANCE for k in exact):
+                self.fast = False
+                log.warning("the shadow's fast text row differs from the feature space's: using the latter")
+                return exact
+        return scores
 
     def timing(self) -> dict[str, Any]:
         """Milliseconds the challenger took per message (the last :data:`TIMINGS_KEPT`)."""
@@ -135,16 +162,48 @@ class Shadow:
         }
 
 
-def probabilities(model: YuyueModel, session: ChatSession) -> dict[str, float]:
+def probabilities(model: YuyueModel, session: ChatSession, text: Any = None) -> dict[str, float]:
     """``model``'s calibrated probabilities of the chat so far (what :meth:`YuyueModel.score` gives,
-    without the reasons)."""
+    without the reasons); ``text``: the chat's text row when the caller has it (else the space's)."""
     struct = np.zeros((1, model.space.n_struct), dtype=np.float32)
     model.space.struct_row(session.state.features(), struct[0])
-    text = model.space.state_text(session.state)
+    if text is None:
+        text = model.space.state_text(session.state)
     return {
         name: round(float(scorer.predict_proba_arrays(struct, text)[0]), 6)
         for name, scorer in model.scorers.items()
     }
+
+
+def _unit_bag(bag: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.fromiter(bag.keys(), dtype=np.int64, count=len(bag))
+    vals = np.log1p(np.fromiter(bag.values(), dtype=np.float32, count=len(bag)))
+    vals /= np.linalg.norm(vals) or 1.0
+    return keys, vals
+
+
+def fast_text(model: YuyueModel, session: ChatSession) -> Any:
+    """The text row :meth:`FeatureSpace.state_text` builds, in one sparse construction instead of a
+    dozen sparse operations (≈ 0.05 ms instead of ≈ 1 ms a message): the chat's bag plus each latest
+    message's bags, each L2-normalised. :class:`Shadow` checks it against ``state_text`` (see
+    :data:`CHECK_FIRST`) and falls back for good on any difference."""
+    space, state = model.space, session.state
+    row = space.text_row(*state.text_bag())
+    if not space.recent_text:
+        return row
+    pairs = [state.recent_bag()]
+    if getattr(space, "recent_grams", False):
+        pairs.append(state.recent_grams())
+    parts = [_unit_bag(bag) for pair in pairs for bag in pair if bag]
+    if not parts:
+        return row
+    keys = np.concatenate([row.indices.astype(np.int64), *(k for k, _ in parts)])
+    vals = np.concatenate([row.data.astype(np.float64), *(v.astype(np.float64) for _, v in parts)])
+    index, where = np.unique(keys, return_inverse=True)
+    summed = np.bincount(where, weights=vals).astype(np.float32)
+    return sp.csr_matrix(
+        (summed, index.astype(np.int32), np.array([0, len(index)], dtype=np.int64)), shape=(1, TEXT_DIM)
+    )
 
 
 _INSTALL = threading.Lock()

@@ -8,12 +8,14 @@ import copy
 import time
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import orjson
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from yuyue.serving.shadow import CHALLENGER, Shadow, probabilities, shadow_of
+from yuyue.serving import shadow as shadow_module
+from yuyue.serving.shadow import CHALLENGER, Shadow, fast_text, probabilities, shadow_of
 from yuyue.serving.store import events
 from yuyue.training import registry
 
@@ -78,6 +80,27 @@ def test_shadow_scores_are_what_the_challenger_would_serve(api, model):
     view = api.get("/v1/conversations/shadow-1", headers=api.keys["c01"]).json()
     assert all("shadow" not in m and set(m["scores"]) == {"booked", "arrived"} for m in view["messages"])
     assert shadow_of(api.state.service).timing()["n"] == len(CHAT)
+
+
+def test_fast_text_row_is_the_feature_spaces(model):
+    session, _ = model.open_chat(started_at=T0, consultant_id="c01")
+    for i, (role, text) in enumerate(CHAT * 3):
+        model.on_message(session, role, text, T0 + timedelta(seconds=30 * (i + 1)), suggest=False)
+        exact = model.space.state_text(session.state).toarray()
+        fast = fast_text(model, session).toarray()
+        assert np.abs(fast - exact).max() < 1e-6
+
+
+def test_a_fast_row_that_differs_is_dropped_for_the_exact_one(model, monkeypatch):
+    shadow = Shadow()
+    shadow.set(other_version(model), "t2")
+    session, _ = model.open_chat(started_at=T0)
+    model.on_message(session, "visitor", CHAT[0][1], T0, suggest=False)
+    monkeypatch.setattr(shadow_module, "fast_text", lambda m, s: m.space.state_text(s.state) * 0.0)
+    message: dict = {"model_version": "t1"}
+    shadow.score(session, message)
+    assert shadow.fast is False
+    assert message["shadow"]["scores"] == probabilities(other_version(model), session)
 
 
 def test_a_failing_challenger_never_harms_the_answer(api, model):
