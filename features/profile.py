@@ -6,13 +6,14 @@ server can compare the live chats with them (``serving/monitoring.py``) without 
 - ``categorical``: chats per value of the visit trace (engine, keyword category, landing page,
   region, device) and of the department; the :data:`TOP_CATEGORIES` most frequent values of each,
   the rest summed under :data:`OTHER`, a missing value counted under :data:`MISSING`;
-- ``numeric``: chats (or visitor messages) per bin of messages per chat, visitor turns per chat and
-  visitor message length in characters, over the fixed bins of :data:`NUMERIC_BINS`;
-- ``concerns``: chats where the visitor raised each concern (price, safety …), among the first
-  ``n_text_chats`` chats (the detector reads the text: a sample of :data:`TEXT_SAMPLE` chats).
+- ``numeric``: ended chats per bin of messages and of visitor turns, and visitor messages per bin of
+  length in characters (over the text sample), on the fixed bins of :data:`NUMERIC_BINS`;
+- ``concerns``: chats where the visitor raised each concern (price, safety …) among the
+  ``n_text_chats`` chats whose texts were read (the first :data:`TEXT_SAMPLE` chats counted).
 
-Both sides are counted by :class:`ProfileCounter` over :class:`ChatSample` values, so a live chat
-and a training chat with the same visit and messages land in the same bins.
+Both sides are counted by :class:`ProfileCounter` (the training side over :class:`ChatSample` values,
+the live side from the store's columns and messages), so a live chat and a training chat with the
+same visit and messages land in the same bins.
 
 Drift is the population stability index per feature, ``PSI = Σ (a − e) · ln(a / e)`` over the bins
 (``e``: the reference share, ``a``: the live share, each bin's count plus 0.5 so that an empty bin
