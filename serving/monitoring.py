@@ -611,6 +611,8 @@ def health_report(
     t0 = time.perf_counter()
     now = now or datetime.now(UTC)
     rows = _chats(engine, since, until, settings.monitor_max_chats)
+    if len(rows) == settings.monitor_max_chats:  # the window holds more: read the rest for those chats only
+        since = max(since, rows[-1]["started_at"]) if since is not None else rows[-1]["started_at"]
     champion = next((m for m in models if m.role == "champion"), None)
     challenger = next((m for m in models if m.role == "challenger"), None)
     sections = _version_sections(rows, models, version, by, offline_lookup)

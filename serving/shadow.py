@@ -114,11 +114,15 @@ class Shadow:
 
         threading.Thread(target=run, name="yuyue-challenger-poll", daemon=True).start()
 
+    def poll(self) -> None:
+        """Check the registry's alias in the background when ``model_poll_seconds`` have passed."""
+        if self._due():
+            self._refresh_in_background()
+
     # ---- scoring ------------------------------------------------------------------------------
     def score(self, session: ChatSession, message: dict[str, Any]) -> None:
         """Add the challenger's scores of ``session``'s current state to the ``message`` payload."""
-        if self._due():
-            self._refresh_in_background()
+        self.poll()
         current = self._current
         if current is None:
             return

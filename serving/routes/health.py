@@ -194,6 +194,7 @@ def report(
 ) -> dict[str, Any]:
     """The health report of the app state ``state`` (also ``yuyue monitor``); sets the flag gauges."""
     shadow = shadow_of(state.service)
+    shadow.poll()  # a challenger set since the last message shows up in the next report
     models = monitoring.served_models(state.models, shadow)
     out = monitoring.health_report(
         state.engine,

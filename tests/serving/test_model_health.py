@@ -428,3 +428,25 @@ def test_health_on_postgresql(model, test_settings, same_world, pg_url, tmp_path
             assert report["drift"]["status"] in ("ok", "warn"), report["drift"]["detail"]
     finally:
         _drop_all_tables(pg_url)
+
+
+def test_the_report_reads_at_most_monitor_max_chats(replayed):
+    from yuyue.serving.store import suggestions
+
+    state = replayed.state
+    settings = state.settings.model_copy(update={"monitor_max_chats": 100})
+    report = monitoring.health_report(state.engine, settings, [], drift=False)
+    assert report["outcomes"]["chats"] == 100 and report["versions"][0]["chats"] == 100
+    with state.engine.connect() as cx:
+        newest = [
+            r[0]
+            for r in cx.execute(
+                sa.select(conversations.c.id).order_by(conversations.c.started_at.desc()).limit(100)
+            )
+        ]
+        shown = cx.execute(
+            sa.select(sa.func.count())
+            .select_from(suggestions)
+            .where(suggestions.c.conversation_id.in_(newest))
+        ).scalar_one()
+    assert report["suggestions"]["overall"]["shown"] == shown
