@@ -51,7 +51,7 @@ import hmac
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +59,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from yuyue.serving.auth import Caller, Role
@@ -373,7 +373,8 @@ class Patients:
         ).first()
         if row is None:
             raise NotFound(f"no patient {patient_id!r}")
-        return row[1] or row[0]
+        survivor: str = row.merged_into or row.id
+        return survivor
 
     def link_pending(self, limit: int | None = None, batch: int = 200) -> int:
         """Link the chats never linked, or grown since, that may hold something to link by (a contact
@@ -723,7 +724,7 @@ class _HistoryRecords:
     """One patient's rows, as read in one connection: its own row, its chats (with ``kinds``, what
     linked them), their appointments, call tasks and the tasks' calls, and its incidents."""
 
-    patient: Mapping[str, Any]
+    patient: RowMapping
     chats: list[dict[str, Any]]
     appointments: list[dict[str, Any]]
     tasks: list[dict[str, Any]]

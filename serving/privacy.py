@@ -207,12 +207,8 @@ def erase(service: ChatService, caller: Caller, conversation_id: str) -> dict[st
     }
 
 
-def personal_data(service: ChatService, caller: Caller, conversation_id: str) -> dict[str, Any]:
-    """The visitor's data held for one chat, for a data-subject access request (recorded)."""
-    store = service.store
-    chat = store.conversation(conversation_id)
-    messages = store.messages(conversation_id)
-    visitor = [m for m in messages if m.get("role") == "visitor"]
+def _detected(visitor: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The personal data found in the visitor's messages, each (type, value) once, in order."""
     detected, seen = [], set()
     for m in visitor:
         for span in sorted(_spans(m), key=lambda s: s.start):
@@ -222,6 +218,28 @@ def personal_data(service: ChatService, caller: Caller, conversation_id: str) ->
                 continue
             seen.add(key)
             detected.append({"type": span.type, "value": span.value, "text": raw, "message": m["seq"]})
+    return detected
+
+
+def _outcome(chat: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "contact": chat.get("contact"),
+        "contact_seen": bool(chat.get("contact_seen")),
+        "booked": chat.get("booked"),
+        "arrived": chat.get("arrived"),
+        "booked_at": _iso(chat.get("booked_at")),
+        "arrived_at": _iso(chat.get("arrived_at")),
+        "closed": bool(chat.get("closed")),
+    }
+
+
+def personal_data(service: ChatService, caller: Caller, conversation_id: str) -> dict[str, Any]:
+    """The visitor's data held for one chat, for a data-subject access request (recorded)."""
+    store = service.store
+    chat = store.conversation(conversation_id)
+    messages = store.messages(conversation_id)
+    visitor = [m for m in messages if m.get("role") == "visitor"]
+    detected = _detected(visitor)
     entities = None
     if service.models.ready:
         model, _version = service.models.get()
@@ -242,15 +260,7 @@ def personal_data(service: ChatService, caller: Caller, conversation_id: str) ->
         "n_messages": chat["n_messages"],
         "detected": detected,
         "entities": entities,
-        "outcome": {
-            "contact": chat.get("contact"),
-            "contact_seen": bool(chat.get("contact_seen")),
-            "booked": chat.get("booked"),
-            "arrived": chat.get("arrived"),
-            "booked_at": _iso(chat.get("booked_at")),
-            "arrived_at": _iso(chat.get("arrived_at")),
-            "closed": bool(chat.get("closed")),
-        },
+        "outcome": _outcome(chat),
         "scores": {
             "p_booked": chat.get("p_booked"),
             "p_arrived": chat.get("p_arrived"),

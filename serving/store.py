@@ -23,12 +23,12 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from yuyue.serving.audit import audit_log, erasures  # the privacy tables, declared with the store's
@@ -123,7 +123,7 @@ _AFTER_MESSAGE = (
 )
 
 
-def _pg_append_statement() -> sa.Select:
+def _pg_append_statement() -> sa.Select[int]:
     """PostgreSQL's per-message write as one statement (one round trip, atomic on its own).
 
     ``WITH up AS (UPDATE conversations … RETURNING id), ev AS (INSERT INTO events … FROM up),
@@ -193,6 +193,50 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     pass
+
+
+class SuggestionRecord(TypedDict):
+    """A row of ``suggestions``: one suggestion shown, and what the consultant did with it."""
+
+    id: str
+    conversation_id: str
+    seq: int  # the visitor message it answered
+    rank: int
+    text: str
+    source: str | None
+    reply_id: str | None  # the pool entry suggested
+    created_at: datetime
+    feedback: str | None  # used | edited | dismissed
+    final_text: str | None
+    feedback_at: datetime | None
+    feedback_by: str | None
+
+
+def _suggestion_record(row: RowMapping) -> SuggestionRecord:
+    return SuggestionRecord(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        rank=row["rank"],
+        text=row["text"],
+        source=row["source"],
+        reply_id=row["reply_id"],
+        created_at=row["created_at"],
+        feedback=row["feedback"],
+        final_text=row["final_text"],
+        feedback_at=row["feedback_at"],
+        feedback_by=row["feedback_by"],
+    )
+
+
+class ErasureRecord(TypedDict):
+    """A row of ``erasures``: when and why a chat's raw text was last masked."""
+
+    conversation_id: str
+    at: datetime
+    actor: str | None
+    reason: str  # erase | purge
+    n_messages: int  # messages the chat held when it was masked
 
 
 @dataclass(frozen=True)
@@ -313,50 +357,76 @@ class EventStore:
         }
         try:
             if self._autocommit is not None:  # PostgreSQL: one statement (see _pg_append_statement)
-                with self._gate(), self._autocommit.connect() as cx:
-                    params = {
-                        **projection,
-                        "_actor": actor,
-                        "_payload": _dumps(message),
-                        "_shown": [
-                            {k: s.get(k) for k in ("id", "rank", "text", "source", "reply_id")} for s in shown
-                        ],
-                    }
-                    if cx.execute(_PG_APPEND, params).scalar_one() != 1:
-                        raise _moved(conversation_id, seq)
-                return
-            with self._gate(), self.engine.begin() as cx:
-                cx.execute(
-                    _INSERT_EVENT,
-                    {
-                        "conversation_id": conversation_id,
-                        "seq": seq,
-                        "kind": "message",
-                        "at": update["last_at"],
-                        "recorded_at": now,
-                        "actor": actor,
-                        "payload": _dumps(message),
-                    },
-                )
-                if shown:
-                    cx.execute(
-                        _INSERT_SUGGESTION,
-                        [
-                            {
-                                "reply_id": None,
-                                **s,
-                                "conversation_id": conversation_id,
-                                "seq": seq,
-                                "created_at": now,
-                            }
-                            for s in shown
-                        ],
-                    )
-                res = cx.execute(_AFTER_MESSAGE, projection)
-                if res.rowcount != 1:
-                    raise _moved(conversation_id, seq)  # rolls the transaction back
+                self._append_pg(self._autocommit, conversation_id, seq, message, shown, projection, actor)
+            else:
+                self._append_portable(conversation_id, seq, message, shown, projection, actor)
         except IntegrityError:
             raise Conflict(f"message {seq} of conversation {conversation_id!r} is already stored") from None
+
+    def _append_pg(
+        self,
+        autocommit: Engine,
+        conversation_id: str,
+        seq: int,
+        message: dict[str, Any],
+        shown: Sequence[dict[str, Any]],
+        projection: dict[str, Any],
+        actor: str | None,
+    ) -> None:
+        """append_message on PostgreSQL: event, suggestions and projection in one statement."""
+        with self._gate(), autocommit.connect() as cx:
+            params = {
+                **projection,
+                "_actor": actor,
+                "_payload": _dumps(message),
+                "_shown": [
+                    {k: s.get(k) for k in ("id", "rank", "text", "source", "reply_id")} for s in shown
+                ],
+            }
+            if cx.execute(_PG_APPEND, params).scalar_one() != 1:
+                raise _moved(conversation_id, seq)
+
+    def _append_portable(
+        self,
+        conversation_id: str,
+        seq: int,
+        message: dict[str, Any],
+        shown: Sequence[dict[str, Any]],
+        projection: dict[str, Any],
+        actor: str | None,
+    ) -> None:
+        """append_message elsewhere (SQLite): event, suggestions and projection in one transaction."""
+        now = projection["_now"]
+        with self._gate(), self.engine.begin() as cx:
+            cx.execute(
+                _INSERT_EVENT,
+                {
+                    "conversation_id": conversation_id,
+                    "seq": seq,
+                    "kind": "message",
+                    "at": projection["_last_at"],
+                    "recorded_at": now,
+                    "actor": actor,
+                    "payload": _dumps(message),
+                },
+            )
+            if shown:
+                cx.execute(
+                    _INSERT_SUGGESTION,
+                    [
+                        {
+                            "reply_id": None,
+                            **s,
+                            "conversation_id": conversation_id,
+                            "seq": seq,
+                            "created_at": now,
+                        }
+                        for s in shown
+                    ],
+                )
+            res = cx.execute(_AFTER_MESSAGE, projection)
+            if res.rowcount != 1:
+                raise _moved(conversation_id, seq)  # rolls the transaction back
 
     def record(
         self,
@@ -410,16 +480,17 @@ class EventStore:
                     )
                 )
                 return consultant_id
-        return self.conversation(conversation_id)["consultant_id"]
+        owner: str = self.conversation(conversation_id)["consultant_id"]  # claimed: not None
+        return owner
 
-    def suggestion(self, suggestion_id: str) -> dict[str, Any]:
+    def suggestion(self, suggestion_id: str) -> SuggestionRecord:
         with self.engine.connect() as cx:
             row = (
                 cx.execute(sa.select(suggestions).where(suggestions.c.id == suggestion_id)).mappings().first()
             )
         if row is None:
             raise NotFound(f"no suggestion {suggestion_id!r}")
-        return dict(row)
+        return _suggestion_record(row)
 
     def feedback(
         self,
@@ -428,7 +499,7 @@ class EventStore:
         final_text: str | None,
         actor: str | None,
         role: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> SuggestionRecord:
         """Record what the consultant did with a suggestion (``role``: the recorder's, when not the
         chat's consultant, e.g. a supervisor); returns the suggestion row."""
         now = _now()
@@ -454,7 +525,7 @@ class EventStore:
                     recorded_at=now,
                 )
             )
-        return {**row, "feedback": action, "final_text": final_text, "feedback_at": now}
+        return {**_suggestion_record(row), "feedback": action, "final_text": final_text, "feedback_at": now}
 
     # ---- privacy: erasure, retention, audit (the tables are in serving/audit.py) -----------
     def chat_texts(self, conversation_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -529,7 +600,7 @@ class EventStore:
             if audit is not None:
                 cx.execute(audit_log.insert().values(at=now, **audit))
 
-    def erasure(self, conversation_id: str) -> dict[str, Any] | None:
+    def erasure(self, conversation_id: str) -> ErasureRecord | None:
         """When and why the chat's raw text was last masked (None: never)."""
         with self.engine.connect() as cx:
             row = (
@@ -537,7 +608,15 @@ class EventStore:
                 .mappings()
                 .first()
             )
-        return dict(row) if row is not None else None
+        if row is None:
+            return None
+        return ErasureRecord(
+            conversation_id=row["conversation_id"],
+            at=row["at"],
+            actor=row["actor"],
+            reason=row["reason"],
+            n_messages=row["n_messages"],
+        )
 
     def erasure_due(self, cutoff: datetime, limit: int) -> list[str]:
         """Chats with messages, last active before ``cutoff``, never masked or holding messages received

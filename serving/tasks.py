@@ -63,12 +63,13 @@ from yuyue.serving.auth import Caller, Role, check_read, check_write
 from yuyue.serving.db import UTCDateTime, metadata
 from yuyue.serving.errors import Forbidden, InvalidInput
 from yuyue.serving.patients import Patients, contact_spans, masked
-from yuyue.serving.store import Conflict, NotFound, conversations
+from yuyue.serving.store import Conflict, EventStore, NotFound, conversations
 
 KINDS = ("lead_call", "reminder", "no_show_callback", "aftercare")
 TASK_STATES = ("open", "assigned", "attempted", "snoozed", "done")
 RESULTS = ("reached", "no_answer", "refused", "rebooked", "wrong_number")
 ENDING_RESULTS = ("refused", "rebooked", "wrong_number")
+CALLABLE_STATES = ("assigned", "attempted", "snoozed")  # the states a call may be recorded in
 DUE_FILTERS = ("overdue", "today")
 
 tasks = sa.Table(
@@ -124,13 +125,23 @@ def _priority() -> Any:
     return sa.case((t.kind == "aftercare", 0.0), (t.kind == "lead_call", pb), else_=1.0 - arrive_given_booked)
 
 
+def _check_call(result: str, time: datetime | None, doctor: str | None) -> None:
+    """A call's result, and the new time and doctor that go with ``rebooked`` only."""
+    if result not in RESULTS:
+        raise InvalidInput(f"result must be one of {', '.join(RESULTS)}, got {result!r}")
+    if result == "rebooked" and time is None:
+        raise InvalidInput("time: a 'rebooked' result needs the new appointment's time")
+    if result != "rebooked" and (time is not None or doctor is not None):
+        raise InvalidInput(f"time and doctor go only with result 'rebooked', not {result!r}")
+
+
 class Desk:
     """Appointments, tasks and the rules between them, over the service (outcomes) and its store."""
 
     def __init__(self, settings: Any, service: Any, clock: Callable[[], datetime] | None = None):
         self.settings = settings
         self.service = service
-        self.store = service.store
+        self.store: EventStore = service.store
         self.engine = service.store.engine
         self.book = AppointmentBook(self.engine)
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -512,7 +523,7 @@ class Desk:
         )
         return out
 
-    def _select(self) -> sa.Select:
+    def _select(self) -> sa.Select[Any]:
         c, a = conversations.c, appointments.c
         return sa.select(
             tasks,
@@ -707,33 +718,42 @@ class Desk:
     ) -> dict[str, Any]:
         """Record a call; ``rebooked`` (with ``time``) creates a new appointment (a flagged patient's
         needs ``confirmed``: 409 else, and nothing is recorded)."""
-        if result not in RESULTS:
-            raise InvalidInput(f"result must be one of {', '.join(RESULTS)}, got {result!r}")
-        if result == "rebooked" and time is None:
-            raise InvalidInput("time: a 'rebooked' result needs the new appointment's time")
-        if result != "rebooked" and (time is not None or doctor is not None):
-            raise InvalidInput(f"time and doctor go only with result 'rebooked', not {result!r}")
+        _check_call(result, time, doctor)
         now = self.clock()
         with self.engine.connect() as cx:
             row = self._row(task_id, cx)
         self._check_acts(who, row, "record a call on")
-        allowed = ("assigned", "attempted", "snoozed")
-        if row["state"] not in allowed:
+        if row["state"] not in CALLABLE_STATES:
             raise Conflict(
-                f"task {task_id!r} is {row['state']}: cannot record a call on it (allowed from: {', '.join(allowed)})"
+                f"task {task_id!r} is {row['state']}: cannot record a call on it (allowed from: {', '.join(CALLABLE_STATES)})"
                 + ("; assign or claim it first" if row["state"] == "open" else "")
             )
         if result == "rebooked":
             self.patients.check_booking(self.patients.link(row["conversation_id"]), confirmed)
-        ends = result in ENDING_RESULTS
         # the call is recorded first: the booking a rebooking makes ends the lead's tasks (this one too)
+        row, attempt_id = self._record_call(who, task_id, result, note, now)
+        if result == "refused" and row["kind"] == "lead_call":
+            self._lead_refused(who, row["conversation_id"])
+        new_appt = None
+        if result == "rebooked":
+            new_appt = self._rebook(who, row, attempt_id, time, doctor, confirmed, now)
+        out = self.task(who, task_id)
+        out["appointment"] = new_appt
+        return out
+
+    def _record_call(
+        self, who: Caller, task_id: str, result: str, note: str | None, now: datetime
+    ) -> tuple[dict[str, Any], int]:
+        """The call's attempt row and the task's move (done on an ending result): the task's row as
+        read before the move, and the attempt's id."""
+        ends = result in ENDING_RESULTS
         with self.engine.begin() as cx:
             row = self._row(task_id, cx)
             self._transition(
                 cx,
                 row,
                 "record a call on",
-                allowed,
+                CALLABLE_STATES,
                 {
                     "state": "done" if ends else "attempted",
                     "attempts": row["attempts"] + 1,
@@ -754,31 +774,39 @@ class Desk:
                     note=note,
                 )
             ).inserted_primary_key[0]
-        if result == "refused" and row["kind"] == "lead_call":
-            self._lead_refused(who, row["conversation_id"])
-        new_appt = None
-        if result == "rebooked":
-            old = row["appointment_id"]
-            if row["kind"] == "reminder" and old and self.book.get(old)["status"] == "booked":
-                self._mark(who, old, "cancelled", now, note="rebooked by a reminder call")
-            new_appt = self.create_appointment(
-                who,
-                row["conversation_id"],
-                time=time,
-                doctor=doctor,
-                rebooked_from=old,
-                checked=True,
-                confirmed=confirmed,
+        return row, attempt_id
+
+    def _rebook(
+        self,
+        who: Caller,
+        row: dict[str, Any],
+        attempt_id: int,
+        time: datetime | None,
+        doctor: str | None,
+        confirmed: bool,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """A call's new appointment (a reminder's old one, still booked, is cancelled), linked to the
+        call's attempt row."""
+        old = row["appointment_id"]
+        if row["kind"] == "reminder" and old and self.book.get(old)["status"] == "booked":
+            self._mark(who, old, "cancelled", now, note="rebooked by a reminder call")
+        new_appt = self.create_appointment(
+            who,
+            row["conversation_id"],
+            time=time,
+            doctor=doctor,
+            rebooked_from=old,
+            checked=True,
+            confirmed=confirmed,
+        )
+        with self.engine.begin() as cx:
+            cx.execute(
+                task_attempts.update()
+                .where(task_attempts.c.id == attempt_id)
+                .values(appointment_id=new_appt["id"])
             )
-            with self.engine.begin() as cx:
-                cx.execute(
-                    task_attempts.update()
-                    .where(task_attempts.c.id == attempt_id)
-                    .values(appointment_id=new_appt["id"])
-                )
-        out = self.task(who, task_id)
-        out["appointment"] = new_appt
-        return out
+        return new_appt
 
     def _lead_refused(self, who: Caller, conversation_id: str) -> None:
         """A lead who refused on the phone did not book: the chat's outcome ``booked=false`` (a label the

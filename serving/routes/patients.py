@@ -10,7 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from yuyue.data.contract import bounded_text
+from yuyue.data.contract import Text1000
 from yuyue.serving.auth import Role, check_read, require_role
 from yuyue.serving.deps import State, Who
 from yuyue.serving.errors import InvalidInput, errors
@@ -77,7 +77,7 @@ class PatientHistory(BaseModel):
 class Incident(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["complaint", "unpaid"]
-    note: bounded_text(1000) | None = None
+    note: Text1000 | None = None
     conversation_id: CONVERSATION_ID | None = Field(
         None, description="the chat it concerns, one of the patient's"
     )
@@ -85,7 +85,7 @@ class Incident(BaseModel):
 
 class ClearFlag(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: bounded_text(1000) = Field(description="why the flag is cleared")
+    note: Text1000 = Field(description="why the flag is cleared")
 
 
 @router.get("/v1/patients", response_model=PatientPage, responses=errors(401, 403, 404, 422, 429, 503))

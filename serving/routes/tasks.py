@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from yuyue.data.contract import bounded_text
+from yuyue.data.contract import Text64, Text128, Text1000
 from yuyue.serving.auth import Role, require_role
 from yuyue.serving.deps import AnyRole, State, Who
 from yuyue.serving.errors import errors
@@ -86,17 +86,17 @@ class TaskPage(BaseModel):
 
 class Assign(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    assignee: bounded_text(128) = Field(description="the consultant id")
+    assignee: Text128 = Field(description="the consultant id")
 
 
 class CallResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
     result: Result
-    note: bounded_text(1000) | None = None
+    note: Text1000 | None = None
     time: AwareDatetime | None = Field(
         None, description="the new appointment's time (result 'rebooked' only)"
     )
-    doctor: bounded_text(64) | None = None
+    doctor: Text64 | None = None
     confirmed: bool = Field(False, description="a flagged patient's rebooking was confirmed with them")
 
 
@@ -107,7 +107,7 @@ class Snooze(BaseModel):
 
 class Done(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: bounded_text(1000) | None = None
+    note: Text1000 | None = None
 
 
 class SweepResult(BaseModel):

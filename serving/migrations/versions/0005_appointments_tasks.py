@@ -21,6 +21,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _create_appointments()
+    _create_task_attempts()
+    _create_tasks()
+
+
+def _create_appointments() -> None:
     op.create_table(
         "appointments",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -55,6 +61,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_appointments_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_appointments_time"), ["time"], unique=False)
 
+
+def _create_task_attempts() -> None:
     op.create_table(
         "task_attempts",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -70,6 +78,8 @@ def upgrade() -> None:
     with op.batch_alter_table("task_attempts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_task_attempts_task_id"), ["task_id"], unique=False)
 
+
+def _create_tasks() -> None:
     op.create_table(
         "tasks",
         sa.Column("id", sa.String(length=32), nullable=False),
