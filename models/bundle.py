@@ -79,10 +79,11 @@ class ChatSession:
 
     def to_bytes(self) -> bytes:
         extra = [self.department, self.project, self.suggested, self.confirmed]
-        return msgpack.packb(
+        blob: bytes = msgpack.packb(
             [2, self.state.to_bytes(), self.tracker.to_dict(), self.context, self.last, extra],
             use_bin_type=True,
         )
+        return blob
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ChatSession:

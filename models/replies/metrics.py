@@ -19,7 +19,7 @@ import numpy as np
 from yuyue.data.contract import Conversation
 from yuyue.models.replies.pool import bigram_jaccard
 
-Scorer = Callable[[str, Sequence[str]], Sequence[float]]
+Scorer = Callable[[str, Sequence[str]], Sequence[float] | np.ndarray]  # a score per candidate
 
 
 @dataclass(frozen=True)

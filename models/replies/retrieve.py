@@ -15,8 +15,9 @@ texts against a query with the fitted statistics (used for R10@1, where candidat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -103,6 +104,9 @@ class _InvertedIndexRetriever:
     postings_: sp.csr_matrix
     reply_ids_: np.ndarray
     doc_of_: np.ndarray | None = None
+    # with doc_of_: column j's reply ids are col_replies_[col_reply_ptr_[j] : col_reply_ptr_[j + 1]]
+    col_reply_ptr_: np.ndarray
+    col_replies_: np.ndarray
 
     def _query_vector(self, context: str) -> tuple[np.ndarray, np.ndarray, float]:
         raise NotImplementedError
@@ -113,14 +117,15 @@ class _InvertedIndexRetriever:
         scores = _accumulate(self.postings_, term_ids, weights, self.postings_.shape[1])
         if norm > 0:
             scores /= norm
-        return np.minimum(scores, 1.0, out=scores)
+        np.minimum(scores, 1.0, out=scores)
+        return scores
 
     def doc_scores(self, context: str) -> np.ndarray:
         """Score of every fitted context against ``context`` (in [0, 1])."""
         scores = self.column_scores(context)
         return scores if self.doc_of_ is None else scores[self.doc_of_]
 
-    def _replies_of(self, col: int) -> Sequence[str]:
+    def _replies_of(self, col: int) -> Iterable[str]:
         if self.doc_of_ is None:
             return (self.reply_ids_[col],)
         ptr = self.col_reply_ptr_
@@ -289,12 +294,12 @@ class TfidfCharRetriever(_InvertedIndexRetriever):
         return ids, weights / np.sqrt(weights @ weights), 1.0
 
     def _analyzer(self) -> Callable[[str], list[str]]:
-        analyzer = getattr(self, "_analyzer_cache", None)
+        analyzer: Callable[[str], list[str]] | None = getattr(self, "_analyzer_cache", None)
         if analyzer is None:
             analyzer = self._analyzer_cache = self.vectorizer_.build_analyzer()
         return analyzer
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_analyzer_cache", None)  # derived; rebuilt on first use
         return state

@@ -258,7 +258,9 @@ class ReplySuggester:
     def fit(self, contexts: Sequence[str], reply_ids: Sequence[str]) -> ReplySuggester:
         """Index past contexts (see :func:`context_text`) by the pool id of the reply that followed."""
         self.retriever.fit(contexts, reply_ids)
-        self._rid_codes = None  # BM25's reply ids changed: the hybrid's lookup is rebuilt when needed
+        self._rid_codes: np.ndarray | None = (
+            None  # BM25's reply ids changed: the hybrid's lookup is rebuilt when needed
+        )
         self._fit_scripts()
         return self
 
@@ -331,7 +333,7 @@ class ReplySuggester:
         knn = cfg.knn and self.neural.linear is not None
         self.neighbours = self._neighbours(fit_rows, seed) if knn else None
         self._index_pool()
-        features = (
+        features: tuple[str, ...] = (
             nr.KNN_FEATURES if knn else nr.LINEAR_FEATURES if self.neural.linear is not None else nr.FEATURES
         )
         if not self.neural.has_encoder:  # the linear map embeds contexts: "neural" would repeat "linear"
@@ -414,9 +416,8 @@ class ReplySuggester:
 
     def _bm25_by_reply(self, context: str) -> tuple[np.ndarray, dict[str, int]]:
         """Best BM25 score of each reply id's past contexts (indexed by ``_rid_index``)."""
-        if getattr(self, "_rid_codes", None) is None or len(self._rid_codes) != len(
-            self.retriever.col_replies_
-        ):
+        codes: np.ndarray | None = getattr(self, "_rid_codes", None)
+        if codes is None or len(codes) != len(self.retriever.col_replies_):
             self._index_pool()
         scores = self._column_scores(context)
         if not len(self._pair_cols):
@@ -532,7 +533,8 @@ class ReplySuggester:
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Score of each reply text for the context ``query``: the hybrid's when there is one, else BM25."""
         if self.uses_hybrid:
-            return self.hybrid.decision(self.features(query, texts))
+            decision: np.ndarray = self.hybrid.decision(self.features(query, texts))
+            return decision
         return self.retriever.score_texts(query, list(texts))
 
     def _fit_scripts(self) -> None:
@@ -858,7 +860,7 @@ class ReplySuggester:
             return False
         if not text or _SLOT.search(text):
             return False
-        if not _suggestion_guard(self.guard).allowed(text):  # type: ignore[arg-type]
+        if not _suggestion_guard(self.guard).allowed(text):
             return False
         c.text = text
         return True

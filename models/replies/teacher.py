@@ -173,7 +173,8 @@ class E5Teacher:
 
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Cosine of each text (as a passage) to ``query`` (the retrievers' signature; e5 alone)."""
-        return (self(list(texts), False) @ self([query], True)[0]).astype(np.float64)
+        cosines: np.ndarray = (self(list(texts), False) @ self([query], True)[0]).astype(np.float64)
+        return cosines
 
 
 _shared: E5Teacher | None = None
