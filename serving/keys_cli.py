@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
+
+from yuyue.cli.common import fail, one_line
 
 if TYPE_CHECKING:
     from yuyue.config import Settings
@@ -28,11 +30,6 @@ keys_app = typer.Typer(
 app = keys_app
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 def _store() -> KeyStore:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -44,12 +41,7 @@ def _store() -> KeyStore:
         url = get_settings().resolved_database_url
         return KeyStore(make_engine(url), cache_ttl=0)
     except (ValueError, OSError, SQLAlchemyError) as exc:
-        _fail(f"cannot open the key database: {_one_line(exc)}")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        fail(f"cannot open the key database: {one_line(exc)}")
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -60,9 +52,9 @@ def _run(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except AuthError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except SQLAlchemyError as exc:
-        _fail(f"database error: {_one_line(exc)}")
+        fail(f"database error: {one_line(exc)}")
 
 
 @keys_app.command("create")

@@ -15,9 +15,11 @@ names ``yuyue store upgrade``; take a backup before upgrading a production datab
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import typer
+
+from yuyue.cli.common import fail, one_line
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -35,16 +37,6 @@ URL_HELP = "database URL (default: the database_url setting, else sqlite:///<var
 LOCK_WAIT_MS = 30_000
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _engine(url: str | None) -> Engine:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,7 +51,7 @@ def _engine(url: str | None) -> Engine:
             url, busy_timeout_ms=LOCK_WAIT_MS, lock_timeout_ms=LOCK_WAIT_MS, statement_timeout_ms=0
         )
     except (ValueError, OSError, SQLAlchemyError) as exc:
-        _fail(f"cannot open the database: {_one_line(exc)}")
+        fail(f"cannot open the database: {one_line(exc)}")
 
 
 @store_app.command("current")
@@ -73,7 +65,7 @@ def current(url: str = typer.Option(None, "--url", help=URL_HELP)) -> None:
     try:
         revision = current_revision(engine)
     except SQLAlchemyError as exc:
-        _fail(f"database error: {_one_line(exc)}")
+        fail(f"database error: {one_line(exc)}")
     finally:
         engine.dispose()
     head = head_revision()
@@ -94,9 +86,9 @@ def upgrade(url: str = typer.Option(None, "--url", help=URL_HELP)) -> None:
         for line in upgrade_schema(engine):
             typer.echo(line)
     except SchemaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except SQLAlchemyError as exc:
-        _fail(f"upgrade failed (on PostgreSQL nothing was changed): {_one_line(exc)}")
+        fail(f"upgrade failed (on PostgreSQL nothing was changed): {one_line(exc)}")
     finally:
         engine.dispose()
 
@@ -126,9 +118,9 @@ def purge(
     settings = get_settings()
     days = older_than if older_than is not None else settings.retention_days
     if days is None:
-        _fail("no retention given: pass --older-than DAYS or set retention_days (YUYUE_RETENTION_DAYS)")
+        fail("no retention given: pass --older-than DAYS or set retention_days (YUYUE_RETENTION_DAYS)")
     if not days > 0:
-        _fail(f"--older-than must be a positive number of days, got {days:g}")
+        fail(f"--older-than must be a positive number of days, got {days:g}")
     engine = _engine(url)
     cache = None
     try:
@@ -140,9 +132,9 @@ def purge(
             cache = make_cache(settings.redis_url, LIVE_CODEC, **redis_options(settings))
         out = purge_chats(EventStore(engine), days, actor=f"cli:{_user(getpass)}", role="cli", cache=cache)
     except SchemaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except SQLAlchemyError as exc:
-        _fail(f"purge failed: {_one_line(exc)}")
+        fail(f"purge failed: {one_line(exc)}")
     finally:
         if cache is not None:
             cache.close()

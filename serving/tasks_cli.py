@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from types import SimpleNamespace
-from typing import NoReturn
 
 import typer
+
+from yuyue.cli.common import fail, one_line
 
 tasks_app = typer.Typer(
     name="tasks",
@@ -27,11 +28,6 @@ tasks_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app = tasks_app
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @tasks_app.command("sweep")
@@ -58,14 +54,14 @@ def sweep(
         try:
             at = datetime.fromisoformat(now)
         except ValueError:
-            _fail(f"--now: not an ISO 8601 time: {now!r} (e.g. 2025-03-06T18:00:00+08:00)")
+            fail(f"--now: not an ISO 8601 time: {now!r} (e.g. 2025-03-06T18:00:00+08:00)")
         if at.tzinfo is None:
-            _fail(f"--now must carry a timezone offset, e.g. {now}+08:00")
+            fail(f"--now must carry a timezone offset, e.g. {now}+08:00")
     settings = get_settings()
     try:
         engine = make_engine(url or settings.resolved_database_url)
     except (ValueError, OSError, SQLAlchemyError) as exc:
-        _fail(f"cannot open the database: {exc}")
+        fail(f"cannot open the database: {exc}")
     try:
         prepare_schema(engine)
         # outcomes only: no model and no session cache are needed (no message is scored)
@@ -75,9 +71,9 @@ def sweep(
             desk.clock = lambda: at
         counts = desk.sweep(leads=True, link_limit=None)
     except SchemaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except SQLAlchemyError as exc:
-        _fail(f"database error: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}")
+        fail(f"database error: {one_line(exc)}")
     finally:
         engine.dispose()
     if as_json:

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from yuyue.cli.common import fail
 from yuyue.models.replies.pool import ReplyPool
 
 replies_app = typer.Typer(
@@ -34,11 +35,6 @@ def default_pool_path() -> Path:
     return get_settings().var_dir / "models" / "latest" / "replies" / "pool.jsonl"
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _load(pool: Path | None, model: Path | None) -> ReplyPool:
     if pool is None and model is not None:
         pool = model / "replies" / "pool.jsonl"
@@ -48,11 +44,11 @@ def _load(pool: Path | None, model: Path | None) -> ReplyPool:
             return champion
         pool = default_pool_path()
     if not pool.exists():
-        raise _fail(f"no reply pool at {pool} (train a model, or pass --pool / --model)")
+        fail(f"no reply pool at {pool} (train a model, or pass --pool / --model)")
     try:
         return ReplyPool.load(pool)
     except (OSError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
 
 
 def _champion_pool() -> ReplyPool | None:
@@ -78,7 +74,7 @@ def _book(database: str | None) -> Any:
         engine = make_engine(database or settings.resolved_database_url)
         prepare_schema(engine)
     except (SchemaError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     return ReviewBook(engine, serve_unreviewed=settings.serve_unreviewed)
 
 
@@ -96,7 +92,7 @@ def list_entries(
     from yuyue.serving.reviews import LIST_STATUSES
 
     if status is not None and status not in LIST_STATUSES:
-        raise _fail(f"--status must be one of {', '.join(LIST_STATUSES)}")
+        fail(f"--status must be one of {', '.join(LIST_STATUSES)}")
     rp = _load(pool, model)
     book = _book(database)
     _, rows = book.listing(rp, status, limit, offset)
@@ -114,13 +110,13 @@ def _decide(
     rp = _load(pool, model)
     missing = [i for i in ids if i not in rp]
     if missing:
-        raise _fail(f"unknown reply id(s): {', '.join(missing)}; nothing changed")
+        fail(f"unknown reply id(s): {', '.join(missing)}; nothing changed")
     book = _book(database)
     try:
         for i in ids:
             book.decide(rp.get(i), action, text, actor="cli", role="admin")
     except ReviewError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     status = {"allow": "allowed", "block": "blocked", "edit": "edited"}[action]
     typer.echo(f"{status}: {len(ids)} repl{'y' if len(ids) == 1 else 'ies'}")
 
