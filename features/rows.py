@@ -25,24 +25,29 @@ TEXT_DIM = 1 << TEXT_HASH_BITS
 class FeatureSpace:
     """Maps named features to columns and hashed token bags to a sparse matrix."""
 
-    def __init__(self, names: Sequence[str] | None = None, recent_text: bool = True):
+    def __init__(
+        self, names: Sequence[str] | None = None, recent_text: bool = True, recent_grams: bool = True
+    ):
         self.names = list(names) if names is not None else feature_names()
         self.index = {n: i for i, n in enumerate(self.names)}
         # text rows also hold the latest visitor and consultant message's bags (each L2-normalised,
         # added to the chat's bag in the same hashed space); False for spaces pickled before them
         self.recent_text = recent_text
+        # ... and those messages' character 1-3-grams (with recent_text only; False for older spaces)
+        self.recent_grams = recent_grams and recent_text
 
     @classmethod
     def with_consultants(cls, consultants: Sequence[str]) -> FeatureSpace:
         return cls(feature_names(tuple(consultants)))
 
     def __getstate__(self) -> dict:
-        return {"names": self.names, "recent_text": self.recent_text}
+        return {"names": self.names, "recent_text": self.recent_text, "recent_grams": self.recent_grams}
 
     def __setstate__(self, state: dict) -> None:
         self.names = state["names"]
         self.index = {n: i for i, n in enumerate(self.names)}
         self.recent_text = state.get("recent_text", False)
+        self.recent_grams = state.get("recent_grams", False)
 
     @property
     def n_struct(self) -> int:
@@ -124,14 +129,20 @@ class FeatureSpace:
         if not self.recent_text:
             return row
         last_v, last_c = state.recent_bag()
-        if not (last_v or last_c):
+        grams_v, grams_c = state.recent_grams() if self.recent_grams else ({}, {})
+        if not (last_v or last_c or grams_v or grams_c):
             return row
-        return (row + self.recent([(last_v, last_c)])).tocsr().astype(np.float32)
+        row = row + self.recent([(last_v, last_c)])
+        if self.recent_grams:
+            row = row + self.recent([(grams_v, grams_c)])
+        return row.tocsr().astype(np.float32)
 
     @staticmethod
     def text(bags: Iterable[tuple[dict[int, int], dict[int, int]]]) -> sp.csr_matrix:
         """log1p token counts, both sides in one hashed space, each row L2-normalised."""
-        indptr, indices, data = [0], [], []
+        indptr: list[int] = [0]
+        indices: list[int] = []
+        data: list[float] = []
         for bag_v, bag_c in bags:
             merged: dict[int, float] = {}
             for bag in (bag_v, bag_c):
@@ -216,8 +227,15 @@ def prefix_rows(
     """
     space = space or FeatureSpace()
     hospital = hospital or {}
-    feats, deltas, group, n_msgs, vturns, ids, closed = [], [], [], [], [], [], []
+    feats: list[dict[str, float]] = []
+    deltas: list[dict[int, int]] = []
+    group: list[int] = []
+    n_msgs: list[int] = []
+    vturns: list[int] = []
+    ids: list[str] = []
+    closed: list[int] = []
     recent: list[tuple[dict[int, int], dict[int, int]]] = []
+    grams: list[tuple[dict[int, int], dict[int, int]]] = []
     for ci, conv in enumerate(conversations):
         ids.append(conv.conversation_id)
         n = len(conv.messages)
@@ -231,6 +249,7 @@ def prefix_rows(
             feats.append(state.features())
             deltas.append({})
             recent.append(state.recent_bag())
+            grams.append(state.recent_grams())
             group.append(ci)
             n_msgs.append(0)
             vturns.append(0)
@@ -250,6 +269,7 @@ def prefix_rows(
             feats.append(state.features())
             deltas.append(delta)
             recent.append(state.recent_bag())
+            grams.append(state.recent_grams())
             group.append(ci)
             n_msgs.append(state.n_messages)
             vturns.append(state.n_visitor)
@@ -258,6 +278,7 @@ def prefix_rows(
             feats.append(state.features(closed=True))
             deltas.append(pending)  # tokens of messages after the last kept row
             recent.append(state.recent_bag())
+            grams.append(state.recent_grams())
             group.append(ci)
             n_msgs.append(state.n_messages)
             vturns.append(state.n_visitor)
@@ -265,7 +286,10 @@ def prefix_rows(
     group_arr = np.asarray(group, dtype=np.int32)
     text = space.text_from_deltas(deltas, group_arr)
     if space.recent_text:
-        text = (text + space.recent(recent)).tocsr().astype(np.float32)
+        text = text + space.recent(recent)
+        if space.recent_grams:
+            text = text + space.recent(grams)
+        text = text.tocsr().astype(np.float32)
     return PrefixRows(
         struct=space.struct(feats),
         text=text,

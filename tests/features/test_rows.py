@@ -31,7 +31,7 @@ def test_text_rows_equal_the_live_text_row(convs):
 
 def test_text_rows_are_the_cumulative_bag_plus_the_latest_messages(convs):
     conv = convs[0]
-    rows = prefix_rows([conv], include_closed=False)
+    rows = prefix_rows([conv], FeatureSpace(recent_grams=False), include_closed=False)
     whole = FeatureSpace.text([replay(conv, upto=k).text_bag() for k in range(len(conv.messages) + 1)])
     assert (
         abs(prefix_rows([conv], FeatureSpace(recent_text=False), include_closed=False).text - whole).max()
@@ -50,6 +50,31 @@ def test_text_rows_are_the_cumulative_bag_plus_the_latest_messages(convs):
     assert 0 < len(last_v) < len(state.text_bag()[0])
 
 
+def test_text_rows_add_the_latest_messages_character_grams(convs):
+    conv = convs[1]
+    words = prefix_rows([conv], FeatureSpace(recent_grams=False), include_closed=False).text
+    grams = (prefix_rows([conv], include_closed=False).text - words).tocsr()
+    grams.eliminate_zeros()
+    assert grams[0].nnz == 0  # before any message
+    for k in range(1, len(conv.messages) + 1):
+        parts = [b for b in replay(conv, upto=k).recent_grams() if b]
+        # one unit-norm part per side with a latest message (hash collisions aside)
+        assert np.isclose(grams[k].multiply(grams[k]).sum(), len(parts), atol=0.05), k
+
+
+def test_a_punctuation_only_message_gets_the_same_text_live_and_in_training():
+    from tests.utils.records import record
+
+    turns = [("visitor", "你好"), ("consultant", "您好"), ("visitor", "？？？")]
+    at = "2025-03-05T14:02:{:02d}+08:00"
+    msgs = [{"at": at.format(10 * i), "role": r, "text": t} for i, (r, t) in enumerate(turns)]
+    conv = Conversation.model_validate(record(messages=msgs, started_at=msgs[0]["at"]))
+    space = FeatureSpace()
+    rows = prefix_rows([conv], space, include_closed=False)
+    live = space.state_text(replay(conv, upto=3))
+    assert abs(live - rows.text[3]).max() < 1e-6
+
+
 def test_spaces_pickled_before_recent_text_keep_the_old_rows():
     import pickle
 
@@ -60,6 +85,12 @@ def test_spaces_pickled_before_recent_text_keep_the_old_rows():
     old.__setstate__(state)
     assert old.recent_text is False
     assert pickle.loads(pickle.dumps(space)).recent_text is True
+    del state["recent_grams"]
+    state["recent_text"] = True
+    before_grams = FeatureSpace.__new__(FeatureSpace)
+    before_grams.__setstate__(state)
+    assert before_grams.recent_grams is False  # a bundle saved before the grams scores as it did
+    assert pickle.loads(pickle.dumps(space)).recent_grams is True
 
 
 def test_sampled_rows_equal_full_rows(convs):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.utils.records import record
 from yuyue.data.contract import Conversation
-from yuyue.features.state import ConversationState, replay
+from yuyue.features.state import MAX_GRAM_CHARS, ConversationState, char_grams, replay
 
 TZ = timezone(timedelta(hours=8))
 
@@ -53,6 +53,7 @@ def _check_incremental(conv: Conversation) -> None:
         assert live.features() == fresh.features(), f"message {i}"
         assert live.text_bag() == fresh.text_bag()
         assert live.recent_bag() == fresh.recent_bag()
+        assert live.recent_grams() == fresh.recent_grams()
         assert live.revealed == fresh.revealed
 
 
@@ -125,6 +126,22 @@ def test_state_round_trip_keeps_the_latest_message_bags():
     back = ConversationState.from_bytes(state.to_bytes())
     assert back.recent_bag() == state.recent_bag()
     assert all(state.recent_bag())
+    assert back.recent_grams() == state.recent_grams()
+    assert all(state.recent_grams())
+
+
+def test_latest_message_grams_are_its_masked_characters():
+    """Character 1-3-grams of the latest message per side, from the text with personal data replaced."""
+    with_phone = replay(_chat([("visitor", "我的电话13812345678"), ("consultant", "好的")]))
+    other_phone = replay(_chat([("visitor", "我的电话13987654321"), ("consultant", "好的")]))
+    assert with_phone.recent_grams() == other_phone.recent_grams()  # the digits never reach the bag
+    grams_v, grams_c = with_phone.recent_grams()
+    assert sum(grams_c.values()) == len(char_grams("好的")) == 3  # 好, 的, 好的
+    assert char_grams("a  b", 2) == ["a", " ", "b", "a ", " b"]  # whitespace runs read as one space
+    assert len(char_grams("字" * 5000)) == 3 * MAX_GRAM_CHARS - 3  # bounded however long the message
+    # a message of punctuation alone has no word token but has grams
+    state = replay(_chat([("visitor", "？？？")]))
+    assert state.recent_grams()[0] and state.recent_bag()[0] == {}
 
 
 def test_version_1_states_load_with_empty_latest_message_bags():
@@ -136,6 +153,10 @@ def test_version_1_states_load_with_empty_latest_message_bags():
     back = ConversationState.from_bytes(old)
     assert back.text_bag() == state.text_bag()
     assert back.recent_bag() == ({}, {})
+    assert back.recent_grams() == ({}, {})
+    v2 = ConversationState.from_bytes(msgpack.packb([2, *payload[1:11]], use_bin_type=True))
+    assert v2.recent_bag() == state.recent_bag()
+    assert v2.recent_grams() == ({}, {})
     with pytest.raises(ValueError, match="version"):
         ConversationState.from_bytes(msgpack.packb([99, *payload[1:]], use_bin_type=True))
 
