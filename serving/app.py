@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from yuyue.config import Settings, get_settings
 from yuyue.models.bundle import YuyueModel
-from yuyue.serving import errors, reviews, tasks
+from yuyue.serving import errors, returning, reviews, tasks
 from yuyue.serving.edge import EdgeMiddleware
 from yuyue.serving.metrics import Metrics
 from yuyue.serving.requestid import RequestIdMiddleware
@@ -72,6 +72,7 @@ def create_app(
     app.state.yuyue = state
     reviews.install(state)  # reply review decisions reach the suggester of every model served
     tasks.install(state)  # appointments and the work list, hooked to the recorded outcomes
+    returning.install(state)  # a returning visitor's earlier chats reach the scorers when a chat opens
     errors.install(app)  # always a 4xx naming the problem (or a 503 worth a retry)
     # who the limiter refused is answered 429 at the edge until its retry time (see Yuyue.gate)
     back, ahead = settings.time_window_days

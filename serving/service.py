@@ -20,7 +20,7 @@ import logging
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -215,6 +215,9 @@ class ChatService:
         # called after an outcome is recorded, with (caller, conversation_id, update): the desk's rules
         # (serving/tasks.py: a booking ends the lead's call task, contact left opens one)
         self.outcome_hooks: list[Any] = []
+        # called when a chat opens, with (visit, started_at), each returning the visit to score and store
+        # (serving/returning.py: the visits before it that the store links to the same visitor)
+        self.visit_hooks: list[Callable[[Visit | None, datetime], Visit | None]] = []
 
     def _lock(self, conversation_id: str) -> threading.Lock:
         return self._locks[zlib.crc32(conversation_id.encode()) % N_LOCKS]
@@ -235,6 +238,8 @@ class ChatService:
         consultant_id = chat_consultant(caller, consultant_id)
         model, version = self.models.get()
         started = _aware(started_at, datetime.now(UTC))
+        for hook in self.visit_hooks:
+            visit = hook(visit, started)
         cid = conversation_id or uuid.uuid4().hex
         session, scores = model.open_chat(
             started_at=started,
