@@ -254,10 +254,19 @@ _BATCH = 500
 def _read_chats(cx: Connection, store: EventStore, ids: list[str]) -> list[Chat]:
     """Chats ``ids`` read from the store (one batch)."""
     dialect = store.engine.dialect.name
-    c, e = conversations.c, events.c
+    out = {r[0]: _chat_of_row(r) for r in cx.execute(_chat_query(ids, dialect))}
+    _add_timings(out, cx.execute(_timing_query(ids, dialect)))
+    _add_suggestions(out, cx.execute(_suggestion_query(ids)))
+    _check_unchecked(cx, out)
+    return list(out.values())
+
+
+def _chat_query(ids: list[str], dialect: str) -> Any:
+    """One row per chat: its conversation columns and its open-time scores (the ``open`` event)."""
+    c = conversations.c
     opened = sa.alias(events, "o")
     contact = sa.or_(c.contact.is_(True), c.contact_seen.is_(True))
-    chat_q = (
+    return (
         sa.select(
             c.id,
             c.consultant_id,
@@ -285,9 +294,26 @@ def _read_chats(cx: Connection, store: EventStore, ids: list[str]) -> list[Chat]
         )
         .where(c.id.in_(ids))
     )
-    # message timings: who wrote (1 visitor, 0 consultant; system messages left out), the role of the
-    # message before, the first visitor message, and when the current unanswered run of visitor
-    # messages started
+
+
+def _chat_of_row(r: Any) -> Chat:
+    """A :class:`Chat` from a row of :func:`_chat_query` (timings and counts filled later)."""
+    return Chat(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], int(r[8] or 0), bool(r[9]), bool(r[10]),
+        bool(r[11]), bool(r[12]),
+        None if r[13] is None else max(0.0, float(r[13])),
+        None if r[14] is None else float(r[14]),
+        None if r[15] is None else float(r[15]),
+        hospital=r[16], department=r[17],
+    )  # fmt: skip
+
+
+def _message_runs(ids: list[str]) -> Any:
+    """The chats' visitor and consultant messages (system messages left out), each with who wrote
+    it (``v``: 1 visitor, 0 consultant), the role of the message before (``pv``), the first visitor
+    message's seq (``fvseq``), when the current unanswered run of visitor messages started
+    (``run_start``) and its compliance marks (``flagged``, ``unchecked``)."""
+    e = events.c
     role = sa.case((e.payload.like(_VISITOR), 1), (e.payload.like(_CONSULTANT), 0), else_=None)
     m = (
         sa.select(
@@ -310,15 +336,21 @@ def _read_chats(cx: Connection, store: EventStore, ids: list[str]) -> list[Chat]
         .label("fvseq"),
     ).subquery("w")
     starts_run = sa.and_(w.c.v == 1, sa.or_(w.c.pv.is_(None), w.c.pv == 0))
-    x = sa.select(
+    return sa.select(
         w,
         sa.func.max(sa.case((starts_run, w.c.at), else_=None))
         .over(partition_by=w.c.cid, order_by=w.c.seq, rows=(None, 0))
         .label("run_start"),
     ).subquery("x")
+
+
+def _timing_query(ids: list[str], dialect: str) -> Any:
+    """Per chat: the first response (s), the reply waits (comma-separated), consultant messages,
+    flagged and unchecked ones."""
+    x = _message_runs(ids)
     consultant = x.c.v == 0
     reply = sa.and_(consultant, x.c.pv == 1)
-    timing_q = sa.select(
+    return sa.select(
         x.c.cid,
         _seconds(
             sa.func.min(sa.case((sa.and_(consultant, x.c.seq > x.c.fvseq), x.c.at), else_=None)),
@@ -330,8 +362,12 @@ def _read_chats(cx: Connection, store: EventStore, ids: list[str]) -> list[Chat]
         sa.func.sum(sa.case((consultant, x.c.flagged), else_=0)),
         sa.func.sum(sa.case((consultant, x.c.unchecked), else_=0)),
     ).group_by(x.c.cid)
+
+
+def _suggestion_query(ids: list[str]) -> Any:
+    """Per chat: suggestions shown, those with feedback, those used (as is or edited)."""
     s = suggestions.c
-    suggestion_q = (
+    return (
         sa.select(
             s.conversation_id,
             sa.func.count(),
@@ -341,29 +377,25 @@ def _read_chats(cx: Connection, store: EventStore, ids: list[str]) -> list[Chat]
         .where(s.conversation_id.in_(ids))
         .group_by(s.conversation_id)
     )
-    out: dict[str, Chat] = {}
-    for r in cx.execute(chat_q):
-        out[r[0]] = Chat(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], int(r[8] or 0), bool(r[9]), bool(r[10]),
-            bool(r[11]), bool(r[12]),
-            None if r[13] is None else max(0.0, float(r[13])),
-            None if r[14] is None else float(r[14]),
-            None if r[15] is None else float(r[15]),
-            hospital=r[16], department=r[17],
-        )  # fmt: skip
-    for cid, first, waits, n_cons, flagged, unchecked in cx.execute(timing_q):
-        chat = out.get(cid)
+
+
+def _add_timings(chats: dict[str, Chat], rows: Iterable[Any]) -> None:
+    """The rows of :func:`_timing_query` onto their chats."""
+    for cid, first, waits, n_cons, flagged, unchecked in rows:
+        chat = chats.get(cid)
         if chat is None:
             continue
         chat.first_wait_s = None if first is None else max(0.0, float(first))
         chat.waits = [max(0.0, float(w)) for w in waits.split(",")] if waits else []
         chat.consultant_msgs, chat.flagged, chat.unchecked = int(n_cons), int(flagged), int(unchecked)
-    for cid, shown, answered, n_used in cx.execute(suggestion_q):
-        chat = out.get(cid)
+
+
+def _add_suggestions(chats: dict[str, Chat], rows: Iterable[Any]) -> None:
+    """The rows of :func:`_suggestion_query` onto their chats."""
+    for cid, shown, answered, n_used in rows:
+        chat = chats.get(cid)
         if chat is not None:
             chat.shown, chat.with_feedback, chat.used = int(shown), int(answered or 0), int(n_used or 0)
-    _check_unchecked(cx, out)
-    return list(out.values())
 
 
 def _check_unchecked(cx: Connection, chats: dict[str, Chat]) -> None:
