@@ -15,7 +15,7 @@ from yuyue.serving.keys_cli import keys_app
 from yuyue.serving.monitor_cli import monitor_command, shadow_command
 from yuyue.serving.store_cli import store_app
 from yuyue.serving.tasks_cli import tasks_app
-from yuyue.training.cli import evaluate_command, models_app, train_command
+from yuyue.training.cli import evaluate_command, models_app, retrain_command, train_command
 
 app = typer.Typer(
     name="yuyue",
@@ -28,6 +28,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(replies_app, name="replies", help="Review the reply pool: list, allow, block.")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
+app.command("retrain")(retrain_command)
 app.add_typer(compliance_app, name="compliance")
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")

@@ -28,7 +28,19 @@ def _check_file(path: Path) -> None:
 
 
 def train_command(
-    data: Annotated[Path, typer.Option("--data", help="JSONL conversations (contract format)")],
+    data: Annotated[Path | None, typer.Option("--data", help="JSONL conversations (contract format)")] = None,
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            "--from-store", help="train on the event store's chats and outcomes (what GET /v1/export gives)"
+        ),
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="with --from-store: chats started on or after this date / ISO time")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="with --from-store: database URL (default: database_url)")
+    ] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name")] = "yuyue",
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI (default: local store under var/)")
@@ -47,8 +59,31 @@ def train_command(
     from yuyue.training.scorers import UnusableDataError
     from yuyue.training.workflow import train_and_register
 
-    _check_file(data)
+    if (data is None) == (not from_store):
+        _fail("give either --data FILE or --from-store", 2)
+    if since is not None and not from_store:
+        _fail("--since goes with --from-store", 2)
     try:
+        if from_store:
+            from yuyue.training.retrain import parse_since, train_from_store
+
+            try:
+                when = parse_since(since)
+            except ValueError as exc:
+                _fail(str(exc), 2)
+            train_from_store(
+                get_settings(),
+                since=when,
+                url=url,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                promote_if_first=promote_if_first,
+                workers=workers,
+                echo=typer.echo,
+            )
+            return
+        assert data is not None
+        _check_file(data)
         train_and_register(
             data,
             get_settings(),
@@ -69,42 +104,92 @@ CHAMPION = "champion"
 
 def evaluate_command(
     data: Annotated[Path, typer.Option("--data", help="JSONL conversations to evaluate on")],
-    model: Annotated[str, typer.Option("--model", help="'champion' or a version number")] = CHAMPION,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="'champion' or a version number (default: champion; with --compare, the newest version)",
+        ),
+    ] = None,
+    compare_with: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="also evaluate this version ('champion' or a number) and print the deltas with 95 % bootstrap CIs",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     report: Annotated[
         Path | None, typer.Option(help="write an HTML report comparing with the champion")
     ] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=0, help="bootstrap draws of chats")] = 300,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
 ) -> None:
     """Evaluate a registered model on a dataset (metrics absent when the data cannot support them)."""
     from yuyue.training import registry
+    from yuyue.training.compare import compare
     from yuyue.training.evaluate import evaluate, public
 
     _check_file(data)
     settings = get_settings()
+    if model is None:
+        model = CHAMPION
+        if compare_with is not None:
+            versions = registry.list_versions(settings, tracking_uri)
+            model = versions[0]["version"] if versions else CHAMPION
     try:
         bundle, version = registry.load(model, settings, tracking_uri)
     except registry.RegistryError as exc:
         _fail(f"{exc}. Train one with `yuyue train --data FILE`.")
+    other_ref = compare_with
+    if other_ref is None and report is not None and model != CHAMPION:
+        other_ref = CHAMPION  # the report compares with the champion when there is one
+    other = None
+    if other_ref is not None:
+        try:
+            other = registry.load(other_ref, settings, tracking_uri)
+        except registry.RegistryError as exc:
+            if compare_with is not None:
+                _fail(str(exc))
+    if other is not None and other[1] == version:
+        if compare_with is not None:
+            _fail(f"--model and --compare are both version {version}: nothing to compare", 2)
+        other = None
     metrics = evaluate(bundle, data)
-    result = {"model_version": version, **public(metrics)}
+    result: dict = {"model_version": version, **public(metrics)}
+    runs = {f"v{version}": metrics}
+    comparison = None
+    if other is not None:
+        label = f"champion (v{other[1]})" if other_ref == CHAMPION else f"v{other[1]}"
+        runs[label] = evaluate(other[0], data)
+        comparison = compare(metrics, runs[label], n_boot=n_boot, seed=seed, labels=(f"v{version}", label))
+        if compare_with is not None:
+            result["compare"] = {
+                "candidate": version,
+                "champion": other[1],
+                **{k: v for k, v in comparison.items() if k != "labels"},
+            }
     if report is not None:
         from yuyue.training.report import write_report
 
-        others = {}
-        if model != CHAMPION:
-            try:
-                champ, champ_version = registry.load(CHAMPION, settings, tracking_uri)
-                others[f"champion (v{champ_version})"] = evaluate(champ, data)
-            except registry.RegistryError:
-                pass
-        write_report(report, {f"v{version}": metrics, **others}, data)
+        write_report(report, runs, data, comparison)
         typer.echo(f"report written to {report}", err=True)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
-    else:
-        for k, v in result.items():
-            typer.echo(f"{k:32} {v}")
+        return
+    cmp = result.pop("compare", None)
+    for k, v in result.items():
+        typer.echo(f"{k:32} {v}")
+    if cmp is not None:
+        typer.echo(
+            f"\nv{version} − v{cmp['champion']} on the same {cmp['n_chats']} chats (95 % bootstrap CI over chats):"
+        )
+        for k, v in cmp["metrics"].items():
+            ci = "" if v["ci95"] is None else f"  [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
+            d = "–" if v["delta"] is None else f"{v['delta']:+.4f}"
+            typer.echo(f"{k:32} {d}{ci}{'  ' + v['clearly'] if v['clearly'] else ''}")
+        typer.echo(cmp["verdict_line"])
 
 
 @models_app.command("list")
@@ -139,13 +224,105 @@ def list_command(
 @models_app.command("promote")
 def promote_command(
     version: Annotated[str, typer.Argument(help="version number to make champion")],
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even when the gate refuses (recorded on the version)")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="why, recorded with a forced promotion")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="compare on every chat of this file (default: the latest 10 % of the candidate's training data)",
+        ),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="write the HTML comparison report here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the decision as one JSON object")] = False,
+    auc_tolerance: Annotated[float, typer.Option(min=0, help="booked AUC the candidate may lose")] = 0.01,
+    ece_tolerance: Annotated[float, typer.Option(min=0, help="booked ECE the candidate may add")] = 0.02,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
-    """Point the ``champion`` alias at VERSION (serving loads the champion)."""
+    """Make VERSION champion if it is not worse than the champion on the same held-out chats.
+
+    Refused (exit 3, the champion stays) when its booked AUC is lower by more than --auc-tolerance or its
+    booked ECE higher by more than --ece-tolerance; --force promotes anyway and records who, when and why
+    as tags of the version. With no champion yet, VERSION is promoted without comparison.
+    """
     from yuyue.training import registry
+    from yuyue.training.retrain import HeldOutError, promote_gated
+
+    if data is not None:
+        _check_file(data)
+    if force and not reason:
+        reason = "forced from the command line without --reason"
+    try:
+        out = promote_gated(
+            version,
+            get_settings(),
+            tracking_uri,
+            data=data,
+            force=force,
+            reason=reason,
+            auc_tolerance=auc_tolerance,
+            ece_tolerance=ece_tolerance,
+            report=report,
+            echo=(lambda line: typer.echo(line, err=True)) if as_json else typer.echo,
+        )
+    except (registry.RegistryError, HeldOutError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False, default=str))
+    else:
+        typer.echo(out["message"])
+        if report is not None:
+            typer.echo(f"report written to {report}")
+    if out["decision"] == "refused":
+        raise typer.Exit(3)
+
+
+def retrain_command(
+    since: Annotated[
+        str | None,
+        typer.Option(help="train on chats started on or after this date / ISO time (default: all)"),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json-out", help="write the JSON verdict here")] = None,
+    report: Annotated[Path | None, typer.Option(help="write the HTML comparison report here")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="database URL (default: database_url)")] = None,
+    auc_tolerance: Annotated[float, typer.Option(min=0, help="booked AUC the candidate may lose")] = 0.01,
+    ece_tolerance: Annotated[float, typer.Option(min=0, help="booked ECE the candidate may add")] = 0.02,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name")] = "yuyue",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="processes for feature extraction")] = 2,
+) -> None:
+    """Train from the store, compare with the champion on the latest chats, promote only through the gate.
+
+    Exit 0 whether the candidate was promoted or refused (the message and --json-out say which); 1 when
+    nothing could be trained (too few chats or outcomes in the store). A running server picks up a new
+    champion by itself (it polls the registry).
+    """
+    from yuyue.training.retrain import parse_since, retrain
+    from yuyue.training.scorers import UnusableDataError
 
     try:
-        registry.promote(version, get_settings(), tracking_uri)
-    except registry.RegistryError as exc:
-        _fail(str(exc))
-    typer.echo(f"version {version} is now champion")
+        when = parse_since(since)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    try:
+        out = retrain(
+            get_settings(),
+            since=when,
+            url=url,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            json_out=json_out,
+            report=report,
+            auc_tolerance=auc_tolerance,
+            ece_tolerance=ece_tolerance,
+            workers=workers,
+            echo=typer.echo,
+        )
+    except UnusableDataError as exc:
+        _fail(f"nothing trained: {exc}")
+    typer.echo(out["message"])
+    for where, what in ((json_out, "verdict"), (report, "report")):
+        if where is not None:
+            typer.echo(f"{what} written to {where}")

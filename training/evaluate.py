@@ -8,7 +8,7 @@ absent when the data cannot support it (no outcomes, no annotations, no truth).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,10 @@ def score_metrics(model: YuyueModel, rows: LabelledRows, scan_: DatasetScan, tar
     out["_curves." + target] = {
         "y": yc,
         "p": pc,
+        # the chat of each closed row: what a comparison pairs and resamples (training/compare.py)
+        "conv": np.array(
+            [metas[rows.conv_index[g]].conversation_id for g in sub.group[closed]], dtype=object
+        ),
         "y_open": y[open_],
         "p_open": p[open_],
         "turns": sub.visitor_turns[open_],
@@ -86,7 +90,7 @@ def score_metrics(model: YuyueModel, rows: LabelledRows, scan_: DatasetScan, tar
 def stage_metrics(model: YuyueModel, convs: Iterable[Conversation]) -> dict[str, Any]:
     if model.stage_model is None:
         return {}
-    texts, contexts, truth = [], [], []
+    texts, contexts, truth, chat = [], [], [], []
     for conv in convs:
         last_visitor = None
         for m in conv.messages:
@@ -96,12 +100,17 @@ def stage_metrics(model: YuyueModel, convs: Iterable[Conversation]) -> dict[str,
                 texts.append(m.text)
                 contexts.append(last_visitor)
                 truth.append(m.stage.value)
+                chat.append(conv.conversation_id)
         if len(texts) >= MAX_STAGE_MESSAGES:
             break
     if not texts:
         return {}
     pred = model.stage_model.predict(texts, contexts)
-    return {"stage.macro_f1": _r(f1_score(truth, pred, average="macro")), "stage.n": len(texts)}
+    return {
+        "stage.macro_f1": _r(f1_score(truth, pred, average="macro")),
+        "stage.n": len(texts),
+        "_stage": {"conv": np.array(chat, dtype=object), "truth": np.array(truth), "pred": np.asarray(pred)},
+    }
 
 
 def pii_metrics(convs: Iterable[Conversation]) -> dict[str, Any]:
@@ -142,10 +151,23 @@ def reply_metrics(model: YuyueModel, convs: list[Conversation], seed: int = 0) -
         pairs = rng.sample(pairs, MAX_REPLY_PAIRS)
     suggester = model.suggester
     retriever = suggester.retriever
-    lexical = r10_at_1_and_mrr(pairs, lambda q, cands: retriever.score_texts(q, list(cands)), seed=seed)
+    first: list[bool] = []  # per pair, in order: whether the served ranking put the true reply first
+
+    def recorded(score: Callable[[str, Sequence[str]], Sequence[float]]) -> Callable[..., Sequence[float]]:
+        def scorer(q: str, cands: Sequence[str]) -> Sequence[float]:
+            s = np.asarray(score(q, cands), dtype=float)
+            first.append(bool(np.all(s[1:] < s[0])))  # ties count against the true reply, as in R10@1
+            return s
+
+        return scorer
+
+    lexical = r10_at_1_and_mrr(
+        pairs, recorded(lambda q, cands: retriever.score_texts(q, list(cands))), seed=seed
+    )
     extra: dict[str, Any] = {}
     if getattr(suggester, "uses_hybrid", False):  # the served ranking is the hybrid's
-        ranked = r10_at_1_and_mrr(pairs, suggester.score_texts, seed=seed)
+        first.clear()
+        ranked = r10_at_1_and_mrr(pairs, recorded(suggester.score_texts), seed=seed)
         neural = r10_at_1_and_mrr(pairs, suggester.neural.score_texts, seed=seed)
         extra = {
             "reply.r10_at_1_lexical": _r(lexical["r10@1"]),
@@ -155,6 +177,10 @@ def reply_metrics(model: YuyueModel, convs: list[Conversation], seed: int = 0) -
         }
     else:
         ranked = lexical
+    extra["_reply"] = {
+        "conv": np.array([p.conversation_id for p in pairs], dtype=object),
+        "hit": np.array(first),
+    }
     hits = answered = 0
     from yuyue.models.replies.pool import bigram_jaccard
 
@@ -202,6 +228,15 @@ def evaluate(
             for target in model.scorers:
                 out.update(score_metrics(model, rows, scan_, target))
     convs = [c for i, c in enumerate(read_conversations(path)) if i in wanted]
+    # each chat's slices, for comparisons by department and engine (training/compare.py)
+    out["_chats"] = {
+        c.conversation_id: {
+            "department": c.department or "–",
+            "engine": (c.visit.engine if c.visit is not None and c.visit.engine else None) or "–",
+            "started_at": c.started_at.isoformat(),
+        }
+        for c in convs
+    }
     out.update(stage_metrics(model, convs))
     out.update(reply_metrics(model, [c.without_truth() for c in convs]))
     out.update(pii_metrics(convs))

@@ -134,13 +134,19 @@ def log_and_register(
     settings: Settings | None = None,
     tracking_uri: str | None = None,
     register: bool = True,
+    tags: dict[str, Any] | None = None,
 ) -> tuple[str, str | None]:
-    """Log params, metrics, plots and the bundle to one MLflow run; register a version. Returns (run id, version)."""
+    """Log params, metrics, plots and the bundle to one MLflow run; register a version. Returns (run id, version).
+
+    ``tags`` (e.g. the data it saw: ``data.source``, ``data.n_chats``, ``data.sha256`` …) go on the run
+    and on the registered version."""
     settings = settings or get_settings()
-    configure(settings, tracking_uri)
+    uri = configure(settings, tracking_uri)
     exp_id = _experiment(experiment, settings)
     with mlflow.start_run(experiment_id=exp_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in (params or {}).items()})
+        if tags:
+            mlflow.set_tags({k: str(v)[:5000] for k, v in tags.items()})
         mlflow.log_metrics(_flat_metrics(metrics))
         with tempfile.TemporaryDirectory() as tmp:
             for path in plot_curves(metrics, Path(tmp)):
@@ -163,7 +169,31 @@ def log_and_register(
                 registered_model_name=settings.model_name if register else None,
             )
         version = str(info.registered_model_version) if register and info.registered_model_version else None
-        return run.info.run_id, version
+    if version and tags:
+        set_version_tags(version, tags, settings, uri)
+    return run.info.run_id, version
+
+
+def set_version_tags(
+    version: str, tags: dict[str, Any], settings: Settings | None = None, tracking_uri: str | None = None
+) -> None:
+    """Set tags on a registered version (the data it saw, a promotion's who / when / why)."""
+    settings = settings or get_settings()
+    client = MlflowClient(configure(settings, tracking_uri))
+    for k, v in tags.items():
+        client.set_model_version_tag(settings.model_name, str(version), k, str(v)[:5000])
+
+
+def version_tags(
+    version: str, settings: Settings | None = None, tracking_uri: str | None = None
+) -> dict[str, str]:
+    """The tags of a registered version ({} when it has none)."""
+    settings = settings or get_settings()
+    client = MlflowClient(configure(settings, tracking_uri))
+    try:
+        return dict(client.get_model_version(settings.model_name, str(version)).tags or {})
+    except MlflowException:
+        raise RegistryError(f"model {settings.model_name!r} has no version {version!r}") from None
 
 
 def _public(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +243,7 @@ def list_versions(settings: Settings | None = None, tracking_uri: str | None = N
                 "arrived.auc": m.get("arrived.auc"),
                 "reply.r10_at_1": m.get("reply.r10_at_1"),
                 "stage.macro_f1": m.get("stage.macro_f1"),
+                "tags": dict(v.tags or {}),
             }
         )
     return out

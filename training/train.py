@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -274,11 +275,28 @@ def train(
         "metrics": public(metrics),
         "timings": timings,
     }
+    # the time range of the data and of the chats it fitted on (all but the test split), for the tags of
+    # the registered version and for comparisons on later chats (training/retrain.py)
+    model.info["data_range"] = _time_range(m.started_ts for m in scan_.metas)
+    model.info["fit_range"] = _time_range(m.started_ts for m in scan_.metas if scan_.split[m.index] != "test")
+    model.info["test_range"] = _time_range(
+        m.started_ts for m in scan_.metas if scan_.split[m.index] == "test"
+    )
     # the training chats' profile, the reference of the server's drift check (features/profile.py)
     model.info["profile"] = build_profile(reply_convs, hospital["hospital_name"])
     bundle_dir = Path(out_dir) if out_dir else settings.var_dir / "models" / "latest"
     model.save(bundle_dir)
     return TrainResult(bundle_dir, model, metrics, trained, skipped, comparison, timings)
+
+
+def _time_range(stamps: Iterable[float]) -> list[str] | None:
+    ts = list(stamps)
+    if not ts:
+        return None
+    return [
+        datetime.fromtimestamp(min(ts), UTC).isoformat(),
+        datetime.fromtimestamp(max(ts), UTC).isoformat(),
+    ]
 
 
 CANDIDATE_LABELS = {"logreg": "logistic regression", "hgb": "boosting", "hgb_small": "small boosting"}

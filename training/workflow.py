@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from yuyue.config import Settings
 from yuyue.training import registry
@@ -21,8 +25,11 @@ def train_and_register(
     promote_if_first: bool = True,
     workers: int = 2,
     echo: Callable[[str], None] = print,
+    tags: dict[str, Any] | None = None,
 ) -> tuple[TrainResult, str | None]:
-    """Train on ``data``, log the run, register a version; make it champion if there is none yet."""
+    """Train on ``data``, log the run, register a version; make it champion if there is none yet.
+
+    The run and the version are tagged with the data they saw (:func:`data_tags`, then ``tags``)."""
     result = train(data, settings=settings, strict=strict, workers=workers, echo=echo)
     for line in summary_lines(result):
         echo(line)
@@ -40,6 +47,7 @@ def train_and_register(
         settings=settings,
         tracking_uri=tracking_uri,
         register=register,
+        tags={**data_tags(data, result.model.info), **(tags or {})},
     )
     result.run_id, result.version = run_id, version
     echo(
@@ -47,8 +55,45 @@ def train_and_register(
     )
     if version and promote_if_first and not has_champion(settings, tracking_uri):
         registry.promote(version, settings, tracking_uri)
+        registry.set_version_tags(version, promotion_tags("first"), settings, tracking_uri)
         echo(f"no champion yet: version {version} is now champion")
     return result, version
+
+
+def data_tags(path: str | Path, info: dict[str, Any], source: str = "file") -> dict[str, Any]:
+    """What a version saw: source, file, chats, labelled chats, time range, SHA-256 of the file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    first, last = info.get("data_range") or (None, None)
+    fit = info.get("fit_range") or (None, None)
+    return {
+        "data.source": source,
+        "data.path": str(path),
+        "data.n_chats": info.get("n_conversations"),
+        "data.n_labelled": info.get("n_labelled"),
+        "data.first_started_at": first,
+        "data.last_started_at": last,
+        "data.fit_until": fit[1],
+        "data.sha256": digest.hexdigest(),
+    }
+
+
+def promotion_tags(how: str, reason: str | None = None) -> dict[str, str]:
+    """Who promoted a version, when and how (``first`` / ``gate`` / ``forced``), and why when forced."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    tags = {
+        "promotion": how,
+        "promoted_by": who,
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if reason:
+        tags["promotion_reason"] = reason
+    return tags
 
 
 def has_champion(settings: Settings, tracking_uri: str | None = None) -> bool:
