@@ -11,10 +11,12 @@ docs/api.md ("Desk reports"); the short form:
 - **duration**: seconds from the chat's start to its last message (the reference desks aim at 5-30
   minutes: ``duration_5_30_share``);
 - **contact / booked / arrived rates**: of chats (contact: recorded, or contact data seen in the chat);
-- **expected** bookings / arrivals: the sum of the chats' *open-time* scores (the ``open`` event:
-  the visit trace, hour, department, project, before any message), so they measure the leads a
-  consultant got, not what the consultant made of them (every later score already reads the
-  consultant's messages). **adjusted** rate = (actual − expected) / scored chats;
+- **expected** bookings / arrivals: the sum of the chats' *lead* scores (kept with the ``open`` event:
+  the visit trace, hour, department, project, before any message, scored *without* the consultant),
+  so they measure the leads a consultant got, not what the consultant made of them (every later
+  score reads the consultant's messages; the open-time score reads the consultant's id, so it holds
+  the consultant's learned skill). Chats opened before the lead scores were stored: their open-time
+  scores. **adjusted** rate = (actual − expected) / scored chats;
 - **concerns**: price, safety, pain, recovery, effect, privacy, distance, raised by the visitor and
   answered by a consultant message after it, read from the stored texts with the live path's signal
   lexicon (``features.signals``); shares are of all concerns raised, answer rates of each concern raised;
@@ -161,7 +163,7 @@ class Chat:
     booked: bool
     arrived: bool
     duration_s: float | None
-    p_booked0: float | None  # open-time scores
+    p_booked0: float | None  # expected: the lead's open-time scores (without the consultant)
     p_arrived0: float | None
     first_wait_s: float | None = None
     waits: list[float] = field(default_factory=list)
@@ -262,7 +264,8 @@ def _read_chats(cx: Connection, store: EventStore, ids: list[str]) -> list[Chat]
 
 
 def _chat_query(ids: list[str], dialect: str) -> Any:
-    """One row per chat: its conversation columns and its open-time scores (the ``open`` event)."""
+    """One row per chat: its conversation columns and its expected scores (the ``open`` event's lead
+    scores, ``p_booked_lead`` / ``p_arrived_lead``, else its open-time ``p_booked`` / ``p_arrived``)."""
     c = conversations.c
     opened = sa.alias(events, "o")
     contact = sa.or_(c.contact.is_(True), c.contact_seen.is_(True))
@@ -282,8 +285,13 @@ def _chat_query(ids: list[str], dialect: str) -> Any:
             sa.func.coalesce(c.booked, False),
             sa.func.coalesce(c.arrived, False),
             sa.case((c.n_messages > 0, _seconds(c.last_at, c.started_at, dialect)), else_=None),
-            _json_float(opened.c.payload, "p_booked", dialect),
-            _json_float(opened.c.payload, "p_arrived", dialect),
+            *(
+                sa.func.coalesce(  # the lead's score; chats opened before it was stored: the open-time one
+                    _json_float(opened.c.payload, f"p_{t}_lead", dialect),
+                    _json_float(opened.c.payload, f"p_{t}", dialect),
+                )
+                for t in ("booked", "arrived")
+            ),
             c.hospital,
             c.department,
         )

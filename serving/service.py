@@ -241,13 +241,8 @@ class ChatService:
         for hook in self.visit_hooks:
             visit = hook(visit, started)
         cid = conversation_id or uuid.uuid4().hex
-        session, scores = model.open_chat(
-            started_at=started,
-            visit=visit,
-            department=department,
-            project=project,
-            consultant_id=consultant_id,
-        )
+        chat: dict[str, Any] = dict(started_at=started, visit=visit, department=department, project=project)
+        session, scores = model.open_chat(**chat, consultant_id=consultant_id)
         row = {
             "id": cid,
             "hospital": hospital,
@@ -267,7 +262,8 @@ class ChatService:
             "reasons": _reasons_json(scores),
             "model_version": version,
         }
-        self.store.open(row, caller.name, started)
+        lead = lead_scores(model, scores, chat, consultant_id)
+        self.store.open(row, caller.name, started, extra=lead)
         self._cache_set(cid, Live(0, session, [], consultant_id, started))
         return {
             "conversation_id": cid,
@@ -673,6 +669,17 @@ def _message_rows(
 
 def _rate(a: Any, b: Any) -> float | None:
     return round(int(a or 0) / int(b), 4) if b else None
+
+
+def lead_scores(
+    model: YuyueModel, scores: dict[str, Any], chat: dict[str, Any], consultant_id: str | None
+) -> dict[str, float | None]:
+    """The reports' expected values (``p_booked_lead`` / ``p_arrived_lead``, kept with the open event):
+    the opening (``chat``: open_chat's arguments; ``scores``: with the consultant) scored without its
+    consultant, the lead alone, not the consultant's skill the model learned from ``meta.consultant``."""
+    if consultant_id is not None:
+        _, scores = model.open_chat(**chat)
+    return {f"p_{t}_lead": scores[t].probability if t in scores else None for t in ("booked", "arrived")}
 
 
 def _reasons_json(scores: dict[str, Any]) -> str:

@@ -312,8 +312,11 @@ class EventStore:
         )
 
     # ---- writes ------------------------------------------------------------
-    def open(self, row: dict[str, Any], actor: str | None, at: datetime) -> None:
-        """Insert a new chat (``row``: conversations columns) and its ``open`` event."""
+    def open(
+        self, row: dict[str, Any], actor: str | None, at: datetime, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Insert a new chat (``row``: conversations columns) and its ``open`` event (``row`` and
+        ``extra``: values kept with the event only, such as the lead's scores the reports read)."""
         now = _now()
         try:
             with self._gate(), self.engine.begin() as cx:
@@ -322,7 +325,7 @@ class EventStore:
                     _event(
                         row["id"],
                         "open",
-                        {k: v for k, v in row.items() if k not in ("id",)},
+                        {**{k: v for k, v in row.items() if k not in ("id",)}, **(extra or {})},
                         actor,
                         at=at,
                         recorded_at=now,

@@ -1,6 +1,7 @@
 """Desk reports (issue 17): ``GET /v1/reports/consultants`` and ``/v1/reports/sources`` on chats stored
 through the API with known timings, on SQLite and PostgreSQL (+ Redis): first-response and response
-times, durations, rates and the rates adjusted for the leads (actual − the open-time scores), concerns,
+times, durations, rates and the rates adjusted for the leads (actual − the lead scores stored at open:
+the opening scored without the consultant, see test_reports_lead.py), concerns,
 compliance warnings, suggestion acceptance, consultant scoping, CSV = JSON, bad parameters."""
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 
+import orjson
 import pytest
+import sqlalchemy as sa
 
 from yuyue.serving.reports import DayRange, ReportError, concerns_of, period_of
 
@@ -51,7 +54,7 @@ def _report(api, who="sup", path="consultants", **params):
 
 @pytest.fixture
 def desk(api):
-    """Four chats of c01 and c02 with known times; returns the open-time booking and arrival scores."""
+    """Four chats of c01 and c02 with known times; returns their stored lead booking and arrival scores."""
     from yuyue.serving.reports import clear_caches
 
     clear_caches()
@@ -81,7 +84,18 @@ def desk(api):
     _say(api, "rep-c", "consultant", "您好", "14:25:00", who="c02")
     # D (c01): opened, the visitor never wrote
     scores["d"] = _open(api, "rep-d", "15:00:00")
-    return scores
+    return {k: _lead(api, f"rep-{k}") for k in scores}
+
+
+def _lead(api, cid):
+    """The lead scores kept with chat ``cid``'s open event (the report's expected values)."""
+    engine = api.state.service.store.engine
+    with engine.connect() as cx:
+        raw = cx.execute(
+            sa.text("SELECT payload FROM events WHERE conversation_id = :c AND kind = 'open'"), {"c": cid}
+        ).scalar_one()
+    payload = orjson.loads(raw)
+    return {t: payload[f"p_{t}_lead"] for t in ("booked", "arrived")}
 
 
 def test_consultant_report_numbers(api, desk):
@@ -100,14 +114,14 @@ def test_consultant_report_numbers(api, desk):
     assert (c01["booked_rate"], c01["arrived_rate"], c01["arrived_of_booked"]) == (0.5, 0.5, 1.0)
     assert c02["first_response_median_s"] == pytest.approx(300.0) and c02["duration_median_s"] == 300.0
     assert c02["booked"] == 0 and c02["booked_rate"] == 0.0
-    # adjusted = actual − the open-time scores of the chats (the visitor never wrote in D: not a chat)
-    exp_b = desk["a"]["booked"]["probability"] + desk["b"]["booked"]["probability"]
-    exp_a = desk["a"]["arrived"]["probability"] + desk["b"]["arrived"]["probability"]
+    # adjusted = actual − the lead scores of the chats (the visitor never wrote in D: not a chat)
+    exp_b = desk["a"]["booked"] + desk["b"]["booked"]
+    exp_a = desk["a"]["arrived"] + desk["b"]["arrived"]
     assert c01["scored_chats"] == 2
     assert c01["expected_booked"] == pytest.approx(exp_b, abs=1e-3)
     assert c01["booked_rate_adjusted"] == pytest.approx((1 - exp_b) / 2, abs=1e-3)
     assert c01["arrived_rate_adjusted"] == pytest.approx((1 - exp_a) / 2, abs=1e-3)
-    assert c02["booked_rate_adjusted"] == pytest.approx(-desk["c"]["booked"]["probability"], abs=1e-3)
+    assert c02["booked_rate_adjusted"] == pytest.approx(-desk["c"]["booked"], abs=1e-3)
     # concerns: price answered (费用 …), pain raised and not answered
     concerns = c01["concerns"]
     assert c01["concern_chats"] == 2
