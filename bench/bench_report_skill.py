@@ -8,14 +8,18 @@ from the record's ``truth`` block, evaluation only), scores each chat at open ti
 ``ChatService.open`` does (``YuyueModel.open_chat`` with the chat's start in the desk's zone, visit,
 department, project and consultant), builds the report's :class:`~yuyue.serving.reports.Chat` rows
 and folds them per consultant with the report's own ``_fold`` / ``_Group`` (so ``booked_rate`` and
-``booked_rate_adjusted`` = (actual − Σ open-time p) / scored chats are the report's numbers). Prints
+``booked_rate_adjusted`` = (actual − Σ expected p) / scored chats are the report's numbers). Prints
 the Spearman rank correlation of skill with the raw and the adjusted booking and arrival rates,
 a bootstrap interval (chats resampled with replacement) and the share of resamples where the adjusted
 rate beats the raw one.
 
-``open-time p`` is computed twice: as served (the consultant's id is one of the model's open-time
-features) and ``blind`` (the same call with ``consultant_id=None``), since a model that knows the
-consultant puts part of the consultant's skill into the expected bookings it subtracts.
+Expected bookings are computed twice: ``served``, what ``ChatService.open`` stores and the report
+reads (``serving.service.lead_scores``: the opening scored again without the consultant, the lead
+alone), and ``with consultant``, the open-time score the desk sees (the consultant's id is one of the
+model's open-time features), which the report subtracted before 2026-11-30: a model that knows the
+consultant puts part of the consultant's skill into the expected bookings it subtracts. ``served`` is
+checked against a direct ``open_chat(consultant_id=None)`` on the first chats, and the time of the
+extra scoring call per opened chat is printed (the cost of storing the lead's score).
 
     .venv/bin/python bench/bench_report_skill.py --n 6000 --seeds 5 --model /tmp/ymodel/bundle
 """
@@ -33,21 +37,36 @@ from scipy.stats import spearmanr
 RATES = ("booked", "arrived")
 
 
-def open_scores(model: Any, rec: dict[str, Any], blind: bool) -> tuple[float | None, float | None]:
-    """The chat's open-time (p_booked, p_arrived), as ``ChatService.open`` computes them."""
+def open_scores(model: Any, rec: dict[str, Any], blind: bool = False) -> tuple[dict[str, Any], ...]:
+    """The chat's open-time scores (``blind``: without the consultant) and ``open_chat``'s arguments."""
     from yuyue.data.contract import Visit
     from yuyue.serving.service import LOCAL_TZ
 
-    visit = Visit.model_validate(rec["visit"]) if rec.get("visit") else None
-    _, scores = model.open_chat(
-        started_at=datetime.fromisoformat(rec["started_at"]).astimezone(LOCAL_TZ),
-        visit=visit,
-        department=rec.get("department"),
-        project=rec.get("project"),
-        consultant_id=None if blind else rec.get("consultant_id"),
-    )
+    chat = {
+        "started_at": datetime.fromisoformat(rec["started_at"]).astimezone(LOCAL_TZ),
+        "visit": Visit.model_validate(rec["visit"]) if rec.get("visit") else None,
+        "department": rec.get("department"),
+        "project": rec.get("project"),
+    }
+    _, scores = model.open_chat(**chat, consultant_id=None if blind else rec.get("consultant_id"))
+    return scores, chat
+
+
+def _pair(scores: dict[str, Any]) -> tuple[float | None, float | None]:
     b, a = scores.get("booked"), scores.get("arrived")
     return (b.probability if b else None, a.probability if a else None)
+
+
+def served_and_open(model: Any, rec: dict[str, Any]) -> tuple[Any, Any, float]:
+    """(expected as the service stores it, the open-time score with the consultant) and the seconds of
+    the service's extra call (``lead_scores``, exactly as ``ChatService.open`` makes it)."""
+    from yuyue.serving.service import lead_scores
+
+    scores, chat = open_scores(model, rec)
+    t0 = time.perf_counter()
+    lead = lead_scores(model, scores, chat, rec.get("consultant_id"))
+    spent = time.perf_counter() - t0
+    return (lead["p_booked_lead"], lead["p_arrived_lead"]), _pair(scores), spent
 
 
 def report_chat(rec: dict[str, Any], p_b: float | None, p_a: float | None) -> Any:
@@ -64,18 +83,22 @@ def report_chat(rec: dict[str, Any], p_b: float | None, p_a: float | None) -> An
 
 
 def load(model: Any, n: int, seed: int) -> dict[str, Any]:
-    """Per chat arrays for one seed: consultant index, chatted, booked, arrived, p (served, blind)."""
+    """Per chat arrays for one seed: consultant index, chatted, booked, arrived, p (served, with)."""
     from yuyue.data.simulator.generate import iter_records
 
     recs = list(iter_records(n, seed))
-    served = [open_scores(model, r, blind=False) for r in recs]
-    blind = [open_scores(model, r, blind=True) for r in recs]
+    both = [served_and_open(model, r) for r in recs]
+    for r, (served, _, _) in zip(recs[:100], both, strict=False):  # served = the lead alone
+        direct = _pair(open_scores(model, r, blind=True)[0])
+        assert all(abs((x or 0) - (y or 0)) < 1e-12 for x, y in zip(served, direct, strict=True))
     skill = {r["consultant_id"]: r["truth"]["latents"]["consultant_skill"] for r in recs}
     names = sorted(skill)
+    extra = [b[2] for b, r in zip(both, recs, strict=True) if r.get("consultant_id")]
     return {
         "recs": recs,
-        "served": served,
-        "blind": blind,
+        "served": [b[0] for b in both],
+        "with": [b[1] for b in both],
+        "extra_ms": 1000 * np.array(extra),
         "names": names,
         "skill": np.array([skill[c] for c in names]),
     }
@@ -171,15 +194,22 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         t0 = time.perf_counter()
         data = load(model, args.n, seed)
+        ms = data["extra_ms"]
         print(
-            f"seed {seed}: {args.n} chats, {len(data['names'])} consultants ({time.perf_counter() - t0:.0f} s)"
+            f"seed {seed}: {args.n} chats, {len(data['names'])} consultants ({time.perf_counter() - t0:.0f} s); "
+            f"extra scoring call per open: mean {ms.mean():.2f} ms, p50 {np.median(ms):.2f}, "
+            f"p99 {np.percentile(ms, 99):.2f} ({len(ms)} chats with a consultant)"
         )
-        for which in ("served", "blind"):
+        for which in ("served", "with"):
             a = arrays(data, which)
             check_against_report(data, a, which)
             point = correlations(a, data["skill"], np.arange(len(a["cons"])))
             boot = bootstrap(a, data["skill"], args.boot, seed)
-            label = "open-time p as served (with consultant)" if which == "served" else "open-time p blind"
+            label = (
+                "expected as served (the lead's score, without the consultant)"
+                if which == "served"
+                else "expected = open-time score with the consultant (before 2026-11-30)"
+            )
             print(f" {label}: {len(a['cons'])} scored chats")
             if args.table:
                 print_table(data, which)
