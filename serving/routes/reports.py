@@ -71,8 +71,10 @@ class ReportNumbers(_Answer):
     booked_rate: float | None = Field(description="of chats (预约率)")
     arrived_rate: float | None = Field(description="of chats")
     arrived_of_booked: float | None = Field(description="arrivals / bookings (到诊率)")
-    scored_chats: int = Field(description="chats with an open-time score (the base of the adjusted rates)")
-    expected_booked: float = Field(description="sum of the scored chats' open-time booking scores")
+    scored_chats: int = Field(description="chats with an expected score (the base of the adjusted rates)")
+    expected_booked: float = Field(
+        description="sum of the scored chats' lead booking scores (at open, without the consultant)"
+    )
     expected_arrived: float
     booked_rate_adjusted: float | None = Field(description="(bookings − expected bookings) / scored chats")
     arrived_rate_adjusted: float | None = Field(description="(arrivals − expected arrivals) / scored chats")
@@ -199,8 +201,9 @@ def consultants(
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=LIMIT.description),
 ) -> Any:
     """Per consultant and period: chats, first-response and response times, duration, contact /
-    booking / arrival rates and the same adjusted for the leads (actual − the open-time scores' sum),
-    concerns and how often each was answered, compliance warnings, suggestion acceptance."""
+    booking / arrival rates and the same adjusted for the leads (actual − the sum of the chats' lead
+    scores: each scored at open without the consultant), concerns and how often each was answered,
+    compliance warnings, suggestion acceptance."""
     days = _range(first, last)
     filters = Filters(hospital, department, _scope(who, consultant))
     try:
