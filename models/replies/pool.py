@@ -244,6 +244,9 @@ class PoolEntry:
     project: str | None = None
     # the departments a mined reply was used in, when fewer than GENERIC_DEPARTMENTS (else generic: None)
     departments: list[str] | None = None
+    # a reply that entered the pool from the desk: a consultant's edit of the entry with this id
+    # (serving/reviews.py adds these to a running server's pool; a retrain mines them as sent messages)
+    edited_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -309,6 +312,16 @@ class ReplyPool:
             self.entries[i].status = status
         if save and self.path is not None:
             self.save(self.path)
+
+    def swap_entries(self, add: Iterable[PoolEntry] = (), drop: Iterable[str] = ()) -> None:
+        """Add (or replace) and remove entries in one step: the dict is replaced, never changed in
+        place, so a suggester iterating over the old one meanwhile is not disturbed."""
+        entries = dict(self.entries)
+        for rid in drop:
+            entries.pop(rid, None)
+        for e in add:
+            entries[e.id] = e
+        self.entries = entries
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -21,6 +21,8 @@ class RankWeights:
     popularity: float = 0.02  # × log1p(count): a tie-breaker towards well-tried replies
     script_stage: float = 0.5  # share of a script's relevance that comes from stage support
     reviewed: float = 0.05  # bonus for entries a supervisor (or the script library) allowed
+    feedback: float = 0.5  # the most the desk's feedback moves a score, up or down (feedback_shift)
+    feedback_strength: float = 10.0  # pseudo-answers at the desk's overall rate: a few clicks move little
 
 
 def candidate_score(
@@ -37,6 +39,24 @@ def candidate_score(
     if entry.count:
         score += weights.popularity * math.log1p(entry.count) / 10.0
     return score
+
+
+def feedback_shift(
+    accepted: float, answered: float, p0: float, weights: RankWeights = RankWeights()
+) -> float:
+    """How much the consultants' feedback moves an entry's score, in ``[-feedback, +feedback]``.
+
+    ``accepted`` of ``answered`` suggestions of the entry were used (edited ones count half); ``p0`` is
+    the desk's rate over all answered suggestions. The entry's smoothed rate
+    ``(accepted + a·p0) / (answered + a)`` (``a = feedback_strength``) above ``p0`` lifts it, below
+    sinks it, scaled so that only a rate of 1 (or 0) after many answers reaches the bound."""
+    if answered <= 0 or weights.feedback == 0:
+        return 0.0
+    p0 = min(max(p0, 0.05), 0.95)
+    a = weights.feedback_strength
+    rate = (min(accepted, answered) + a * p0) / (answered + a)
+    span = (1.0 - p0) if rate >= p0 else p0
+    return weights.feedback * (rate - p0) / span
 
 
 def diverse_top_k(
@@ -68,4 +88,4 @@ def diverse_top_k(
     return chosen
 
 
-__all__ = ["RankWeights", "candidate_score", "diverse_top_k"]
+__all__ = ["RankWeights", "candidate_score", "diverse_top_k", "feedback_shift"]

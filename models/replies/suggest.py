@@ -241,7 +241,9 @@ class ReplySuggester:
     neighbours: Any = None  # models.replies.neural.ContextNeighbours (the knn_* features)
     neural_status: str = "not trained"
     # review decisions made after training (serving.reviews.ReviewBook): ``refresh()`` once per
-    # suggestion, ``review(entry)`` -> (status, edited text or None) | None, ``serve_unreviewed``
+    # suggestion, ``review(entry)`` -> (status, edited text or None) | None, ``serve_unreviewed``;
+    # optionally the desk's feedback: ``feedback_shift(reply id, weights)`` -> score shift and
+    # ``variants(reply id)`` -> ids of pool entries consultants made of it by editing
     reviews: Any = None
 
     def __post_init__(self) -> None:
@@ -594,6 +596,7 @@ class ReplySuggester:
                     candidates.append(_Candidate(e, self.min_score))
         raw = candidates
         candidates = [c for c in candidates if _fits_chat(c.entry, facts)]
+        candidates += self._edited_variants(candidates, facts)
         base = self.pool.base_rate
         # with the hybrid the booking prior is one of its learned features: not added a second time
         weights = replace(self.weights, booking=0.0) if self.uses_hybrid else self.weights
@@ -601,6 +604,7 @@ class ReplySuggester:
             c.score = candidate_score(c.relevance, c.entry, base, stage_probs, weights)
             if self._status(c.entry) == "allowed":
                 c.score += self.weights.reviewed
+            c.score += self._feedback_shift(c.entry)
             if ask is not None and _answers(c.entry, ask):
                 c.score += 1.0  # the visitor's question first, when anything answers it
             if confirm:
@@ -734,6 +738,30 @@ class ReplySuggester:
                 return False
         project = _project(facts)
         return not (entry.project and entry.project != project)
+
+    def _feedback_shift(self, entry: PoolEntry) -> float:
+        """The desk's feedback on ``entry`` (``reviews.feedback_shift``, see rank.feedback_shift)."""
+        shift = getattr(self.reviews, "feedback_shift", None)
+        return float(shift(entry.id, self.weights)) if shift is not None else 0.0
+
+    def _edited_variants(
+        self, candidates: Sequence[_Candidate], facts: Mapping[str, Any]
+    ) -> list[_Candidate]:
+        """Replies consultants made of these candidates by editing them (``reviews.variants``), as
+        relevant as the reply they edited; their feedback then decides which of the two ranks first."""
+        variants = getattr(self.reviews, "variants", None)
+        if variants is None:
+            return []
+        have = {c.entry.id for c in candidates}
+        out = []
+        for c in candidates:
+            for rid in variants(c.entry.id):
+                e = self.pool.get(rid)
+                if e is not None and rid not in have and not _MASKED.search(e.text):
+                    if self._usable(e, facts) and _fits_chat(e, facts):
+                        have.add(rid)
+                        out.append(_Candidate(e, c.relevance))
+        return out
 
     def _status(self, entry: PoolEntry) -> str:
         """The entry's review status: a decision made since training (``reviews``) over the pool's."""
