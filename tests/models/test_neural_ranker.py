@@ -163,7 +163,7 @@ def test_mode_is_a_setting_read_from_the_environment(monkeypatch) -> None:
     from yuyue.config import Settings
 
     monkeypatch.delenv("YUYUE_NEURAL_RANKER", raising=False)
-    assert Settings().neural_ranker == "off" and neural_mode() == "off"
+    assert Settings().neural_ranker == "auto" and neural_mode() == "auto"
     for value, mode in (
         ("0", "off"),
         ("1", "full"),
@@ -182,10 +182,13 @@ def test_auto_mode_trains_the_neural_ranker_only_when_it_can() -> None:
     from yuyue.models.replies.teacher import available
 
     plenty, few = nr.AUTO_MIN_PAIRS, nr.AUTO_MIN_PAIRS - 1
-    assert nr.resolve_mode("auto", plenty, {})[0] == ("full" if available() else "off")
-    mode, why = nr.resolve_mode("auto", few, {})
+    # the setting's auto trains the lexical ranker; the upgrade fits the hybrid (auto-fit)
+    mode, why = nr.resolve_mode("auto", 10 * plenty, {})
+    assert mode == "off" and "upgrade-ranker" in why
+    assert nr.resolve_mode(nr.AUTO_FIT, plenty, {})[0] == ("full" if available() else "off")
+    mode, why = nr.resolve_mode(nr.AUTO_FIT, few, {})
     assert mode == "off" and "lexical" in why
-    mode, why = nr.resolve_mode("auto", 10 * plenty, {"PYTEST_CURRENT_TEST": "x"})
+    mode, why = nr.resolve_mode(nr.AUTO_FIT, 10 * plenty, {"PYTEST_CURRENT_TEST": "x"})
     assert mode == "off" and "pytest" in why  # the suite stays fast unless a test asks for it
     for explicit in ("off", "tiny", "full"):
         assert nr.resolve_mode(explicit, 5, {"PYTEST_CURRENT_TEST": "x"})[0] == explicit
