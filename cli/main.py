@@ -143,6 +143,8 @@ def _upgrade_ranker_in_background(settings) -> None:
     from yuyue.training import registry
     from yuyue.training.ranker_upgrade import needs_upgrade, start_background
 
+    if settings.neural_ranker != "auto" or os.environ.get("PYTEST_CURRENT_TEST"):
+        return  # before loading the bundle: nothing to do
     try:
         model, version = registry.load(registry.CHAMPION, settings)
         if not needs_upgrade(settings, version, model):

