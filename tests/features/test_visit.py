@@ -252,3 +252,18 @@ def test_feature_names_are_fixed_and_unique() -> None:
         assert f"visit.local={x}" in VISIT_FEATURE_NAMES
     for k in KEYWORD_CATEGORIES:
         assert f"visit.kw={k}" in VISIT_FEATURE_NAMES
+
+
+@pytest.mark.parametrize(
+    ("url", "paid"),
+    [
+        ("https://m.example.com/anli/12.html?bdjj=xyz", True),  # Baidu 竞价
+        ("https://m.example.com/anli/12.html?sgjj=xyz", True),  # Sogou 竞价 (the reference desk's ?sgjj)
+        ("https://m.example.com/anli/12.html?from=sgjjx", False),  # only the parameter name counts
+        ("https://m.example.com/anli/12.html", False),
+    ],
+)
+def test_paid_clicks_are_read_from_the_landing_parameters(url, paid) -> None:
+    start = datetime(2024, 5, 6, 18, 30, tzinfo=TZ)
+    visit = Visit(engine="sogou", landing_url=url)
+    assert visit_features(visit, start, **HOSPITAL).get("visit.ad_click", 0.0) == (1.0 if paid else 0.0)
