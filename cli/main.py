@@ -141,9 +141,9 @@ def _upgrade_ranker_in_background(settings) -> None:
     """With ``neural_ranker = "auto"``: a champion without the hybrid reply ranker gets one fitted by a
     child process; the server serves the lexical suggester meanwhile and switches when it is promoted."""
     from yuyue.training import registry
-    from yuyue.training.ranker_upgrade import needs_upgrade, start_background
+    from yuyue.training.ranker_upgrade import needs_upgrade, start_background, upgrades_wanted
 
-    if settings.neural_ranker != "auto" or os.environ.get("PYTEST_CURRENT_TEST"):
+    if not upgrades_wanted(settings):
         return  # before loading the bundle: nothing to do
     try:
         model, version = registry.load(registry.CHAMPION, settings)

@@ -46,9 +46,14 @@ def has_hybrid(model: YuyueModel) -> bool:
     return model.suggester is not None and getattr(model.suggester, "hybrid", None) is not None
 
 
+def upgrades_wanted(settings: Settings) -> bool:
+    """Whether the setting asks for background upgrades at all (checked before loading any bundle)."""
+    return settings.neural_ranker == "auto" and not os.environ.get("PYTEST_CURRENT_TEST")
+
+
 def needs_upgrade(settings: Settings, version: str, model: YuyueModel) -> bool:
     """Whether ``yuyue serve`` should fit the hybrid for ``version`` in the background."""
-    if settings.neural_ranker != "auto" or os.environ.get("PYTEST_CURRENT_TEST"):
+    if not upgrades_wanted(settings):
         return False
     if model.suggester is None or has_hybrid(model) or not model.info.get("data"):
         return False
@@ -67,7 +72,6 @@ def upgrade_ranker(
 ) -> str | None:
     """Register ``version`` (default: the champion) with the hybrid ranker as a new version; promote it
     when ``version`` is still the champion and replies rank no worse. The new version, or None."""
-    from yuyue.data.io import read_conversations
     from yuyue.models.bundle import YuyueModel
     from yuyue.models.replies.scripts import load_library
     from yuyue.training import registry
@@ -93,8 +97,7 @@ def upgrade_ranker(
         registry.set_version_tags(version, {TAG: f"none: {why}"}, settings)
         echo(f"no hybrid ranker for version {version}: {why}")
         return None
-    test = {i for i, s in scan_.split.items() if s == "test"}
-    test_convs = [c.without_truth() for i, c in enumerate(read_conversations(path)) if i in test]
+    test_convs = _load_split(path, scan_, "test", len(scan_.metas))  # all of them, as evaluate() reads
     # the version's own evaluation ran on the same test split: its reply metrics are the "before"
     before = model.info.get("metrics") or reply_metrics(model, test_convs)
     upgraded = YuyueModel(
