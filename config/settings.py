@@ -25,6 +25,13 @@ class Settings(BaseSettings):
 
     var_dir: Path = Field(Path("var"), description="all writable state lives below this folder")
 
+    hospital_id: str = Field(
+        "default",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the hospital whose knowledge base (doctors, prices, activities) fills reply slots",
+    )
     hospital_name: str = Field("本院", description="hospital name used in reply slots")
     hospital_city: str = Field("杭州市", description="city of the hospital; visitors elsewhere are non-local")
     hospital_province: str = Field("浙江省", description="province of the hospital")
