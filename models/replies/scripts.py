@@ -9,7 +9,8 @@ supported.
 Slot filling (``fill_slots``): a slot takes its value when one is given and not blank,
 else its fallback (``DEFAULT_FALLBACKS``: ``address_form`` → 您, ``project`` → 这个项目,
 ``doctor`` → 医生, ``hospital`` → 我们医院, ``visit_time`` → 约好的时间). A slot with neither (by
-default ``address``, ``phone`` and ``consultant``, the consultant's own name) drops the whole sentence that holds it (sentences end at 。！？；!?; or a
+default ``address``, ``phone``, ``consultant``, the consultant's own name, and the knowledge base's
+``price_range``, ``duration``, ``doctor_intro``, ``activity``, ``directions``, ``bring``) drops the whole sentence that holds it (sentences end at 。！？；!?; or a
 newline); when nothing is left the result is ``""`` and the caller should skip the entry.
 Write scripts so that each slot's fallback still reads naturally (``{address_form}好`` →
 您好), and keep an ``{address}``/``{phone}`` in a sentence of its own.
@@ -47,6 +48,13 @@ SLOTS: tuple[str, ...] = (
     "phone",
     "consultant",
     "visit_time",
+    # from the hospital's knowledge base (serving/knowledge.py); no fallback: unknown, the sentence goes
+    "price_range",
+    "duration",
+    "doctor_intro",
+    "activity",
+    "directions",
+    "bring",
 )
 DEFAULT_FALLBACKS: dict[str, str] = {
     "address_form": "您",

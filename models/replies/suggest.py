@@ -245,6 +245,9 @@ class ReplySuggester:
     # optionally the desk's feedback: ``feedback_shift(reply id, weights)`` -> score shift and
     # ``variants(reply id)`` -> ids of pool entries consultants made of it by editing
     reviews: Any = None
+    # the hospital's knowledge (serving.knowledge.KnowledgeHook): ``facts(facts, messages)`` -> the facts
+    # with ``doctor`` on duty, ``slots`` (price range, activity, directions …) and ``boost`` (reply id -> score)
+    knowledge: Any = None
 
     def __post_init__(self) -> None:
         if self.guard is None:
@@ -578,6 +581,8 @@ class ReplySuggester:
         context = context_text(context_messages)
         if not context.strip():
             return []
+        if self.knowledge is not None:  # the hospital's doctors on duty, prices, activities
+            facts = self.knowledge.facts(facts, context_messages)
         stage_probs = _stage_probs(facts)
         # the question of the visitor's newest message (not one already followed by another message)
         last = context_messages[-1] if context_messages else ("", "")
@@ -605,6 +610,7 @@ class ReplySuggester:
             if self._status(c.entry) == "allowed":
                 c.score += self.weights.reviewed
             c.score += self._feedback_shift(c.entry)
+            c.score += float((facts.get("boost") or {}).get(c.entry.id, 0.0))
             if ask is not None and _answers(c.entry, ask):
                 c.score += 1.0  # the visitor's question first, when anything answers it
             if confirm:
@@ -865,6 +871,7 @@ class ReplySuggester:
 
     def _slot_values(self, facts: Mapping[str, Any]) -> dict[str, str | None]:
         values: dict[str, str | None] = {k: v for k, v in self.hospital.items() if v}
+        values.update({k: v for k, v in (facts.get("slots") or {}).items() if v})
         values["address_form"] = facts.get("address_form")
         values["project"] = _project(facts)
         values["doctor"] = facts.get("doctor") or self.hospital.get("doctor")
