@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         ge=0,
         description="a chat without a message for this long counts as ended for the length profile",
     )
+    health_refresh_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="the server recomputes the full health report this often in a background thread, "
+        "keeping the /metrics flag gauges fresh (0: off; then only opening the report updates them)",
+    )
 
     neural_ranker: Literal["off", "tiny", "full", "auto", "encoder"] = Field(
         "auto",

@@ -31,6 +31,7 @@ from yuyue.serving.edge import EdgeMiddleware
 from yuyue.serving.metrics import Metrics
 from yuyue.serving.requestid import RequestIdMiddleware
 from yuyue.serving.routes import ROUTERS
+from yuyue.serving.routes import health as health_routes
 from yuyue.serving.routes import privacy as privacy_routes
 from yuyue.serving.routes import reports as report_routes
 from yuyue.serving.state import Yuyue, warm_up
@@ -52,7 +53,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.error("could not load the champion model: %s", exc)
     poller = threading.Thread(target=state.poll, name="yuyue-registry-poll", daemon=True)
     poller.start()
+    refresher = health_routes.HealthRefresher(state, state.settings.health_refresh_seconds).start()
     yield
+    refresher.stop()
     state.close()
 
 

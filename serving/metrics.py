@@ -8,6 +8,8 @@ sum over workers instead of that worker's own count.
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +70,20 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+
+        self.health_at = Gauge(
+            "yuyue_model_health_timestamp_seconds",
+            "when the last full health report behind the flags was computed (unix time; 0: none yet)",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+
+    def set_health(self, report: dict[str, Any]) -> None:
+        """The flag gauges from a full health report (``serving/monitoring.py``)."""
+        self.drift_flag.set(float(report["flags"]["drift"]))
+        self.accuracy_flag.set(float(report["flags"]["accuracy"]))
+        self.drift_psi.set(max((f["psi"] for f in report["drift"]["features"]), default=0.0))
+        self.health_at.set(time.time())
 
     def set_model(self, version: str) -> None:
         self.model.clear()

@@ -3,6 +3,9 @@ suggestion acceptance (``serving/monitoring.py``); analysts and admins."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -17,6 +20,7 @@ from yuyue.serving.schemas import _Answer
 from yuyue.serving.shadow import shadow_of
 
 router = APIRouter(tags=["analysts"])
+log = logging.getLogger("yuyue.serving")
 
 Num = float | None
 
@@ -52,7 +56,16 @@ class VersionHealth(_Answer):
     version: str
     role: Literal["champion", "challenger", "served"]
     chats: int = Field(description="chats in the window whose last message this version scored")
+    basis: Literal["closed", "last_message"] = Field(
+        description="the score ``live`` and ``groups`` judge: closed = the ended chat's score with the "
+        "chat-closed flag, as ``yuyue evaluate`` (the version's model is loaded); last_message = the "
+        "score of the chat's last message (what the desk saw)"
+    )
+    rescore_pending: int = Field(description="chats not yet rescored as ended (time budget); 0 when done")
     live: dict[str, TargetMetrics]
+    live_last_message: dict[str, TargetMetrics] = Field(
+        description="the same metrics on each chat's last-message score"
+    )
     offline: dict[str, dict[str, Num]] | None = Field(description="the version's offline test metrics")
     live_minus_offline: dict[str, dict[str, Num]]
     by: str | None
@@ -191,8 +204,10 @@ def report(
     version: str | None = None,
     by: str | None = "week",
     drift: bool = True,
+    rescore_budget_s: float | None = monitoring.RESCORE_BUDGET_S,
 ) -> dict[str, Any]:
-    """The health report of the app state ``state`` (also ``yuyue monitor``); sets the flag gauges."""
+    """The health report of the app state ``state`` (also ``yuyue monitor``); the full report (no
+    window, no version, with drift) sets the flag gauges."""
     shadow = shadow_of(state.service)
     shadow.poll()  # a challenger set since the last message shows up in the next report
     models = monitoring.served_models(state.models, shadow)
@@ -206,11 +221,70 @@ def report(
         by=by,
         drift=drift,
         offline_lookup=monitoring.registry_offline(state.settings),
+        rescore_budget_s=rescore_budget_s,
     )
     out["shadow_timing"] = shadow.timing()
     metrics = getattr(state, "metrics", None)
-    if metrics is not None and version is None:
-        metrics.drift_flag.set(float(out["flags"]["drift"]))
-        metrics.accuracy_flag.set(float(out["flags"]["accuracy"]))
-        metrics.drift_psi.set(max((f["psi"] for f in out["drift"]["features"]), default=0.0))
+    if metrics is not None and version is None and since is None and until is None and drift:
+        metrics.set_health(out)
     return out
+
+
+class HealthRefresher:
+    """The full health report every ``health_refresh_seconds`` in a thread of its own, so the gauges on
+    ``/metrics`` stay fresh without anyone opening the report (the first run after at most 30 s).
+
+    One run at a time, each in a worker thread: the scheduler waits for it at most ``timeout_s``, then
+    logs that it is late and starts no other until it ends. A run's cost is bounded by the report's
+    (``monitor_max_chats``, ``monitor_text_sample``, the rescoring budget); requests never wait for it;
+    an error is logged, never raised, and the next run tries again."""
+
+    def __init__(self, state: Any, interval: float):
+        self.state = state
+        self.interval = interval
+        self.timeout_s = max(30.0, interval)
+        self.rescore_budget_s = max(monitoring.RESCORE_BUDGET_S, min(120.0, interval / 2))
+        self.runs = self.failures = 0
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._scheduler: threading.Thread | None = None
+
+    def start(self) -> HealthRefresher:
+        if self.interval > 0:
+            self._scheduler = threading.Thread(target=self._loop, name="yuyue-health-refresh", daemon=True)
+            self._scheduler.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        wait = min(self.interval, 30.0)
+        while not self._stop.wait(wait):
+            wait = self.interval
+            if self._worker is not None and self._worker.is_alive():
+                log.warning("model health refresh: the last run is still going; this one is skipped")
+                continue
+            self._worker = threading.Thread(target=self.run_once, name="yuyue-health-report", daemon=True)
+            self._worker.start()
+            self._worker.join(self.timeout_s)
+            if self._worker.is_alive():
+                log.warning("model health refresh: still running after %.0f s", self.timeout_s)
+
+    def run_once(self) -> bool:
+        """One full report (the gauges set); False, logged, when it failed."""
+        t0 = time.perf_counter()
+        try:
+            out = report(self.state, rescore_budget_s=self.rescore_budget_s)
+        except Exception as exc:  # logged, never raised: the next run tries again
+            self.failures += 1
+            log.warning("model health refresh failed: %s: %s", type(exc).__name__, exc)
+            return False
+        self.runs += 1
+        log.info(
+            "model health refreshed in %.1f s: drift %s, flags %s",
+            time.perf_counter() - t0,
+            out["drift"]["status"],
+            {k: v for k, v in out["flags"].items() if k != "reasons"},
+        )
+        return True
