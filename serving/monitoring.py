@@ -4,17 +4,23 @@ acceptance, and the challenger next to the champion (``GET /v1/model/health``, `
 Framework-free: :func:`health_report` reads the event store's tables with SQLAlchemy and returns plain
 data.
 
-- **Accuracy.** A chat is judged by the score it had at its end: the booking and arrival probabilities
-  of its last scored message (``conversations.p_booked`` / ``p_arrived``, written with every message),
-  by the version that scored it (``conversations.model_version``), against its outcome once known
-  (``booked`` / ``arrived`` not null). Per version: AUC, ECE (10 equal-width bins, with the bins for a
-  reliability plot), Brier score and lift in the top 10 % (the definitions of ``yuyue evaluate``,
-  ``training/metrics.py``), overall and by week, department, engine or consultant, next to the
-  version's offline test metrics (from the bundle's ``info["metrics"]`` or the MLflow run).
+- **Accuracy.** A chat with a known outcome (``booked`` / ``arrived`` not null) is judged as ``yuyue
+  evaluate`` judges a chat of its test data: by the score of the *ended* chat, its whole transcript
+  with the chat-closed flag set (the ``closed`` row of training). The version that scored the chat
+  last (``conversations.model_version``) rescores it from the stored messages when that model is loaded
+  (the champion, the challenger), once per chat and length (cached), within a time budget per report
+  (``basis: "closed"``). Chats of versions not loaded, or beyond the budget, fall back to the score of
+  their last message (``conversations.p_booked`` / ``p_arrived``, what the desk saw; ``basis:
+  "last_message"``, whose ECE reads higher: the closed flag is what calibrates an ended chat); the
+  last-message metrics are always given too (``live_last_message``). Per version: AUC, ECE (10
+  equal-width bins, with the bins for a reliability plot), Brier score and lift in the top 10 % (the
+  definitions of ``yuyue evaluate``, ``training/metrics.py``), overall and by week, department, engine
+  or consultant, next to the version's offline test metrics (``info["metrics"]`` or the MLflow run).
 - **Outcomes.** Coverage (the share of chats whose booking / arrival is known) and delay (from the
   chat's start to its first recorded booking or arrival outcome).
 - **Shadow.** Where the last message of a chat also holds the challenger's scores (``serving/shadow.py``),
-  the champion's and the challenger's metrics on exactly those chats, with the differences.
+  the champion's and the challenger's metrics on exactly those chats, with the differences (both on
+  their last-message scores: the same footing for both).
 - **Drift.** The live chats' profile (``features/profile.py``) against the training profile stored with
   the champion (``info["profile"]``): population stability index per visit-trace feature, department
   mix, messages and visitor turns per ended chat, visitor message length, concern shares.
@@ -43,6 +49,7 @@ from sqlalchemy.engine import Engine
 from yuyue.config import Settings
 from yuyue.data.contract import Visit
 from yuyue.features.profile import ProfileCounter, compare
+from yuyue.features.state import ConversationState
 from yuyue.models.bundle import YuyueModel
 from yuyue.serving.store import conversations, events, suggestions
 from yuyue.training.metrics import brier, ece, lift_at, safe_auc
@@ -54,6 +61,7 @@ TARGETS = ("booked", "arrived")
 GROUPS = ("week", "department", "engine", "consultant")
 RELIABILITY_BINS = 10
 OFFLINE_KEYS = ("n", "auc", "ece", "brier", "lift_at_10pct")
+RESCORE_BUDGET_S = 10.0  # per report (a request); the background refresh gives itself more
 
 
 @dataclass
@@ -182,6 +190,7 @@ def _chats(
     cols = [
         c.id,
         c.department,
+        c.project,
         c.engine,
         c.consultant_id,
         c.started_at,
@@ -283,6 +292,116 @@ def _messages(engine: Engine, ids: list[str]) -> dict[str, list[tuple[str, str]]
     return out
 
 
+# ---- the score of the ended chat (as ``yuyue evaluate`` reads a chat) ---------------------------------
+class _LRU:
+    """A bounded, thread-safe map (the report runs in request threads and the refresh thread)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_CLOSED = _LRU(200_000)  # (model object id, chat id, messages) -> {"booked": p, "arrived": p}
+
+
+def _transcripts(engine: Engine, ids: list[str]) -> dict[str, list[tuple[str, str, datetime]]]:
+    """The (role, text, time) of the stored messages of the chats in ``ids``, in order."""
+    e = events.c
+    out: dict[str, list[tuple[str, str, datetime]]] = {i: [] for i in ids}
+    with engine.connect() as cx:
+        for i in range(0, len(ids), 200):
+            query = (
+                sa.select(e.conversation_id, e.payload)
+                .where(e.kind == "message", e.conversation_id.in_(ids[i : i + 200]))
+                .order_by(e.conversation_id, e.seq)
+            )
+            for cid, payload in cx.execute(query):
+                try:
+                    m = orjson.loads(payload)
+                    at = datetime.fromisoformat(m["at"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+                out[cid].append((str(m.get("role")), str(m.get("text") or ""), at))
+    return out
+
+
+def ended_chat_scores(
+    model: YuyueModel, row: dict[str, Any], msgs: list[tuple[str, str, datetime]]
+) -> dict[str, float]:
+    """The model's scores of the whole stored chat with the chat-closed flag set: the ``closed`` row
+    ``yuyue evaluate`` scores for a chat of its data."""
+    visit = None
+    if row.get("visit"):
+        try:
+            visit = Visit.model_validate_json(row["visit"])
+        except ValueError:
+            visit = None
+    hospital = {
+        k: v
+        for k, v in model.hospital.items()
+        if k in ("hospital_name", "hospital_city", "hospital_province")
+    }
+    state = ConversationState.start(
+        started_at=row["started_at"].astimezone(LOCAL_TZ),
+        visit=visit,
+        department=row.get("department"),
+        project=row.get("project"),
+        consultant_id=row.get("consultant_id"),
+        **hospital,
+    )
+    for role, text, at in msgs:
+        state.update(role, text, at.astimezone(LOCAL_TZ))
+    return {name: s.probability for name, s in model.score(state, closed=True, top=0).items()}
+
+
+def rescore_ended(
+    engine: Engine, rows: list[dict[str, Any]], models: list[Served], budget_s: float | None
+) -> dict[str, int]:
+    """Set ``row["c_booked"]`` / ``row["c_arrived"]`` (:func:`ended_chat_scores`) on the chats with a
+    known booking that a loaded model scored last, newest first, cached, until ``budget_s`` is spent;
+    returns the chats left without one per version."""
+    loaded = {m.version: m.model for m in models if m.model is not None and m.model.scorers}
+    todo: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        model = loaded.get(str(r["model_version"]))
+        if model is None or r["booked"] is None or not r["n_messages"]:
+            continue
+        hit = _CLOSED.get((id(model), r["id"], r["n_messages"]))
+        if hit is not None:
+            r["c_booked"], r["c_arrived"] = hit.get("booked"), hit.get("arrived")
+        else:
+            todo.setdefault(str(r["model_version"]), []).append(r)
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    left = {v: len(rs) for v, rs in todo.items()}
+    for version, pending in todo.items():
+        model = loaded[version]
+        for i in range(0, len(pending), 100):
+            if deadline is not None and time.monotonic() > deadline:
+                return left
+            chunk = pending[i : i + 100]
+            msgs = _transcripts(engine, [r["id"] for r in chunk])
+            for r in chunk:
+                scores = ended_chat_scores(model, r, msgs.get(r["id"], []))
+                _CLOSED.put((id(model), r["id"], r["n_messages"]), scores)
+                r["c_booked"], r["c_arrived"] = scores.get("booked"), scores.get("arrived")
+                left[version] -= 1
+    return left
+
+
 # ---- the parts of the report ------------------------------------------------------------------
 def outcome(row: dict[str, Any], target: str) -> bool | None:
     """A chat's known outcome: its booking; its arrival, which is also known (no) for a chat that was
@@ -311,22 +430,31 @@ def _group_key(row: dict[str, Any], by: str) -> str:
 
 
 def version_section(
-    rows: list[dict[str, Any]], version: str, role: str, offline: dict[str, Any], by: str | None
+    rows: list[dict[str, Any]],
+    version: str,
+    role: str,
+    offline: dict[str, Any],
+    by: str | None,
+    pending: int = 0,
 ) -> dict[str, Any]:
-    """One version's live metrics on the chats it scored last, overall and per group."""
-    live = {t: score_metrics(*_target_pairs(rows, t, "p_" + t), reliability=True) for t in TARGETS}
+    """One version's live metrics on the chats it scored last, overall and per group: on the ended
+    chats' scores when every one of them has it (``basis: "closed"``), else on the last messages'."""
+    labelled = [r for r in rows if r["booked"] is not None]
+    closed = bool(labelled) and not pending and all(r.get("c_booked") is not None for r in labelled)
+    key = "c_" if closed else "p_"
+    live = {t: score_metrics(*_target_pairs(rows, t, key + t), reliability=True) for t in TARGETS}
     groups = []
     if by is not None:
         keyed: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             keyed.setdefault(_group_key(r, by), []).append(r)
-        for key in sorted(keyed):
-            g = keyed[key]
+        for group in sorted(keyed):
+            g = keyed[group]
             groups.append(
                 {
-                    "group": key,
+                    "group": group,
                     "chats": len(g),
-                    **{t: score_metrics(*_target_pairs(g, t, "p_" + t)) for t in TARGETS},
+                    **{t: score_metrics(*_target_pairs(g, t, key + t)) for t in TARGETS},
                 }
             )
     delta = {}
@@ -340,7 +468,10 @@ def version_section(
         "version": version,
         "role": role,
         "chats": len(rows),
+        "basis": "closed" if closed else "last_message",
+        "rescore_pending": pending,
         "live": live,
+        "live_last_message": {t: score_metrics(*_target_pairs(rows, t, "p_" + t)) for t in TARGETS},
         "offline": offline or None,
         "live_minus_offline": delta,
         "by": by,
@@ -603,9 +734,11 @@ def health_report(
     drift: bool = True,
     offline_lookup: Callable[[list[str]], dict[str, dict[str, Any]]] | None = None,
     now: datetime | None = None,
+    rescore_budget_s: float | None = RESCORE_BUDGET_S,
 ) -> dict[str, Any]:
     """The model health report (see the module docstring); ``models``: the champion and the challenger
-    when one is set; ``offline_lookup``: the offline metrics of other versions that served, by version."""
+    when one is set; ``offline_lookup``: the offline metrics of other versions that served, by version;
+    ``rescore_budget_s``: seconds spent scoring ended chats not scored before (None: no limit)."""
     if by is not None and by not in GROUPS:
         raise ValueError(f"by must be one of {', '.join(GROUPS)}, not {by!r}")
     t0 = time.perf_counter()
@@ -615,7 +748,8 @@ def health_report(
         since = max(since, rows[-1]["started_at"]) if since is not None else rows[-1]["started_at"]
     champion = next((m for m in models if m.role == "champion"), None)
     challenger = next((m for m in models if m.role == "challenger"), None)
-    sections = _version_sections(rows, models, version, by, offline_lookup)
+    pending = rescore_ended(engine, rows, models, rescore_budget_s)
+    sections = _version_sections(rows, models, version, by, offline_lookup, pending)
     labelled = [r for r in rows if r["booked"] is not None and r["n_messages"]]
     payloads = _last_payloads(engine, [r["id"] for r in labelled])
     shadow = shadow_section(labelled, payloads)
@@ -647,6 +781,7 @@ def _version_sections(
     version: str | None,
     by: str | None,
     offline_lookup: Callable[[list[str]], dict[str, dict[str, Any]]] | None,
+    pending: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`version_section` of ``version``, else of the models given and every version that served."""
     known_models = {m.version: m for m in models}
@@ -665,7 +800,8 @@ def _version_sections(
         m = known_models.get(v)
         offline = m.offline if m is not None else looked_up.get(v, {})
         role = m.role if m is not None else "served"
-        sections.append(version_section(by_version.get(v, []), v, role, offline, by))
+        left = (pending or {}).get(v, 0)
+        sections.append(version_section(by_version.get(v, []), v, role, offline, by, left))
     return sections
 
 
