@@ -348,6 +348,7 @@ SCHEMA_TABLES = frozenset(
         "conversations",
         "erasures",
         "events",
+        "hospital_knowledge",
         "patient_chats",
         "patient_incidents",
         "patient_keys",
@@ -465,6 +466,7 @@ def _lock(conn: sa.Connection) -> None:
 def _schema_tables() -> list[sa.Table]:
     import yuyue.serving.appointments  # noqa: F401  (declares appointments)
     import yuyue.serving.auth  # noqa: F401  (declares api_keys)
+    import yuyue.serving.knowledge  # noqa: F401  (declares hospital_knowledge)
     import yuyue.serving.patients  # noqa: F401  (declares patients, patient_keys, patient_chats, patient_incidents)
     import yuyue.serving.reviews  # noqa: F401  (declares reply_reviews)
     import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)

@@ -26,6 +26,7 @@ from sqlalchemy.schema import SchemaItem
 
 import yuyue.serving.appointments  # noqa: F401  (declares appointments)
 import yuyue.serving.auth  # noqa: F401  (declares api_keys)
+import yuyue.serving.knowledge  # noqa: F401  (declares hospital_knowledge)
 import yuyue.serving.reviews  # noqa: F401  (declares reply_reviews)
 import yuyue.serving.store  # noqa: F401  (declares events, conversations, suggestions)
 import yuyue.serving.tasks  # noqa: F401  (declares tasks, task_attempts)
