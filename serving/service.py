@@ -44,6 +44,7 @@ from yuyue.features.signals import CONCERNS
 from yuyue.features.visit import keyword_category, page_category, parse_region
 from yuyue.models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
 from yuyue.models.replies.guard import check_consultant_message
+from yuyue.serving import knowledge
 from yuyue.serving.auth import Caller, chat_consultant, check_read, check_write
 from yuyue.serving.cache import CacheUnavailable, Codec, SessionCache
 from yuyue.serving.errors import Forbidden, InvalidInput
@@ -344,7 +345,8 @@ class ChatService:
             )
         seq = live.n_messages
         try:
-            insight = model.on_message(live.session, role, text, at, k=k)
+            with knowledge.serving(self, model, at):  # replies filled from the hospital's knowledge
+                insight = model.on_message(live.session, role, text, at, k=k)
             for span in insight.analysis.pii if role == "visitor" else ():
                 live.contacts.append([span.type, span.value, seq])
             live.n_messages, live.last_at = seq + 1, at
