@@ -1,0 +1,166 @@
+"""Hospital knowledge (医院资料): doctors with duty and leave, projects with price ranges, activities,
+address and directions. Everyone with a key reads it; admins write it whole (``PUT``), checked first:
+a 422 names each bad field (an activity's wording naming the compliance rule it breaks) and stores
+nothing. The served replies use a write from the next message on (other workers within 2 s).
+
+The hospital is the ``hospital_id`` setting (one per server until hospitals are tenants).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from yuyue.serving import knowledge as kb
+from yuyue.serving.auth import Caller, Role
+from yuyue.serving.deps import State, Who, require
+from yuyue.serving.errors import InvalidInput, errors, validation_problem
+from yuyue.serving.state import Yuyue
+
+router = APIRouter(tags=["knowledge"])
+
+Admin = Annotated[Caller, Depends(require())]
+NAME = Query(None, min_length=1, max_length=64)
+
+
+class KnowledgeView(BaseModel):
+    hospital_id: str
+    rev: int = Field(description="one higher per write; 0: nothing written yet")
+    updated_at: str | None
+    updated_by: str | None
+    editable: bool = Field(description="whether the caller may write it (admins)")
+    knowledge: kb.Knowledge
+
+
+class DoctorOnDuty(BaseModel):
+    name: str
+    title: str
+    department: str
+    specialties: list[str]
+    start: str
+    end: str
+
+
+class DoctorOff(BaseModel):
+    name: str
+    department: str
+    why: str = Field(description="leave | no duty that weekday")
+
+
+class DayView(BaseModel):
+    date: date
+    department: str | None
+    project: kb.Project | None = Field(description="the knowledge's project for the given name or alias")
+    on_duty: list[DoctorOnDuty] = Field(
+        description="recommended in this order (specialised in the project first)"
+    )
+    off: list[DoctorOff]
+    activities: list[kb.Activity] = Field(description="valid that day for the department and project")
+
+
+class _Refused(InvalidInput):
+    """A document whose parts the field checks passed but the whole does not (references, wording)."""
+
+    def __init__(self, exc: kb.KnowledgeError):
+        super().__init__(str(exc))
+        self.problems = exc.problems
+
+    def response(self) -> Response:
+        return validation_problem(
+            [{"type": "knowledge", "loc": ["body", *p.loc], "msg": p.msg} for p in self.problems]
+        )
+
+
+def _view(stored: kb.Stored, who: Caller) -> dict[str, Any]:
+    return {
+        "hospital_id": stored.hospital_id,
+        "rev": stored.rev,
+        "updated_at": stored.updated_at.isoformat() if stored.updated_at else None,
+        "updated_by": stored.updated_by,
+        "editable": who.has_role(Role.ADMIN),
+        "knowledge": stored.knowledge,
+    }
+
+
+def _store(state: Yuyue) -> kb.KnowledgeStore:
+    return kb.KnowledgeStore(state.engine)
+
+
+@router.get("/v1/knowledge", response_model=KnowledgeView, responses=errors(401, 403, 429, 503))
+def get_knowledge(who: Who, state: State) -> dict[str, Any]:
+    """The hospital's knowledge as stored (every role)."""
+    return _view(_store(state).read(state.settings.hospital_id), who)
+
+
+@router.put(
+    "/v1/knowledge", response_model=KnowledgeView, responses=errors(400, 401, 403, 409, 413, 422, 429, 503)
+)
+def put_knowledge(
+    body: kb.Knowledge,
+    who: Admin,
+    state: State,
+    rev: int | None = Query(
+        None, ge=0, le=2**31 - 1, description="the revision edited: 409 when another was written since"
+    ),
+) -> dict[str, Any]:
+    """Replace the hospital's knowledge (admins). Checked whole before anything is stored: 422 naming each
+    bad field, an unknown department a doctor or activity names, an activity's title, wording or
+    conditions that break the compliance guard (naming the rule)."""
+    try:
+        stored = _store(state).write(state.settings.hospital_id, body, who.name, expect_rev=rev)
+    except kb.KnowledgeError as exc:
+        raise _Refused(exc) from None
+    kb.book(state.service).written(stored)
+    return _view(stored, who)
+
+
+@router.get("/v1/knowledge/day", response_model=DayView, responses=errors(401, 403, 422, 429, 503))
+def knowledge_day(
+    who: Who,
+    state: State,
+    day: date = Query(alias="date", description="the visit day"),
+    department: str | None = NAME,
+    project: str | None = NAME,
+) -> dict[str, Any]:
+    """What the replies would use for a visit on ``date``: the doctors on duty (and those off, why),
+    the activities valid, the project's price range and duration (every role)."""
+    stored = _store(state).read(state.settings.hospital_id)
+    index = kb.Index.of(stored.knowledge, stored.rev)
+    proj = kb.find_project(index, department, project, [])
+    doctors = [d for d in stored.knowledge.doctors if department is None or d.department == department]
+    if department is None and proj is None:
+        on = [(d, duty) for d in doctors if (duty := kb.on_duty(d, day)) is not None]
+    else:
+        on = kb.doctors_on_duty(index, department, proj, day)
+    working = {(d.department, d.name) for d, _ in on}
+    off = [
+        {
+            "name": d.name,
+            "department": d.department,
+            "why": "leave" if kb.on_leave(d, day) else "no duty that weekday",
+        }
+        for d in doctors
+        if (d.department, d.name) not in working
+    ]
+    return {
+        "date": day,
+        "department": department,
+        "project": proj,
+        "on_duty": [
+            {
+                "name": d.name,
+                "title": d.title,
+                "department": d.department,
+                "specialties": d.specialties,
+                "start": duty.start,
+                "end": duty.end,
+            }
+            for d, duty in on
+        ],
+        "off": off,
+        "activities": kb.activities_on(index, department, proj, day),
+    }
