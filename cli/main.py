@@ -12,6 +12,7 @@ from yuyue.features.cli import pii_app
 from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.pool_cli import replies_app
 from yuyue.serving.keys_cli import keys_app
+from yuyue.serving.knowledge_cli import ensure_example_knowledge, knowledge_app
 from yuyue.serving.monitor_cli import monitor_command, shadow_command
 from yuyue.serving.store_cli import store_app
 from yuyue.serving.tasks_cli import tasks_app
@@ -33,6 +34,7 @@ app.command("evaluate")(evaluate_command)
 app.command("retrain")(retrain_command)
 app.add_typer(compliance_app, name="compliance")
 app.add_typer(keys_app, name="keys")
+app.add_typer(knowledge_app, name="knowledge")
 app.add_typer(store_app, name="store")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(pii_app, name="pii")
@@ -103,7 +105,7 @@ def serve(
         _ensure_champion(settings, n, seed)
         _upgrade_ranker_in_background(settings)
     try:
-        for line in ensure_demo_keys(settings):
+        for line in [*ensure_demo_keys(settings), *ensure_example_knowledge(settings)]:
             typer.echo(line)
     except SchemaError as exc:  # a database behind the code: `yuyue store upgrade` first
         typer.echo(f"error: {exc}", err=True)
