@@ -345,6 +345,7 @@ SCHEMA_TABLES = frozenset(
         "api_keys",
         "appointments",
         "audit_log",
+        "chat_summaries",
         "conversations",
         "erasures",
         "events",

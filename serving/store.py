@@ -33,6 +33,13 @@ from sqlalchemy.exc import IntegrityError
 
 from yuyue.serving.audit import audit_log, erasures  # the privacy tables, declared with the store's
 from yuyue.serving.db import BusyGate, UTCDateTime, metadata
+from yuyue.serving.report_summary import (
+    after_feedback,
+    after_message,
+    chat_summaries,
+    message_params,
+    open_row,
+)
 
 events = sa.Table(
     "events",
@@ -166,10 +173,16 @@ def _pg_append_statement() -> sa.Select[int]:
         .select_from(up)
         .join(shown, sa.true()),
     )
-    return sa.select(sa.func.count()).select_from(up).add_cte(event.cte("ev"), shown_rows.cte("sg"))
+    summary = after_message("postgresql").where(chat_summaries.c.conversation_id.in_(sa.select(up.c.id)))
+    return (
+        sa.select(sa.func.count())
+        .select_from(up)
+        .add_cte(event.cte("ev"), shown_rows.cte("sg"), summary.cte("sm"))
+    )
 
 
 _PG_APPEND = _pg_append_statement()
+_SUMMARY_AFTER_MESSAGE = after_message("sqlite")  # the desk reports' summary (serving/report_summary.py)
 
 FUNNEL_GROUPS = {
     "engine": conversations.c.engine,
@@ -321,6 +334,7 @@ class EventStore:
         try:
             with self._gate(), self.engine.begin() as cx:
                 cx.execute(conversations.insert().values(**row, updated_at=now))
+                cx.execute(chat_summaries.insert().values(**open_row(row, extra)))
                 cx.execute(
                     _event(
                         row["id"],
@@ -357,6 +371,7 @@ class EventStore:
             "_id": conversation_id,
             "_seq": seq,
             "_now": now,
+            **message_params(message, update["last_at"], len(shown)),  # the reports' chat summary
         }
         try:
             if self._autocommit is not None:  # PostgreSQL: one statement (see _pg_append_statement)
@@ -430,6 +445,7 @@ class EventStore:
             res = cx.execute(_AFTER_MESSAGE, projection)
             if res.rowcount != 1:
                 raise _moved(conversation_id, seq)  # rolls the transaction back
+            cx.execute(_SUMMARY_AFTER_MESSAGE, projection)
 
     def record(
         self,
@@ -517,6 +533,7 @@ class EventStore:
                 .where(suggestions.c.id == suggestion_id)
                 .values(feedback=action, final_text=final_text, feedback_at=now, feedback_by=actor)
             )
+            cx.execute(after_feedback(row["conversation_id"], row["feedback"], action))
             cx.execute(
                 _event(
                     row["conversation_id"],
