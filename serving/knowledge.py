@@ -663,13 +663,15 @@ _message: contextvars.ContextVar[tuple[datetime, str | None] | None] = contextva
 @dataclass
 class KnowledgeHook:
     """The suggester's hook (``ReplySuggester.knowledge``): the chat's facts plus :func:`slot_facts` of
-    the hospital's knowledge at the message's time (set by :func:`serving`; else now)."""
+    the hospital's knowledge at the message's time, inside :func:`message_time` (else the facts as given)."""
 
     book: KnowledgeBook
 
     def facts(self, facts: Mapping[str, Any], messages: Sequence[tuple[str, str]]) -> dict[str, Any]:
         message = _message.get()
-        at, hospital_id = message if message is not None else (datetime.now(LOCAL_TZ), None)
+        if message is None:  # not a message the service is serving (a replay, a benchmark): as without
+            return dict(facts)
+        at, hospital_id = message
         index = self.book.get(hospital_id)
         if index is None:
             return dict(facts)
@@ -721,6 +723,17 @@ def attach(suggester: Any, knowledge_book: KnowledgeBook) -> None:
 
 
 @contextmanager
+def message_time(at: datetime, hospital_id: str | None = None) -> Iterator[None]:
+    """Within it, an attached suggester fills replies from the knowledge of ``hospital_id`` (default: the
+    book's) for a message sent at ``at``."""
+    token = _message.set((at, hospital_id))
+    try:
+        yield
+    finally:
+        _message.reset(token)
+
+
+@contextmanager
 def serving(service: Any, model: Any, at: datetime, hospital_id: str | None = None) -> Iterator[None]:
     """Around ``model.on_message``: its suggester fills replies from the hospital's knowledge as of ``at``."""
     suggester = getattr(model, "suggester", None)
@@ -729,11 +742,8 @@ def serving(service: Any, model: Any, at: datetime, hospital_id: str | None = No
         hook = getattr(suggester, "knowledge", None)
         if not isinstance(hook, KnowledgeHook) or hook.book is not kb:
             attach(suggester, kb)
-    token = _message.set((at, hospital_id))
-    try:
+    with message_time(at, hospital_id):
         yield
-    finally:
-        _message.reset(token)
 
 
 def load_example() -> Knowledge:
@@ -764,6 +774,7 @@ __all__ = [
     "find_project",
     "hospital_knowledge",
     "load_example",
+    "message_time",
     "on_duty",
     "on_leave",
     "parse",

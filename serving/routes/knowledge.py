@@ -24,7 +24,6 @@ from yuyue.serving.state import Yuyue
 router = APIRouter(tags=["knowledge"])
 
 Admin = Annotated[Caller, Depends(require())]
-NAME = Query(None, min_length=1, max_length=64)
 
 
 class KnowledgeView(BaseModel):
@@ -123,8 +122,8 @@ def knowledge_day(
     who: Who,
     state: State,
     day: date = Query(alias="date", description="the visit day"),
-    department: str | None = NAME,
-    project: str | None = NAME,
+    department: str | None = Query(None, min_length=1, max_length=64),
+    project: str | None = Query(None, min_length=1, max_length=64, description="a project's name or alias"),
 ) -> dict[str, Any]:
     """What the replies would use for a visit on ``date``: the doctors on duty (and those off, why),
     the activities valid, the project's price range and duration (every role)."""
