@@ -512,8 +512,29 @@ def outcome_section(rows: list[dict[str, Any]], times: dict[str, dict[str, datet
     return out
 
 
+def _shadow_target(items: list[tuple[dict[str, Any], dict[str, float]]], t: str) -> dict[str, Any]:
+    y, pc, ps = [], [], []
+    for r, scores in items:
+        known = outcome(r, t)
+        if known is None or r.get("p_" + t) is None or scores.get(t) is None:
+            continue
+        y.append(float(known))
+        pc.append(float(r["p_" + t]))
+        ps.append(float(scores[t]))
+    a, b = score_metrics(y, pc), score_metrics(y, ps)
+    return {
+        "champion": a,
+        "challenger": b,
+        "challenger_minus_champion": {
+            k: _r(b[k] - a[k]) if a[k] is not None and b[k] is not None else None
+            for k in ("auc", "ece", "brier")
+        },
+    }
+
+
 def shadow_section(rows: list[dict[str, Any]], payloads: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (champion, challenger) pair: both versions' metrics on the chats whose last message both scored."""
+    """Per (champion, challenger) pair: both versions' metrics on the chats whose last message both
+    scored, overall and by week (``weeks``: booked metrics of both, for a chart on shared axes)."""
     pairs: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, float]]]] = {}
     for r in rows:
         shadow = (payloads.get(r["id"]) or {}).get("shadow")
@@ -525,23 +546,14 @@ def shadow_section(rows: list[dict[str, Any]], payloads: dict[str, dict[str, Any
     for (champion, challenger), items in sorted(pairs.items()):
         section: dict[str, Any] = {"champion": champion, "challenger": challenger, "chats": len(items)}
         for t in TARGETS:
-            y, pc, ps = [], [], []
-            for r, scores in items:
-                known = outcome(r, t)
-                if known is None or r.get("p_" + t) is None or scores.get(t) is None:
-                    continue
-                y.append(float(known))
-                pc.append(float(r["p_" + t]))
-                ps.append(float(scores[t]))
-            a, b = score_metrics(y, pc), score_metrics(y, ps)
-            section[t] = {
-                "champion": a,
-                "challenger": b,
-                "challenger_minus_champion": {
-                    k: _r(b[k] - a[k]) if a[k] is not None and b[k] is not None else None
-                    for k in ("auc", "ece", "brier")
-                },
-            }
+            section[t] = _shadow_target(items, t)
+        weeks: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {}
+        for item in items:
+            weeks.setdefault(_week(item[0]["started_at"]), []).append(item)
+        section["weeks"] = [
+            {"week": w, "chats": len(weeks[w]), "booked": _shadow_target(weeks[w], "booked")}
+            for w in sorted(weeks)
+        ]
         out.append(section)
     return out
 

@@ -96,12 +96,19 @@ class ShadowTarget(_Answer):
     challenger_minus_champion: dict[str, Num]
 
 
+class ShadowWeek(_Answer):
+    week: str
+    chats: int
+    booked: ShadowTarget
+
+
 class ShadowComparison(_Answer):
     champion: str
     challenger: str
     chats: int = Field(description="chats with a known booking whose last message both versions scored")
     booked: ShadowTarget
     arrived: ShadowTarget
+    weeks: list[ShadowWeek] = Field(description="the booked metrics of both by week (ISO week, desk time)")
 
 
 class DriftBin(_Answer):
@@ -123,6 +130,8 @@ class DriftFeature(_Answer):
 class Drift(_Answer):
     status: Literal["ok", "warn", "flag", "insufficient", "unavailable", "skipped"]
     detail: str
+    warn_above: float | None = Field(None, description="a feature whose excess PSI is above this warns")
+    flag_above: float | None = Field(None, description="a feature whose excess PSI is above this flags")
     features: list[DriftFeature]
 
 

@@ -9,6 +9,7 @@ engine and department mix), and compare a challenger scoring in the shadow on th
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,11 @@ def test_champion_auc_matches_evaluate_on_the_same_chats(replayed, model, same_w
         assert abs(live["auc"] - offline[f"{target}.auc"]) < 0.01, (live["auc"], offline[f"{target}.auc"])
         assert abs(live["rate"] - offline[f"{target}.rate"]) < 1e-3
         assert sum(b["n"] for b in live["reliability"]) == live["n"]
+        # judged as evaluate judges a chat (the ended chat's score): calibration agrees too
+        assert abs(live["ece"] - offline[f"{target}.ece"]) < 0.01, (live["ece"], offline[f"{target}.ece"])
+        assert abs(live["brier"] - offline[f"{target}.brier"]) < 2e-3
+        assert champ["live_last_message"][target]["n"] == live["n"]
+    assert champ["basis"] == "closed" and champ["rescore_pending"] == 0
     # the offline test metrics of the version sit beside the live ones
     assert champ["offline"]["booked"]["auc"] == model.info["metrics"]["booked.auc"]
     assert champ["live_minus_offline"]["booked"]["auc"] == pytest.approx(
@@ -164,6 +170,70 @@ def test_champion_auc_matches_evaluate_on_the_same_chats(replayed, model, same_w
     by_dept = health(replayed, by="department")["versions"][0]
     depts = {c.department for c in read_conversations(same_world)}
     assert {g["group"] for g in by_dept["groups"]} == depts
+
+
+def test_without_time_to_rescore_the_report_falls_back_to_last_messages(replayed, model):
+    state = replayed.state
+    other = copy.copy(model)  # another model object: nothing of it is cached
+    fresh = [monitoring.Served("t1", "champion", other)]
+    quick = monitoring.health_report(state.engine, state.settings, fresh, drift=False, rescore_budget_s=0)
+    (champ,) = quick["versions"]
+    assert champ["basis"] == "last_message" and champ["rescore_pending"] == champ["live"]["booked"]["n"] > 0
+    assert champ["live"]["booked"]["auc"] == champ["live_last_message"]["booked"]["auc"]
+    full = monitoring.health_report(state.engine, state.settings, fresh, drift=False, rescore_budget_s=None)
+    (champ,) = full["versions"]
+    assert champ["basis"] == "closed" and champ["rescore_pending"] == 0
+    # the ended chat's score: what the model says of the whole transcript with the closed flag
+    with state.engine.connect() as cx:
+        row = dict(
+            cx.execute(sa.select(conversations).where(conversations.c.booked.is_not(None)).limit(1))
+            .mappings()
+            .one()
+        )
+    msgs = monitoring._transcripts(state.engine, [row["id"]])[row["id"]]
+    assert len(msgs) == row["n_messages"]
+    ended = monitoring.ended_chat_scores(model, row, msgs)
+    assert 0 < ended["booked"] < 1 and ended["booked"] != pytest.approx(row["p_booked"], abs=1e-6)
+
+
+def _gauge(text: str, name: str) -> float:
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_background_refresh_sets_the_gauges_without_a_report_request(replayed, model):
+    """A second server on the same store, refreshing every half second: the gauges move from their
+    zeros while nobody asks for /v1/model/health."""
+
+    settings = replayed.state.settings.model_copy(update={"health_refresh_seconds": 0.5})
+    app = create_app(settings, model, "t1")
+    with TestClient(app) as client:
+        first = client.get("/metrics").text
+        assert _gauge(first, "yuyue_model_health_timestamp_seconds") == 0
+        deadline = time.monotonic() + 60
+        while _gauge(client.get("/metrics").text, "yuyue_model_health_timestamp_seconds") == 0:
+            assert time.monotonic() < deadline, "no refresh within 60 s"
+            time.sleep(0.2)
+        text = client.get("/metrics").text
+        assert _gauge(text, "yuyue_model_drift_psi_max") > 0  # the same world: some PSI, no flag
+        assert _gauge(text, "yuyue_model_drift_flag") == 0
+        assert 'endpoint="/v1/model/health"' not in text  # nobody asked for the report
+        assert time.time() - _gauge(text, "yuyue_model_health_timestamp_seconds") < 60
+
+
+def test_a_failing_refresh_is_logged_not_raised(model, test_settings, tmp_path, caplog):
+    from yuyue.serving.routes.health import HealthRefresher
+
+    settings = test_settings.model_copy(update={"var_dir": tmp_path, "model_poll_seconds": 0})
+    client = make_client(settings, model)
+    refresher = HealthRefresher(client.state, 300)
+    assert refresher.run_once() and refresher.runs == 1
+    with client.state.engine.begin() as cx:
+        cx.execute(sa.text("DROP TABLE suggestions"))
+    with caplog.at_level("WARNING", logger="yuyue.serving"):
+        assert refresher.run_once() is False
+    assert refresher.failures == 1 and "model health refresh failed" in caplog.text
+    assert HealthRefresher(client.state, 0).start()._scheduler is None  # 0: off
 
 
 def test_same_world_raises_no_drift_flag(replayed):
@@ -191,9 +261,16 @@ def test_same_world_raises_no_drift_flag(replayed):
 
 
 def test_shifted_world_raises_the_drift_flag(model, test_settings, shifted_world, tmp_path, cli_env):
-    settings = test_settings.model_copy(update={"var_dir": tmp_path, "model_poll_seconds": 0})
+    settings = test_settings.model_copy(
+        update={"var_dir": tmp_path, "model_poll_seconds": 0, "health_refresh_seconds": 2}
+    )
     with make_client(settings, model) as client:
         replay(client, shifted_world)
+        # the background refresh raises the flag on /metrics with nobody opening the report
+        deadline = time.monotonic() + 120
+        while "yuyue_model_drift_flag 1.0" not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the refresh did not raise the drift flag within 120 s"
+            time.sleep(0.5)
         report = health(client)
         drift = report["drift"]
         assert drift["status"] == "flag" and report["flags"]["drift"] is True
