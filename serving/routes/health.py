@@ -192,11 +192,12 @@ def model_health(
     drift: bool = Query(True, description="measure input drift (reads recent chats' texts)"),
 ) -> dict[str, Any]:
     """For the champion, the challenger and every version that scored chats in the window: AUC, ECE
-    (with reliability bins), Brier and lift on the chats whose outcome is known, judged by each chat's
-    last score, overall and by ``by``, next to the offline test metrics; outcome coverage and delay;
-    the challenger against the champion on the same chats; input drift (PSI per feature against the
-    training profile); suggestion acceptance by version, stage and source; the flags. The flags also
-    go to ``/metrics`` (``yuyue_model_drift_flag``, ``yuyue_model_accuracy_flag``)."""
+    (with reliability bins), Brier and lift on the chats whose outcome is known, judged by the ended
+    chat's score as ``yuyue evaluate`` (``basis``), overall and by ``by``, next to the offline test
+    metrics; outcome coverage and delay; the challenger against the champion on the same chats; input
+    drift (PSI per feature against the training profile); suggestion acceptance by version, stage and
+    source; the flags. The full report's flags also go to ``/metrics`` (``yuyue_model_drift_flag``,
+    ``yuyue_model_accuracy_flag``), refreshed every ``health_refresh_seconds`` in the background."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(f"{name} must carry a timezone offset, e.g. 2025-03-05T00:00:00+08:00")
