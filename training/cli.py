@@ -287,6 +287,14 @@ def retrain_command(
     json_out: Annotated[Path | None, typer.Option("--json-out", help="write the JSON verdict here")] = None,
     report: Annotated[Path | None, typer.Option(help="write the HTML comparison report here")] = None,
     url: Annotated[str | None, typer.Option("--url", help="database URL (default: database_url)")] = None,
+    holdout_days: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=3650,
+            help="hold out the chats of the export's last N days (default: latest 20 %, 200+)",
+        ),
+    ] = None,
     auc_tolerance: Annotated[float, typer.Option(min=0, help="booked AUC the candidate may lose")] = 0.01,
     ece_tolerance: Annotated[float, typer.Option(min=0, help="booked ECE the candidate may add")] = 0.02,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name")] = "yuyue",
@@ -296,10 +304,10 @@ def retrain_command(
     """Train from the store, compare with the champion on the latest chats, promote only through the gate.
 
     Exit 0 whether the candidate was promoted or refused (the message and --json-out say which); 1 when
-    nothing could be trained (too few chats or outcomes in the store). A running server picks up a new
-    champion by itself (it polls the registry).
+    nothing could be trained (too few chats or outcomes in the store); 4 when the held-out chats were too
+    few for the gate to decide (nothing promoted). A running server picks up a new champion by itself.
     """
-    from yuyue.training.retrain import parse_since, retrain
+    from yuyue.training.retrain import UNDECIDED_EXIT, parse_since, retrain
     from yuyue.training.scorers import UnusableDataError
 
     try:
@@ -310,6 +318,7 @@ def retrain_command(
         out = retrain(
             get_settings(),
             since=when,
+            holdout_days=holdout_days,
             url=url,
             tracking_uri=tracking_uri,
             experiment=experiment,
@@ -326,3 +335,5 @@ def retrain_command(
     for where, what in ((json_out, "verdict"), (report, "report")):
         if where is not None:
             typer.echo(f"{what} written to {where}")
+    if out["decision"] == "undecided":
+        raise typer.Exit(UNDECIDED_EXIT)

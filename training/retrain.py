@@ -8,16 +8,26 @@
   candidate with the champion on the same held-out chats (``training/compare.py``) and promote only
   when the gate passes, or when forced (recorded on the version: who, when, why).
 
-Held-out chats: with ``--data FILE``, every chat of FILE (as ``yuyue evaluate``; give chats neither
-version trained on, e.g. a newer export); otherwise the candidate's own test split, the latest 10 % of
-its training data by start time, which it never fitted on (the most recent chats it knows of).
+Held-out chats of ``yuyue models promote``: with ``--data FILE``, every chat of FILE (as ``yuyue
+evaluate``; give chats neither version trained on, e.g. a newer export); otherwise the candidate's own
+test split, the latest 10 % of its training data by start time, which it never fitted on.
+
+Held-out chats of ``yuyue retrain`` (:func:`split_holdout`): the export's latest chats by start time,
+written to a file of their own before training, so the candidate never sees them: the latest
+``max(HOLDOUT_MIN_CHATS, HOLDOUT_FRACTION · n)`` chats, or with ``--holdout-days N`` those started in
+the last N days of the export; either way at most ``HOLDOUT_MAX_FRACTION`` of the chats (training keeps
+the rest). When the held-out chats are too few for the gate to decide (fewer than
+``DECIDE_MIN_LABELLED`` with a known booking, or fewer than ``DECIDE_MIN_CLASS`` booked or not booked),
+the verdict is ``undecided``: nothing is promoted (``yuyue retrain`` exits ``UNDECIDED_EXIT``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +42,14 @@ from yuyue.training.scorers import UnusableDataError
 from yuyue.training.workflow import promotion_tags
 
 DESK_TZ = ZoneInfo("Asia/Shanghai")  # a date without a zone is the desk's (as serving.service.LOCAL_TZ)
+
+
+HOLDOUT_MIN_CHATS = 200  # the held-out chats of a retrain: at least this many ...
+HOLDOUT_FRACTION = 0.2  # ... or this share of the export, whichever is larger ...
+HOLDOUT_MAX_FRACTION = 0.5  # ... but never more than this share: training keeps the rest
+DECIDE_MIN_LABELLED = 100  # held-out chats with a known booking the gate needs to decide
+DECIDE_MIN_CLASS = 10  # ... of which at least this many booked and this many not booked
+UNDECIDED_EXIT = 4  # ``yuyue retrain``: the held-out chats were too few to decide; nothing promoted
 
 
 class HeldOutError(RuntimeError):
@@ -105,6 +123,104 @@ def export_store(
         "data.sha256": sha,
     }
     return path, tags
+
+
+@dataclass
+class HoldOut:
+    """The export cut in two by time: ``fit`` (what the candidate trains on) and ``held_out``."""
+
+    fit: Path
+    held_out: Path
+    n_fit: int
+    n_held_out: int
+    labelled: int  # held-out chats with a known booking
+    booked: int
+    first_started_at: str | None
+    last_started_at: str | None
+    rule: str  # how the held-out chats were chosen, in words
+    capped: bool  # the rule asked for more than HOLDOUT_MAX_FRACTION of the chats
+
+    @property
+    def too_small(self) -> str | None:
+        """Why the gate cannot decide on these chats, or None when it can."""
+        not_booked = self.labelled - self.booked
+        if self.labelled >= DECIDE_MIN_LABELLED and min(self.booked, not_booked) >= DECIDE_MIN_CLASS:
+            return None
+        return (
+            f"the held-out set is too small for the gate to decide: {self.n_held_out} chats, "
+            f"{self.labelled} with a known booking ({self.booked} booked, {not_booked} not); the gate needs "
+            f"{DECIDE_MIN_LABELLED} with a known booking, at least {DECIDE_MIN_CLASS} booked and "
+            f"{DECIDE_MIN_CLASS} not booked (more chats: a longer --holdout-days, or wait for more outcomes)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "chats": self.n_held_out,
+            "with_booking_outcome": self.labelled,
+            "booked": self.booked,
+            "first_started_at": self.first_started_at,
+            "last_started_at": self.last_started_at,
+            "capped": self.capped,
+            "fit_chats": self.n_fit,
+            "file": str(self.held_out),
+            "too_small": self.too_small,
+        }
+
+
+def split_holdout(path: Path, holdout_days: int | None = None) -> HoldOut:
+    """Cut the export ``path`` by start time into ``<stem>-fit.jsonl`` and ``<stem>-holdout.jsonl``
+    (see the module docstring for the rule); lines that do not parse go to the fit file (training
+    skips and counts them)."""
+    import orjson
+
+    keys: list[tuple[float, str, int]] = []  # (start, chat id, line number) of the parseable lines
+    meta: dict[int, tuple[str, bool | None]] = {}
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            try:
+                rec = orjson.loads(line)
+                at = datetime.fromisoformat(rec["started_at"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            at = at if at.tzinfo is not None else at.replace(tzinfo=DESK_TZ)
+            keys.append((at.timestamp(), str(rec.get("conversation_id")), i))
+            meta[i] = (rec["started_at"], (rec.get("outcome") or {}).get("booked"))
+    keys.sort()
+    n = len(keys)
+    cap = int(n * HOLDOUT_MAX_FRACTION)
+    if holdout_days is not None:
+        since = keys[-1][0] - holdout_days * 86400 if keys else 0.0
+        wanted = sum(1 for k in keys if k[0] > since)
+        rule = f"the chats started in the last {holdout_days} days of the export"
+    else:
+        wanted = max(HOLDOUT_MIN_CHATS, math.ceil(HOLDOUT_FRACTION * n))
+        rule = (
+            f"the latest max({HOLDOUT_MIN_CHATS}, {HOLDOUT_FRACTION:.0%}) chats of the export by start time"
+        )
+    take = min(wanted, cap)
+    if wanted > cap:
+        rule += f", capped at {HOLDOUT_MAX_FRACTION:.0%} of its {n} chats so training keeps the rest"
+    held = {k[2] for k in keys[n - take :]}
+    fit_path = path.with_name(f"{path.stem}-fit.jsonl")
+    held_path = path.with_name(f"{path.stem}-holdout.jsonl")
+    with open(path, "rb") as f, open(fit_path, "wb") as fit, open(held_path, "wb") as out:
+        for i, line in enumerate(f):
+            (out if i in held else fit).write(line if line.endswith(b"\n") else line + b"\n")
+    outcomes = [meta[i][1] for i in held]
+    starts = [meta[k[2]][0] for k in keys[n - take :]]  # in time order
+    return HoldOut(
+        fit=fit_path,
+        held_out=held_path,
+        n_fit=sum(1 for _ in open(fit_path, "rb")),
+        n_held_out=take,
+        labelled=sum(o is not None for o in outcomes),
+        booked=sum(o is True for o in outcomes),
+        first_started_at=starts[0] if starts else None,
+        last_started_at=starts[-1] if starts else None,
+        rule=rule,
+        capped=wanted > cap,
+    )
 
 
 def train_from_store(
@@ -330,6 +446,7 @@ def retrain(
     settings: Settings,
     *,
     since: datetime | None = None,
+    holdout_days: int | None = None,
     url: str | None = None,
     tracking_uri: str | None = None,
     experiment: str = "yuyue",
@@ -342,19 +459,35 @@ def retrain(
     workers: int = 2,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """``yuyue retrain``: train from the store, compare with the champion on the latest chats (held out of
-    training by time), promote only through the gate; write the JSON verdict and the report."""
+    """``yuyue retrain``: export the store, hold its latest chats out (:func:`split_holdout`), train on
+    the rest, compare with the champion on the held-out chats, promote only through the gate (never when
+    they are too few to decide); write the JSON verdict and the report."""
+    from yuyue.training.workflow import train_and_register
+
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    result, version, path = train_from_store(
+    path, tags = export_store(settings, since=since, url=url)
+    cut = split_holdout(path, holdout_days)
+    echo(
+        f"exported {tags['data.n_chats']} chats from the store ({tags['data.n_labelled']} with a booking "
+        f"outcome) to {path}; held out {cut.n_held_out} ({cut.rule}; {cut.labelled} with a booking outcome), "
+        f"training on {cut.n_fit}"
+    )
+    held_tags = {
+        "data.fit_chats": cut.n_fit,
+        "data.held_out_chats": cut.n_held_out,
+        "data.held_out_from": cut.first_started_at,
+        "data.held_out_file": str(cut.held_out),
+    }
+    result, version = train_and_register(
+        cut.fit,
         settings,
-        since=since,
-        url=url,
-        tracking_uri=tracking_uri,
         experiment=experiment,
+        tracking_uri=tracking_uri,
         promote_if_first=False,
         workers=workers,
         echo=echo,
+        tags={**tags, **held_tags},
     )
     timings["export_train_register_s"] = round(time.perf_counter() - t0, 1)
     assert version is not None
@@ -363,27 +496,25 @@ def retrain(
         "candidate": version,
         "champion_before": champion_version,
         "data": registry.version_tags(version, settings, tracking_uri),
+        "held_out": f"{cut.n_held_out} chats: {cut.rule} ({cut.first_started_at} to {cut.last_started_at}), "
+        "held out of the candidate's training",
+        "held_out_set": cut.as_dict(),
     }
     comparison = cm = hm = None
-    if champion_version is not None:
+    if champion_version is not None and cut.n_held_out:
         t = time.perf_counter()
         champion, _ = registry.load(champion_version, settings, tracking_uri)
-        s = split_by_time(scan(path))  # the split train() used: the latest 10 % by time is the test split
-        rng = result.model.info.get("test_range") or ["?", "?"]
-        out["held_out"] = (
-            f"the latest {len(s.ids('test'))} chats of the store export ({rng[0]} to {rng[1]}), "
-            "held out of the candidate's training by time"
-        )
+        s = scan(cut.held_out)
+        s.split = {m.index: "test" for m in s.metas}
         out["champion_may_have_seen"] = _champion_overlap(champion.info, s, "test")
         labels = (f"v{version}", f"champion v{champion_version}")
         cm, hm, comparison = compare_versions(
             result.model,
             champion,
-            path,
+            cut.held_out,
             s,
             "test",
             labels=labels,
-            candidate_metrics=result.metrics,
             n_boot=n_boot,
             seed=seed,
             workers=workers,
@@ -391,11 +522,12 @@ def retrain(
         echo(comparison["verdict_line"])
         timings["compare_s"] = round(time.perf_counter() - t, 1)
     out.update(
-        decide(
+        _verdict(
             version,
             champion_version,
             settings,
             tracking_uri,
+            cut,
             comparison=comparison,
             candidate_metrics=cm,
             auc_tolerance=auc_tolerance,
@@ -411,12 +543,45 @@ def retrain(
     if report is not None:
         from yuyue.training.report import write_report
 
-        runs = {f"v{version}": result.metrics}
+        runs = {f"v{version}": cm or result.metrics}
         if hm is not None:
             runs[f"champion v{champion_version}"] = hm
-        write_report(report, runs, path, comparison, verdict=out["message"])
+        write_report(report, runs, cut.held_out if cm else cut.fit, comparison, verdict=out["message"])
         out["report"] = str(report)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(out, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     return out
+
+
+def _verdict(
+    version: str,
+    champion_version: str | None,
+    settings: Settings,
+    tracking_uri: str | None,
+    cut: HoldOut,
+    **gate_args: Any,
+) -> dict[str, Any]:
+    """:func:`decide`, unless there is a champion and the held-out chats are too few to decide: then
+    ``undecided`` (recorded on the version), and nothing is promoted."""
+    why = cut.too_small
+    if champion_version is None or why is None:
+        return decide(version, champion_version, settings, tracking_uri, **gate_args)
+    registry.set_version_tags(
+        version,
+        {
+            "gate.against": champion_version,
+            "gate.at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "gate.passed": "undecided",
+            "gate.undecided_for": why,
+        },
+        settings,
+        tracking_uri,
+    )
+    return {
+        "decision": "undecided",
+        "promoted": False,
+        "message": f"undecided: version {champion_version} stays champion; {why}. Promote version {version} "
+        f"by hand after a look with `yuyue models promote {version} --data FILE`",
+        "undecided_reason": why,
+    }

@@ -1,13 +1,16 @@
 """Training from the event store and ``yuyue retrain`` (issue 18), on a store filled through the service.
 
 Simulated chats are replayed through the HTTP API (their first messages, to keep the test short) into
-one SQLite store; a copy of it gets the same outcomes with those of all but the latest 10 % of chats
-shuffled among them (a store that teaches nothing, whose latest chats still hold the truth). Then:
+one SQLite store; a copy of it gets the same outcomes with those of all but the held-out chats (the
+latest half: 300 chats hold out max(200, 20 %) capped at 50 %) shuffled among them (a store that teaches
+nothing, whose latest chats still hold the truth), another copy all outcomes shuffled. Then:
 
-1. ``yuyue train --from-store --since`` on the shuffled store: the first version, champion as the first;
+1. ``yuyue train --from-store --since`` on the all-shuffled store: the first version, champion as the
+   first (it learned nothing);
    it records the data it saw (source, since, chats, time range, hash);
 2. ``yuyue retrain`` on the real store: a better candidate, promoted through the gate;
-3. ``yuyue retrain`` on the shuffled store again: a worse candidate, refused (exit 0), champion kept.
+3. ``yuyue retrain`` on the shuffled store again: a worse candidate, refused (exit 0), champion kept;
+4. ``yuyue retrain --holdout-days 1``: too few held-out chats to decide: ``undecided``, exit 4, kept.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from typer.testing import CliRunner
 from tests.training.test_promote_gate import fast_scorers  # noqa: F401  (a fixture)
 from yuyue.data.io import read_conversations
 from yuyue.training import registry
+from yuyue.training.retrain import (
+    DECIDE_MIN_CLASS,
+    DECIDE_MIN_LABELLED,
+    HOLDOUT_MIN_CHATS,
+    UNDECIDED_EXIT,
+    split_holdout,
+)
 
 runner = CliRunner()
 N_CHATS = 300
@@ -79,7 +89,7 @@ def _outcome(rec: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, test_settings, fast_scorers):  # noqa: F811
-    """(settings, real store URL, shuffled store URL, the replayed records)."""
+    """(settings, real store URL, shuffled store URL, the replayed records, all-shuffled store URL)."""
     from yuyue.data.simulator import generate_file
     from yuyue.training.train import train
 
@@ -95,7 +105,7 @@ def stores(tmp_path_factory, test_settings, fast_scorers):  # noqa: F811
     records = _select(d / "sim.jsonl", d / "chosen.jsonl")
     # a model to serve while the chats are replayed (any will do: the store keeps the messages)
     served = train(d / "chosen.jsonl", settings=settings, out_dir=d / "served", echo=lambda _: None).model
-    real, shuffled = d / "real.db", d / "shuffled.db"
+    real, shuffled, scrambled = d / "real.db", d / "shuffled.db", d / "scrambled.db"
     with _app(settings, served, real) as api:
         for rec in records:
             _post(
@@ -121,19 +131,23 @@ def stores(tmp_path_factory, test_settings, fast_scorers):  # noqa: F811
                     f"/v1/conversations/{rec['conversation_id']}/messages",
                     {"role": m["role"], "text": m["text"], "at": m["at"]},
                 )
-    with sqlite3.connect(real) as src, sqlite3.connect(shuffled) as dst:
-        src.backup(dst)
-    fitting = len(records) - len(records) // 10
+    for copy in (shuffled, scrambled):
+        with sqlite3.connect(real) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+    fitting = len(records) - len(records) // 2  # the held-out chats of a retrain keep their truth
     outcomes = [r.get("outcome") for r in records[:fitting]]
     random.Random(0).shuffle(outcomes)
     noisy = [{**r, "outcome": o} for r, o in zip(records[:fitting], outcomes, strict=True)] + records[
         fitting:
     ]
-    for db, recs in ((real, records), (shuffled, noisy)):
+    every = [r.get("outcome") for r in records]
+    random.Random(0).shuffle(every)
+    scrambled_recs = [{**r, "outcome": o} for r, o in zip(records, every, strict=True)]
+    for db, recs in ((real, records), (shuffled, noisy), (scrambled, scrambled_recs)):
         with _app(settings, served, db) as api:
             for rec in recs:
                 _post(api, f"/v1/conversations/{rec['conversation_id']}/outcome", _outcome(rec))
-    return settings, f"sqlite:///{real}", f"sqlite:///{shuffled}", records
+    return settings, f"sqlite:///{real}", f"sqlite:///{shuffled}", records, f"sqlite:///{scrambled}"
 
 
 @pytest.fixture
@@ -152,10 +166,10 @@ def cli_env(stores, monkeypatch):
 def test_train_from_store_then_retrain_promotes_better_refuses_worse(stores, cli_env, tmp_path):
     from yuyue.cli.main import app
 
-    settings, real, shuffled, records = stores
+    settings, real, shuffled, records, scrambled = stores
     # 1. from the store, since the first chat's day: every chat, with the outcomes recorded through the API
     since = records[0]["started_at"][:10]
-    res = runner.invoke(app, ["train", "--from-store", "--url", shuffled, "--since", since])
+    res = runner.invoke(app, ["train", "--from-store", "--url", scrambled, "--since", since])
     assert res.exit_code == 0, res.output
     assert (
         f"exported {N_CHATS} chats from the store" in res.output and "version 1 is now champion" in res.output
@@ -173,7 +187,7 @@ def test_train_from_store_then_retrain_promotes_better_refuses_worse(stores, cli
         bool((r.get("outcome") or {}).get("booked")) for r in records
     )
     # a day after the last chat: nothing to train on, said so
-    res = runner.invoke(app, ["train", "--from-store", "--url", shuffled, "--since", "2099-01-01"])
+    res = runner.invoke(app, ["train", "--from-store", "--url", scrambled, "--since", "2099-01-01"])
     assert res.exit_code == 1 and "no chats started since 2099-01-01" in res.output
 
     # 2. the real store: a better candidate passes the gate on the latest chats, held out by time
@@ -184,9 +198,22 @@ def test_train_from_store_then_retrain_promotes_better_refuses_worse(stores, cli
     assert out["decision"] == "promoted" and out["candidate"] == "2" and out["champion"] == "2", out[
         "message"
     ]
-    assert out["champion_before"] == "1" and f"latest {N_CHATS // 10} chats" in out["held_out"]
+    assert out["champion_before"] == "1" and out["held_out"].startswith(f"{N_CHATS // 2} chats")
+    held = out["held_out_set"]
+    assert held["chats"] == N_CHATS // 2 and held["fit_chats"] == N_CHATS - N_CHATS // 2 and held["capped"]
+    assert held["too_small"] is None and held["with_booking_outcome"] == N_CHATS // 2
+    assert held["first_started_at"] == records[N_CHATS // 2]["started_at"]
+    assert out["comparison"]["metrics"]["booked.auc"]["n"] == N_CHATS // 2
+    assert out["data"]["data.held_out_chats"] == str(N_CHATS // 2)
+    fitted = {c.conversation_id for c in read_conversations(Path(out["data"]["data.path"]))}
+    assert fitted == {r["conversation_id"] for r in records[: N_CHATS // 2]}
     assert out["comparison"]["metrics"]["booked.auc"]["delta"] > 0.01
-    assert out["champion_may_have_seen"] == 0 and out["data"]["data.source"] == "store"
+    # v1 fitted on the whole store (outcomes scrambled): the held-out chats it may have seen are counted
+    from datetime import datetime
+
+    fit_until = datetime.fromisoformat(registry.version_tags("1", settings)["data.fit_until"])
+    seen = sum(datetime.fromisoformat(r["started_at"]) <= fit_until for r in records[N_CHATS // 2 :])
+    assert out["champion_may_have_seen"] == seen > 0 and out["data"]["data.source"] == "store"
     assert registry.alias_version(settings=settings) == "2"
     assert registry.version_tags("2", settings)["promotion"] == "gate"
     assert "passed the gate" in res.output and "Δ" in report.read_text(encoding="utf-8")
@@ -203,6 +230,17 @@ def test_train_from_store_then_retrain_promotes_better_refuses_worse(stores, cli
     assert registry.version_tags("3", settings)["gate.passed"] == "false"
     assert out["timings"]["total_s"] > 0
 
+    # 4. the last day alone: too few held-out chats for the gate; nothing promoted, exit 4, said plainly
+    verdict = tmp_path / "v4.json"
+    res = runner.invoke(app, ["retrain", "--url", real, "--holdout-days", "1", "--json-out", str(verdict)])
+    assert res.exit_code == UNDECIDED_EXIT, res.output
+    out = json.loads(verdict.read_text(encoding="utf-8"))
+    assert out["decision"] == "undecided" and not out["promoted"] and out["champion"] == "2", out
+    assert out["held_out_set"]["chats"] < DECIDE_MIN_LABELLED
+    assert "too small for the gate to decide" in out["message"] and out["undecided_reason"]
+    assert registry.alias_version(settings=settings) == "2"
+    assert registry.version_tags("4", settings)["gate.passed"] == "undecided"
+
 
 def test_since_must_be_a_date():
     from yuyue.cli.main import app
@@ -211,3 +249,63 @@ def test_since_must_be_a_date():
     assert res.exit_code == 2 and "not a date or an ISO 8601 time" in res.output
     res = runner.invoke(app, ["train", "--since", "2025-01-01", "--data", "x.jsonl"])
     assert res.exit_code == 2 and "--since goes with --from-store" in res.output
+
+
+def _export(path: Path, n: int, *, booked_every: int = 2, hours_apart: float = 6.0) -> list[str]:
+    """``n`` chats ``hours_apart`` apart, written in a shuffled order; returns their ids in time order."""
+    from datetime import datetime, timedelta
+
+    start = datetime.fromisoformat("2025-01-01T09:00:00+08:00")
+    recs = [
+        {
+            "conversation_id": f"c{i:05d}",
+            "started_at": (start + timedelta(hours=hours_apart * i)).isoformat(),
+            "messages": [],
+            **({"outcome": {"booked": i % booked_every == 0}} if i % 7 else {}),
+        }
+        for i in range(n)
+    ]
+    shuffled = recs[:]
+    random.Random(1).shuffle(shuffled)
+    path.write_text("".join(json.dumps(r) + "\n" for r in shuffled) + "not json\n", encoding="utf-8")
+    return [r["conversation_id"] for r in recs]
+
+
+def _ids(path: Path) -> list[str]:
+    return [
+        json.loads(x)["conversation_id"] for x in path.read_text(encoding="utf-8").splitlines() if x[0] == "{"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n", "held"),
+    [(300, 150), (400, HOLDOUT_MIN_CHATS), (1000, HOLDOUT_MIN_CHATS), (2000, 400), (40, 20)],
+)
+def test_held_out_set_is_200_or_20_percent_capped_at_half(tmp_path, n, held):
+    ids = _export(tmp_path / "store-x.jsonl", n)
+    cut = split_holdout(tmp_path / "store-x.jsonl")
+    assert (cut.n_held_out, cut.n_fit) == (held, n - held + 1)  # the unparseable line goes to training
+    assert sorted(_ids(cut.held_out)) == ids[n - held :]  # the latest chats by start time
+    assert sorted(_ids(cut.fit)) == ids[: n - held]
+    assert cut.capped == (held == n // 2 and held < HOLDOUT_MIN_CHATS)
+    assert cut.labelled == sum(1 for i in range(n - held, n) if i % 7)
+    assert cut.booked == sum(1 for i in range(n - held, n) if i % 7 and i % 2 == 0)
+    assert cut.first_started_at < cut.last_started_at
+
+
+def test_holdout_days_and_too_small_to_decide(tmp_path):
+    path = tmp_path / "store-y.jsonl"
+    ids = _export(path, 1000, hours_apart=6.0)  # four chats a day
+    cut = split_holdout(path, holdout_days=10)
+    assert cut.n_held_out == 40 and sorted(_ids(cut.held_out)) == ids[-40:]
+    assert "last 10 days" in cut.rule and not cut.capped
+    assert cut.too_small is not None and "too small for the gate to decide" in cut.too_small
+    assert f"need {DECIDE_MIN_LABELLED}" in cut.too_small.replace("needs", "need")
+    cut = split_holdout(path, holdout_days=60)
+    assert cut.n_held_out == 240 and cut.too_small is None
+    cut = split_holdout(path, holdout_days=3650)  # more than half the export: capped
+    assert cut.n_held_out == 500 and cut.capped and "capped at 50%" in cut.rule
+    # booked chats too few: still undecided, however many chats
+    _export(path, 1000, booked_every=10_000)
+    cut = split_holdout(path, holdout_days=60)
+    assert cut.booked < DECIDE_MIN_CLASS and cut.too_small is not None and "0 booked" in cut.too_small
