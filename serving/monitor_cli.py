@@ -95,7 +95,12 @@ def _report(settings: Any, url: str | None, models: list[Any], options: dict[str
     try:
         prepare_schema(engine)
         return monitoring.health_report(
-            engine, settings, models, offline_lookup=monitoring.registry_offline(settings), **options
+            engine,
+            settings,
+            models,
+            offline_lookup=monitoring.registry_offline(settings),
+            rescore_budget_s=None,  # a batch command: every ended chat rescored
+            **options,
         )
     except SchemaError as exc:
         _fail(str(exc))
@@ -144,7 +149,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """The report in a few lines per part."""
     lines = [f"champion {report['champion'] or 'none'}, challenger {report['challenger'] or 'none'}"]
     for s in report["versions"]:
-        lines.append(f"version {s['version']} ({s['role']}): {s['chats']} chats scored last")
+        basis = "the ended chat's score" if s.get("basis") == "closed" else "the last message's score"
+        pending = f", {s['rescore_pending']} chats not rescored yet" if s.get("rescore_pending") else ""
+        lines.append(
+            f"version {s['version']} ({s['role']}): {s['chats']} chats scored last, judged by {basis}{pending}"
+        )
         for t in ("booked", "arrived"):
             live, off = s["live"][t], (s["offline"] or {}).get(t) or {}
             lines.append(
