@@ -46,7 +46,10 @@ chat_summaries = sa.Table(
         "last_role", sa.SmallInteger
     ),  # of the last visitor/consultant message: 1 visitor, 0 consultant
     sa.Column("first_visitor_at", UTCDateTime),
-    sa.Column("first_reply_at", UTCDateTime),  # the first consultant message after the first visitor one
+    # seconds as text (what the reports concatenate per group, so the grouping formats no numbers): to the
+    # first consultant message after the first visitor one; from the chat's start to its last message
+    sa.Column("first_wait_s", sa.Text),
+    sa.Column("duration_s", sa.Text),
     sa.Column("run_start_at", UTCDateTime),  # the first visitor message not answered yet
     sa.Column("waits", sa.Text),  # seconds each reply took (one decimal), comma-separated
     sa.Column("replies", sa.Integer, nullable=False, default=0),
@@ -166,13 +169,18 @@ def message_params(message: dict[str, Any], at: datetime, n_shown: int) -> dict[
     }
 
 
+def seconds(later: Any, earlier: Any, dialect: str) -> Any:
+    """``later - earlier`` in seconds (SQL)."""
+    if dialect == "postgresql":
+        return sa.extract("epoch", later - earlier)
+    return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
+
+
 def _seconds_text(later: Any, earlier: Any, dialect: str) -> Any:
     """``later - earlier`` in seconds rounded to one decimal, as text (the reports' reply waits)."""
     if dialect == "postgresql":
-        return sa.cast(sa.func.round(sa.cast(sa.extract("epoch", later - earlier), sa.Numeric), 1), sa.Text)
-    return sa.cast(
-        sa.func.round((sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0, 1), sa.Text
-    )
+        return sa.cast(sa.func.round(sa.cast(seconds(later, earlier, dialect), sa.Numeric), 1), sa.Text)
+    return sa.cast(sa.func.round(seconds(later, earlier, dialect), 1), sa.Text)
 
 
 def after_message(dialect: str) -> sa.Update:
@@ -187,6 +195,9 @@ def after_message(dialect: str) -> sa.Update:
     visitor, consultant = p["v"] == 1, p["v"] == 0
     reply = sa.and_(consultant, s.last_role == 1)
     wait = _seconds_text(at, s.run_start_at, dialect)
+    from yuyue.serving.store import conversations  # noqa: PLC0415  (the store imports this module)
+
+    started = sa.select(conversations.c.started_at).where(conversations.c.id == s.conversation_id)
     return (
         chat_summaries.update()
         .where(s.conversation_id == sa.bindparam("_id", type_=sa.String))
@@ -196,10 +207,14 @@ def after_message(dialect: str) -> sa.Update:
             first_visitor_at=sa.case(
                 (sa.and_(visitor, s.first_visitor_at.is_(None)), at), else_=s.first_visitor_at
             ),
-            first_reply_at=sa.case(
-                (sa.and_(consultant, s.first_reply_at.is_(None), s.first_visitor_at.is_not(None)), at),
-                else_=s.first_reply_at,
+            first_wait_s=sa.case(
+                (
+                    sa.and_(consultant, s.first_wait_s.is_(None), s.first_visitor_at.is_not(None)),
+                    sa.cast(seconds(at, s.first_visitor_at, dialect), sa.Text),
+                ),
+                else_=s.first_wait_s,
             ),
+            duration_s=sa.cast(seconds(at, started.scalar_subquery(), dialect), sa.Text),
             run_start_at=sa.case(
                 (sa.and_(visitor, sa.func.coalesce(s.last_role, 0) == 0), at), else_=s.run_start_at
             ),

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 import sqlalchemy as sa
 
 from yuyue.features.signals import CONCERNS
@@ -101,13 +102,6 @@ def period_of(day: str, period: str) -> str:
         return day[:7]
     d = date.fromisoformat(day)
     return (d - timedelta(days=d.weekday())).isoformat()
-
-
-# ---- SQL helpers (SQLite and PostgreSQL) ---------------------------------------------------
-def _seconds(later: Any, earlier: Any, dialect: str) -> Any:
-    if dialect == "postgresql":
-        return sa.extract("epoch", later - earlier)
-    return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
 
 
 # ---- one row per chat ----------------------------------------------------------------------
@@ -293,7 +287,9 @@ def _adjusted(actual: int, expected: float, n: int) -> float | None:
 
 
 def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 1) if values else None
+    # numpy selects instead of sorting: the same value as statistics.median (the middle one, or the
+    # mean of the two middle ones)
+    return round(float(np.median(np.asarray(values, dtype=np.float64))), 1) if values else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -338,17 +334,20 @@ def _period_key(period: str | None, dialect: str) -> Any:
     return sa.func.date(day, "weekday 0", "-6 days")  # the next Sunday (or the day), then its Monday
 
 
-def _sum_columns() -> list[Any]:
+def _sum_columns(dialect: str) -> list[Any]:
     """The per-group sums, in the order :func:`_group_of` reads them."""
     c, s = conversations.c, chat_summaries.c
     chatted = c.n_visitor > 0
     scored = sa.and_(chatted, s.p_booked_lead.is_not(None), s.p_arrived_lead.is_not(None))
 
-    def n(cond: Any) -> Any:
-        return sa.func.sum(sa.case((cond, 1), else_=0))
+    def flag(cond: Any) -> Any:  # 1 or 0 (SQLite's comparisons are numbers: no CASE to evaluate)
+        return sa.type_coerce(cond, sa.Integer) if dialect == "sqlite" else sa.case((cond, 1), else_=0)
 
-    def bit(col: Any, i: int) -> Any:
-        return n(sa.and_(chatted, col.op("&")(1 << i) != 0))
+    def n(cond: Any) -> Any:
+        return sa.func.sum(flag(cond))
+
+    def bit(col: Any, i: int) -> Any:  # a concern raised (or answered) implies a visitor message
+        return sa.func.sum(col.op(">>")(i).op("&")(1))
 
     return [
         sa.func.count(),
@@ -357,8 +356,8 @@ def _sum_columns() -> list[Any]:
         n(sa.and_(chatted, c.booked.is_(True))),
         n(sa.and_(chatted, c.arrived.is_(True))),
         n(scored),
-        sa.func.sum(sa.case((scored, s.p_booked_lead), else_=0.0)),
-        sa.func.sum(sa.case((scored, s.p_arrived_lead), else_=0.0)),
+        sa.func.sum(s.p_booked_lead * flag(scored)),  # NULL (left out) or 0.0 when not scored
+        sa.func.sum(s.p_arrived_lead * flag(scored)),
         n(sa.and_(scored, c.booked.is_(True))),
         n(sa.and_(scored, c.arrived.is_(True))),
         sa.func.sum(s.consultant_msgs),
@@ -396,41 +395,47 @@ def _concat(value: Any, dialect: str) -> Any:
 
 
 def _floats(text: str | None) -> list[float]:
-    return [max(0.0, float(v)) for v in text.split(",")] if text else []
+    """Comma-separated numbers (at least 0), parsed in C."""
+    if not text:
+        return []
+    values: list[float] = np.maximum(np.fromstring(text, dtype=np.float64, sep=","), 0.0).tolist()
+    return values
 
 
 def _groups(store: EventStore, keys: list[Any], filters: Filters) -> dict[tuple[Any, ...], _Group]:
     """The chats ``filters`` select, grouped by ``keys`` (SQL expressions): one query for the sums
     and, of the chats with a visitor message, the values of the medians (first response, duration,
-    reply waits) as texts."""
+    reply waits) as texts. Chats whose summary is missing or behind are rebuilt first (then the
+    query runs again; normally there are none)."""
     c, s = conversations.c, chat_summaries.c
-    where = filters.where()
     dialect = store.engine.dialect.name
-    with store.engine.connect() as cx:
-        behind = stale(cx, where)
-    if behind:  # summaries missing or behind: rebuilt from the events (normally none)
-        with store.engine.begin() as cx:
-            rebuild(cx, behind)
     chatted = c.n_visitor > 0
-    values = (
-        _seconds(s.first_reply_at, s.first_visitor_at, dialect),
-        _seconds(c.last_at, c.started_at, dialect),
-        s.waits,
-    )
+    behind = sa.or_(s.conversation_id.is_(None), s.n_messages != c.n_messages)  # NULL: missing
     query = (
         sa.select(
-            *keys, *_sum_columns(), *(_concat(sa.case((chatted, v), else_=None), dialect) for v in values)
+            *keys,
+            *_sum_columns(dialect),
+            *(
+                _concat(sa.case((chatted, v), else_=None), dialect)
+                for v in (s.first_wait_s, s.duration_s, s.waits)
+            ),
+            sa.func.sum(sa.case((behind, 1), else_=0)),
         )
-        .select_from(conversations.join(chat_summaries, s.conversation_id == c.id))
-        .where(*where)
+        .select_from(conversations.outerjoin(chat_summaries, s.conversation_id == c.id))
+        .where(*filters.where())
         .group_by(*keys)
     )
     n = len(keys)
-    groups = {}
     with store.engine.connect() as cx:
-        for r in cx.execute(query):
-            g = groups[tuple(r[:n])] = _group_of(r[n:-3])
-            g.first_waits, g.durations, g.waits = (_floats(t) for t in r[-3:])
+        rows = cx.execute(query).all()
+    if any(r[-1] for r in rows):
+        with store.engine.begin() as cx:
+            rebuild(cx, stale(cx, filters.where()))
+            rows = cx.execute(query).all()
+    groups = {}
+    for r in rows:
+        g = groups[tuple(r[:n])] = _group_of(r[n:-4])
+        g.first_waits, g.durations, g.waits = (_floats(t) for t in r[-4:-1])
     return groups
 
 

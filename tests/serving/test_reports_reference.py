@@ -27,6 +27,7 @@ from yuyue.features.signals import (
 )
 from yuyue.features.state import analyse_text
 from yuyue.serving.compliance_report import verdict
+from yuyue.serving.report_summary import seconds as _seconds
 from yuyue.serving.reports import (
     PERIODS,
     SOURCE_DIMENSIONS,
@@ -34,7 +35,6 @@ from yuyue.serving.reports import (
     DayRange,
     _desc,
     _fold,
-    _seconds,
     _source_view,
     consultant_report,
     period_of,
