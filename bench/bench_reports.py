@@ -3,11 +3,10 @@
 Seeds a fresh SQLite database (or ``--url``) with ``--chats`` conversations written directly (the rows
 bench_desk.py writes, plus what the reports read: the ``open`` event with its open-time scores,
 ``--messages`` message events per chat alternating visitor / consultant with realistic payloads, three
-suggestions per visitor message, some with feedback), then times the report endpoints through the ASGI
-app (TestClient, sequential): ``GET /v1/reports/consultants`` (period month and day) and
-``GET /v1/reports/sources`` (by engine and by paid); the first call of the process (every chat read
-from the store) apart. Each consultant report also reads the concerns of up to CONCERN_CHATS chats
-not read yet.
+suggestions per visitor message, some with feedback), builds their summaries as the migration does
+(``report_summary.rebuild``: timed), then, in a fresh process, times the report endpoints through the
+ASGI app (TestClient, sequential): ``GET /v1/reports/consultants`` (period month and day) and
+``GET /v1/reports/sources`` (by engine and by paid), the first request of that process apart.
 
     .venv/bin/python bench/bench_reports.py --chats 100000 --messages 10
 """
@@ -15,8 +14,11 @@ not read yet.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -187,49 +189,83 @@ def report(name: str, ms: list[float]) -> None:
     )
 
 
+PATHS = (
+    ("/v1/reports/consultants", {"period": "month"}),
+    ("/v1/reports/consultants", {"period": "day"}),
+    ("/v1/reports/sources", {"by": "engine"}),
+    ("/v1/reports/sources", {"by": "paid"}),
+)
+
+
+def _app(var: Path, url: str | None, key: str = "bench-sup"):
+    from yuyue.config import Settings
+    from yuyue.serving.app import create_app
+
+    settings = Settings(var_dir=var, database_url=url, model_poll_seconds=0, rate_per_minute=10_000_000)
+    app = create_app(settings, None, "bench")
+    return app, {"X-API-Key": app.state.yuyue.keys.create(key, "supervisor")[1]}
+
+
+def measure(var: Path, url: str | None, span: dict[str, str], n: int) -> None:
+    """The timings, in this (fresh) process: its first report apart."""
+    from fastapi.testclient import TestClient
+
+    from yuyue.serving.report_summary import stale
+
+    app, sup = _app(var, url, f"bench-sup-{os.getpid()}")
+    with app.state.yuyue.service.store.engine.connect() as cx:
+        print("summaries missing or behind:", len(stale(cx, [])))
+    with TestClient(app) as client:
+        for i, (path, params) in enumerate(PATHS):
+            label = f"GET {path}?{'&'.join(f'{k}={v}' for k, v in params.items())}"
+            if i == 0:
+                report(label + " (first of the process)", timed(client, path, sup, 1, {**span, **params}))
+            report(label, timed(client, path, sup, n, {**span, **params}))
+        total = client.get("/v1/reports/consultants", params={**span, "period": "month"}, headers=sup).json()
+        print("total chats", total["total"]["chats"], "concern chats", total["total"]["concern_chats"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chats", type=int, default=100_000)
     ap.add_argument("--messages", type=int, default=10)
     ap.add_argument("--requests", type=int, default=10)
     ap.add_argument("--url", default=None, help="database URL (default: a fresh SQLite file)")
+    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # the child: VAR_DIR FROM TO
     args = ap.parse_args()
+    if args.measure:
+        var, first, last = args.measure.split(",")
+        measure(Path(var), args.url, {"from": first, "to": last}, args.requests)
+        return
 
-    from fastapi.testclient import TestClient
+    import sqlalchemy as sa
 
-    from yuyue.config import Settings
-    from yuyue.serving.app import create_app
-    from yuyue.serving.reports import clear_caches
+    from yuyue.serving.report_summary import rebuild
+    from yuyue.serving.store import conversations
 
     var = Path(tempfile.mkdtemp(prefix="bench-reports-"))
-    settings = Settings(var_dir=var, database_url=args.url, model_poll_seconds=0, rate_per_minute=10_000_000)
-    app = create_app(settings, None, "bench")
-    sup = {"X-API-Key": app.state.yuyue.keys.create("bench-sup", "supervisor")[1]}
+    app, _ = _app(var, args.url)
+    engine = app.state.yuyue.service.store.engine
     start = datetime(2026, 9, 1, tzinfo=UTC)
     t0 = time.perf_counter()
-    seed(app.state.yuyue.service.store.engine, args.chats, args.messages, start)
+    seed(engine, args.chats, args.messages, start)
     last = (start + timedelta(seconds=args.chats * 20, hours=8)).date()
     first = start.date()
     print(
         f"seeded {args.chats} chats x {args.messages} messages ({first} to {last}) in "
-        f"{time.perf_counter() - t0:.1f} s ({app.state.yuyue.service.store.engine.dialect.name})"
+        f"{time.perf_counter() - t0:.1f} s ({engine.dialect.name})"
     )
-    span = {"from": first.isoformat(), "to": last.isoformat()}
-    with TestClient(app) as client:
-        n = args.requests
-        for path, params in (
-            ("/v1/reports/consultants", {**span, "period": "month"}),
-            ("/v1/reports/consultants", {**span, "period": "day"}),
-            ("/v1/reports/sources", {**span, "by": "engine"}),
-            ("/v1/reports/sources", {**span, "by": "paid"}),
-        ):
-            label = f"GET {path}?{'&'.join(f'{k}={v}' for k, v in params.items() if k not in span)}"
-            if path.endswith("consultants") and params["period"] == "month":
-                clear_caches()  # the first report of a process reads every chat: timed apart
-                report(label + " (cold: a fresh process)", timed(client, path, sup, 1, params))
-            report(label, timed(client, path, sup, n, params))
-        total = client.get("/v1/reports/consultants", params={**span, "period": "month"}, headers=sup).json()
-        print("total chats", total["total"]["chats"], "concern chats", total["total"]["concern_chats"])
+    t0 = time.perf_counter()
+    with engine.begin() as cx:
+        ids = list(cx.execute(sa.select(conversations.c.id)).scalars())
+        rebuild(cx, ids, batch=1000)
+    spent = time.perf_counter() - t0
+    print(
+        f"summaries built from the events (what migration 0008 does) in {spent:.1f} s ({len(ids) / spent:.0f} chats/s)"
+    )
+    engine.dispose()
+    cmd = [sys.executable, __file__, "--requests", str(args.requests), "--measure", f"{var},{first},{last}"]
+    subprocess.run(cmd + (["--url", args.url] if args.url else []), check=True)
 
 
 if __name__ == "__main__":
