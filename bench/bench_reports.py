@@ -223,29 +223,6 @@ def measure(var: Path, url: str | None, span: dict[str, str], n: int) -> None:
             report(label, timed(client, path, sup, n, {**span, **params}))
         total = client.get("/v1/reports/consultants", params={**span, "period": "month"}, headers=sup).json()
         print("total chats", total["total"]["chats"], "concern chats", total["total"]["concern_chats"])
-    cpu(app.state.yuyue.service.store, span, n)
-
-
-def cpu(store, span: dict[str, str], n: int) -> None:
-    """CPU time of the reports called in process (no HTTP): what a loaded machine inflates least."""
-    from datetime import date
-
-    from yuyue.serving.reports import DayRange, consultant_report, source_report
-    from yuyue.serving.store import Filters
-
-    days = DayRange(date.fromisoformat(span["from"]), date.fromisoformat(span["to"]))
-    for label, call in (
-        ("consultants period=month", lambda: consultant_report(store, days, "month", Filters())),
-        ("consultants period=day", lambda: consultant_report(store, days, "day", Filters())),
-        ("sources by=engine", lambda: source_report(store, days, "engine", Filters())),
-        ("sources by=paid", lambda: source_report(store, days, "paid", Filters())),
-    ):
-        spent = []
-        for _ in range(n):
-            t = time.process_time()
-            call()
-            spent.append((time.process_time() - t) * 1000)
-        report(f"in process, CPU time: {label}", spent)
 
 
 def main() -> None:
@@ -284,7 +261,7 @@ def main() -> None:
         rebuild(cx, ids, batch=1000)
     spent = time.perf_counter() - t0
     print(
-        f"summaries built from the events (what migration 0009 does for chats without one) in {spent:.1f} s ({len(ids) / spent:.0f} chats/s)"
+        f"summaries built from the events (what migration 0008 does) in {spent:.1f} s ({len(ids) / spent:.0f} chats/s)"
     )
     engine.dispose()
     cmd = [sys.executable, __file__, "--requests", str(args.requests), "--measure", f"{var},{first},{last}"]

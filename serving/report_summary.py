@@ -6,15 +6,12 @@ anyway): the lead's expected booking / arrival (the ``open`` event's ``p_booked_
 parameters, read at open), an imported 对话等级 (``grade``) where the open payload holds one, the
 timings (the first visitor message, the first consultant message after it, the reply waits), the
 concerns raised / answered (bit ``i`` = :data:`features.signals.CONCERNS` ``[i]``), compliance
-warnings and the suggestions shown / with feedback / used; and copies of the chat's columns the
-reports group and filter on (:data:`COPIED`: start, local day, hospital, department, consultant,
-traffic source, contact / booked / arrived), so a report reads this table alone.
+warnings and the suggestions shown / with feedback / used.
 
 The store writes it in the transaction of the event that changes it (on PostgreSQL inside the one
 message statement): :func:`open_row` with the ``open`` event, :func:`after_message` with each message
 (a single ``UPDATE`` whose ``SET`` reads the row's previous values, so no read is needed),
-:func:`after_feedback` with a suggestion's feedback, :func:`after_outcome` with an outcome and
-:func:`after_claim` with a claim (the copies of the chat's columns that change after the open). Each message is read once, when it is stored:
+:func:`after_feedback` with a suggestion's feedback. Each message is read once, when it is stored:
 the concerns come from the live path's text analysis (cached by text) and signal lexicon.
 
 :func:`rebuild` replays chats from their events through the same statements: the migration that
@@ -64,39 +61,7 @@ chat_summaries = sa.Table(
     sa.Column("shown", sa.Integer, nullable=False, default=0),
     sa.Column("with_feedback", sa.Integer, nullable=False, default=0),
     sa.Column("used", sa.Integer, nullable=False, default=0),
-    # copies of the chat's columns the reports group and filter on (so a report reads this table alone):
-    # written with the chat's open, claim (consultant_id), messages (contact_seen) and outcomes
-    sa.Column("started_at", UTCDateTime, index=True),
-    sa.Column("day", sa.String(10)),
-    sa.Column("hospital", sa.String(128)),
-    sa.Column("department", sa.String(64)),
-    sa.Column("consultant_id", sa.String(128)),
-    sa.Column("engine", sa.String(32)),
-    sa.Column("keyword_category", sa.String(32)),
-    sa.Column("landing_page", sa.String(32)),
-    sa.Column("region", sa.String(256)),
-    sa.Column("contact_seen", sa.Boolean),
-    sa.Column("contact", sa.Boolean),
-    sa.Column("booked", sa.Boolean),
-    sa.Column("arrived", sa.Boolean),
 )
-# the chat's columns copied into its summary (same names); of them an outcome changes OUTCOME_COLUMNS
-COPIED = (
-    "started_at",
-    "day",
-    "hospital",
-    "department",
-    "consultant_id",
-    "engine",
-    "keyword_category",
-    "landing_page",
-    "region",
-    "contact_seen",
-    "contact",
-    "booked",
-    "arrived",
-)
-OUTCOME_COLUMNS = ("contact", "booked", "arrived")
 
 _USED = ("used", "edited")
 _ALL_BITS = 0xFFFF
@@ -147,8 +112,6 @@ def open_row(row: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[s
         "shown": 0,
         "with_feedback": 0,
         "used": 0,
-        **{k: row.get(k) for k in COPIED},
-        "contact_seen": bool(row.get("contact_seen")),
     }
 
 
@@ -232,7 +195,9 @@ def after_message(dialect: str) -> sa.Update:
     visitor, consultant = p["v"] == 1, p["v"] == 0
     reply = sa.and_(consultant, s.last_role == 1)
     wait = _seconds_text(at, s.run_start_at, dialect)
-    contact = sa.bindparam("_contact", type_=sa.Boolean)  # contact data seen in the message
+    from yuyue.serving.store import conversations  # noqa: PLC0415  (the store imports this module)
+
+    started = sa.select(conversations.c.started_at).where(conversations.c.id == s.conversation_id)
     return (
         chat_summaries.update()
         .where(s.conversation_id == sa.bindparam("_id", type_=sa.String))
@@ -249,8 +214,7 @@ def after_message(dialect: str) -> sa.Update:
                 ),
                 else_=s.first_wait_s,
             ),
-            duration_s=sa.cast(seconds(at, s.started_at, dialect), sa.Text),
-            contact_seen=sa.or_(s.contact_seen, contact),
+            duration_s=sa.cast(seconds(at, started.scalar_subquery(), dialect), sa.Text),
             run_start_at=sa.case(
                 (sa.and_(visitor, sa.func.coalesce(s.last_role, 0) == 0), at), else_=s.run_start_at
             ),
@@ -263,24 +227,6 @@ def after_message(dialect: str) -> sa.Update:
             concerns_open=s.concerns_open.op("&")(p["keep"]).op("|")(p["raise"]),
             shown=s.shown + p["shown"],
         )
-    )
-
-
-def after_outcome(conversation_id: str, update: dict[str, Any]) -> sa.Update | None:
-    """The summary after an outcome applied ``update`` to the chat's row (None: nothing it copies)."""
-    values = {k: update[k] for k in OUTCOME_COLUMNS if k in update}
-    if not values:
-        return None
-    return chat_summaries.update().where(chat_summaries.c.conversation_id == conversation_id).values(**values)
-
-
-def after_claim(conversation_id: str, consultant_id: str) -> sa.Update:
-    """The summary after the chat got its consultant."""
-    s = chat_summaries.c
-    return (
-        chat_summaries.update()
-        .where(s.conversation_id == conversation_id)
-        .values(consultant_id=consultant_id)
     )
 
 
@@ -330,9 +276,9 @@ def _rebuild_batch(cx: Connection, ids: list[str]) -> int:
         ).all()
     )
     rows = []
-    for chat in cx.execute(sa.select(c.id, c.visit, *(c[k] for k in COPIED)).where(c.id.in_(ids))).mappings():
-        payload = orjson.loads(opens[chat["id"]]) if chat["id"] in opens else {}
-        rows.append(open_row(dict(chat), payload))
+    for cid, visit in cx.execute(sa.select(c.id, c.visit).where(c.id.in_(ids))):
+        payload = orjson.loads(opens[cid]) if cid in opens else {}
+        rows.append(open_row({**payload, "id": cid, "visit": visit}))
     cx.execute(chat_summaries.delete().where(chat_summaries.c.conversation_id.in_(ids)))
     if not rows:
         return 0
@@ -342,11 +288,7 @@ def _rebuild_batch(cx: Connection, ids: list[str]) -> int:
         .where(e.kind == "message", e.conversation_id.in_(ids))
         .order_by(e.conversation_id, e.seq)
     )
-    # contact_seen is the chat's current one (copied above)
-    params = [
-        {**message_params(orjson.loads(payload), at, 0), "_id": cid, "_contact": False}
-        for cid, at, payload in messages
-    ]
+    params = [{**message_params(orjson.loads(payload), at, 0), "_id": cid} for cid, at, payload in messages]
     if params:
         cx.execute(after_message(cx.dialect.name), params)
     used = sa.func.sum(sa.case((sg.feedback.in_(_USED), 1), else_=0))

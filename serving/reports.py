@@ -1,10 +1,9 @@
 """The desk reports: per consultant and period, and per traffic source (``GET /v1/reports/...``).
 
-Framework-free: one SQL query grouped by the report's keys over the per-chat summaries in range
-(``chat_summaries``, which the store keeps current and which holds copies of the chat's columns the
-reports group and filter on, see :mod:`yuyue.serving.report_summary`): it sums the counts and reads
-the values whose medians the report gives (first response, duration, reply waits) as texts, parsed
-and selected in numpy. Every number is defined in docs/api.md ("Desk
+Framework-free: two SQL queries grouped by the report's keys over the chats in range (``conversations``
+joined to the per-chat summary ``chat_summaries`` that the store keeps current, see
+:mod:`yuyue.serving.report_summary`): one sums the counts, one reads the values whose medians the
+report gives (first response, duration, reply waits). Every number is defined in docs/api.md ("Desk
 reports"); the short form:
 
 - **chats**: chats opened in the range with at least one visitor message (``visits``: all opened);
@@ -32,21 +31,19 @@ reports"); the short form:
 
 Bounds: a range of at most :data:`MAX_DAYS` local days, at most ``limit`` groups answered (the rest
 counted in ``truncated``), the grouping one of :data:`PERIODS` and :data:`SOURCE_DIMENSIONS`. The
-work is one grouped scan of the summaries in range and a count of the chats' rows in range (chats and
-messages); when they differ, the chats whose summary is missing or behind (stored by an older version,
-or written to the tables directly) are rebuilt from their events first.
+work is two grouped scans of the chats in range; a chat whose summary is missing or behind (stored by
+an older version, or written to the tables directly) is rebuilt from its events first.
 """
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import sqlalchemy as sa
 
 from yuyue.features.signals import CONCERNS
@@ -147,10 +144,6 @@ class Chat:
 
 
 # ---- folding chats into groups ---------------------------------------------------------------
-Values = list[float] | npt.NDArray[np.float64]  # the values of a median: a list, or parsed in C
-_VALUES = ("durations", "first_waits", "waits")
-
-
 class _Group:
     __slots__ = (
         "answered",
@@ -181,9 +174,9 @@ class _Group:
         self.visits = self.chats = self.contact = self.booked = self.arrived = 0
         self.scored = self.scored_booked = self.scored_arrived = 0
         self.exp_booked = self.exp_arrived = 0.0
-        self.durations: Values = []
-        self.first_waits: Values = []
-        self.waits: Values = []
+        self.durations: list[float] = []
+        self.first_waits: list[float] = []
+        self.waits: list[float] = []
         self.consultant_msgs = self.flagged = 0
         self.shown = self.with_feedback = self.used = 0
         self.concern_chats = 0
@@ -210,8 +203,6 @@ class _Group:
             self.exp_arrived += chat.p_arrived0
             self.scored_booked += chat.booked
             self.scored_arrived += chat.arrived
-        assert isinstance(self.durations, list) and isinstance(self.first_waits, list)
-        assert isinstance(self.waits, list)
         if chat.duration_s is not None:
             self.durations.append(chat.duration_s)
         if chat.first_wait_s is not None:
@@ -227,30 +218,19 @@ class _Group:
         if chat.grade in self.grades:
             self.grades[chat.grade] += 1
 
-    @classmethod
-    def merged(cls, groups: Iterable[_Group]) -> _Group:
-        """The groups together (each median's values concatenated once)."""
-        total = cls()
-        parts: dict[str, list[Values]] = {name: [] for name in _VALUES}
-        for g in groups:
-            for name in cls.__slots__:
-                mine, theirs = getattr(total, name), getattr(g, name)
-                if name in parts:
-                    parts[name].append(theirs)
-                elif isinstance(mine, dict):
-                    for k, v in theirs.items():
-                        mine[k] += v
-                else:
-                    setattr(total, name, mine + theirs)
-        for name, values in parts.items():
-            arrays = [np.asarray(v, dtype=np.float64) for v in values]
-            setattr(total, name, np.concatenate(arrays) if arrays else [])
-        return total
+    def merge(self, other: _Group) -> None:
+        for name in self.__slots__:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, list):
+                mine.extend(theirs)
+            elif isinstance(mine, dict):
+                for k, v in theirs.items():
+                    mine[k] += v
+            else:
+                setattr(self, name, mine + theirs)
 
     def view(self) -> dict[str, Any]:
         lo, hi = DURATION_BAND_S
-        durations = np.asarray(self.durations, dtype=np.float64)
-        in_band = int(np.count_nonzero((durations >= lo) & (durations <= hi)))
         n_raised = sum(self.raised.values())
         n_graded = sum(self.grades.values())
         return {
@@ -263,7 +243,7 @@ class _Group:
             "response_median_s": _median(self.waits),
             "duration_median_s": _median(self.durations),
             "duration_mean_s": _mean(self.durations),
-            "duration_5_30_share": _rate(in_band, len(durations)),
+            "duration_5_30_share": _rate(sum(lo <= d <= hi for d in self.durations), len(self.durations)),
             "contact": self.contact,
             "booked": self.booked,
             "arrived": self.arrived,
@@ -306,16 +286,14 @@ def _adjusted(actual: int, expected: float, n: int) -> float | None:
     return round((actual - expected) / n, 4) if n else None
 
 
-def _median(values: Values) -> float | None:
+def _median(values: list[float]) -> float | None:
     # numpy selects instead of sorting: the same value as statistics.median (the middle one, or the
     # mean of the two middle ones)
-    return round(float(np.median(np.asarray(values, dtype=np.float64))), 1) if len(values) else None
+    return round(float(np.median(np.asarray(values, dtype=np.float64))), 1) if values else None
 
 
-def _mean(values: Values) -> float | None:
-    # statistics.fmean's value (math.fsum over the count), without iterating numpy scalars
-    data = values.tolist() if isinstance(values, np.ndarray) else values
-    return round(math.fsum(data) / len(data), 1) if data else None
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 1) if values else None
 
 
 def _fold(
@@ -329,7 +307,9 @@ def _fold(
         if g is None:
             g = groups[k] = _Group()
         g.add(chat)
-    total = _Group.merged(groups.values())
+    total = _Group()
+    for g in groups.values():
+        total.merge(g)
     items = sorted(((k, g.view()) for k, g in groups.items()), key=order)
     return items[:limit], max(0, len(items) - limit), total.view()
 
@@ -341,8 +321,8 @@ def _check_limit(limit: int) -> None:
 
 
 def _period_key(period: str | None, dialect: str) -> Any:
-    """The SQL of :func:`period_of` over the chat's local day (None: one period)."""
-    day = chat_summaries.c.day
+    """The SQL of :func:`period_of` over ``conversations.day`` (None: one period)."""
+    day = conversations.c.day
     if period is None:
         return sa.literal(None, sa.String)
     if period == "day":
@@ -356,8 +336,8 @@ def _period_key(period: str | None, dialect: str) -> Any:
 
 def _sum_columns(dialect: str) -> list[Any]:
     """The per-group sums, in the order :func:`_group_of` reads them."""
-    s = chat_summaries.c
-    chatted = s.first_visitor_at.is_not(None)  # at least one visitor message
+    c, s = conversations.c, chat_summaries.c
+    chatted = c.n_visitor > 0
     scored = sa.and_(chatted, s.p_booked_lead.is_not(None), s.p_arrived_lead.is_not(None))
 
     def flag(cond: Any) -> Any:  # 1 or 0 (SQLite's comparisons are numbers: no CASE to evaluate)
@@ -372,14 +352,14 @@ def _sum_columns(dialect: str) -> list[Any]:
     return [
         sa.func.count(),
         n(chatted),
-        n(sa.and_(chatted, sa.or_(s.contact.is_(True), s.contact_seen.is_(True)))),
-        n(sa.and_(chatted, s.booked.is_(True))),
-        n(sa.and_(chatted, s.arrived.is_(True))),
+        n(sa.and_(chatted, sa.or_(c.contact.is_(True), c.contact_seen.is_(True)))),
+        n(sa.and_(chatted, c.booked.is_(True))),
+        n(sa.and_(chatted, c.arrived.is_(True))),
         n(scored),
         sa.func.sum(s.p_booked_lead * flag(scored)),  # NULL (left out) or 0.0 when not scored
         sa.func.sum(s.p_arrived_lead * flag(scored)),
-        n(sa.and_(scored, s.booked.is_(True))),
-        n(sa.and_(scored, s.arrived.is_(True))),
+        n(sa.and_(scored, c.booked.is_(True))),
+        n(sa.and_(scored, c.arrived.is_(True))),
         sa.func.sum(s.consultant_msgs),
         sa.func.sum(s.flagged),
         sa.func.sum(s.shown),
@@ -414,39 +394,24 @@ def _concat(value: Any, dialect: str) -> Any:
     return sa.func.group_concat(value, ",")
 
 
-def _floats(text: str | None) -> Values:
+def _floats(text: str | None) -> list[float]:
     """Comma-separated numbers (at least 0), parsed in C."""
     if not text:
         return []
-    return np.maximum(np.fromstring(text, dtype=np.float64, sep=","), 0.0)
+    values: list[float] = np.maximum(np.fromstring(text, dtype=np.float64, sep=","), 0.0).tolist()
+    return values
 
 
-def _where(filters: Filters) -> list[Any]:
-    """``filters`` over the summary's copies of the chat's columns."""
-    s = chat_summaries.c
-    out: list[Any] = [
-        col == value
-        for col, value in (
-            (s.hospital, filters.hospital),
-            (s.department, filters.department),
-            (s.consultant_id, filters.consultant_id),
-        )
-        if value is not None
-    ]
-    if filters.since is not None:
-        out.append(s.started_at >= filters.since)
-    if filters.until is not None:
-        out.append(s.started_at < filters.until)
-    return out
-
-
-def _query(keys: list[Any], filters: Filters, dialect: str) -> sa.Select[Any]:
-    """The grouped query over the summaries alone: the sums, then the values of the medians (first
-    response, duration, reply waits) of the chats with a visitor message as texts, then the chats and
-    messages folded (the check against the chats' rows)."""
-    s = chat_summaries.c
-    chatted = s.first_visitor_at.is_not(None)
-    return (
+def _groups(store: EventStore, keys: list[Any], filters: Filters) -> dict[tuple[Any, ...], _Group]:
+    """The chats ``filters`` select, grouped by ``keys`` (SQL expressions): one query for the sums
+    and, of the chats with a visitor message, the values of the medians (first response, duration,
+    reply waits) as texts. Chats whose summary is missing or behind are rebuilt first (then the
+    query runs again; normally there are none)."""
+    c, s = conversations.c, chat_summaries.c
+    dialect = store.engine.dialect.name
+    chatted = c.n_visitor > 0
+    behind = sa.or_(s.conversation_id.is_(None), s.n_messages != c.n_messages)  # NULL: missing
+    query = (
         sa.select(
             *keys,
             *_sum_columns(dialect),
@@ -454,34 +419,23 @@ def _query(keys: list[Any], filters: Filters, dialect: str) -> sa.Select[Any]:
                 _concat(sa.case((chatted, v), else_=None), dialect)
                 for v in (s.first_wait_s, s.duration_s, s.waits)
             ),
-            sa.func.count(),
-            sa.func.sum(s.n_messages),
+            sa.func.sum(sa.case((behind, 1), else_=0)),
         )
-        .where(*_where(filters))
+        .select_from(conversations.outerjoin(chat_summaries, s.conversation_id == c.id))
+        .where(*filters.where())
         .group_by(*keys)
     )
-
-
-def _groups(store: EventStore, keys: list[Any], filters: Filters) -> dict[tuple[Any, ...], _Group]:
-    """The chats ``filters`` select, grouped by ``keys`` (SQL expressions over ``chat_summaries``).
-    When the summaries in range hold other chats or messages than the chats' rows (a summary missing
-    or behind: stored by an older version, or the tables written directly), the chats in range are
-    checked one by one, those behind rebuilt, and the query runs again (normally never)."""
-    c = conversations.c
-    query = _query(keys, filters, store.engine.dialect.name)
-    held = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(c.n_messages), 0)).where(*filters.where())
     n = len(keys)
     with store.engine.connect() as cx:
         rows = cx.execute(query).all()
-        chats, messages = cx.execute(held).one()
-    if (chats, messages) != (sum(r[-2] for r in rows), sum(int(r[-1] or 0) for r in rows)):
+    if any(r[-1] for r in rows):
         with store.engine.begin() as cx:
             rebuild(cx, stale(cx, filters.where()))
             rows = cx.execute(query).all()
     groups = {}
     for r in rows:
-        g = groups[tuple(r[:n])] = _group_of(r[n:-5])
-        g.first_waits, g.durations, g.waits = (_floats(t) for t in r[-5:-2])
+        g = groups[tuple(r[:n])] = _group_of(r[n:-4])
+        g.first_waits, g.durations, g.waits = (_floats(t) for t in r[-4:-1])
     return groups
 
 
@@ -489,7 +443,9 @@ def _views(
     groups: dict[tuple[Any, ...], _Group], limit: int, order: Any
 ) -> tuple[list[tuple[Any, dict[str, Any]]], int, dict[str, Any]]:
     """The groups' views (sorted by ``order``, the first ``limit``), how many were left out, and the total."""
-    total = _Group.merged(groups.values())
+    total = _Group()
+    for g in groups.values():
+        total.merge(g)
     items = sorted(((k, g.view()) for k, g in groups.items()), key=order)
     return items[:limit], max(0, len(items) - limit), total.view()
 
@@ -508,7 +464,7 @@ def consultant_report(
     if period not in PERIODS:
         raise ReportError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     _check_limit(limit)
-    keys = [_period_key(period, store.engine.dialect.name), chat_summaries.c.consultant_id]
+    keys = [_period_key(period, store.engine.dialect.name), conversations.c.consultant_id]
     groups = _groups(store, keys, _in_range(days, filters))
     rows, truncated, total = _views(
         groups, limit, lambda kv: (_desc(kv[0][0]), -kv[1]["chats"], kv[0][1] or "")
@@ -538,7 +494,7 @@ def source_report(
     if period is not None and period not in PERIODS:
         raise ReportError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     _check_limit(limit)
-    value = chat_summaries.c[by]
+    value = chat_summaries.c.paid if by == "paid" else conversations.c[by]
     keys = [_period_key(period, store.engine.dialect.name), value]
     groups = _groups(store, keys, _in_range(days, filters))
     rows, truncated, total = _views(

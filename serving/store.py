@@ -34,10 +34,8 @@ from sqlalchemy.exc import IntegrityError
 from yuyue.serving.audit import audit_log, erasures  # the privacy tables, declared with the store's
 from yuyue.serving.db import BusyGate, UTCDateTime, metadata
 from yuyue.serving.report_summary import (
-    after_claim,
     after_feedback,
     after_message,
-    after_outcome,
     chat_summaries,
     message_params,
     open_row,
@@ -478,9 +476,6 @@ class EventStore:
             )
             if res.rowcount != 1:
                 raise NotFound(f"no conversation {conversation_id!r}")
-            summary = after_outcome(conversation_id, update)  # the reports' copies of the outcome
-            if summary is not None:
-                cx.execute(summary)
 
     def claim(self, conversation_id: str, consultant_id: str, actor: str | None) -> str:
         """Make ``consultant_id`` the consultant of a chat that has none (recorded as a ``claim``
@@ -493,7 +488,6 @@ class EventStore:
                 .values(consultant_id=consultant_id, updated_at=now)
             ).rowcount
             if done == 1:
-                cx.execute(after_claim(conversation_id, consultant_id))  # the reports' copy
                 cx.execute(
                     _event(
                         conversation_id,

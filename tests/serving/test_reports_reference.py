@@ -456,33 +456,3 @@ def test_rebuilt_summaries_equal_the_live_ones(desk):
     _check_all(store)
     with store.engine.connect() as cx:
         assert cx.execute(sa.select(sa.func.count()).select_from(chat_summaries)).scalar() == len(ids)
-
-
-def test_a_store_at_0008_upgraded_gives_the_same_reports(desk):
-    """Migration 0009 fills the chat's columns into the summaries a store at 0008 kept, and builds the
-    summaries it lacks (a store upgraded from before 0008); the reports then equal the reference."""
-    from alembic import command
-
-    from yuyue.serving.db import alembic_config, current_revision, head_revision
-    from yuyue.serving.report_summary import chat_summaries
-
-    store = desk
-    with store.engine.begin() as cx:
-        command.downgrade(alembic_config(cx), "0008_chat_summaries")
-        ids = list(cx.execute(sa.select(conversations.c.id).order_by(conversations.c.id)).scalars())
-        cx.execute(
-            sa.text("DELETE FROM chat_summaries WHERE conversation_id IN (:a, :b)"),
-            {"a": ids[0], "b": ids[1]},
-        )
-    with store.engine.begin() as cx:
-        command.upgrade(alembic_config(cx), "head")
-    assert current_revision(store.engine) == head_revision()
-    with store.engine.connect() as cx:
-        held = cx.execute(sa.select(sa.func.count()).select_from(chat_summaries)).scalar()
-        undated = cx.execute(
-            sa.select(sa.func.count())
-            .select_from(chat_summaries)
-            .where(chat_summaries.c.started_at.is_(None))
-        ).scalar()
-    assert (held, undated) == (len(ids), 0)
-    _check_all(store)

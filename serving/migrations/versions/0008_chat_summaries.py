@@ -2,9 +2,9 @@
 
 One row per chat (see ``serving/report_summary.py``): the lead's expected booking / arrival, paid vs
 organic, an imported 对话等级, the timings, concerns raised / answered, compliance warnings and the
-suggestions' counts. The store keeps it current from now on; the next revision (0009) replays every
-stored chat without a summary from its events (the message texts are read once: about 0.3 ms a
-message, so a store of 100,000 chats of 10 messages takes minutes). The downgrade drops the table.
+suggestions' counts. The store keeps it current from now on; this revision replays every stored chat
+from its events (the message texts are read once: about 0.3 ms a message, so a store of 100,000 chats
+of 10 messages takes minutes). The downgrade drops the table.
 
 Revision ID: 0008_chat_summaries
 Revises: 0007_knowledge
@@ -20,6 +20,8 @@ revision = "0008_chat_summaries"
 down_revision = "0007_knowledge"
 branch_labels = None
 depends_on = None
+
+_BATCH = 1000
 
 
 def upgrade() -> None:
@@ -48,8 +50,12 @@ def upgrade() -> None:
         sa.Column("used", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("conversation_id", name=op.f("pk_chat_summaries")),
     )
-    # the stored chats' summaries are built by 0009_summary_chat_columns (with the columns it adds;
-    # this revision's rebuild read the code's table, which has them)
+    from yuyue.serving.report_summary import rebuild
+
+    cx = op.get_bind()
+    ids = list(cx.execute(sa.text("SELECT id FROM conversations ORDER BY id")).scalars())
+    for i in range(0, len(ids), _BATCH):
+        rebuild(cx, ids[i : i + _BATCH])
 
 
 def downgrade() -> None:
