@@ -11,6 +11,7 @@ of each view is written to ``$TMPDIR/yuyue-console-*.png`` for a human to look a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -66,10 +67,30 @@ def chromium() -> str:
     return path
 
 
+@contextlib.contextmanager
+def running(app, name: str) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on a free port (a thread named ``name``); yields its base URL."""
+    import uvicorn
+
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=srv.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def server(model, tmp_path_factory) -> Iterator[dict]:
     """A real uvicorn server on a free port; yields its base URL and API keys."""
-    import uvicorn
 
     from yuyue.serving.app import create_app
 
@@ -84,20 +105,8 @@ def server(model, tmp_path_factory) -> Iterator[dict]:
         "c02": keys.create("console-c02", "consultant", consultant_id="c02")[1],
         "supervisor": keys.create("console-supervisor", "supervisor")[1],
     }
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, name="console-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "keys": raw}
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    with running(app, "console-uvicorn") as url:
+        yield {"url": url, "keys": raw}
 
 
 @pytest.fixture

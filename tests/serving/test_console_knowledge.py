@@ -8,8 +8,6 @@ Skips without Chromium (see ``test_console_browser.py``); a screenshot is writte
 # ruff: noqa: F811  (fixtures come from test_console_browser)
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -18,10 +16,10 @@ import pytest
 
 from tests.serving.test_console_browser import (  # noqa: F401
     _connect,
-    _free_port,
     _shot,
     browser_page,
     chromium,
+    running,
 )
 from yuyue.config import Settings
 
@@ -68,8 +66,6 @@ DOC = {
 @pytest.fixture(scope="module")
 def kserver(model, tmp_path_factory) -> Iterator[dict]:
     """A real uvicorn server with a supervisor and an admin key."""
-    import uvicorn
-
     from yuyue.serving.app import create_app
 
     var = tmp_path_factory.mktemp("knowledge-var")
@@ -80,20 +76,8 @@ def kserver(model, tmp_path_factory) -> Iterator[dict]:
         "supervisor": keys.create("k-supervisor", "supervisor")[1],
         "admin": keys.create("k-admin", "admin")[1],
     }
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, name="knowledge-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "keys": raw}
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    with running(app, "knowledge-uvicorn") as url:
+        yield {"url": url, "keys": raw}
 
 
 def test_knowledge_tab(kserver, browser_page) -> None:

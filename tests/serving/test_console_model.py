@@ -8,8 +8,6 @@ clear message. Skips without Chromium (``scripts/ensure_browser.sh``); a screens
 # ruff: noqa: F811  (fixtures come from test_console_browser)
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +16,10 @@ import pytest
 
 from tests.serving.test_console_browser import (  # noqa: F401
     _connect,
-    _free_port,
     _shot,
     browser_page,
     chromium,
+    running,
 )
 from tests.serving.test_model_health import challenger_of
 from yuyue.config import Settings
@@ -44,8 +42,6 @@ def sims(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(model, sims, tmp_path_factory) -> Iterator[dict]:
     """A real uvicorn server (a challenger in the shadow) with the simulated chats replayed over HTTP."""
-    import uvicorn
-
     from yuyue.serving.app import create_app
     from yuyue.serving.shadow import shadow_of
 
@@ -65,23 +61,10 @@ def server(model, sims, tmp_path_factory) -> Iterator[dict]:
         role: keys.create(f"model-tab-{role}", role, consultant_id="c01" if role == "consultant" else None)[1]
         for role in ("analyst", "admin", "supervisor", "consultant")
     }
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, name="model-tab-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
     shadow_of(app.state.yuyue.service).set(challenger_of(model), "t2")
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with running(app, "model-tab-uvicorn") as base:
         _replay(base, raw["supervisor"], sims)
         yield {"url": base, "keys": raw}
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 def _replay(base: str, key: str, path: Path) -> None:
