@@ -37,6 +37,7 @@ an older version, or written to the tables directly) is rebuilt from its events 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -451,9 +452,8 @@ def _views(
 
 
 def _in_range(days: DayRange, filters: Filters) -> Filters:
-    return days.filters(
-        hospital=filters.hospital, department=filters.department, consultant_id=filters.consultant_id
-    )
+    bounds = days.filters()
+    return dataclasses.replace(filters, since=bounds.since, until=bounds.until)
 
 
 def consultant_report(

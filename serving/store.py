@@ -259,10 +259,15 @@ class Filters:
     consultant_id: str | None = None
     since: datetime | None = None  # started_at >= since
     until: datetime | None = None  # started_at < until
+    hospitals: tuple[str, ...] | None = None  # the caller's hospitals (None: every hospital)
 
-    def where(self) -> list[Any]:
-        c = conversations.c
+    def where(self, table: sa.Table | None = None) -> list[Any]:
+        """The clauses over ``table``'s columns (``conversations`` by default; any table with the
+        same hospital / department / consultant_id / started_at columns)."""
+        c = (conversations if table is None else table).c
         out = []
+        if self.hospitals is not None:
+            out.append(c.hospital.in_(self.hospitals))
         for col, value in (
             (c.hospital, self.hospital),
             (c.department, self.department),
