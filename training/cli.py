@@ -53,6 +53,18 @@ def train_command(
         bool, typer.Option(help="make it champion when no champion exists yet")
     ] = True,
     workers: Annotated[int, typer.Option(min=1, help="processes for feature extraction")] = 2,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="read and featurise as Ray tasks (local Ray with --workers CPUs unless --ray-address "
+            "or RAY_ADDRESS names a cluster); --data may then be a folder of .jsonl/.jsonl.gz/.parquet shards",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", metavar="ADDRESS", help="the Ray cluster to use (implies --ray)"),
+    ] = None,
 ) -> None:
     """Train every model the data supports, evaluate on the latest chats, log to MLflow and register."""
     from yuyue.data.io import InvalidRecordError
@@ -63,6 +75,22 @@ def train_command(
         _fail("give either --data FILE or --from-store", 2)
     if since is not None and not from_store:
         _fail("--since goes with --from-store", 2)
+    ray = ray or ray_address is not None
+    if ray and from_store:
+        _fail("--ray reads files or folders; --from-store with --ray is not there yet", 2)
+    if ray:
+        assert data is not None
+        _train_on_ray(
+            data,
+            ray_address,
+            experiment,
+            tracking_uri,
+            strict,
+            register,
+            promote_if_first,
+            workers,
+        )
+        return
     try:
         if from_store:
             from yuyue.training.retrain import parse_since, train_from_store
@@ -95,6 +123,46 @@ def train_command(
             workers=workers,
             echo=typer.echo,
         )
+    except (UnusableDataError, InvalidRecordError) as exc:
+        _fail(str(exc))
+
+
+def _train_on_ray(
+    data: Path,
+    address: str | None,
+    experiment: str,
+    tracking_uri: str | None,
+    strict: bool,
+    register: bool,
+    promote_if_first: bool,
+    workers: int,
+) -> None:
+    from yuyue.data.io import InvalidRecordError
+    from yuyue.training.distributed import RayBackend, ShardError, list_shards, ray_session
+    from yuyue.training.scorers import UnusableDataError
+    from yuyue.training.workflow import train_and_register
+
+    try:
+        backend = RayBackend(list_shards(data))
+        typer.echo(f"{data}: {len(backend.shards)} shards; Ray at {address or 'a local instance'}")
+        with ray_session(address, num_cpus=workers):
+            train_and_register(
+                data,
+                get_settings(),
+                experiment=experiment,
+                tracking_uri=tracking_uri,
+                strict=strict,
+                register=register,
+                promote_if_first=promote_if_first,
+                workers=workers,
+                echo=typer.echo,
+                backend=backend,
+            )
+        typer.echo(f"Ray: {len(set(backend.nodes))} node(s) ran {len(backend.nodes)} shard tasks")
+    except ConnectionError as exc:
+        _fail(f"Ray at {address}: {exc}", 2)
+    except ShardError as exc:
+        _fail(str(exc), 2)
     except (UnusableDataError, InvalidRecordError) as exc:
         _fail(str(exc))
 

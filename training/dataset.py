@@ -58,28 +58,31 @@ def _outcomes(conv: Conversation) -> tuple[bool | None, bool | None]:
     return True, o.arrived  # None while arrival is not known yet
 
 
+def meta_of(index: int, conv: Conversation) -> ConversationMeta:
+    """The metadata :func:`scan` keeps of the ``index``-th valid record."""
+    booked, arrived = _outcomes(conv)
+    truth = conv.truth
+    return ConversationMeta(
+        index=index,
+        conversation_id=conv.conversation_id,
+        started_ts=conv.started_at.timestamp(),
+        booked=booked,
+        arrived=arrived,
+        n_messages=len(conv.messages),
+        n_consultant=sum(m.role == "consultant" for m in conv.messages),
+        n_annotated=sum(m.stage is not None for m in conv.messages),
+        consultant_id=conv.consultant_id,
+        p_book=truth.p_book if truth else None,
+        p_arrive=truth.p_arrive if truth else None,
+    )
+
+
 def scan(path: str | Path, *, strict: bool = False) -> DatasetScan:
     """One pass over the file: metadata of every valid record, invalid ones counted."""
     report = SkipReport()
     metas = []
     for i, conv in enumerate(read_conversations(path, strict=strict, report=report)):
-        booked, arrived = _outcomes(conv)
-        truth = conv.truth
-        metas.append(
-            ConversationMeta(
-                index=i,
-                conversation_id=conv.conversation_id,
-                started_ts=conv.started_at.timestamp(),
-                booked=booked,
-                arrived=arrived,
-                n_messages=len(conv.messages),
-                n_consultant=sum(m.role == "consultant" for m in conv.messages),
-                n_annotated=sum(m.stage is not None for m in conv.messages),
-                consultant_id=conv.consultant_id,
-                p_book=truth.p_book if truth else None,
-                p_arrive=truth.p_arrive if truth else None,
-            )
-        )
+        metas.append(meta_of(i, conv))
     return DatasetScan(Path(path), metas, report)
 
 
@@ -178,12 +181,15 @@ def build_rows(
     hospital: dict[str, str] | None = None,
     max_open: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    map_shards: Callable[..., list[dict]] | None = None,
 ) -> dict[str, LabelledRows]:
     """Prefix rows of the labelled conversations of each split, built in ``workers`` processes.
 
     ``max_open`` caps the rows after messages per chat in every split but ``test``
     (evaluation always sees every prefix). ``on_progress(k)`` hears of every ``k`` more
     conversations done, out of :func:`n_rows_conversations` (the workers report through a queue).
+    ``map_shards(scan_, wanted, space, hospital, caps, on_progress)`` builds the parts elsewhere
+    (training/distributed.py: Ray tasks); labels, weights and assembly stay the same code.
     """
     caps = {s: (None if s == "test" else max_open) for s in splits}
     metas = {m.index: m for m in scan_.metas}
@@ -192,7 +198,9 @@ def build_rows(
     jobs = (
         delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps) for k in range(workers)
     )
-    if on_progress is None:
+    if map_shards is not None:
+        parts = map_shards(scan_, wanted, space, hospital, caps, on_progress)
+    elif on_progress is None:
         parts = Parallel(n_jobs=workers)(jobs)
     else:
         parts = _with_progress(scan_, wanted, space, hospital, caps, workers, on_progress)

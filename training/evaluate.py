@@ -8,7 +8,7 @@ absent when the data cannot support it (no outcomes, no annotations, no truth).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,8 +207,12 @@ def evaluate(
     split: str | None = None,
     workers: int = 2,
     max_conversations: int = 20000,
+    build: Callable[..., dict[str, LabelledRows]] = build_rows,
+    read: Callable[[Path], Iterable[Conversation]] = read_conversations,
 ) -> dict[str, Any]:
     """All metrics the data supports, on the whole file or on one split of a scanned file.
+
+    ``build`` and ``read`` replace the prefix rows and the reads (``yuyue train --ray``).
 
     Keys starting with ``_`` hold arrays for plots and are not part of the JSON report.
     """
@@ -221,13 +225,13 @@ def evaluate(
     out: dict[str, Any] = {"n_conversations": len(wanted), "skipped_invalid": scan_.report.skipped}
     if model.scorers:
         space_scan = DatasetScan(scan_.path, scan_.metas, scan_.report, {i: "test" for i in wanted})
-        rows = build_rows(space_scan, model.space, ("test",), workers=workers, hospital=_hospital(model)).get(
+        rows = build(space_scan, model.space, ("test",), workers=workers, hospital=_hospital(model)).get(
             "test"
         )
         if rows is not None:
             for target in model.scorers:
                 out.update(score_metrics(model, rows, scan_, target))
-    convs = [c for i, c in enumerate(read_conversations(path)) if i in wanted]
+    convs = [c for i, c in enumerate(read(path)) if i in wanted]
     # each chat's slices, for comparisons by department and engine (training/compare.py)
     out["_chats"] = {
         c.conversation_id: {

@@ -74,12 +74,19 @@ def _hospital(settings: Settings) -> dict[str, str]:
     }
 
 
-def _load_split(path: Path, scan_: DatasetScan, split: str, limit: int, seed: int = 0) -> list[Conversation]:
+def _load_split(
+    path: Path,
+    scan_: DatasetScan,
+    split: str,
+    limit: int,
+    seed: int = 0,
+    read: Callable[[Path], Iterable[Conversation]] = read_conversations,
+) -> list[Conversation]:
     idx = scan_.ids(split)
     if len(idx) > limit:
         idx = random.Random(seed).sample(idx, limit)
     wanted = set(idx)
-    return [c.without_truth() for i, c in enumerate(read_conversations(path)) if i in wanted]
+    return [c.without_truth() for i, c in enumerate(read(path)) if i in wanted]
 
 
 def fit_suggester(
@@ -158,13 +165,23 @@ def train(
     strict: bool = False,
     workers: int = 2,
     echo: Callable[[str], None] = print,
+    backend: Any = None,
 ) -> TrainResult:
-    """Train, evaluate on the latest conversations, and save the bundle (MLflow logging is separate)."""
+    """Train, evaluate on the latest conversations, and save the bundle (MLflow logging is separate).
+
+    ``backend`` (training/distributed.py's ``RayBackend``) replaces the scan, the prefix rows and the
+    reads of ``data`` (then a file or a folder of shards); everything else is this same code.
+    """
     settings = settings or get_settings()
     path = Path(data)
+    scan_file, rows_of, read = (
+        (scan, build_rows, read_conversations)
+        if backend is None
+        else (backend.scan, backend.build_rows, backend.read)
+    )
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    scan_ = split_by_time(scan(path, strict=strict))
+    scan_ = split_by_time(scan_file(path, strict=strict))
     timings["scan_s"] = round(time.perf_counter() - t, 1)
     if scan_.report.skipped:
         echo(f"skipped {scan_.report.skipped} invalid records (see `yuyue data validate {path}`)")
@@ -181,7 +198,7 @@ def train(
     if scan_.n_labelled >= MIN_LABELLED:
         t = time.perf_counter()
         with progress("prefix rows (chats)", n_rows_conversations(scan_)) as advance:
-            rows = build_rows(
+            rows = rows_of(
                 scan_,
                 space,
                 workers=workers,
@@ -229,7 +246,7 @@ def train(
     t = time.perf_counter()
     library = load_library()
     annotated = sum(m.n_annotated for m in scan_.metas)
-    stage_convs = _load_split(path, scan_, "train", MAX_STAGE_CONVERSATIONS) if annotated else []
+    stage_convs = _load_split(path, scan_, "train", MAX_STAGE_CONVERSATIONS, read=read) if annotated else []
     texts, contexts, stages, weights = training_examples(stage_convs, library)
     stage_model = StageClassifier().fit(texts, stages, contexts, sample_weight=weights)
     timings["stage_fit_s"] = round(time.perf_counter() - t, 1)
@@ -243,7 +260,7 @@ def train(
 
     # ---- replies -------------------------------------------------------
     t = time.perf_counter()
-    reply_convs = _load_split(path, scan_, "train", MAX_REPLY_CONVERSATIONS)
+    reply_convs = _load_split(path, scan_, "train", MAX_REPLY_CONVERSATIONS, read=read)
     suggester = fit_suggester(
         reply_convs,
         library,
@@ -264,7 +281,7 @@ def train(
 
     # ---- evaluation on the latest conversations -------------------------
     t = time.perf_counter()
-    metrics = evaluate(model, path, scan_=scan_, split="test", workers=workers)
+    metrics = evaluate(model, path, scan_=scan_, split="test", workers=workers, build=rows_of, read=read)
     timings["evaluate_s"] = round(time.perf_counter() - t, 1)
     model.info = {
         "data": str(path),

@@ -26,11 +26,12 @@ def train_and_register(
     workers: int = 2,
     echo: Callable[[str], None] = print,
     tags: dict[str, Any] | None = None,
+    backend: Any = None,
 ) -> tuple[TrainResult, str | None]:
     """Train on ``data``, log the run, register a version; make it champion if there is none yet.
 
     The run and the version are tagged with the data they saw (:func:`data_tags`, then ``tags``)."""
-    result = train(data, settings=settings, strict=strict, workers=workers, echo=echo)
+    result = train(data, settings=settings, strict=strict, workers=workers, echo=echo, backend=backend)
     for line in summary_lines(result):
         echo(line)
     params = {
@@ -63,9 +64,10 @@ def train_and_register(
 def data_tags(path: str | Path, info: dict[str, Any], source: str = "file") -> dict[str, Any]:
     """What a version saw: source, file, chats, labelled chats, time range, SHA-256 of the file."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for file in sorted(p for p in Path(path).iterdir() if p.is_file()) if Path(path).is_dir() else [path]:
+        with open(file, "rb") as f:  # a folder of shards (--ray): its files in name order
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     first, last = info.get("data_range") or (None, None)
     fit = info.get("fit_range") or (None, None)
     return {

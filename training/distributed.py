@@ -1,0 +1,376 @@
+"""``yuyue train --ray``: read, featurise and evaluate sharded inputs as Ray tasks, fit on the driver.
+
+Why this shape: building prefix rows is the expensive part of training (every message of every chat
+runs the live service's feature state), fitting the linear scorers on the assembled sparse matrix is
+not. So each shard -- one input file, or one byte range of a large JSONL file -- is read by exactly
+one Ray task per pass: a scan pass (metadata, validation) and a rows pass (prefix rows of its
+labelled chats, test rows included, returned as arrays through the object store). The driver assembles
+the parts with the same code as the default path (:func:`training.dataset.build_rows`) and fits with
+the same code (:func:`training.train.train`), so the model is the default path's model: with the chats
+in the same order the coefficients are identical, not just close.
+
+The default path (one file, joblib processes, each re-reading the whole file) stays for small data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from yuyue.data.contract import Conversation
+from yuyue.data.io import (
+    InvalidRecordError,
+    RecordProblem,
+    SkipReport,
+    iter_json_lines,
+    parse_conversation,
+)
+from yuyue.features.rows import FeatureSpace, PrefixRows, prefix_rows
+from yuyue.training.dataset import CHUNK, ConversationMeta, DatasetScan, build_rows, meta_of
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+# a plain JSONL file larger than this is read as byte ranges of about this size, one task each
+SHARD_BYTES = 64 << 20
+# the local Ray instance of a 2-core box: bounded shared memory (Ray spills to disk beyond it)
+LOCAL_OBJECT_STORE_BYTES = 512 << 20
+
+
+class ShardError(ValueError):
+    """An input that cannot be read as shards (missing folder, no shard files, unreadable shard)."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of reading: a whole file, or the lines of a plain JSONL file starting in [start, end)."""
+
+    path: Path
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+
+    def label(self) -> str:
+        return (
+            str(self.path) if self.end is None and not self.start else f"{self.path}[{self.start}:{self.end}]"
+        )
+
+
+def list_shards(data: str | Path, shard_bytes: int = SHARD_BYTES) -> list[Shard]:
+    """Shards of a file or a folder of ``.jsonl`` / ``.jsonl.gz`` / ``.parquet`` files, in name order.
+
+    Name order is the order of the records (the global index of a chat), so a folder of parts of one
+    file gives that file's split and that file's model.
+    """
+    path = Path(data)
+    if not path.exists():
+        raise ShardError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
+        if not files:
+            raise ShardError(f"{path}: no {', '.join(SUFFIXES)} files in this folder")
+    else:
+        files = [path]
+    shards: list[Shard] = []
+    for f in files:
+        try:
+            size = f.stat().st_size
+            with open(f, "rb"):
+                pass
+        except OSError as exc:
+            raise ShardError(f"{f}: cannot read this shard ({exc.strerror or exc})") from exc
+        if f.suffix != ".jsonl" or size <= shard_bytes:
+            shards.append(Shard(f))
+            continue
+        bounds = list(range(0, size, shard_bytes)) + [size]
+        shards += [Shard(f, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return shards
+
+
+def _json_lines_range(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | None]]:
+    """:func:`data.io.iter_json_lines` of the lines that start in the shard's byte range.
+
+    Line numbers count from the range's first line (problems name the shard's byte range).
+    """
+    import orjson
+
+    with open(shard.path, "rb") as fh:
+        pos = shard.start
+        if pos:
+            fh.seek(pos - 1)
+            if fh.read(1) != b"\n":  # inside a line: it belongs to the previous range
+                pos += len(fh.readline())
+        lineno = 0
+        end = shard.end if shard.end is not None else float("inf")
+        while pos < end:
+            raw = fh.readline()
+            if not raw:
+                break
+            pos += len(raw)
+            lineno += 1
+            if pos - len(raw) == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield lineno, None, RecordProblem(lineno, "(line)", f"invalid JSON: {exc}")
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, None, RecordProblem(lineno, "(line)", "expected a JSON object")
+                continue
+            yield lineno, obj, None
+
+
+def _records(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | None]]:
+    if shard.path.name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        lineno = 0
+        for batch in pq.ParquetFile(shard.path).iter_batches(batch_size=1024):
+            for obj in batch.to_pylist():
+                lineno += 1
+                yield lineno, obj, None
+    elif shard.end is None and not shard.start:
+        yield from iter_json_lines(shard.path)
+    else:
+        yield from _json_lines_range(shard)
+
+
+def read_shard(
+    shard: Shard, *, strict: bool = False, report: SkipReport | None = None
+) -> Iterator[Conversation]:
+    """Valid conversations of one shard, as :func:`data.io.read_conversations` reads a file.
+
+    Duplicate ids within a shard are skipped here; across shards the driver's scan refuses them.
+    """
+    report = report if report is not None else SkipReport()
+    seen: set[str] = set()
+    for lineno, obj, problem in _records(shard):
+        problems = [problem] if problem else []
+        conv = None
+        if obj is not None:
+            conv, problems = parse_conversation(lineno, obj)
+        if conv is not None:
+            if conv.conversation_id in seen:
+                problems = [
+                    RecordProblem(lineno, "conversation_id", f"duplicate id {conv.conversation_id!r}")
+                ]
+                conv = None
+            else:
+                seen.add(conv.conversation_id)
+        if conv is None:
+            if strict:
+                raise InvalidRecordError(shard.label(), problems[0])
+            report.skipped += 1
+            for p in problems:
+                report.add(p)
+            continue
+        report.read += 1
+        yield conv
+
+
+def _node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _scan_task(shard: Shard, strict: bool) -> tuple[list[ConversationMeta], SkipReport, str]:
+    report = SkipReport()
+    try:
+        metas = [meta_of(i, c) for i, c in enumerate(read_shard(shard, strict=strict, report=report))]
+    except OSError as exc:
+        raise ShardError(f"{shard.label()}: cannot read this shard ({exc})") from exc
+    return metas, report, _node()
+
+
+def _rows_task(
+    shard: Shard,
+    wanted: dict[int, str],
+    hospital: dict[str, str],
+    space: FeatureSpace,
+    caps: dict[str, int | None],
+) -> tuple[dict[str, tuple[PrefixRows, list[int]]], str]:
+    """Prefix rows of the shard's ``wanted`` chats (local index -> split), in chunks as the default path."""
+    pending: dict[str, list[Conversation]] = {}
+    done: dict[str, list[PrefixRows]] = {}
+    order: dict[str, list[int]] = {}
+
+    def flush(split: str) -> None:
+        if pending.get(split):
+            done.setdefault(split, []).append(
+                prefix_rows(pending[split], space, hospital=hospital, max_open=caps.get(split))
+            )
+            pending[split] = []
+
+    for i, conv in enumerate(read_shard(shard)):
+        s = wanted.get(i)
+        if s is None:
+            continue
+        pending.setdefault(s, []).append(conv.without_truth())
+        order.setdefault(s, []).append(i)
+        if len(pending[s]) >= CHUNK:
+            flush(s)
+    for s in list(pending):
+        flush(s)
+    return {s: (PrefixRows.concat(parts), order[s]) for s, parts in done.items()}, _node()
+
+
+def _get(refs: list, on_done: Callable[[int], None] | None = None) -> list:
+    """``ray.get`` in order, reporting each finished task's position, the task's own error re-raised."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    try:
+        if on_done is not None:
+            index = {r: k for k, r in enumerate(refs)}
+            todo = list(refs)
+            while todo:
+                ready, todo = ray.wait(todo, num_returns=1)
+                on_done(index[ready[0]])
+        return ray.get(refs)
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, (ShardError, InvalidRecordError, OSError)):
+            raise cause from None
+        raise
+
+
+@dataclass
+class RayBackend:
+    """Scan, rows and reading of :func:`training.train.train` over shards, with Ray tasks.
+
+    ``nodes`` records the Ray node of every task (the two-node test asserts both did work).
+    """
+
+    shards: list[Shard]
+    offsets: list[int] = field(default_factory=list)  # global index of each shard's first chat
+    nodes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=lambda: {"scheduling_strategy": "SPREAD"})
+
+    def scan(self, path: str | Path, *, strict: bool = False) -> DatasetScan:
+        import ray
+
+        task = ray.remote(_scan_task).options(**self.options)
+        parts = _get([task.remote(s, strict) for s in self.shards])
+        metas: list[ConversationMeta] = []
+        report = SkipReport()
+        first_of: dict[str, Shard] = {}
+        self.offsets = []
+        for shard, (shard_metas, shard_report, node) in zip(self.shards, parts, strict=True):
+            self.nodes.append(node)
+            self.offsets.append(len(metas))
+            for m in shard_metas:
+                other = first_of.setdefault(m.conversation_id, shard)
+                if other is not shard:
+                    raise ShardError(
+                        f"{shard.label()}: conversation id {m.conversation_id!r} is also in {other.label()}"
+                    )
+                metas.append(replace(m, index=len(metas)))
+            report.read += shard_report.read
+            report.skipped += shard_report.skipped
+            for p in shard_report.problems:
+                report.add(replace(p, field=f"{shard.label()}: {p.field}"))
+        return DatasetScan(Path(path), metas, report)
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        import bisect
+
+        k = bisect.bisect_right(self.offsets, index) - 1
+        return k, index - self.offsets[k]
+
+    def map_shards(
+        self,
+        scan_: DatasetScan,
+        wanted: dict[int, str],
+        space: FeatureSpace,
+        hospital: dict[str, str],
+        caps: dict[str, int | None],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[dict]:
+        """The rows pass: one task per shard with wanted chats; parts in shard order, global indices."""
+        import ray
+
+        local: dict[int, dict[int, str]] = {}
+        for i, s in wanted.items():
+            k, j = self._locate(i)
+            local.setdefault(k, {})[j] = s
+        task = ray.remote(_rows_task).options(**self.options)
+        space_ref, hospital_ref, caps_ref = ray.put(space), ray.put(hospital), ray.put(caps)
+        ks = sorted(local)
+        refs = [task.remote(self.shards[k], local[k], hospital_ref, space_ref, caps_ref) for k in ks]
+        done = None if on_progress is None else (lambda pos: on_progress(len(local[ks[pos]])))
+        parts = []
+        for k, (part, node) in zip(ks, _get(refs, done), strict=True):
+            self.nodes.append(node)
+            off = self.offsets[k]
+            parts.append({s: (rows, [off + j for j in idx]) for s, (rows, idx) in part.items()})
+        return parts
+
+    def build_rows(self, scan_: DatasetScan, space: FeatureSpace, *args: Any, **kwargs: Any) -> dict:
+        """:func:`training.dataset.build_rows` (labels, weights, assembly) over this backend's shards."""
+        return build_rows(scan_, space, *args, map_shards=self.map_shards, **kwargs)
+
+    def read(self, path: str | Path) -> Iterator[Conversation]:
+        """Every valid chat of every shard in global order (the driver's reads: stage, replies, test)."""
+        for shard in self.shards:
+            yield from read_shard(shard)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to the Ray cluster at ``address``, or start a quiet local one; shut it down after.
+
+    ``address`` defaults to ``RAY_ADDRESS``. Local: ``num_cpus`` CPUs (default: all), a bounded object store, no dashboard, workers' logs kept
+    out of the terminal. An already initialised Ray (a test's, a notebook's) is used as it is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            **kwargs,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def train_on_ray(
+    data: str | Path, *, address: str | None = None, workers: int = 2, **train_kwargs: Any
+) -> tuple[Any, RayBackend]:
+    """:func:`training.train.train` with reading and featurisation as Ray tasks; (result, backend)."""
+    from yuyue.training.train import train
+
+    backend = RayBackend(list_shards(data))
+    with ray_session(address, num_cpus=workers):
+        result = train(data, backend=backend, workers=workers, **train_kwargs)
+    return result, backend
+
+
+__all__ = [
+    "RayBackend",
+    "Shard",
+    "ShardError",
+    "list_shards",
+    "ray_session",
+    "read_shard",
+    "train_on_ray",
+]
