@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from yuyue.serving.audit import audit_log, erasures  # the privacy tables, declared with the store's
 from yuyue.serving.db import BusyGate, UTCDateTime, metadata
 from yuyue.serving.report_summary import (
+    CHAT_COLUMNS,
     after_feedback,
     after_message,
     chat_summaries,
@@ -310,6 +311,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _copy_to_summary(cx: sa.Connection, conversation_id: str, update: dict[str, Any]) -> None:
+    """The chat's columns of ``update`` (just written to ``conversations``) into its report summary, in
+    the same transaction: the reports read ``chat_summaries`` alone (see serving/report_summary.py)."""
+    copied = {k: v for k, v in update.items() if k in CHAT_COLUMNS}
+    if copied:
+        cx.execute(
+            chat_summaries.update()
+            .where(chat_summaries.c.conversation_id == conversation_id)
+            .values(**copied)
+        )
+
+
 class EventStore:
     """Reads and writes of the service's tables (see the module docstring)."""
 
@@ -481,6 +494,7 @@ class EventStore:
             )
             if res.rowcount != 1:
                 raise NotFound(f"no conversation {conversation_id!r}")
+            _copy_to_summary(cx, conversation_id, update)
 
     def claim(self, conversation_id: str, consultant_id: str, actor: str | None) -> str:
         """Make ``consultant_id`` the consultant of a chat that has none (recorded as a ``claim``
@@ -493,6 +507,7 @@ class EventStore:
                 .values(consultant_id=consultant_id, updated_at=now)
             ).rowcount
             if done == 1:
+                _copy_to_summary(cx, conversation_id, {"consultant_id": consultant_id})
                 cx.execute(
                     _event(
                         conversation_id,
