@@ -6,12 +6,15 @@ anyway): the lead's expected booking / arrival (the ``open`` event's ``p_booked_
 parameters, read at open), an imported 对话等级 (``grade``) where the open payload holds one, the
 timings (the first visitor message, the first consultant message after it, the reply waits), the
 concerns raised / answered (bit ``i`` = :data:`features.signals.CONCERNS` ``[i]``), compliance
-warnings and the suggestions shown / with feedback / used.
+warnings and the suggestions shown / with feedback / used; and a copy of the chat's own columns the
+reports filter and group by (:data:`CHAT_COLUMNS`: hospital, department, consultant, start, day,
+source, contact / booked / arrived), so a report reads this table alone (issue 17: no join).
 
 The store writes it in the transaction of the event that changes it (on PostgreSQL inside the one
 message statement): :func:`open_row` with the ``open`` event, :func:`after_message` with each message
-(a single ``UPDATE`` whose ``SET`` reads the row's previous values, so no read is needed),
-:func:`after_feedback` with a suggestion's feedback. Each message is read once, when it is stored:
+(a single ``UPDATE`` whose ``SET`` reads the row's previous values, so no read is needed; it also
+keeps ``contact_seen``), :func:`after_feedback` with a suggestion's feedback; the outcome and claim
+copy the chat columns they change (``store._copy_to_summary``). Each message is read once, when it is stored:
 the concerns come from the live path's text analysis (cached by text) and signal lexicon.
 
 :func:`rebuild` replays chats from their events through the same statements: the migration that
@@ -61,6 +64,43 @@ chat_summaries = sa.Table(
     sa.Column("shown", sa.Integer, nullable=False, default=0),
     sa.Column("with_feedback", sa.Integer, nullable=False, default=0),
     sa.Column("used", sa.Integer, nullable=False, default=0),
+    # the chat's own columns the reports filter and group by, copied from ``conversations`` in the
+    # transaction that writes them there (open, message, outcome, claim): a report reads this table alone
+    # (migration 0010). Nullable: a summary whose chat is gone keeps NULLs (and no report selects it)
+    sa.Column("hospital", sa.String(128)),
+    sa.Column("department", sa.String(64)),
+    sa.Column("consultant_id", sa.String(128)),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("day", sa.String(10)),  # local date of started_at
+    sa.Column("engine", sa.String(32)),
+    sa.Column("keyword_category", sa.String(32)),
+    sa.Column("landing_page", sa.String(32)),
+    sa.Column("region", sa.String(256)),
+    sa.Column("contact_seen", sa.Boolean),
+    sa.Column("contact", sa.Boolean),
+    sa.Column("booked", sa.Boolean),
+    sa.Column("arrived", sa.Boolean),
+    # a report's range is on started_at, narrowed by the caller's hospitals or a consultant's own chats
+    sa.Index("ix_chat_summaries_started_at", "started_at"),
+    sa.Index("ix_chat_summaries_hospital_started_at", "hospital", "started_at"),
+    sa.Index("ix_chat_summaries_consultant_id_started_at", "consultant_id", "started_at"),
+)
+
+#: the ``conversations`` columns the summary carries (same names)
+CHAT_COLUMNS: tuple[str, ...] = (
+    "hospital",
+    "department",
+    "consultant_id",
+    "started_at",
+    "day",
+    "engine",
+    "keyword_category",
+    "landing_page",
+    "region",
+    "contact_seen",
+    "contact",
+    "booked",
+    "arrived",
 )
 
 _USED = ("used", "edited")
@@ -97,6 +137,8 @@ def open_row(row: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[s
     payload = {**row, **(extra or {})}
     grade = payload.get("grade")
     return {
+        **{k: row.get(k) for k in CHAT_COLUMNS},
+        "contact_seen": bool(row.get("contact_seen")),
         "conversation_id": row["id"],
         "paid": paid_of(row.get("visit")),
         "p_booked_lead": _score(payload, "booked"),
@@ -183,9 +225,11 @@ def _seconds_text(later: Any, earlier: Any, dialect: str) -> Any:
     return sa.cast(sa.func.round(seconds(later, earlier, dialect), 1), sa.Text)
 
 
-def after_message(dialect: str) -> sa.Update:
-    """The summary after one more message (the parameters of :func:`message_params` and ``_id``); each
-    ``SET`` reads the row's values before the update (SQL), so the statement needs no read."""
+def after_message(dialect: str, chat_columns: bool = True) -> sa.Update:
+    """The summary after one more message (the parameters of :func:`message_params`, ``_id`` and, with
+    ``chat_columns``, ``_contact``: contact data seen in the message); each ``SET`` reads the row's
+    values before the update (SQL), so the statement needs no read. ``chat_columns=False``: the table
+    as migration 0008 made it (without the chat's columns)."""
     s = chat_summaries.c
     p = {
         k: sa.bindparam(f"_s_{k}", type_=sa.Integer)
@@ -197,11 +241,19 @@ def after_message(dialect: str) -> sa.Update:
     wait = _seconds_text(at, s.run_start_at, dialect)
     from yuyue.serving.store import conversations  # noqa: PLC0415  (the store imports this module)
 
-    started = sa.select(conversations.c.started_at).where(conversations.c.id == s.conversation_id)
+    if chat_columns:
+        started: Any = s.started_at
+        more: dict[str, Any] = {
+            "contact_seen": sa.or_(s.contact_seen, sa.bindparam("_contact", type_=sa.Boolean))
+        }
+    else:
+        started = sa.select(conversations.c.started_at).where(conversations.c.id == s.conversation_id)
+        started, more = started.scalar_subquery(), {}
     return (
         chat_summaries.update()
         .where(s.conversation_id == sa.bindparam("_id", type_=sa.String))
         .values(
+            **more,
             n_messages=s.n_messages + 1,
             last_role=sa.func.coalesce(p["v"], s.last_role),
             first_visitor_at=sa.case(
@@ -214,7 +266,7 @@ def after_message(dialect: str) -> sa.Update:
                 ),
                 else_=s.first_wait_s,
             ),
-            duration_s=sa.cast(seconds(at, started.scalar_subquery(), dialect), sa.Text),
+            duration_s=sa.cast(seconds(at, started, dialect), sa.Text),
             run_start_at=sa.case(
                 (sa.and_(visitor, sa.func.coalesce(s.last_role, 0) == 0), at), else_=s.run_start_at
             ),
@@ -260,13 +312,15 @@ def rebuild(cx: Connection, ids: Iterable[str], batch: int = 200) -> int:
     """Replay chats ``ids`` from their events into fresh summaries (in ``cx``'s transaction); returns
     how many were written."""
     ids = list(ids)
+    # migration 0008 rebuilds the table as it made it, before 0010 added the chat's columns
+    chat_columns = "hospital" in {col["name"] for col in sa.inspect(cx).get_columns("chat_summaries")}
     done = 0
     for i in range(0, len(ids), batch):
-        done += _rebuild_batch(cx, ids[i : i + batch])
+        done += _rebuild_batch(cx, ids[i : i + batch], chat_columns)
     return done
 
 
-def _rebuild_batch(cx: Connection, ids: list[str]) -> int:
+def _rebuild_batch(cx: Connection, ids: list[str], chat_columns: bool) -> int:
     from yuyue.serving.store import conversations, events, suggestions
 
     c, e, sg = conversations.c, events.c, suggestions.c
@@ -276,9 +330,15 @@ def _rebuild_batch(cx: Connection, ids: list[str]) -> int:
         ).all()
     )
     rows = []
-    for cid, visit in cx.execute(sa.select(c.id, c.visit).where(c.id.in_(ids))):
-        payload = orjson.loads(opens[cid]) if cid in opens else {}
-        rows.append(open_row({**payload, "id": cid, "visit": visit}))
+    copied = [c[k] for k in CHAT_COLUMNS] if chat_columns else []
+    for chat in cx.execute(sa.select(c.id, c.visit, *copied).where(c.id.in_(ids))).mappings():
+        payload = orjson.loads(opens[chat["id"]]) if chat["id"] in opens else {}
+        row = open_row({**payload, **chat})
+        if chat_columns:  # as the chat is now (the open event holds it as it was opened)
+            row.update({k: chat[k] for k in CHAT_COLUMNS})
+        else:
+            row = {k: v for k, v in row.items() if k not in CHAT_COLUMNS}
+        rows.append(row)
     cx.execute(chat_summaries.delete().where(chat_summaries.c.conversation_id.in_(ids)))
     if not rows:
         return 0
@@ -288,9 +348,12 @@ def _rebuild_batch(cx: Connection, ids: list[str]) -> int:
         .where(e.kind == "message", e.conversation_id.in_(ids))
         .order_by(e.conversation_id, e.seq)
     )
-    params = [{**message_params(orjson.loads(payload), at, 0), "_id": cid} for cid, at, payload in messages]
+    params = [
+        {**message_params(orjson.loads(payload), at, 0), "_id": cid, "_contact": False}
+        for cid, at, payload in messages
+    ]
     if params:
-        cx.execute(after_message(cx.dialect.name), params)
+        cx.execute(after_message(cx.dialect.name, chat_columns), params)
     used = sa.func.sum(sa.case((sg.feedback.in_(_USED), 1), else_=0))
     with_feedback = sa.func.sum(sa.case((sg.feedback.is_not(None), 1), else_=0))
     counts = cx.execute(

@@ -1,9 +1,10 @@
 """The desk reports: per consultant and period, and per traffic source (``GET /v1/reports/...``).
 
-Framework-free: two SQL queries grouped by the report's keys over the chats in range (``conversations``
-joined to the per-chat summary ``chat_summaries`` that the store keeps current, see
-:mod:`yuyue.serving.report_summary`): one sums the counts, one reads the values whose medians the
-report gives (first response, duration, reply waits). Every number is defined in docs/api.md ("Desk
+Framework-free: one SQL query grouped by the report's keys over the chats in range, read from the
+per-chat summary ``chat_summaries`` alone (the store keeps it current, the chat's own columns
+included, see :mod:`yuyue.serving.report_summary`; no join with ``conversations``): it sums the
+counts and concatenates the values whose medians the report gives (first response, duration, reply
+waits). Every number is defined in docs/api.md ("Desk
 reports"); the short form:
 
 - **chats**: chats opened in the range with at least one visitor message (``visits``: all opened);
@@ -31,8 +32,9 @@ reports"); the short form:
 
 Bounds: a range of at most :data:`MAX_DAYS` local days, at most ``limit`` groups answered (the rest
 counted in ``truncated``), the grouping one of :data:`PERIODS` and :data:`SOURCE_DIMENSIONS`. The
-work is two grouped scans of the chats in range; a chat whose summary is missing or behind (stored by
-an older version, or written to the tables directly) is rebuilt from its events first.
+work is one grouped scan of the summaries in range and one count of the chats in range (an index
+range of ``conversations``); when the counts differ, a chat whose summary is missing or behind (stored
+by an older version, or written to the tables directly) is rebuilt from its events first.
 """
 
 from __future__ import annotations
@@ -322,8 +324,8 @@ def _check_limit(limit: int) -> None:
 
 
 def _period_key(period: str | None, dialect: str) -> Any:
-    """The SQL of :func:`period_of` over ``conversations.day`` (None: one period)."""
-    day = conversations.c.day
+    """The SQL of :func:`period_of` over the chat's local day (None: one period)."""
+    day = chat_summaries.c.day
     if period is None:
         return sa.literal(None, sa.String)
     if period == "day":
@@ -337,8 +339,8 @@ def _period_key(period: str | None, dialect: str) -> Any:
 
 def _sum_columns(dialect: str) -> list[Any]:
     """The per-group sums, in the order :func:`_group_of` reads them."""
-    c, s = conversations.c, chat_summaries.c
-    chatted = c.n_visitor > 0
+    s = chat_summaries.c
+    chatted = _chatted()
     scored = sa.and_(chatted, s.p_booked_lead.is_not(None), s.p_arrived_lead.is_not(None))
 
     def flag(cond: Any) -> Any:  # 1 or 0 (SQLite's comparisons are numbers: no CASE to evaluate)
@@ -353,14 +355,14 @@ def _sum_columns(dialect: str) -> list[Any]:
     return [
         sa.func.count(),
         n(chatted),
-        n(sa.and_(chatted, sa.or_(c.contact.is_(True), c.contact_seen.is_(True)))),
-        n(sa.and_(chatted, c.booked.is_(True))),
-        n(sa.and_(chatted, c.arrived.is_(True))),
+        n(sa.and_(chatted, sa.or_(s.contact.is_(True), s.contact_seen.is_(True)))),
+        n(sa.and_(chatted, s.booked.is_(True))),
+        n(sa.and_(chatted, s.arrived.is_(True))),
         n(scored),
         sa.func.sum(s.p_booked_lead * flag(scored)),  # NULL (left out) or 0.0 when not scored
         sa.func.sum(s.p_arrived_lead * flag(scored)),
-        n(sa.and_(scored, c.booked.is_(True))),
-        n(sa.and_(scored, c.arrived.is_(True))),
+        n(sa.and_(scored, s.booked.is_(True))),
+        n(sa.and_(scored, s.arrived.is_(True))),
         sa.func.sum(s.consultant_msgs),
         sa.func.sum(s.flagged),
         sa.func.sum(s.shown),
@@ -403,15 +405,21 @@ def _floats(text: str | None) -> list[float]:
     return values
 
 
+def _chatted() -> Any:
+    """A chat with at least one visitor message (``conversations.n_visitor > 0``): its summary holds
+    the first one's time."""
+    return chat_summaries.c.first_visitor_at.is_not(None)
+
+
 def _groups(store: EventStore, keys: list[Any], filters: Filters) -> dict[tuple[Any, ...], _Group]:
-    """The chats ``filters`` select, grouped by ``keys`` (SQL expressions): one query for the sums
-    and, of the chats with a visitor message, the values of the medians (first response, duration,
-    reply waits) as texts. Chats whose summary is missing or behind are rebuilt first (then the
-    query runs again; normally there are none)."""
-    c, s = conversations.c, chat_summaries.c
+    """The chats ``filters`` select, grouped by ``keys`` (SQL expressions over ``chat_summaries``): one
+    query of the summary table alone for the sums and, of the chats with a visitor message, the values
+    of the medians (first response, duration, reply waits) as texts. Chats whose summary is missing or
+    behind are rebuilt first (then the query runs again; normally there are none): the chats in range
+    and their messages are counted in ``conversations`` (an index range, no join) and compared."""
+    s = chat_summaries.c
     dialect = store.engine.dialect.name
-    chatted = c.n_visitor > 0
-    behind = sa.or_(s.conversation_id.is_(None), s.n_messages != c.n_messages)  # NULL: missing
+    chatted = _chatted()
     query = (
         sa.select(
             *keys,
@@ -420,16 +428,18 @@ def _groups(store: EventStore, keys: list[Any], filters: Filters) -> dict[tuple[
                 _concat(sa.case((chatted, v), else_=None), dialect)
                 for v in (s.first_wait_s, s.duration_s, s.waits)
             ),
-            sa.func.sum(sa.case((behind, 1), else_=0)),
+            sa.func.sum(s.n_messages),
         )
-        .select_from(conversations.outerjoin(chat_summaries, s.conversation_id == c.id))
-        .where(*filters.where())
+        .where(*filters.where(table=chat_summaries))
         .group_by(*keys)
     )
+    chats = sa.select(sa.func.count(), sa.func.sum(conversations.c.n_messages)).where(*filters.where())
     n = len(keys)
     with store.engine.connect() as cx:
         rows = cx.execute(query).all()
-    if any(r[-1] for r in rows):
+        held = cx.execute(chats).one()
+    summed = (sum(r[n] for r in rows), sum(int(r[-1] or 0) for r in rows))
+    if summed != (held[0], int(held[1] or 0)):
         with store.engine.begin() as cx:
             rebuild(cx, stale(cx, filters.where()))
             rows = cx.execute(query).all()
@@ -464,7 +474,7 @@ def consultant_report(
     if period not in PERIODS:
         raise ReportError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     _check_limit(limit)
-    keys = [_period_key(period, store.engine.dialect.name), conversations.c.consultant_id]
+    keys = [_period_key(period, store.engine.dialect.name), chat_summaries.c.consultant_id]
     groups = _groups(store, keys, _in_range(days, filters))
     rows, truncated, total = _views(
         groups, limit, lambda kv: (_desc(kv[0][0]), -kv[1]["chats"], kv[0][1] or "")
@@ -494,7 +504,7 @@ def source_report(
     if period is not None and period not in PERIODS:
         raise ReportError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     _check_limit(limit)
-    value = chat_summaries.c.paid if by == "paid" else conversations.c[by]
+    value = chat_summaries.c[by]
     keys = [_period_key(period, store.engine.dialect.name), value]
     groups = _groups(store, keys, _in_range(days, filters))
     rows, truncated, total = _views(
