@@ -143,11 +143,13 @@ class AppointmentBook:
         status: str | None = None,
         conversation_id: str | None = None,
         consultant_id: str | None = None,
+        hospitals: tuple[str, ...] | None = None,
         limit: int = 200,
         offset: int = 0,
     ) -> tuple[int, list[dict[str, Any]]]:
+        """``hospitals``: the caller's (None: every hospital; an appointment carries its chat's)."""
         a = appointments.c
-        where = []
+        where: list[Any] = [a.hospital.in_(hospitals)] if hospitals is not None else []
         for col, value in (
             (a.day, day),
             (a.department, department),

@@ -7,6 +7,13 @@ Roles:
 - ``analyst``: reads metrics and funnels, manages models;
 - ``admin``: everything, including keys.
 
+Hospitals (tenancy, issue 17): a key may be scoped to one or more hospitals (``hospitals``, stored as
+a JSON list; empty: a group-level key that sees every hospital). A scoped key reads, writes, claims
+and lists only chats whose ``hospital`` is one of its own (a chat without a hospital belongs to none,
+so only group-level keys see it), gets 403 naming the hospital otherwise, and cannot change what every
+hospital shares (the model, the knowledge, reply reviews, the audit log): see :meth:`Caller.in_scope`,
+:func:`check_hospital` and :func:`require_group`.
+
 A raw key looks like ``yy_<prefix>_<secret>``: ``prefix`` is 8 hex characters,
 stored in clear to find the row and to tell keys apart in listings; ``secret``
 comes from :func:`secrets.token_urlsafe` (256 bits). The raw key is returned once
@@ -29,6 +36,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import threading
@@ -42,12 +50,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from yuyue.serving.db import UTCDateTime, create_all, metadata, utcnow
-from yuyue.serving.errors import Forbidden
+from yuyue.serving.errors import Forbidden, InvalidInput
 
 KEY_TAG = "yy"
 PREFIX_HEX = 8
 DEFAULT_CACHE_TTL = 5.0
 MAX_CACHE_ITEMS = 10_000
+MAX_HOSPITALS = 50  # hospitals of one key
+MAX_HOSPITAL_LEN = 128  # conversations.hospital is String(128)
 _KEY_RE = re.compile(rf"^{KEY_TAG}_([0-9a-f]{{{PREFIX_HEX}}})_([A-Za-z0-9_-]{{20,200}})$")
 
 
@@ -97,6 +107,8 @@ api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("rate_per_minute", sa.Integer, nullable=True),
+    # the hospitals the key is scoped to, a JSON list of names; NULL: every hospital (group level)
+    sa.Column("hospitals", sa.Text, nullable=True),
     sa.CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),
     sa.CheckConstraint(
         f"role <> '{Role.CONSULTANT.value}' OR consultant_id IS NOT NULL", name="consultant_id"
@@ -125,6 +137,7 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None
     rate_per_minute: int | None
+    hospitals: tuple[str, ...] = ()  # empty: every hospital (a group-level key)
 
     @property
     def active(self) -> bool:
@@ -144,6 +157,7 @@ class ApiKey:
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "rate_per_minute": self.rate_per_minute,
+            "hospitals": list(self.hospitals),
             "active": self.active,
         }
 
@@ -184,6 +198,31 @@ def _checked_key_fields(
     return name, role, consultant_id
 
 
+def checked_hospitals(hospitals: Any) -> tuple[str, ...]:
+    """The hospitals of a key, trimmed, deduplicated in order; :class:`InvalidKeyField` naming a name that
+    is empty, too long or not text, or too many of them. Empty: every hospital."""
+    if hospitals is None:
+        return ()
+    if isinstance(hospitals, str) or not isinstance(hospitals, (list, tuple)):
+        raise InvalidKeyField(f"hospitals must be a list of hospital names, got {hospitals!r}")
+    out: list[str] = []
+    for h in hospitals:
+        if not isinstance(h, str) or not h.strip():
+            raise InvalidKeyField(f"hospital name must be non-empty text, got {h!r}")
+        h = h.strip()
+        if len(h) > MAX_HOSPITAL_LEN:
+            raise InvalidKeyField(f"hospital name {h[:20]!r}... is longer than {MAX_HOSPITAL_LEN} characters")
+        if h not in out:
+            out.append(h)
+    if len(out) > MAX_HOSPITALS:
+        raise InvalidKeyField(f"a key is scoped to at most {MAX_HOSPITALS} hospitals, got {len(out)}")
+    return tuple(out)
+
+
+def _hospitals_column(hospitals: tuple[str, ...]) -> str | None:
+    return json.dumps(list(hospitals), ensure_ascii=False) if hospitals else None
+
+
 def _row_to_key(row: Any) -> ApiKey:
     return ApiKey(
         id=row.id,
@@ -194,6 +233,7 @@ def _row_to_key(row: Any) -> ApiKey:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
         rate_per_minute=row.rate_per_minute,
+        hospitals=tuple(json.loads(row.hospitals)) if row.hospitals else (),
     )
 
 
@@ -219,9 +259,12 @@ class KeyStore:
         role: str,
         consultant_id: str | None = None,
         rate_per_minute: int | None = None,
+        hospitals: Any = None,
     ) -> tuple[ApiKey, str]:
-        """A new key and its raw value (show it once: it cannot be recovered)."""
+        """A new key and its raw value (show it once: it cannot be recovered); ``hospitals``: the
+        hospitals it is scoped to (none: every hospital)."""
         name, role, consultant_id = _checked_key_fields(name, role, consultant_id, rate_per_minute)
+        scoped = checked_hospitals(hospitals)
         for _attempt in range(5):  # prefix collisions are very unlikely; retry if one happens
             prefix = secrets.token_hex(PREFIX_HEX // 2)
             raw = f"{KEY_TAG}_{prefix}_{secrets.token_urlsafe(32)}"
@@ -234,8 +277,12 @@ class KeyStore:
                 created_at=utcnow(),
                 revoked_at=None,
                 rate_per_minute=rate_per_minute,
+                hospitals=scoped,
             )
-            values = {k: v for k, v in asdict(made).items() if k != "id"} | {"key_hash": hash_key(raw)}
+            values = {k: v for k, v in asdict(made).items() if k != "id"} | {
+                "key_hash": hash_key(raw),
+                "hospitals": _hospitals_column(scoped),
+            }
             try:
                 with self.engine.begin() as conn:
                     if self._active_by_name(conn, name) is not None:
@@ -376,11 +423,18 @@ CHAT_WRITERS = (Role.SUPERVISOR, Role.ADMIN)
 
 @dataclass
 class Caller:
-    """Who is calling: the key's name, role and (for consultants) the consultant id they serve as."""
+    """Who is calling: the key's name, role, (for consultants) the consultant id they serve as, and the
+    hospitals the key is scoped to (None: every hospital)."""
 
     name: str
     role: str
     consultant_id: str | None = None
+    hospitals: tuple[str, ...] | None = None
+
+    def in_scope(self, hospital: str | None) -> bool:
+        """True when a chat of ``hospital`` is within the key's hospitals. A chat without a hospital
+        belongs to none: only group-level keys see it (as ``Filters.hospitals`` lists it)."""
+        return self.hospitals is None or (hospital is not None and hospital in self.hospitals)
 
     def has_role(self, *roles: Role) -> bool:
         """True when the caller's role is one of ``roles`` (admins pass every check)."""
@@ -396,13 +450,18 @@ class Caller:
 
     def may_write(self, chat: dict[str, Any]) -> bool:
         """Its consultant (a chat without one is claimed by the first consultant who writes to it:
-        see :meth:`ChatService.claim`), a supervisor or an admin."""
+        see :meth:`ChatService.claim`), a supervisor or an admin; within the key's hospitals."""
+        if not self.in_scope(chat.get("hospital")):
+            return False
         if self.role == Role.CONSULTANT:
             return chat.get("consultant_id") in (None, self.consultant_id)
         return self.role in CHAT_WRITERS
 
     def may_read(self, chat: dict[str, Any]) -> bool:
-        """Consultants read their own chats and unclaimed ones; every other role reads every chat."""
+        """Consultants read their own chats and unclaimed ones; every other role reads every chat; all
+        within the key's hospitals."""
+        if not self.in_scope(chat.get("hospital")):
+            return False
         return self.role != Role.CONSULTANT or chat.get("consultant_id") in (None, self.consultant_id)
 
     def claims(self, chat: dict[str, Any]) -> bool:
@@ -411,6 +470,7 @@ class Caller:
             self.role == Role.CONSULTANT
             and self.consultant_id is not None
             and chat.get("consultant_id") is None
+            and self.in_scope(chat.get("hospital"))
         )
 
     @property
@@ -441,13 +501,54 @@ def chat_consultant(caller: Caller, consultant_id: str | None) -> str | None:
     return consultant_id
 
 
+def _scope_text(caller: Caller) -> str:
+    return ", ".join(repr(h) for h in caller.hospitals or ())
+
+
+def check_hospital(caller: Caller, hospital: str | None, what: str) -> None:
+    """:class:`Forbidden` naming the hospital when ``what`` (e.g. "conversation 'x'") belongs to a
+    hospital outside the caller's."""
+    if caller.in_scope(hospital):
+        return
+    where = f"belongs to hospital {hospital!r}" if hospital is not None else "has no hospital"
+    raise Forbidden(f"{what} {where}; key {caller.name!r} is scoped to hospitals {_scope_text(caller)}")
+
+
+def require_group(caller: Caller, what: str) -> Caller:
+    """``caller`` unless its key is scoped to hospitals: ``what`` (e.g. 'reloading the model') is shared
+    by every hospital, so only a group-level key (no hospitals) may do it."""
+    if caller.hospitals is not None:
+        raise Forbidden(
+            f"{what} concerns every hospital: key {caller.name!r} is scoped to hospitals "
+            f"{_scope_text(caller)}; use a group-level key (one without hospitals)"
+        )
+    return caller
+
+
+def chat_hospital(caller: Caller, hospital: str | None) -> str | None:
+    """The hospital of a chat ``caller`` opens: a scoped key opens chats of its hospitals only, and one
+    scoped to a single hospital gets it by default."""
+    if caller.hospitals is None:
+        return hospital
+    if hospital is None:
+        if len(caller.hospitals) == 1:
+            return caller.hospitals[0]
+        raise InvalidInput(
+            f"hospital: key {caller.name!r} is scoped to hospitals {_scope_text(caller)}; say which one"
+        )
+    check_hospital(caller, hospital, "a new conversation")
+    return hospital
+
+
 def check_write(caller: Caller, conversation_id: str, chat: dict[str, Any], what: str) -> None:
     """:class:`Forbidden` unless ``caller`` may write to the chat; ``what``: e.g. 'write to'."""
+    check_hospital(caller, chat.get("hospital"), f"conversation {conversation_id!r}")
     if not caller.may_write(chat):
         raise Forbidden(f"key {caller.name!r} may not {what} conversation {conversation_id!r}")
 
 
 def check_read(caller: Caller, conversation_id: str, chat: dict[str, Any]) -> None:
+    check_hospital(caller, chat.get("hospital"), f"conversation {conversation_id!r}")
     if not caller.may_read(chat):
         raise Forbidden(f"conversation {conversation_id!r} is served by another consultant")
 

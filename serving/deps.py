@@ -25,9 +25,17 @@ import anyio.to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from yuyue.serving.auth import ApiKey, Caller, Role, hash_key, parse_key, report_consultant, require_role
+from yuyue.serving.auth import (
+    ApiKey,
+    Caller,
+    Role,
+    hash_key,
+    parse_key,
+    report_consultant,
+    require_role,
+)
 from yuyue.serving.edge import client_address
-from yuyue.serving.errors import InvalidInput, http_error
+from yuyue.serving.errors import Forbidden, InvalidInput, http_error
 from yuyue.serving.service import ChatService
 from yuyue.serving.state import Yuyue
 from yuyue.serving.store import EventStore, Filters
@@ -125,7 +133,7 @@ async def authenticate(raw: str | None, request: Request) -> Caller:
         detail = f"rate limit of {per_minute}/min exceeded for key {key.name!r}"
         state.blocked.block("key:" + hash_key(raw.strip()), retry, detail)
         raise http_error(429, detail, retry)
-    return Caller(key.name, key.role, key.consultant_id)
+    return Caller(key.name, key.role, key.consultant_id, key.hospitals or None)
 
 
 def _refused(request: Request, detail: str) -> Exception:
@@ -180,8 +188,19 @@ def report_filters(
     since: datetime | None,
     until: datetime | None,
 ) -> Filters:
-    """The filters of a report (queue, funnel, export) as ``who`` may see it."""
+    """The filters of a report (queue, funnel, export) as ``who`` may see it: a consultant's own chats,
+    the key's hospitals (403 asking for another hospital)."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(f"{name} must carry a timezone offset, e.g. 2025-03-05T00:00:00+08:00")
-    return Filters(hospital, department, report_consultant(who, consultant), since, until)
+    consultant = report_consultant(who, consultant)
+    return Filters(hospital, department, consultant, since, until, hospitals=caller_hospitals(who, hospital))
+
+
+def caller_hospitals(who: Caller, hospital: str | None = None) -> tuple[str, ...] | None:
+    """``Filters.hospitals`` for ``who``: the key's hospitals (None: every hospital); 403 when the
+    request asks for a ``hospital`` outside them."""
+    if hospital is not None and not who.in_scope(hospital):
+        scope = ", ".join(repr(h) for h in who.hospitals or ())
+        raise Forbidden(f"hospital {hospital!r} is outside key {who.name!r}'s hospitals ({scope})")
+    return who.hospitals

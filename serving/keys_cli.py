@@ -69,12 +69,22 @@ def create_command(
     rate: int | None = typer.Option(
         None, "--rate", help="requests per minute for this key (default: the service's)"
     ),
+    hospital: list[str] | None = typer.Option(
+        None,
+        "--hospital",
+        help="scope the key to this hospital (repeat for several); none: every hospital (group level)",
+    ),
 ) -> None:
     """Create a key and print it once."""
     store = _store()
-    key, raw = _run(lambda: store.create(name, role, consultant_id=consultant_id, rate_per_minute=rate))
+    key, raw = _run(
+        lambda: store.create(
+            name, role, consultant_id=consultant_id, rate_per_minute=rate, hospitals=hospital or None
+        )
+    )
     store.engine.dispose()
     extra = f", consultant {key.consultant_id}" if key.consultant_id else ""
+    extra += f", hospitals {', '.join(key.hospitals)}" if key.hospitals else ", every hospital"
     rate_text = f", {key.rate_per_minute}/min" if key.rate_per_minute else ""
     typer.echo(
         f"created key {key.id} {key.name!r} (role {key.role}{extra}{rate_text}, prefix {key.key_prefix})"
@@ -107,13 +117,14 @@ def list_command(
     if not keys:
         typer.echo("no keys")
         return
-    header = ("id", "name", "role", "consultant", "prefix", "rate/min", "created", "status")
+    header = ("id", "name", "role", "consultant", "hospitals", "prefix", "rate/min", "created", "status")
     rows = [
         (
             str(k.id),
             k.name,
             k.role,
             k.consultant_id or "-",
+            ",".join(k.hospitals) or "all",
             k.key_prefix,
             str(k.rate_per_minute or "-"),
             k.created_at.strftime("%Y-%m-%d %H:%M"),

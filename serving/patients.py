@@ -62,7 +62,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from yuyue.serving.auth import Caller, Role
+from yuyue.serving.auth import Caller, Role, check_hospital
 from yuyue.serving.cache import read_key_file
 from yuyue.serving.db import UTCDateTime, metadata
 from yuyue.serving.errors import Forbidden, InvalidInput
@@ -522,8 +522,9 @@ class Patients:
                 or 0
             )
 
-    def flagged(self, limit: int, offset: int) -> dict[str, Any]:
-        """The patients flagged now, most recent activity first."""
+    def flagged(self, limit: int, offset: int, hospitals: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The patients flagged now, most recent activity first; ``hospitals``: only patients with a
+        chat in one of them (None: every hospital)."""
         from yuyue.serving.appointments import appointments
 
         a, pc, i = appointments.c, patient_chats.c, patient_incidents.c
@@ -538,6 +539,17 @@ class Patients:
                 )
             }
             ids |= {r[0] for r in cx.execute(sa.select(i.patient_id).distinct())}
+            if hospitals is not None and ids:
+                c = conversations.c
+                ids &= {
+                    r[0]
+                    for r in cx.execute(
+                        sa.select(pc.patient_id)
+                        .distinct()
+                        .select_from(patient_chats.join(conversations, c.id == pc.conversation_id))
+                        .where(c.hospital.in_(hospitals), pc.patient_id.in_(ids))
+                    )
+                }
             rows = (
                 cx.execute(
                     sa.select(patients.c.id)
@@ -552,6 +564,46 @@ class Patients:
         return {"total": len(hits), "limit": limit, "offset": offset, "items": items}
 
     # ---- who may read --------------------------------------------------------------------------
+    def check_scope(self, who: Caller, patient_id: str, cx: Connection | None = None) -> str:
+        """The patient's id (merges followed) when ``who``'s key may see it: a group-level key sees every
+        patient, a key scoped to hospitals the patients with a chat in one of them (403 otherwise)."""
+        if cx is None:
+            with self.engine.connect() as cx:
+                return self.check_scope(who, patient_id, cx)
+        pid = self._resolve(patient_id, cx)
+        if who.hospitals is None:
+            return pid
+        c, pc = conversations.c, patient_chats.c
+        seen = cx.execute(
+            sa.select(pc.conversation_id)
+            .select_from(patient_chats.join(conversations, c.id == pc.conversation_id))
+            .where(pc.patient_id == pid, c.hospital.in_(who.hospitals))
+            .limit(1)
+        ).first()
+        if seen is None:
+            scope = ", ".join(repr(h) for h in who.hospitals)
+            raise Forbidden(f"patient {pid!r} has no chat in key {who.name!r}'s hospitals ({scope})")
+        return pid
+
+    @staticmethod
+    def _in_scope(who: Caller, rec: _HistoryRecords) -> _HistoryRecords:
+        """``rec`` narrowed to the chats of ``who``'s hospitals (their appointments, tasks and calls;
+        the incidents about them or about no chat). The flag stays the group's: see docs/decisions.md."""
+        if who.hospitals is None:
+            return rec
+        chats = [ch for ch in rec.chats if who.in_scope(ch["hospital"])]
+        ids = {ch["id"] for ch in chats}
+        task_rows = [t for t in rec.tasks if t["conversation_id"] in ids]
+        task_ids = {t["id"] for t in task_rows}
+        return _HistoryRecords(
+            rec.patient,
+            chats,
+            [ap for ap in rec.appointments if ap["conversation_id"] in ids],
+            task_rows,
+            [call for call in rec.calls if call["task_id"] in task_ids],
+            [i for i in rec.incidents if i["conversation_id"] is None or i["conversation_id"] in ids],
+        )
+
     @staticmethod
     def _check_reads(
         who: Caller, patient_id: str, chats: list[dict[str, Any]], task_rows: list[dict[str, Any]]
@@ -570,8 +622,8 @@ class Patients:
         """Everything the desk knows of one patient, oldest first: chats with their outcomes,
         appointments, call tasks with every call, incidents, contacts; counts and the flag."""
         with self.engine.connect() as cx:
-            pid = self._resolve(patient_id, cx)
-            rec = _history_records(cx, pid)
+            pid = self.check_scope(who, patient_id, cx)
+            rec = self._in_scope(who, _history_records(cx, pid))
             flag = self.flag(pid, cx)
         self._check_reads(who, pid, rec.chats, rec.tasks)
         raw = {ch["id"]: who.sees_raw(ch) for ch in rec.chats}
@@ -636,8 +688,12 @@ class Patients:
             raise InvalidInput(f"kind must be one of {', '.join(INCIDENT_KINDS)}, got {kind!r}")
         now = self.clock()
         with self.engine.begin() as cx:
-            pid = self._resolve(patient_id, cx)
+            pid = self.check_scope(who, patient_id, cx)
             if conversation_id is not None:
+                hospital = cx.execute(
+                    sa.select(conversations.c.hospital).where(conversations.c.id == conversation_id)
+                ).scalar()
+                check_hospital(who, hospital, f"conversation {conversation_id!r}")
                 linked = cx.execute(
                     sa.select(patient_chats.c.patient_id).where(
                         patient_chats.c.conversation_id == conversation_id
@@ -667,7 +723,7 @@ class Patients:
             raise InvalidInput("note: say why the flag is cleared")
         now = self.clock()
         with self.engine.begin() as cx:
-            pid = self._resolve(patient_id, cx)
+            pid = self.check_scope(who, patient_id, cx)
             if not self.flag(pid, cx)["flagged"]:
                 raise Conflict(f"patient {pid!r} is not flagged: nothing to clear")
             cx.execute(

@@ -45,7 +45,7 @@ from yuyue.features.visit import keyword_category, page_category, parse_region
 from yuyue.models.bundle import ChatSession, MessageInsight, YuyueModel, band, insight_dict
 from yuyue.models.replies.guard import check_consultant_message
 from yuyue.serving import knowledge
-from yuyue.serving.auth import Caller, chat_consultant, check_read, check_write
+from yuyue.serving.auth import Caller, chat_consultant, chat_hospital, check_hospital, check_read, check_write
 from yuyue.serving.cache import CacheUnavailable, Codec, SessionCache
 from yuyue.serving.errors import Forbidden, InvalidInput
 from yuyue.serving.shadow import shadow_scores
@@ -212,6 +212,7 @@ class ChatService:
         self.cache = cache
         self.models = models
         self._locks = [threading.Lock() for _ in range(N_LOCKS)]
+        self._hospitals: dict[str, str | None] = {}  # conversation id -> hospital (see hospital_of)
         self.cache_misses = 0
         # called after an outcome is recorded, with (caller, conversation_id, update): the desk's rules
         # (serving/tasks.py: a booking ends the lead's call task, contact left opens one)
@@ -237,6 +238,7 @@ class ChatService:
         consultant_id: str | None,
     ) -> dict[str, Any]:
         consultant_id = chat_consultant(caller, consultant_id)
+        hospital = chat_hospital(caller, hospital)
         model, version = self.models.get()
         started = _aware(started_at, datetime.now(UTC))
         for hook in self.visit_hooks:
@@ -290,6 +292,8 @@ class ChatService:
             raise InvalidInput("text is empty")
         if len(text) > MAX_TEXT:
             raise InvalidInput(f"text is {len(text)} characters; the limit is {MAX_TEXT}")
+        if caller.hospitals is not None:  # before a claim: a scoped key never touches another's chat
+            check_hospital(caller, self.hospital_of(conversation_id), f"conversation {conversation_id!r}")
         with self._lock(conversation_id):
             model, version = self.models.get()
             live = self._cached(conversation_id)
@@ -312,6 +316,19 @@ class ChatService:
                 except _Stale:
                     live = None
         raise Conflict(f"conversation {conversation_id!r} keeps changing under this request; retry")
+
+    def hospital_of(self, conversation_id: str) -> str | None:
+        """The chat's hospital (:class:`NotFound` without the chat), remembered in process: it is set
+        when the chat opens and never changes, so scoped keys' messages read it from the store once."""
+        try:
+            return self._hospitals[conversation_id]
+        except KeyError:
+            pass
+        hospital: str | None = self.store.conversation(conversation_id)["hospital"]
+        if len(self._hospitals) >= 100_000:
+            self._hospitals.clear()
+        self._hospitals[conversation_id] = hospital
+        return hospital
 
     def claim(self, caller: Caller, conversation_id: str) -> None:
         """Make the calling consultant the consultant of a chat without one, for good; :class:`Forbidden`
@@ -337,6 +354,8 @@ class ChatService:
     ) -> dict[str, Any]:
         """Score and store one message on ``live`` (modified in place; dropped from the cache on failure)."""
         chat = {"id": conversation_id, "consultant_id": live.consultant_id}
+        if caller.hospitals is not None:  # checked in message(); the hospital of a chat never changes
+            chat["hospital"] = self.hospital_of(conversation_id)
         check_write(caller, conversation_id, chat, "write to")
         at = _aware(at, max(datetime.now(UTC), live.last_at))
         if at < live.last_at:

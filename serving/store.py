@@ -186,6 +186,7 @@ _PG_APPEND = _pg_append_statement()
 _SUMMARY_AFTER_MESSAGE = after_message("sqlite")  # the desk reports' summary (serving/report_summary.py)
 
 FUNNEL_GROUPS = {
+    "hospital": conversations.c.hospital,  # hospitals side by side (a key sees its own hospitals only)
     "engine": conversations.c.engine,
     "keyword": conversations.c.keyword,
     "keyword_category": conversations.c.keyword_category,
@@ -266,7 +267,7 @@ class Filters:
         """The clauses over ``table``'s columns (``conversations`` by default; any table with the
         same hospital / department / consultant_id / started_at columns)."""
         c = (conversations if table is None else table).c
-        out = []
+        out: list[Any] = []
         if self.hospitals is not None:
             out.append(c.hospital.in_(self.hospitals))
         for col, value in (
@@ -813,7 +814,9 @@ class EventStore:
                 yield row, self.messages(row["id"])
             last = (rows[-1]["started_at"], rows[-1]["id"])
 
-    def open_chats(self, consultant_id: str | None, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    def open_chats(
+        self, consultant_id: str | None, limit: int, hospitals: tuple[str, ...] | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
         """The chats not closed (of ``consultant_id``; None: everyone's), most recently active first:
         ``(total, rows)``, each row the chat with ``unanswered`` (visitor messages after the last
         consultant message), ``waiting_since`` (the first of those) and ``last_visitor_at``.
@@ -824,6 +827,7 @@ class EventStore:
         where = [sa.not_(c.closed)]
         if consultant_id is not None:
             where.append(c.consultant_id == consultant_id)
+        where += Filters(hospitals=hospitals).where()  # the caller's hospitals (None: all)
         with self._read_gate(), self.engine.connect() as cx:
             total = int(
                 cx.execute(sa.select(sa.func.count()).select_from(conversations).where(*where)).scalar() or 0
@@ -877,7 +881,9 @@ class EventStore:
         ``consultant_id`` and ``department``.
         """
         c, e = conversations.c, events.c
-        chats = Filters(filters.hospital, filters.department, filters.consultant_id).where()
+        chats = Filters(
+            filters.hospital, filters.department, filters.consultant_id, hospitals=filters.hospitals
+        ).where()
         when = [e.at >= filters.since] if filters.since is not None else []
         when += [e.at < filters.until] if filters.until is not None else []
         query = (

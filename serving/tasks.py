@@ -59,7 +59,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from yuyue.serving.appointments import LOCAL_TZ, AppointmentBook, appointments, proposed_time, view
-from yuyue.serving.auth import Caller, Role, check_read, check_write
+from yuyue.serving.auth import Caller, Role, check_hospital, check_read, check_write
 from yuyue.serving.db import UTCDateTime, metadata
 from yuyue.serving.errors import Forbidden, InvalidInput
 from yuyue.serving.patients import Patients, contact_spans, masked
@@ -357,12 +357,20 @@ class Desk:
 
     def appointment(self, who: Caller, appointment_id: str) -> dict[str, Any]:
         appt = self.book.get(appointment_id)
-        check_read(who, appt["conversation_id"], {"consultant_id": appt["consultant_id"]})
+        check_read(
+            who,
+            appt["conversation_id"],
+            {
+                "consultant_id": appt["consultant_id"],
+                "hospital": self._chat(appt["conversation_id"])["hospital"],
+            },
+        )
         return view(appt)
 
     def appointments(self, who: Caller, **filters: Any) -> dict[str, Any]:
         if who.role == Role.CONSULTANT:
             filters["consultant_id"] = who.consultant_id
+        filters["hospitals"] = who.hospitals
         limit, offset = filters.pop("limit", 200), filters.pop("offset", 0)
         total, rows = self.book.listing(**filters, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [view(r) for r in rows]}
@@ -459,14 +467,16 @@ class Desk:
     # ---- tasks ------------------------------------------------------------------------------------
     def _visible(self, who: Caller) -> list[Any]:
         t = tasks.c
+        scope = [t.hospital.in_(who.hospitals)] if who.hospitals is not None else []
         if who.role != Role.CONSULTANT:
-            return []
+            return scope
         me = who.consultant_id
         return [
+            *scope,
             sa.or_(
                 t.assignee == me,
                 sa.and_(t.assignee.is_(None), sa.or_(t.consultant_id == me, t.consultant_id.is_(None))),
-            )
+            ),
         ]
 
     def _task_view(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -583,6 +593,7 @@ class Desk:
         return dict(row)
 
     def _check_sees(self, who: Caller, row: dict[str, Any]) -> None:
+        check_hospital(who, row["hospital"], f"task {row['id']!r}")
         if who.role != Role.CONSULTANT:
             return
         me = who.consultant_id
@@ -668,6 +679,7 @@ class Desk:
         now = self.clock()
         with self.engine.begin() as cx:
             row = self._row(task_id, cx)
+            check_hospital(who, row["hospital"], f"task {task_id!r}")
             self._transition(
                 cx,
                 row,
@@ -698,6 +710,7 @@ class Desk:
         return self.task(who, task_id)
 
     def _check_acts(self, who: Caller, row: dict[str, Any], move: str) -> None:
+        check_hospital(who, row["hospital"], f"task {row['id']!r}")
         if who.role == Role.CONSULTANT and row["assignee"] != who.consultant_id:
             if row["assignee"] is None:
                 self._check_sees(who, row)

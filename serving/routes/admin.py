@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from yuyue.serving import schemas
+from yuyue.serving.auth import require_group
 from yuyue.serving.deps import Analyst, State, Who
 from yuyue.serving.errors import errors, http_error
 
@@ -13,7 +14,9 @@ router = APIRouter(tags=["admin"])
 
 @router.post("/v1/admin/reload", response_model=schemas.Reloaded, responses=errors(401, 403, 429, 503))
 def reload(who: Analyst, state: State) -> dict[str, Any]:
-    """Switch to the registry's current champion (requests in flight finish on the old model)."""
+    """Switch to the registry's current champion (requests in flight finish on the old model); the model
+    serves every hospital, so keys scoped to hospitals get 403."""
+    require_group(who, "reloading the model")
     try:
         return state.reload()
     except Exception as exc:

@@ -155,11 +155,11 @@ def list_chats(
 ) -> dict[str, Any]:
     """A consultant's open chats (接一待二招呼三): per chat the visitor messages not answered yet and
     since when the visitor waits; no message text. Consultants list their own; supervisors and admins
-    anyone's (``consultant``) or everyone's."""
+    anyone's (``consultant``) or everyone's; a key scoped to hospitals, those hospitals' chats only."""
     del state  # one list so far
     require_role(who, (Role.CONSULTANT, Role.SUPERVISOR))
     mine = _list_owner(who, consultant)
-    total, rows = service.store.open_chats(mine, limit)
+    total, rows = service.store.open_chats(mine, limit, who.hospitals)
     now = datetime.now(UTC)
     items = []
     for r in rows:

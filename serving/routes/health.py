@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from yuyue.serving import monitoring
+from yuyue.serving.auth import require_group
 from yuyue.serving.deps import Analyst, State
 from yuyue.serving.edge import RecentFilter
 from yuyue.serving.errors import InvalidInput, errors
@@ -197,7 +198,9 @@ def model_health(
     metrics; outcome coverage and delay; the challenger against the champion on the same chats; input
     drift (PSI per feature against the training profile); suggestion acceptance by version, stage and
     source; the flags. The full report's flags also go to ``/metrics`` (``yuyue_model_drift_flag``,
-    ``yuyue_model_accuracy_flag``), refreshed every ``health_refresh_seconds`` in the background."""
+    ``yuyue_model_accuracy_flag``), refreshed every ``health_refresh_seconds`` in the background. It reads
+    every hospital's chats: keys scoped to hospitals get 403."""
+    require_group(who, "the model's health")
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(f"{name} must carry a timezone offset, e.g. 2025-03-05T00:00:00+08:00")

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from yuyue.serving import knowledge as kb
-from yuyue.serving.auth import Caller, Role
+from yuyue.serving.auth import Caller, Role, require_group
 from yuyue.serving.deps import State, Who, require
 from yuyue.serving.errors import InvalidInput, errors, validation_problem
 from yuyue.serving.state import Yuyue
@@ -108,7 +108,9 @@ def put_knowledge(
 ) -> dict[str, Any]:
     """Replace the hospital's knowledge (admins). Checked whole before anything is stored: 422 naming each
     bad field, an unknown department a doctor or activity names, an activity's title, wording or
-    conditions that break the compliance guard (naming the rule)."""
+    conditions that break the compliance guard (naming the rule). One knowledge serves every hospital
+    until hospitals are tenants of it too: keys scoped to hospitals get 403."""
+    require_group(who, "writing the knowledge")
     try:
         stored = _store(state).write(state.settings.hospital_id, body, who.name, expect_rev=rev)
     except kb.KnowledgeError as exc:

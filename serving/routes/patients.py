@@ -116,7 +116,7 @@ def listing(
         }
     if flagged:
         require_role(who, (Role.SUPERVISOR,))
-        return patients.flagged(limit, offset)
+        return patients.flagged(limit, offset, who.hospitals)
     raise InvalidInput("give conversation_id (the patient of a chat) or flagged=true (the flagged patients)")
 
 

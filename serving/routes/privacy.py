@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from yuyue.serving import privacy
 from yuyue.serving.audit import AuditAction
-from yuyue.serving.auth import Caller, Role
+from yuyue.serving.auth import Caller, Role, check_read, check_write, require_group
 from yuyue.serving.deps import Service, Store, require
 from yuyue.serving.errors import InvalidInput, errors
 from yuyue.serving.schemas import CONVERSATION_ID, FILTER
@@ -73,6 +73,7 @@ async def erase_personal_data(conversation_id: CONVERSATION_ID, who: Supervisor,
     """Erase the chat's personal data: its raw text, entities and suggestion texts are masked for good,
     its cached session is dropped; outcome, scores and counts stay. Recorded in the audit log; repeating
     it changes nothing."""
+    check_write(who, conversation_id, service.store.conversation(conversation_id), "erase personal data of")
     return await anyio.to_thread.run_sync(privacy.erase, service, who, conversation_id)
 
 
@@ -83,6 +84,7 @@ async def erase_personal_data(conversation_id: CONVERSATION_ID, who: Supervisor,
 )
 async def personal_data(conversation_id: CONVERSATION_ID, who: Supervisor, service: Service) -> Any:
     """The visitor's data held for this chat, for a data-subject access request (raw; recorded)."""
+    check_read(who, conversation_id, service.store.conversation(conversation_id))
     return await anyio.to_thread.run_sync(privacy.personal_data, service, who, conversation_id)
 
 
@@ -98,7 +100,9 @@ def audit(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> Any:
-    """Who read raw personal data, exported, erased, answered an access request or purged; newest first."""
+    """Who read raw personal data, exported, erased, answered an access request or purged; newest first.
+    The log spans every hospital: keys scoped to hospitals get 403."""
+    require_group(who, "the audit log")
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(f"{name} must carry a timezone offset, e.g. 2025-03-05T00:00:00+08:00")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from yuyue.models.replies.pool import ReplyPool
-from yuyue.serving.auth import Caller, Role
+from yuyue.serving.auth import Caller, Role, require_group
 from yuyue.serving.deps import State, check_model, require
 from yuyue.serving.errors import InvalidInput, errors
 from yuyue.serving.reviews import LIST_STATUSES, Decision, ReviewBook, ReviewError
@@ -127,7 +127,9 @@ def list_replies(
 def review_reply(reply_id: REPLY_ID, body: Review, who: Reviewer, state: State) -> dict[str, Any]:
     """Allow, block or edit a reply (supervisors and admins). Applies to the next suggestion, survives
     retraining. An edited text must pass the compliance guard and hold no personal data (422 naming the
-    rule or the kind of data otherwise)."""
+    rule or the kind of data otherwise). The model's replies serve every hospital: keys scoped to
+    hospitals get 403."""
+    require_group(who, "reviewing the model's replies")
     pool = _pool(state)
     entry = pool.get(reply_id)
     if entry is None:

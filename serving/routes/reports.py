@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from yuyue.serving.auth import Caller, Role
-from yuyue.serving.deps import AnyRole, Store
+from yuyue.serving.deps import AnyRole, Store, caller_hospitals
 from yuyue.serving.errors import Forbidden, InvalidInput, errors
 from yuyue.serving.reports import (
     DEFAULT_LIMIT,
@@ -171,7 +171,8 @@ def _shared(
     format: Literal["json", "csv"] = Query("json", description=FORMAT_HELP),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"groups answered, 1 to {MAX_LIMIT}"),
 ) -> Shared:
-    return Shared(_range(first, last), Filters(hospital, department, _scope(who, consultant)), format, limit)
+    scope = Filters(hospital, department, _scope(who, consultant), hospitals=caller_hospitals(who, hospital))
+    return Shared(_range(first, last), scope, format, limit)
 
 
 SharedQuery = Annotated[Shared, Depends(_shared)]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from yuyue.data.contract import Text64, Text128, Text1000
-from yuyue.serving.auth import Role, require_role
+from yuyue.serving.auth import Role, require_group, require_role
 from yuyue.serving.deps import AnyRole, State, Who
 from yuyue.serving.errors import errors
 from yuyue.serving.routes.appointments import Appointment
@@ -153,8 +153,9 @@ def listing(
 @router.post("/v1/tasks/sweep", response_model=SweepResult, responses=errors(401, 403, 429, 503))
 def sweep(who: Who, state: State) -> dict[str, int]:
     """Run the time-based rules now, open lead tasks for chats that left contact without booking, and
-    link chats to their patients."""
-    require_role(who, (Role.SUPERVISOR,))
+    link chats to their patients. It runs over every hospital: keys scoped to hospitals get 403 (their
+    lists run the time-based rules anyway)."""
+    require_group(require_role(who, (Role.SUPERVISOR,)), "the sweep")
     return state.desk.sweep(leads=True, link_limit=SWEEP_LINKS)
 
 
