@@ -34,6 +34,7 @@ from yuyue.serving.auth import (
     report_consultant,
     require_role,
 )
+from yuyue.serving.auth import require_group as auth_require_group
 from yuyue.serving.edge import client_address
 from yuyue.serving.errors import Forbidden, InvalidInput, http_error
 from yuyue.serving.service import ChatService
@@ -155,6 +156,16 @@ def require(*roles: Role) -> Any:
 
     async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
         return require_role(who, roles)
+
+    return check
+
+
+def require_group(*roles: Role, what: str) -> Any:
+    """A dependency: the caller, when its role is one of ``roles`` (or admin) and its key is group-level
+    (``what`` concerns every hospital); 403 otherwise, before the body is read."""
+
+    async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        return auth_require_group(require_role(who, roles), what)
 
     return check
 

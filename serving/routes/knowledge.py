@@ -16,14 +16,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from yuyue.serving import knowledge as kb
-from yuyue.serving.auth import Caller, Role, require_group
-from yuyue.serving.deps import State, Who, require
+from yuyue.serving.auth import Caller, Role
+from yuyue.serving.deps import State, Who, require_group
 from yuyue.serving.errors import InvalidInput, errors, validation_problem
 from yuyue.serving.state import Yuyue
 
 router = APIRouter(tags=["knowledge"])
 
-Admin = Annotated[Caller, Depends(require())]
+# one knowledge serves every hospital (until hospitals are its tenants too): writes need a group-level key
+GroupAdmin = Annotated[Caller, Depends(require_group(what="writing the knowledge"))]
 
 
 class KnowledgeView(BaseModel):
@@ -100,7 +101,7 @@ def get_knowledge(who: Who, state: State) -> dict[str, Any]:
 )
 def put_knowledge(
     body: kb.Knowledge,
-    who: Admin,
+    who: GroupAdmin,
     state: State,
     rev: int | None = Query(
         None, ge=0, le=2**31 - 1, description="the revision edited: 409 when another was written since"
@@ -110,7 +111,6 @@ def put_knowledge(
     bad field, an unknown department a doctor or activity names, an activity's title, wording or
     conditions that break the compliance guard (naming the rule). One knowledge serves every hospital
     until hospitals are tenants of it too: keys scoped to hospitals get 403."""
-    require_group(who, "writing the knowledge")
     try:
         stored = _store(state).write(state.settings.hospital_id, body, who.name, expect_rev=rev)
     except kb.KnowledgeError as exc:

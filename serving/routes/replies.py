@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from yuyue.models.replies.pool import ReplyPool
-from yuyue.serving.auth import Caller, Role, require_group
-from yuyue.serving.deps import State, check_model, require
+from yuyue.serving.auth import Caller, Role
+from yuyue.serving.deps import State, check_model, require, require_group
 from yuyue.serving.errors import InvalidInput, errors
 from yuyue.serving.reviews import LIST_STATUSES, Decision, ReviewBook, ReviewError
 from yuyue.serving.state import Yuyue
@@ -21,7 +21,8 @@ from yuyue.serving.store import NotFound
 
 router = APIRouter(tags=["supervisors"])
 
-Reviewer = Annotated[Caller, Depends(require(Role.SUPERVISOR))]
+# the model's replies serve every hospital: reviews need a group-level key
+Reviewer = Annotated[Caller, Depends(require_group(Role.SUPERVISOR, what="reviewing the model's replies"))]
 Reader = Annotated[Caller, Depends(require(Role.SUPERVISOR, Role.ANALYST))]
 REPLY_ID = Annotated[str, Path(min_length=1, max_length=128, description="the reply's pool id")]
 
@@ -129,7 +130,6 @@ def review_reply(reply_id: REPLY_ID, body: Review, who: Reviewer, state: State) 
     retraining. An edited text must pass the compliance guard and hold no personal data (422 naming the
     rule or the kind of data otherwise). The model's replies serve every hospital: keys scoped to
     hospitals get 403."""
-    require_group(who, "reviewing the model's replies")
     pool = _pool(state)
     entry = pool.get(reply_id)
     if entry is None:
