@@ -1,0 +1,137 @@
+"""Scan + prefix rows (the part ``--ray`` distributes) with and without Ray: wall time, peak memory, rows.
+
+Run: .venv/bin/python bench/bench_ray.py [--n 20000] [--shards 8] [--workers 2] [--dir /tmp/yuyue-bench-ray]
+     [--full]
+
+1. generates ``--n`` simulated chats (seed 1) unless there, and splits them into ``--shards`` files;
+2. in a child process each (peak resident memory of its whole process tree, Ray's workers and object
+   store included), builds the training rows of every split as ``yuyue train`` does: the default path
+   on the one file (joblib, ``--workers`` processes), then the Ray path on the folder (a local Ray with
+   ``--workers`` CPUs);
+3. prints both side by side and whether the rows are identical (they must be: same chats, same order).
+
+``--full`` also runs the whole ``yuyue train`` both ways (the fit is the same code on the driver, so
+on a 2-core box it adds the same minutes to both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import YUYUE, run_measured  # noqa: E402
+
+from yuyue.data.simulator import generate_file  # noqa: E402
+
+
+def rows_only(data: Path, mode: str, workers: int, out: Path) -> None:
+    """The child: scan, split, space and rows as train() builds them; a digest of the rows to ``out``."""
+    from yuyue.features.rows import FeatureSpace
+    from yuyue.training.dataset import build_rows, frequent_consultants, scan, split_by_time
+    from yuyue.training.train import MAX_OPEN_ROWS
+
+    t0 = time.perf_counter()
+    if mode == "ray":
+        from yuyue.training.distributed import RayBackend, list_shards, ray_session
+
+        backend = RayBackend(list_shards(data))
+        with ray_session(num_cpus=workers):
+            t_ready = time.perf_counter()
+            scan_ = split_by_time(backend.scan(data))
+            space = FeatureSpace.with_consultants(frequent_consultants(scan_))
+            rows = backend.build_rows(scan_, space, workers=workers, max_open=MAX_OPEN_ROWS)
+        extra = {"ray_start_s": round(t_ready - t0, 1), "nodes": len(set(backend.nodes))}
+    else:
+        scan_ = split_by_time(scan(data))
+        space = FeatureSpace.with_consultants(frequent_consultants(scan_))
+        rows = build_rows(scan_, space, workers=workers, max_open=MAX_OPEN_ROWS)
+        extra = {}
+    digest = hashlib.sha256()
+    n_rows = 0
+    for split in sorted(rows):
+        r = rows[split]
+        chat = np.asarray(r.conv_index, dtype=np.int64)[r.rows.group]
+        order = np.argsort(chat, kind="stable")  # joblib's shards interleave the chats: compare in file order
+        digest.update(chat[order].tobytes())
+        digest.update(np.ascontiguousarray(r.rows.struct[order]).tobytes())
+        text = r.rows.text[order]
+        digest.update(text.indices.tobytes() + text.data.tobytes())
+        n_rows += len(r.rows)
+    out.write_text(
+        json.dumps(
+            {
+                "seconds": round(time.perf_counter() - t0, 1),
+                "rows": n_rows,
+                "chats": len(scan_.metas),
+                "digest": digest.hexdigest()[:16],
+                **extra,
+            }
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/yuyue-bench-ray"))
+    ap.add_argument("--full", action="store_true", help="also the whole `yuyue train` both ways")
+    ap.add_argument("--child", nargs=3, metavar=("DATA", "MODE", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        rows_only(Path(args.child[0]), args.child[1], args.workers, Path(args.child[2]))
+        return
+    args.dir.mkdir(parents=True, exist_ok=True)
+    path = args.dir / f"train-{args.n}.jsonl"
+    if not path.exists():
+        generate_file(path, n=args.n, seed=1, workers=args.workers)
+    parts = args.dir / f"parts-{args.n}-{args.shards}"
+    if not parts.exists():
+        lines = path.read_bytes().splitlines(keepends=True)
+        parts.mkdir()
+        for k in range(args.shards):
+            chunk = lines[k * len(lines) // args.shards : (k + 1) * len(lines) // args.shards]
+            (parts / f"part-{k:04d}.jsonl").write_bytes(b"".join(chunk))
+    results = {}
+    for mode, data in (("default", path), ("ray", parts)):
+        out = args.dir / f"rows-{mode}.json"
+        cmd = [sys.executable, __file__, "--workers", str(args.workers), "--child", str(data), mode, str(out)]
+        wall, peak, rc = run_measured(cmd, dict(os.environ))
+        if rc:
+            sys.exit(f"{mode}: exit code {rc}")
+        results[mode] = {**json.loads(out.read_text()), "wall_s": round(wall, 1), "peak_gib": peak / 2**30}
+    print(
+        f"\nscan + prefix rows of {args.n} chats, {args.workers} workers/CPUs, load {os.getloadavg()[0]:.1f}:"
+    )
+    for mode, r in results.items():
+        shown = f"{args.shards} shard files" if mode == "ray" else "one file"
+        extra = f" (Ray start {r['ray_start_s']} s, {r['nodes']} node)" if mode == "ray" else ""
+        print(
+            f"  {mode:8s} {shown}: {r['wall_s']} s wall{extra}, peak RSS {r['peak_gib']:.2f} GiB, "
+            f"{r['rows']} rows, digest {r['digest']}"
+        )
+    same = results["default"]["digest"] == results["ray"]["digest"]
+    print(f"  rows identical: {same}")
+    if args.full:
+        for mode, data in (("default", path), ("ray", parts)):
+            env = {**os.environ, "YUYUE_VAR_DIR": str(args.dir / f"var-{mode}-{int(time.time())}")}
+            cmd = [YUYUE, "train", "--data", str(data), "--workers", str(args.workers), "--no-register"]
+            wall, peak, rc = run_measured(cmd + (["--ray"] if mode == "ray" else []), env)
+            print(
+                f"  yuyue train ({mode}): {wall / 60:.1f} min wall, peak RSS {peak / 2**30:.2f} GiB, rc {rc}"
+            )
+    if not same:
+        sys.exit("the Ray path built different rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""``yuyue train --ray``: the same rows and the same model as the default path, a two-node cluster, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yuyue.config import Settings
+from yuyue.features.rows import FeatureSpace
+from yuyue.training import scorers
+from yuyue.training.dataset import build_rows, frequent_consultants, scan, split_by_time
+from yuyue.training.distributed import RayBackend, ShardError, list_shards, ray_session, train_on_ray
+from yuyue.training.train import MAX_OPEN_ROWS
+
+ray = pytest.importorskip("ray")
+
+HOSPITAL = {"hospital_name": "杭州美悦医院", "hospital_city": "杭州", "hospital_province": "浙江"}
+LOGREG_ONLY = {"logreg": scorers.CANDIDATES["logreg"]}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    """600 simulated chats as one file, and the same chats as three shards (one gzipped)."""
+    from yuyue.data.simulator import generate_file
+
+    root = tmp_path_factory.mktemp("ray")
+    path = root / "all.jsonl"
+    generate_file(path, n=600, seed=31, workers=1)
+    lines = path.read_bytes().splitlines(keepends=True)
+    parts = root / "parts"
+    parts.mkdir()
+    cut = [0, 150, 380, len(lines)]
+    (parts / "part-0.jsonl").write_bytes(b"".join(lines[cut[0] : cut[1]]))
+    with gzip.open(parts / "part-1.jsonl.gz", "wb") as fh:
+        fh.write(b"".join(lines[cut[1] : cut[2]]))
+    (parts / "part-2.jsonl").write_bytes(b"".join(lines[cut[2] : cut[3]]))
+    (parts / "README.txt").write_text("not a shard")
+    return path, parts
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    with ray_session(num_cpus=2):
+        yield
+
+
+def _rows(scan_, space):
+    return build_rows(scan_, space, workers=1, hospital=HOSPITAL, max_open=MAX_OPEN_ROWS)
+
+
+def test_ray_path_builds_the_default_paths_rows_and_model(data, local_ray):
+    path, parts = data
+    default = split_by_time(scan(path))
+    space = FeatureSpace.with_consultants(frequent_consultants(default))
+    backend = RayBackend(list_shards(parts))
+    assert [s.path.name for s in backend.shards] == ["part-0.jsonl", "part-1.jsonl.gz", "part-2.jsonl"]
+    on_ray = split_by_time(backend.scan(parts))
+    assert [m.conversation_id for m in on_ray.metas] == [m.conversation_id for m in default.metas]
+    assert on_ray.split == default.split
+    rows_d = _rows(default, space)
+    rows_r = backend.build_rows(on_ray, space, workers=2, hospital=HOSPITAL, max_open=MAX_OPEN_ROWS)
+    assert set(rows_r) == set(rows_d) == {"train", "valid", "calib", "test"}
+    for split in rows_d:
+        d, r = rows_d[split], rows_r[split]
+        assert r.conv_index == d.conv_index
+        np.testing.assert_array_equal(r.rows.struct, d.rows.struct)
+        assert (r.rows.text != d.rows.text).nnz == 0 and r.rows.text.nnz > 0
+        for name in ("booked", "arrived", "weight"):
+            np.testing.assert_array_equal(getattr(r, name), getattr(d, name))
+    # every shard task ran once per pass (scan, rows)
+    assert len(backend.nodes) == 2 * len(backend.shards)
+
+    fit_d = scorers.fit_target("booked", rows_d, LOGREG_ONLY, feature_names=space.names)
+    fit_r = scorers.fit_target("booked", rows_r, LOGREG_ONLY, feature_names=space.names)
+    assert fit_r.valid_auc == fit_d.valid_auc
+    test = rows_d["test"]
+    mask, y = test.target("booked")
+    p_d = fit_d.scorer.predict_proba(test.rows.take(mask))
+    p_r = fit_r.scorer.predict_proba(test.rows.take(mask))
+    np.testing.assert_array_equal(p_r, p_d)  # same rows in the same order: the same model
+
+    # the default path with two joblib workers orders the rows differently; the quality is the same
+    two = build_rows(default, space, workers=2, hospital=HOSPITAL, max_open=MAX_OPEN_ROWS)
+    fit_2 = scorers.fit_target("booked", two, LOGREG_ONLY, feature_names=space.names)
+    p_2 = fit_2.scorer.predict_proba(test.rows.take(mask))
+    from yuyue.training.metrics import safe_auc
+
+    assert abs(safe_auc(y, p_2) - safe_auc(y, p_d)) < 0.002
+
+
+def test_a_large_file_is_read_as_byte_ranges_with_the_same_chats(data, local_ray):
+    path, _ = data
+    shards = list_shards(path, shard_bytes=path.stat().st_size // 4 + 1)
+    assert len(shards) == 4 and shards[0].end == shards[1].start
+    backend = RayBackend(shards)
+    assert [m.conversation_id for m in backend.scan(path).metas] == [
+        m.conversation_id for m in scan(path).metas
+    ]
+    assert [c.conversation_id for c in backend.read(path)] == [m.conversation_id for m in scan(path).metas]
+
+
+def test_bad_inputs_name_the_folder_or_the_shard(data, tmp_path, local_ray):
+    _, parts = data
+    with pytest.raises(ShardError, match="no such file or folder"):
+        list_shards(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ShardError, match=r"empty: no \.jsonl"):
+        list_shards(tmp_path / "empty")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(parts, broken)
+    (broken / "part-3.jsonl.gz").write_bytes(b"this is not gzip")
+    with pytest.raises(ShardError, match=r"part-3\.jsonl\.gz: cannot read this shard"):
+        RayBackend(list_shards(broken)).scan(broken)
+
+    twice = tmp_path / "twice"
+    shutil.copytree(parts, twice)
+    shutil.copy(parts / "part-0.jsonl", twice / "part-9.jsonl")
+    with pytest.raises(ShardError, match=r"part-9\.jsonl: conversation id .* is also in .*part-0\.jsonl"):
+        RayBackend(list_shards(twice)).scan(twice)
+
+
+def test_cli_rejects_a_missing_or_empty_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    (tmp_path / "empty").mkdir()
+    for target, message in (("missing", "no such file or folder"), ("empty", "no .jsonl")):
+        res = CliRunner().invoke(app, ["train", "--ray", "--data", str(tmp_path / target)])
+        assert res.exit_code == 2, res.output
+        assert message in res.output and target in res.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_nodes(monkeypatch):
+    """``ray start --head`` plus a second node on this host, one CPU each; both stopped by pid after."""
+    import tempfile
+
+    if ray.is_initialized():
+        ray.shutdown()
+    tmp = Path(tempfile.mkdtemp(prefix="yr", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    # a loopback-only test cluster: no token (a real cluster keeps Ray's token auth, docs/scaling.md)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--block", "--disable-usage-stats"]
+    procs = [
+        subprocess.Popen(
+            [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+            + ["--temp-dir", str(tmp / "ray"), "--include-dashboard", "false", *common],
+            env=env,
+            start_new_session=True,
+            stdout=(tmp / "head.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_for_port(port, procs[0])
+        procs.append(
+            subprocess.Popen(
+                [ray_bin, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for p in reversed(procs):  # each group: the `ray start` we started and what it started
+            with _quiet():
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with _quiet():
+                    os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quiet():
+    import contextlib
+
+    return contextlib.suppress(ProcessLookupError, PermissionError)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = Path(proc.args[proc.args.index("--temp-dir") + 1]).parent / "head.log"
+            pytest.fail(f"ray start --head exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"no Ray head on port {port} after {timeout}s")
+
+
+@pytest.mark.slow
+def test_training_on_a_two_node_cluster_matches_the_default_path(data, two_nodes, tmp_path, monkeypatch):
+    path, parts = data
+    monkeypatch.setattr(scorers, "CANDIDATES", LOGREG_ONLY)  # the fit is the driver's; keep the test short
+    settings = Settings(var_dir=tmp_path / "var", neural_ranker="off", **HOSPITAL)
+    with ray_session(two_nodes):
+        deadline = time.monotonic() + 120  # the second node registers a moment after the head
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        on_ray, backend = train_on_ray(
+            parts, address=two_nodes, settings=settings, out_dir=tmp_path / "ray", echo=lambda _: None
+        )
+    assert len(set(backend.nodes)) == 2, backend.nodes  # shard tasks ran on both nodes
+    assert {"booked", "arrived"} <= set(on_ray.model.scorers) and on_ray.metrics["booked.auc"] > 0.6
+    assert on_ray.model.info["n_conversations"] == 600
+    # the default path's rows and fit on the one file give the cluster's validation AUCs exactly
+    default = split_by_time(scan(path))
+    rows = build_rows(
+        default,
+        FeatureSpace.with_consultants(frequent_consultants(default)),
+        workers=1,
+        hospital={k: getattr(settings, k) for k in HOSPITAL},
+        max_open=MAX_OPEN_ROWS,
+    )
+    for target in ("booked", "arrived"):
+        fit = scorers.fit_target(target, rows, LOGREG_ONLY, feature_names=on_ray.model.space.names)
+        assert on_ray.comparison[target]["valid_auc"] == fit.valid_auc, target
