@@ -14,6 +14,8 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -25,7 +27,7 @@ depends_on = None
 _BATCH = 5000
 
 # (name, type) of the columns copied, as conversations declares them
-_COLUMNS: tuple[tuple[str, sa.types.TypeEngine], ...] = (
+_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
     ("hospital", sa.String(length=128)),
     ("department", sa.String(length=64)),
     ("consultant_id", sa.String(length=128)),
