@@ -129,7 +129,7 @@ def _json_lines_range(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | 
 
 def _records(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | None]]:
     if shard.path.name.endswith(".parquet"):
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
         lineno = 0
         for batch in pq.ParquetFile(shard.path).iter_batches(batch_size=1024):
@@ -302,9 +302,8 @@ class RayBackend:
             k, j = self._locate(i)
             local.setdefault(k, {})[j] = s
         task = ray.remote(_rows_task).options(**self.options)
-        space_ref, hospital_ref, caps_ref = ray.put(space), ray.put(hospital), ray.put(caps)
-        ks = sorted(local)
-        refs = [task.remote(self.shards[k], local[k], hospital_ref, space_ref, caps_ref) for k in ks]
+        ks = sorted(local)  # the space (column names), hospital and caps are small: inlined in each task
+        refs = [task.remote(self.shards[k], local[k], hospital, space, caps) for k in ks]
         done = None if on_progress is None else (lambda pos: on_progress(len(local[ks[pos]])))
         parts = []
         for k, (part, node) in zip(ks, _get(refs, done), strict=True):

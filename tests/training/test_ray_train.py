@@ -58,6 +58,7 @@ def _rows(scan_, space):
     return build_rows(scan_, space, workers=1, hospital=HOSPITAL, max_open=MAX_OPEN_ROWS)
 
 
+@pytest.mark.slow
 def test_ray_path_builds_the_default_paths_rows_and_model(data, local_ray):
     path, parts = data
     default = split_by_time(scan(path))
@@ -164,7 +165,7 @@ def two_nodes(monkeypatch):
     common = ["--num-cpus", "1", "--block", "--disable-usage-stats"]
     procs = [
         subprocess.Popen(
-            [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+            [ray_bin, "start", "--head", "--port", str(port)]
             + ["--temp-dir", str(tmp / "ray"), "--include-dashboard", "false", *common],
             env=env,
             start_new_session=True,
@@ -177,7 +178,7 @@ def two_nodes(monkeypatch):
         _wait_for_port(port, procs[0])
         procs.append(
             subprocess.Popen(
-                [ray_bin, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
+                [ray_bin, "start", "--address", address, *common],
                 env=env,
                 start_new_session=True,
                 stdout=subprocess.DEVNULL,
@@ -247,3 +248,19 @@ def test_training_on_a_two_node_cluster_matches_the_default_path(data, two_nodes
     for target in ("booked", "arrived"):
         fit = scorers.fit_target(target, rows, LOGREG_ONLY, feature_names=on_ray.model.space.names)
         assert on_ray.comparison[target]["valid_auc"] == fit.valid_auc, target
+
+
+def test_a_parquet_shard_reads_as_the_same_chats(data, tmp_path):
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from yuyue.data.io import read_conversations
+    from yuyue.training.distributed import Shard, read_shard
+
+    path, _ = data
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()[:100]]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "part.parquet")
+    got = list(read_shard(Shard(tmp_path / "part.parquet")))
+    assert got == list(read_conversations(path))[:100]
+    assert [s.path.name for s in list_shards(tmp_path)] == ["part.parquet"]
