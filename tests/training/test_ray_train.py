@@ -165,7 +165,7 @@ def two_nodes(monkeypatch):
     common = ["--num-cpus", "1", "--block", "--disable-usage-stats"]
     procs = [
         subprocess.Popen(
-            [ray_bin, "start", "--head", "--port", str(port)]
+            [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
             + ["--temp-dir", str(tmp / "ray"), "--include-dashboard", "false", *common],
             env=env,
             start_new_session=True,
@@ -178,7 +178,7 @@ def two_nodes(monkeypatch):
         _wait_for_port(port, procs[0])
         procs.append(
             subprocess.Popen(
-                [ray_bin, "start", "--address", address, *common],
+                [ray_bin, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
                 env=env,
                 start_new_session=True,
                 stdout=subprocess.DEVNULL,
@@ -225,6 +225,9 @@ def test_training_on_a_two_node_cluster_matches_the_default_path(data, two_nodes
     path, parts = data
     monkeypatch.setattr(scorers, "CANDIDATES", LOGREG_ONLY)  # the fit is the driver's; keep the test short
     settings = Settings(var_dir=tmp_path / "var", neural_ranker="off", **HOSPITAL)
+    # the driver on the nodes' loopback address too: a driver registered under the host's other address
+    # was unreachable from the second node's workers in CI (OwnerDiedError on the tasks' results)
+    ray.init(address=two_nodes, _node_ip_address="127.0.0.1")
     with ray_session(two_nodes):
         deadline = time.monotonic() + 120  # the second node registers a moment after the head
         while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
