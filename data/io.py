@@ -65,33 +65,40 @@ def _open_binary(path: Path) -> gzip.GzipFile | BinaryIO:
     return open(path, "rb")
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def parse_json_line(lineno: int, raw: bytes) -> tuple[int, Any, RecordProblem | None] | None:
+    """One line of a JSONL file as ``(line_number, object_or_None, problem_or_None)``; None when blank.
+
+    The caller drops a byte-order mark at the start of a file (:data:`BOM`)."""
+    if not raw.strip():
+        return None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return lineno, None, RecordProblem(lineno, "(line)", f"invalid UTF-8 at byte {exc.start}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return lineno, None, RecordProblem(lineno, "(line)", f"invalid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return (
+            lineno,
+            None,
+            RecordProblem(lineno, "(line)", f"expected a JSON object, got {type(obj).__name__}"),
+        )
+    return lineno, obj, None
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any, RecordProblem | None]]:
     """Yield ``(line_number, parsed_object_or_None, problem_or_None)`` for each non-blank line."""
     path = Path(path)
     with _open_binary(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, None, RecordProblem(lineno, "(line)", f"invalid UTF-8 at byte {exc.start}")
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield lineno, None, RecordProblem(lineno, "(line)", f"invalid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                yield (
-                    lineno,
-                    None,
-                    RecordProblem(lineno, "(line)", f"expected a JSON object, got {type(obj).__name__}"),
-                )
-                continue
-            yield lineno, obj, None
+            item = parse_json_line(lineno, raw.removeprefix(BOM) if lineno == 1 else raw)
+            if item is not None:
+                yield item
 
 
 def _loc_to_field(loc: tuple[Any, ...]) -> str:

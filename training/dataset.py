@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,20 +111,17 @@ CHUNK = 1000
 PROGRESS_EVERY = 50
 
 
-def _rows_shard(
-    path: Path,
-    wanted: dict[int, str],
-    shard: int,
-    n_shards: int,
-    hospital: dict[str, str],
+def rows_by_split(
+    chats: Iterable[tuple[int, str, Conversation]],
     space: FeatureSpace,
+    hospital: dict[str, str],
     max_open: dict[str, int | None],
-    progress_queue: Any = None,
-) -> dict:
-    """Rows of this shard's wanted conversations, built in chunks while reading (never all chats at once).
+    on_chat: Callable[[int], None] | None = None,
+) -> dict[str, tuple[PrefixRows, list[int]]]:
+    """Prefix rows of ``(file index, split, conversation)`` items per split with their file indices,
+    built in chunks of ``CHUNK`` chats while reading (never all chats at once), truth removed first.
 
-    With ``progress_queue``, puts the number of conversations done every ``PROGRESS_EVERY`` of them.
-    """
+    ``on_chat(n)`` is called with the number of chats done so far after each one."""
     pending: dict[str, list[Conversation]] = {}
     done: dict[str, list[PrefixRows]] = {}
     order: dict[str, list[int]] = {}
@@ -136,23 +133,49 @@ def _rows_shard(
             )
             pending[split] = []
 
+    for n, (i, split, conv) in enumerate(chats, start=1):
+        pending.setdefault(split, []).append(conv.without_truth())
+        order.setdefault(split, []).append(i)
+        if len(pending[split]) >= CHUNK:
+            flush(split)
+        if on_chat is not None:
+            on_chat(n)
+    for split in list(pending):
+        flush(split)
+    return {s: (PrefixRows.concat(parts), order[s]) for s, parts in done.items()}
+
+
+def _rows_shard(
+    path: Path,
+    wanted: dict[int, str],
+    shard: int,
+    n_shards: int,
+    hospital: dict[str, str],
+    space: FeatureSpace,
+    max_open: dict[str, int | None],
+    progress_queue: Any = None,
+) -> dict:
+    """:func:`rows_by_split` of this shard's wanted conversations of the file.
+
+    With ``progress_queue``, puts the number of conversations done every ``PROGRESS_EVERY`` of them.
+    """
+    chats = (
+        (i, wanted[i], conv)
+        for i, conv in enumerate(read_conversations(path))
+        if i % n_shards == shard and i in wanted
+    )
     read = 0
-    for i, conv in enumerate(read_conversations(path)):
-        if i % n_shards != shard or i not in wanted:
-            continue
-        s = wanted[i]
-        pending.setdefault(s, []).append(conv.without_truth())
-        order.setdefault(s, []).append(i)
-        if len(pending[s]) >= CHUNK:
-            flush(s)
-        read += 1
-        if progress_queue is not None and read % PROGRESS_EVERY == 0:
+
+    def on_chat(n: int) -> None:
+        nonlocal read
+        read = n
+        if progress_queue is not None and n % PROGRESS_EVERY == 0:
             progress_queue.put(PROGRESS_EVERY)
-    for s in list(pending):
-        flush(s)
+
+    out = rows_by_split(chats, space, hospital, max_open, on_chat)
     if progress_queue is not None and read % PROGRESS_EVERY:
         progress_queue.put(read % PROGRESS_EVERY)
-    return {s: (PrefixRows.concat(parts), order[s]) for s, parts in done.items()}
+    return out
 
 
 @dataclass

@@ -24,14 +24,16 @@ from typing import Any
 
 from yuyue.data.contract import Conversation
 from yuyue.data.io import (
+    BOM,
     InvalidRecordError,
     RecordProblem,
     SkipReport,
     iter_json_lines,
     parse_conversation,
+    parse_json_line,
 )
-from yuyue.features.rows import FeatureSpace, PrefixRows, prefix_rows
-from yuyue.training.dataset import CHUNK, ConversationMeta, DatasetScan, build_rows, meta_of
+from yuyue.features.rows import FeatureSpace, PrefixRows
+from yuyue.training.dataset import ConversationMeta, DatasetScan, build_rows, meta_of, rows_by_split
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,6 @@ def _json_lines_range(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | 
 
     Line numbers count from the range's first line (problems name the shard's byte range).
     """
-    import orjson
-
     with open(shard.path, "rb") as fh:
         pos = shard.start
         if pos:
@@ -112,19 +112,9 @@ def _json_lines_range(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | 
                 break
             pos += len(raw)
             lineno += 1
-            if pos - len(raw) == 0 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield lineno, None, RecordProblem(lineno, "(line)", f"invalid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, None, RecordProblem(lineno, "(line)", "expected a JSON object")
-                continue
-            yield lineno, obj, None
+            item = parse_json_line(lineno, raw.removeprefix(BOM) if pos == len(raw) else raw)
+            if item is not None:
+                yield item
 
 
 def _records(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | None]]:
@@ -198,28 +188,8 @@ def _rows_task(
     caps: dict[str, int | None],
 ) -> tuple[dict[str, tuple[PrefixRows, list[int]]], str]:
     """Prefix rows of the shard's ``wanted`` chats (local index -> split), in chunks as the default path."""
-    pending: dict[str, list[Conversation]] = {}
-    done: dict[str, list[PrefixRows]] = {}
-    order: dict[str, list[int]] = {}
-
-    def flush(split: str) -> None:
-        if pending.get(split):
-            done.setdefault(split, []).append(
-                prefix_rows(pending[split], space, hospital=hospital, max_open=caps.get(split))
-            )
-            pending[split] = []
-
-    for i, conv in enumerate(read_shard(shard)):
-        s = wanted.get(i)
-        if s is None:
-            continue
-        pending.setdefault(s, []).append(conv.without_truth())
-        order.setdefault(s, []).append(i)
-        if len(pending[s]) >= CHUNK:
-            flush(s)
-    for s in list(pending):
-        flush(s)
-    return {s: (PrefixRows.concat(parts), order[s]) for s, parts in done.items()}, _node()
+    chats = ((i, wanted[i], conv) for i, conv in enumerate(read_shard(shard)) if i in wanted)
+    return rows_by_split(chats, space, hospital, caps), _node()
 
 
 def _get(refs: list, on_done: Callable[[int], None] | None = None) -> list:
