@@ -51,7 +51,7 @@ Patients: a booking (new appointment or a call's rebooking) of a flagged patient
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -367,10 +367,14 @@ class Desk:
         )
         return view(appt)
 
-    def appointments(self, who: Caller, **filters: Any) -> dict[str, Any]:
+    def appointments(
+        self, who: Caller, hospitals: Sequence[str] | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        """Appointments ``who`` may see (consultants: of their own chats), of ``hospitals`` within the
+        key's (None: every hospital of the key)."""
         if who.role == Role.CONSULTANT:
             filters["consultant_id"] = who.consultant_id
-        filters["hospitals"] = who.hospitals
+        filters["hospitals"] = who.hospitals if hospitals is None else _within(who, hospitals)
         limit, offset = filters.pop("limit", 200), filters.pop("offset", 0)
         total, rows = self.book.listing(**filters, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [view(r) for r in rows]}
@@ -559,13 +563,17 @@ class Desk:
         assignee: str | None = None,
         department: str | None = None,
         due: str | None = None,
+        hospitals: Sequence[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> dict[str, Any]:
-        """Tasks ``who`` may see, ranked (see the module docstring); done ones only with ``state=done``."""
+        """Tasks ``who`` may see, ranked (see the module docstring); done ones only with ``state=done``;
+        of ``hospitals`` within the key's (None: every hospital of the key)."""
         now = self.clock()
         t = tasks.c
-        where = self._visible(who)
+        where = self._visible(who)  # the key's hospitals
+        if hospitals is not None:
+            where.append(t.hospital.in_(_within(who, hospitals)))
         where.append(t.state == state if state else t.state != "done")
         for col, value in ((t.kind, kind), (t.assignee, assignee), (t.department, department)):
             if value is not None:
@@ -860,6 +868,11 @@ class Desk:
                 {"state": "done", "closed_reason": "done", "done_at": now, "updated_at": now},
             )
         return self.task(who, task_id)
+
+
+def _within(who: Caller, hospitals: Sequence[str]) -> tuple[str, ...]:
+    """``hospitals`` narrowed to the key's (fails closed: the routes refuse one outside them with 403)."""
+    return tuple(h for h in hospitals if who.in_scope(h))
 
 
 def install(state: Any) -> Desk:

@@ -12,7 +12,7 @@ from yuyue.data.contract import Text64, Text500
 from yuyue.serving.auth import Role, require_role
 from yuyue.serving.deps import AnyRole, State, Who
 from yuyue.serving.errors import errors
-from yuyue.serving.routes.patients import PatientSummary
+from yuyue.serving.routes.patients import HOSPITALS, PatientSummary, list_hospitals
 from yuyue.serving.schemas import CONVERSATION_ID, FILTER
 
 router = APIRouter(tags=["appointments"])
@@ -104,14 +104,18 @@ def listing(
     doctor: FILTER = None,
     status: Literal["booked", "arrived", "no_show", "cancelled"] | None = None,
     conversation_id: FILTER = None,
+    hospital: HOSPITALS = None,
     limit: int = Query(200, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=1_000_000),
 ) -> dict[str, Any]:
-    """One day's (or every) appointment in time order; consultants see those of their own chats. Due
-    no-shows are marked first."""
+    """One day's (or every) appointment in time order; consultants see those of their own chats, keys
+    scoped to hospitals those of their hospitals (``hospital`` narrows it). Due no-shows are marked
+    first."""
+    hospitals = list_hospitals(who, hospital)
     state.desk.sweep()
     return state.desk.appointments(
         who,
+        hospitals=hospitals,
         day=date.isoformat() if date else None,
         department=department,
         doctor=doctor,

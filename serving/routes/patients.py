@@ -5,20 +5,41 @@ unpaid visits; a consultant reads the patients of its chats and tasks; personal 
 for the chat's own consultant (whose raw read is audited)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from yuyue.data.contract import Text1000
-from yuyue.serving.auth import Role, check_read, require_role
-from yuyue.serving.deps import State, Who
+from yuyue.data.contract import Text128, Text1000
+from yuyue.serving.auth import MAX_HOSPITALS, Caller, Role, check_read, require_role
+from yuyue.serving.deps import State, Who, caller_hospitals
 from yuyue.serving.errors import InvalidInput, errors
 from yuyue.serving.schemas import CONVERSATION_ID
 
 router = APIRouter(tags=["patients"])
 PATIENT_ID = Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")
 READERS = (Role.CONSULTANT, Role.SUPERVISOR)
+# the desk's lists (patients, appointments, tasks): one or more hospitals, ?hospital=A&hospital=B
+HOSPITALS = Annotated[
+    list[Text128] | None,
+    Query(
+        alias="hospital",
+        max_length=MAX_HOSPITALS,
+        description="only these hospitals (repeat for several); a key scoped to hospitals gets 403 "
+        "for one outside them. Default: every hospital of the key",
+    ),
+]
+
+
+def list_hospitals(who: Caller, hospitals: list[str] | None) -> tuple[str, ...] | None:
+    """The hospitals a desk list covers: those asked for, each checked as every list checks its
+    ``hospital`` (:func:`~yuyue.serving.deps.caller_hospitals`: 403 naming one outside the key's), else
+    the key's (None: every hospital)."""
+    if not hospitals:
+        return caller_hospitals(who)
+    for h in hospitals:
+        caller_hospitals(who, h)
+    return tuple(dict.fromkeys(hospitals))
 
 
 class PatientSummary(BaseModel):

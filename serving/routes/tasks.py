@@ -14,7 +14,7 @@ from yuyue.serving.auth import Role, require_group, require_role
 from yuyue.serving.deps import AnyRole, State, Who
 from yuyue.serving.errors import errors
 from yuyue.serving.routes.appointments import Appointment
-from yuyue.serving.routes.patients import PatientSummary
+from yuyue.serving.routes.patients import HOSPITALS, PatientSummary, list_hospitals
 from yuyue.serving.schemas import FILTER
 
 router = APIRouter(tags=["work list"])
@@ -133,13 +133,17 @@ def listing(
     assignee: FILTER = None,
     department: FILTER = None,
     due: Literal["overdue", "today"] | None = Query(None, description="overdue, or due by the end of today"),
+    hospital: HOSPITALS = None,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=1_000_000),
 ) -> dict[str, Any]:
-    """The work list, ranked by expected value; due no-shows and snoozes are brought up to date first."""
+    """The work list, ranked by expected value; due no-shows and snoozes are brought up to date first.
+    Keys scoped to hospitals see their hospitals' tasks (``hospital`` narrows it)."""
+    hospitals = list_hospitals(who, hospital)
     state.desk.sweep()
     return state.desk.tasks(
         who,
+        hospitals=hospitals,
         kind=kind,
         state=task_state,
         assignee=assignee,

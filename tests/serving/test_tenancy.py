@@ -379,6 +379,38 @@ def test_lists_and_reports_hold_only_the_keys_hospitals(world):
                 )
 
 
+def _listed(api, path, headers, **params) -> tuple[set[str | None], set[str]]:
+    """The hospitals and ids of a desk list's items."""
+    r = api.get(path, params={"limit": 500, **params}, headers=headers)
+    assert r.status_code == 200, (path, params, r.text)
+    return {i["hospital"] for i in r.json()["items"]}, {i["id"] for i in r.json()["items"]}
+
+
+def test_desk_lists_take_several_hospitals(world):
+    """``?hospital=`` on the work list and the appointments: repeated for several hospitals; a scoped
+    key narrows within its own and gets 403 naming any other (as every list's ``hospital``)."""
+    api = world
+    keys = api.app.state.yuyue.keys
+    ab = {"X-API-Key": keys.create("ab-desk", "supervisor", hospitals=[A, B])[1]}
+    g, a = api.keys["g-supervisor"], api.keys["a-supervisor"]
+    for path, obj in (("/v1/appointments", "appointment"), ("/v1/tasks", "task")):
+        every, every_ids = _listed(api, path, g)
+        assert every == {A, B, None} and {api.data[h][obj] for h in (A, B, None)} <= every_ids, path
+        assert _listed(api, path, g, hospital=[A, B])[0] == {A, B}, path
+        assert _listed(api, path, g, hospital=[B])[0] == {B}, path
+        assert _listed(api, path, g, hospital=["Hosp-C"]) == (set(), set()), path
+        assert _listed(api, path, ab)[0] == {A, B} and _listed(api, path, ab, hospital=A)[0] == {A}, path
+        assert _listed(api, path, a, hospital=A) == _listed(api, path, a), path
+        for headers, asked in ((a, [A, B]), (a, [B]), (ab, [A, "Hosp-C"])):
+            r = api.get(path, params={"hospital": asked}, headers=headers)
+            assert r.status_code == 403, (path, asked, r.text)
+            assert repr(asked[-1]) in r.json()["detail"] and "outside key" in r.json()["detail"], r.text
+        r = api.get(path, params={"hospital": [f"h{i}" for i in range(51)]}, headers=g)
+        assert r.status_code == 422 and "hospital" in r.text, r.text
+        # a consultant still sees only its own, within the hospitals asked for
+        assert _listed(api, path, api.keys["g-consultant"], hospital=A)[0] <= {A}, path
+
+
 def test_group_operations_refuse_scoped_keys(world):
     api = world
     for route, call in GROUP.items():
