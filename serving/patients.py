@@ -411,7 +411,15 @@ class Patients:
         return self.link(conversation_id)
 
     # ---- flags -----------------------------------------------------------------------------------
-    def _counts(self, cx: Connection, patient_id: str, since: datetime | None) -> dict[str, int]:
+    def _counts(
+        self,
+        cx: Connection,
+        patient_id: str,
+        since: datetime | None,
+        hospitals: tuple[str, ...] | None = None,
+    ) -> dict[str, int]:
+        """No-shows and incidents by kind since ``since``; ``hospitals``: the no-shows of appointments in
+        these hospitals only (None: every hospital)."""
         from yuyue.serving.appointments import appointments
 
         a, pc, i = appointments.c, patient_chats.c, patient_incidents.c
@@ -422,6 +430,8 @@ class Patients:
         )
         if since is not None:
             q = q.where(a.status_at > since)
+        if hospitals is not None:
+            q = q.where(a.hospital.in_(hospitals))
         counts = {"no_show": int(cx.execute(q).scalar() or 0)}
         by_kind = sa.select(i.kind, sa.func.count()).where(i.patient_id == patient_id).group_by(i.kind)
         if since is not None:
@@ -478,23 +488,28 @@ class Patients:
             )
         return reasons[:500]
 
-    def summary(self, patient_id: str | None) -> dict[str, Any] | None:
+    def summary(
+        self, patient_id: str | None, hospitals: tuple[str, ...] | None = None
+    ) -> dict[str, Any] | None:
         """What the console shows next to a chat, a task or a booking: the patient, its chat count
-        (``returning`` when more than one), its no-shows and its flag."""
+        (``returning`` when more than one), its no-shows and its flag. ``hospitals``: the chats and
+        no-shows in these hospitals only (a scoped key's, or those a group key asks for; None: every
+        hospital); the flag stays the group's (a no-show elsewhere still asks to confirm a booking)."""
         if patient_id is None:
             return None
+        pc, c = patient_chats.c, conversations.c
         with self.engine.connect() as cx:
             pid = self._resolve(patient_id, cx)
-            n_chats = (
-                cx.execute(
-                    sa.select(sa.func.count())
-                    .select_from(patient_chats)
-                    .where(patient_chats.c.patient_id == pid)
-                ).scalar()
-                or 0
-            )
+            chats = sa.select(sa.func.count()).where(pc.patient_id == pid)
+            if hospitals is None:
+                chats = chats.select_from(patient_chats)
+            else:
+                chats = chats.select_from(
+                    patient_chats.join(conversations, c.id == pc.conversation_id)
+                ).where(c.hospital.in_(hospitals))
+            n_chats = cx.execute(chats).scalar() or 0
             flag = self.flag(pid, cx)
-            no_shows = self._counts(cx, pid, None)["no_show"]
+            no_shows = self._counts(cx, pid, None, hospitals)["no_show"]
         return {
             "id": pid,
             "chats": int(n_chats),
@@ -560,7 +575,7 @@ class Patients:
                 else []
             )
             hits = [pid for (pid,) in rows if self.flag(pid, cx)["flagged"]]
-        items = [self.summary(pid) for pid in hits[offset : offset + limit]]
+        items = [self.summary(pid, hospitals) for pid in hits[offset : offset + limit]]
         return {"total": len(hits), "limit": limit, "offset": offset, "items": items}
 
     # ---- who may read --------------------------------------------------------------------------
@@ -715,7 +730,7 @@ class Patients:
                 )
             )
             cx.execute(patients.update().where(patients.c.id == pid).values(updated_at=now))
-        return self.summary(pid) or {}
+        return self.summary(pid, who.hospitals) or {}
 
     def clear_flag(self, who: Caller, patient_id: str, note: str) -> dict[str, Any]:
         """Clear a patient's flag: the counts that flag start again from now (the history keeps all)."""
@@ -736,7 +751,7 @@ class Patients:
                     updated_at=now,
                 )
             )
-        return self.summary(pid) or {}
+        return self.summary(pid, who.hospitals) or {}
 
 
 # ---- a patient's history: its rows, and how each is shown ------------------------------------------

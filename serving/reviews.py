@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -53,6 +53,9 @@ from yuyue.models.replies.pool import (
 )
 from yuyue.models.replies.rank import RankWeights, feedback_shift
 from yuyue.serving.db import UTCDateTime, metadata
+
+if TYPE_CHECKING:
+    from yuyue.serving.store import Filters
 
 log = logging.getLogger("yuyue.serving")
 
@@ -511,9 +514,10 @@ class ReviewBook:
                 rows.append((e, st, decisions.get(review_key(e))))
         return len(rows), rows[offset : offset + limit]
 
-    def usage(self, reply_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """Times shown and the feedback counts per reply id, from the suggestions table."""
-        from yuyue.serving.store import suggestions
+    def usage(self, reply_ids: Sequence[str], filters: Filters | None = None) -> dict[str, dict[str, int]]:
+        """Times shown and the feedback counts per reply id, from the suggestions table; ``filters``: only
+        the suggestions of the chats they select (a scoped key's hospitals, ``?hospital=``)."""
+        from yuyue.serving.store import conversations, suggestions
 
         out: dict[str, dict[str, int]] = {
             r: {"shown": 0, "used": 0, "edited": 0, "dismissed": 0} for r in reply_ids
@@ -526,6 +530,11 @@ class ReviewBook:
             .where(s.reply_id.in_(list(reply_ids)))
             .group_by(s.reply_id, s.feedback)
         )
+        where = filters.where() if filters is not None else []
+        if where:  # the chats' columns: through conversations
+            query = query.select_from(
+                suggestions.join(conversations, conversations.c.id == s.conversation_id)
+            ).where(*where)
         with self.engine.connect() as cx:
             for rid, feedback, n in cx.execute(query).all():
                 row = out[rid]

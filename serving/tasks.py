@@ -290,7 +290,7 @@ class Desk:
             "time": p.time.isoformat() if p else None,
             "text": p.text if p else None,
             "message": p.message if p else None,
-            "patient": self.patients.summary(self.patients.link(conversation_id, chat)),
+            "patient": self.patients.summary(self.patients.link(conversation_id, chat), who.hospitals),
         }
 
     def create_appointment(
@@ -627,7 +627,7 @@ class Desk:
             {**{k: v for k, v in a.items() if k not in ("task_id",)}, "at": a["at"].isoformat()}
             for a in attempts
         ]
-        out["patient"] = self.patients.summary(self.patients.link(row["conversation_id"]))
+        out["patient"] = self.patients.summary(self.patients.link(row["conversation_id"]), who.hospitals)
         # masked for everyone: the number itself only through reveal() (recorded in the audit log)
         out["contacts"] = [
             {**c, "value": masked(c["type"], c["value"])}

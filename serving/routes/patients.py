@@ -44,9 +44,9 @@ def list_hospitals(who: Caller, hospitals: list[str] | None) -> tuple[str, ...] 
 
 class PatientSummary(BaseModel):
     id: str
-    chats: int = Field(description="chats linked to the patient")
+    chats: int = Field(description="chats linked to the patient, in the key's hospitals (or those asked for)")
     returning: bool = Field(description="more than one chat: a returning visitor")
-    no_shows: int
+    no_shows: int = Field(description="no-shows in the key's hospitals (or those asked for)")
     flagged: bool = Field(description="never refuses care: booking asks for confirmation (confirmed=true)")
     flag_reasons: list[str]
 
@@ -115,19 +115,22 @@ def listing(
     state: State,
     conversation_id: CONVERSATION_ID | None = Query(None, description="the patient of this chat"),
     flagged: bool | None = Query(None, description="true: the patients flagged now (supervisors)"),
+    hospital: HOSPITALS = None,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=1_000_000),
 ) -> dict[str, Any]:
     """The patient of a chat (linked on the spot; an empty page when the chat revealed nothing to link it
-    by), or the flagged patients."""
+    by), or the flagged patients (those with a chat in the hospitals). A summary counts the chats and
+    no-shows in the key's hospitals, or in ``hospital``; its flag is the group's."""
     require_role(who, READERS)
+    hospitals = list_hospitals(who, hospital)
     patients = state.desk.patients
     if conversation_id is not None:
         if flagged is not None:
             raise InvalidInput("give conversation_id or flagged, not both")
         chat = state.service.store.conversation(conversation_id)
         check_read(who, conversation_id, chat)
-        summary = patients.summary(patients.link(conversation_id, chat))
+        summary = patients.summary(patients.link(conversation_id, chat), hospitals)
         items = [summary] if summary else []
         return {
             "total": len(items),
@@ -137,7 +140,7 @@ def listing(
         }
     if flagged:
         require_role(who, (Role.SUPERVISOR,))
-        return patients.flagged(limit, offset, who.hospitals)
+        return patients.flagged(limit, offset, hospitals)
     raise InvalidInput("give conversation_id (the patient of a chat) or flagged=true (the flagged patients)")
 
 

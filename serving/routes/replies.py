@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from yuyue.models.replies.pool import ReplyPool
 from yuyue.serving.auth import Caller, Role
-from yuyue.serving.deps import State, check_model, require, require_group
+from yuyue.serving.deps import State, caller_hospitals, check_model, require, require_group
 from yuyue.serving.errors import InvalidInput, errors
 from yuyue.serving.reviews import LIST_STATUSES, Decision, ReviewBook, ReviewError
+from yuyue.serving.schemas import FILTER
 from yuyue.serving.state import Yuyue
-from yuyue.serving.store import NotFound
+from yuyue.serving.store import Filters, NotFound
 
 router = APIRouter(tags=["supervisors"])
 
@@ -28,7 +29,10 @@ REPLY_ID = Annotated[str, Path(min_length=1, max_length=128, description="the re
 
 
 class ReplyUsage(BaseModel):
-    shown: int = Field(description="times suggested (suggestions stored with this reply's id)")
+    shown: int = Field(
+        description="times suggested (suggestions stored with this reply's id); in the list, in the "
+        "key's hospitals (or ?hospital=)"
+    )
     used: int
     edited: int
     dismissed: int
@@ -103,14 +107,18 @@ def list_replies(
     status: Literal[LIST_STATUSES] | None = Query(  # type: ignore[valid-type]
         None, description="one of " + ", ".join(LIST_STATUSES)
     ),
+    hospital: FILTER = None,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=1_000_000),
 ) -> dict[str, Any]:
     """The replies of the model in use, most used first, with their review status (a decision, else
-    scripts allowed and mined replies unreviewed), usage and acceptance. Supervisors, analysts, admins."""
+    scripts allowed and mined replies unreviewed), usage and acceptance. Supervisors, analysts, admins.
+    The replies serve every hospital; their usage counts the chats of the key's hospitals (a group-level
+    key: every hospital, or ``hospital``; 403 for one outside the key's)."""
+    scope = Filters(hospital, hospitals=caller_hospitals(who, hospital))
     book = _book(state)
     total, page = book.listing(_pool(state), status, limit, offset)
-    usage = book.usage([e.id for e, _, _ in page])
+    usage = book.usage([e.id for e, _, _ in page], scope)
     return {
         "total": total,
         "limit": limit,

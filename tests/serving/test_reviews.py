@@ -204,3 +204,64 @@ def test_who_may_list_and_review(api):
     assert api.get("/v1/replies", params={"status": "nope"}, headers=api.keys["sup"]).status_code == 422
     r = api.post(f"/v1/replies/{rid}/review", json={"action": "delete"}, headers=api.keys["sup"])
     assert r.status_code == 422
+
+
+def test_usage_counts_the_chats_of_the_keys_hospitals(api):
+    """The replies serve every hospital; their usage counts the chats of the key's hospitals: a scoped key
+    its own, a group-level key every hospital or ``?hospital=`` (403 for a hospital outside a scoped key)."""
+    sup = api.keys["sup"]
+    engine = api.app.state.yuyue.engine
+    chats = []
+    for hospital in ("Hosp-A", "Hosp-B", "Hosp-B"):  # every message first: feedback shifts the ranking
+        cid = _open(api, who="sup", hospital=hospital)
+        r = api.post(
+            f"/v1/conversations/{cid}/messages",
+            json={"role": "visitor", "text": ASK, "at": _at(3)},
+            headers=sup,
+        )
+        assert r.status_code == 200 and r.json()["suggestions"], r.text
+        chats.append(cid)
+    with engine.connect() as cx:
+        shown = {
+            cid: dict(
+                cx.execute(
+                    sa.select(suggestions.c.reply_id, suggestions.c.id).where(
+                        suggestions.c.conversation_id == cid, suggestions.c.reply_id.is_not(None)
+                    )
+                ).all()
+            )
+            for cid in chats
+        }
+    rid = next(r for r in shown[chats[0]] if all(r in shown[c] for c in chats))
+    for cid, action in zip(chats, ("used", "dismissed", "used"), strict=True):
+        r = api.post(f"/v1/suggestions/{shown[cid][rid]}/feedback", json={"action": action}, headers=sup)
+        assert r.status_code == 200, r.text
+    assert _review(api, rid, "block").status_code == 200  # the one reply listed as blocked
+
+    def usage(headers, **params):
+        r = api.get("/v1/replies", params={"status": "blocked", **params}, headers=headers)
+        assert r.status_code == 200, r.text
+        [item] = r.json()["items"]
+        assert item["id"] == rid
+        return item["usage"]
+
+    keys = api.app.state.yuyue.keys
+    a_sup = {"X-API-Key": keys.create("a-sup", "supervisor", hospitals=["Hosp-A"])[1]}
+    a_ana = {"X-API-Key": keys.create("a-ana", "analyst", hospitals=["Hosp-A"])[1]}
+    only_a = {"shown": 1, "used": 1, "edited": 0, "dismissed": 0, "acceptance_rate": 1.0}
+    assert usage(sup) == {"shown": 3, "used": 2, "edited": 0, "dismissed": 1, "acceptance_rate": 0.6667}
+    assert usage(sup, hospital="Hosp-A") == usage(a_sup) == usage(a_ana) == only_a
+    assert usage(a_sup, hospital="Hosp-A") == only_a
+    assert usage(sup, hospital="Hosp-B") == {
+        "shown": 2,
+        "used": 1,
+        "edited": 0,
+        "dismissed": 1,
+        "acceptance_rate": 0.5,
+    }
+    assert usage(sup, hospital="Hosp-C")["shown"] == 0
+    r = api.get("/v1/replies", params={"hospital": "Hosp-B"}, headers=a_sup)
+    assert r.status_code == 403 and "'Hosp-B' is outside key 'a-sup'" in r.json()["detail"], r.text
+    # the review's answer (a group-level key's) counts every hospital
+    r = _review(api, rid, "allow")
+    assert r.status_code == 200 and r.json()["usage"]["shown"] == 3, r.text

@@ -198,6 +198,7 @@ LISTS: dict[tuple[str, str], dict[str, object]] = {
     ("GET", "/v1/export"): {},
     ("GET", "/v1/reports/consultants"): REPORT_DAYS,
     ("GET", "/v1/reports/sources"): REPORT_DAYS,
+    ("GET", "/v1/replies"): {"limit": 500},  # the replies are shared; their usage is per hospital
 }
 # shared by every hospital: only group-level keys change or read them (403 for scoped keys)
 GROUP: dict[tuple[str, str], Call] = {
@@ -213,7 +214,7 @@ GROUP: dict[tuple[str, str], Call] = {
     ),
 }
 # nothing in them is per hospital: the probes, the console's files, the model and the knowledge (one
-# per server) and the model's reply pool
+# per server)
 SHARED = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -223,7 +224,6 @@ SHARED = {
     ("GET", "/v1/model"),
     ("GET", "/v1/knowledge"),
     ("GET", "/v1/knowledge/day"),
-    ("GET", "/v1/replies"),
 }
 
 
@@ -409,6 +409,64 @@ def test_desk_lists_take_several_hospitals(world):
         assert r.status_code == 422 and "hospital" in r.text, r.text
         # a consultant still sees only its own, within the hospitals asked for
         assert _listed(api, path, api.keys["g-consultant"], hospital=A)[0] <= {A}, path
+
+
+def _summary(api, headers, chat, **params):
+    r = api.get("/v1/patients", params={"conversation_id": chat, **params}, headers=headers)
+    assert r.status_code == 200, r.text
+    [item] = r.json()["items"]
+    return {k: item[k] for k in ("id", "chats", "returning", "no_shows", "flagged")}
+
+
+def test_a_patients_counts_are_those_of_the_keys_hospitals(world):
+    """A patient spans hospitals: its summary counts the chats and no-shows of the key's hospitals (or of
+    ``?hospital=`` for a group-level key); its flag stays the group's."""
+    api = world
+    g, a = api.keys["g-supervisor"], api.keys["a-supervisor"]
+    mine = api.data[A]
+    # A's visitor comes back through hospital B, books there and does not come
+    r = _open(api, g, B)
+    assert r.status_code == 201, r.text
+    cid = r.json()["conversation_id"]
+    r = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={
+            "role": "visitor",
+            "text": f"明天上午10点过来，电话{PHONES[A]}",
+            "at": "2025-03-05T14:10:00+08:00",
+        },
+        headers=g,
+    )
+    assert r.status_code == 200, r.text
+    assert _summary(api, g, cid)["id"] == mine["patient"]
+    r = api.post(
+        "/v1/appointments",
+        json={"conversation_id": cid, "time": "2025-03-06T10:00:00+08:00", "confirmed": True},
+        headers=g,
+    )
+    assert r.status_code == 201, r.text
+    assert api.post(f"/v1/appointments/{r.json()['id']}/no-show", headers=g).status_code == 200
+
+    pid = mine["patient"]
+    whole = {"id": pid, "chats": 2, "returning": True, "no_shows": 1, "flagged": True}
+    at_a = {"id": pid, "chats": 1, "returning": False, "no_shows": 0, "flagged": True}
+    at_b = {**at_a, "no_shows": 1}
+    assert _summary(api, g, mine["chat"]) == _summary(api, g, mine["chat"], hospital=[A, B]) == whole
+    assert _summary(api, g, mine["chat"], hospital=A) == _summary(api, a, mine["chat"]) == at_a
+    assert _summary(api, g, mine["chat"], hospital=B) == _summary(api, g, cid, hospital=B) == at_b
+    assert _summary(api, a, mine["chat"], hospital=A) == at_a
+    r = api.get("/v1/patients", params={"conversation_id": mine["chat"], "hospital": B}, headers=a)
+    assert r.status_code == 403 and repr(B) in r.json()["detail"], r.text
+    # the same counts wherever the summary is shown: the flagged list, a task, a booking's proposal
+    flagged = api.get("/v1/patients", params={"flagged": "true"}, headers=a).json()["items"]
+    assert [p["chats"] for p in flagged if p["id"] == pid] == [1]
+    flagged = api.get("/v1/patients", params={"flagged": "true", "hospital": B}, headers=g).json()["items"]
+    assert [(p["chats"], p["no_shows"]) for p in flagged if p["id"] == pid] == [(1, 1)]
+    task = api.get(f"/v1/tasks/{mine['task']}", headers=a).json()
+    assert task["patient"]["chats"] == 1 and task["patient"]["no_shows"] == 0
+    assert api.get(f"/v1/tasks/{mine['task']}", headers=g).json()["patient"]["chats"] == 2
+    proposal = api.get("/v1/appointments/proposal", params={"conversation_id": mine["chat"]}, headers=a)
+    assert proposal.json()["patient"]["chats"] == 1, proposal.text
 
 
 def test_group_operations_refuse_scoped_keys(world):
