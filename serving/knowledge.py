@@ -17,8 +17,11 @@ from (:func:`slot_facts`):
 - the day: the visit time named last in the chat (parsed as the chat state parses it), else today,
   or tomorrow once today's duty hours of the department's doctors are over;
 - ``doctor`` / ``doctor_intro``: a doctor of the chat's department (those whose specialties name the
-  chat's project first) on duty that day: a duty on that weekday and no leave covering the day. Nobody
-  on duty: no name (the reply says 医生, as without knowledge);
+  chat's project first) on duty then: a duty on that weekday, no leave covering the day, and, when the
+  chat's words named an hour (下午3点) or a part of the day (下午), hours that cover it (:class:`Visit`,
+  :meth:`DayDuty.covers`). A duty's hours: its ``hours`` ("09:00-12:00,14:00-17:30"), else its
+  ``start``/``end``, else the doctor's ``hours``, else 08:00-17:00. Nobody on duty: no name (the reply
+  says 医生, as without knowledge);
 - ``activity``: the first activity valid that day (``valid_from`` ≤ day ≤ ``valid_to``) whose
   departments and projects include the chat's (empty lists: every one);
 - ``price_range`` / ``duration``: the chat's project (by name or alias, in the department); a price
@@ -43,7 +46,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from datetime import time as dtime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,15 +114,59 @@ class Department(_Part):
     bring: Short | None = Field(None, description="what to bring for this department (else the hospital's)")
 
 
+DEFAULT_START, DEFAULT_END = "08:00", "17:00"  # a duty that names no hours (documents before ``hours``)
+Hours = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+_RANGE = re.compile(r"^(\d{1,2}):(\d{2})\s*[-–~～至]\s*(\d{1,2}):(\d{2})$")
+_RANGES_SPLIT = re.compile(r"[,，、;；]+")
+HOURS_EXAMPLE = "09:00-12:00,14:00-17:30"
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@lru_cache(maxsize=4096)
+def parse_hours(text: str) -> tuple[tuple[int, int], ...]:
+    """The ranges of an ``hours`` text ("09:00-12:00,14:00-17:30"; an end may be 24:00) as (start, end)
+    minutes since midnight, in order; :class:`ValueError` naming the range that is wrong."""
+    parts = [p.strip() for p in _RANGES_SPLIT.split(text) if p.strip()]
+    if not parts:
+        raise ValueError("no time range")
+    out = []
+    for part in parts:
+        m = _RANGE.match(part)
+        if m is None:
+            raise ValueError(f"{part!r} is not a range HH:MM-HH:MM")
+        h1, m1, h2, m2 = (int(g) for g in m.groups())
+        if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2 > 0):
+            raise ValueError(f"{part!r} is not a time of day (00:00 to 24:00)")
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        if start >= end:
+            raise ValueError(f"{part!r} does not end after it starts")
+        out.append((start, end))
+    out.sort()
+    for (a1, b1), (a2, b2) in zip(out, out[1:], strict=False):
+        if a2 < b1:
+            raise ValueError(f"{_hhmm(a1)}-{_hhmm(b1)} and {_hhmm(a2)}-{_hhmm(b2)} overlap")
+    return tuple(out)
+
+
 class Duty(_Part):
+    """A weekday on duty and its hours: ``hours`` ("09:00-12:00,14:00-17:30"), or one range ``start`` /
+    ``end`` (the older form), else the doctor's ``hours``, else 08:00-17:00."""
+
     weekday: int = Field(ge=1, le=7, description="1 = Monday … 7 = Sunday")
-    start: Clock = "08:00"
-    end: Clock = "17:00"
+    start: Clock | None = Field(None, description="one range's start (else 08:00 when end is given)")
+    end: Clock | None = Field(None, description="one range's end (else 17:00 when start is given)")
+    hours: Hours | None = Field(
+        None, description=f"ranges that day, e.g. {HOURS_EXAMPLE!r} (not with start/end)"
+    )
 
     @model_validator(mode="after")
     def _order(self) -> Duty:
-        if self.start >= self.end:
-            raise ValueError(f"end {self.end} is not after start {self.start}")
+        start, end = self.start or DEFAULT_START, self.end or DEFAULT_END
+        if (self.start or self.end) and start >= end:
+            raise ValueError(f"end {end} is not after start {start}")
         return self
 
 
@@ -141,7 +187,53 @@ class Doctor(_Part):
     department: Name
     specialties: list[Name] = Field(default_factory=list, max_length=20)
     duty: list[Duty] = Field(default_factory=list, max_length=21, description="weekly duty")
+    hours: Hours | None = Field(
+        None, description=f"hours of every duty day that names none, e.g. {HOURS_EXAMPLE!r}"
+    )
     leave: list[Leave] = Field(default_factory=list, max_length=50, description="days off, inclusive")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_default(cls, raw: Any) -> Any:
+        """A duty that names no hours, of a doctor without ``hours``: 08:00-17:00, written out (as the
+        documents before ``hours`` were stored); a duty with only ``start`` or ``end``: the other as
+        before. Anything malformed is left to the field checks."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("duty"), list):
+            return raw
+        duty = []
+        for d in raw["duty"]:
+            if isinstance(d, dict) and d.get("hours") is None:
+                if d.get("start") is not None or d.get("end") is not None or raw.get("hours") is None:
+                    d = {**d, "start": d.get("start") or DEFAULT_START, "end": d.get("end") or DEFAULT_END}
+            duty.append(d)
+        return {**raw, "duty": duty}
+
+    @model_validator(mode="after")
+    def _hours(self) -> Doctor:
+        """Every ``hours`` parses, and a duty gives either ``hours`` or ``start``/``end``; the message
+        names the doctor and the value."""
+        found = []
+        for duty in self.duty:
+            day = f"{WEEKDAYS[duty.weekday - 1]} (weekday {duty.weekday})"
+            if duty.hours is not None and (duty.start is not None or duty.end is not None):
+                found.append(f"duty on {day} gives both hours {duty.hours!r} and start/end; keep one")
+            elif duty.hours is not None:
+                try:
+                    parse_hours(duty.hours)
+                except ValueError as exc:
+                    found.append(f"hours {duty.hours!r} on {day}: {exc}")
+        if self.hours is not None:
+            try:
+                parse_hours(self.hours)
+            except ValueError as exc:
+                found.append(f"hours {self.hours!r}: {exc}")
+            if not self.duty:
+                found.append(f"hours {self.hours!r} but no duty days; add duty weekdays")
+        if found:
+            raise ValueError(
+                f"doctor {self.name!r}: " + "; ".join(found) + f" (hours look like {HOURS_EXAMPLE!r})"
+            )
+        return self
 
 
 class Activity(_Part):
@@ -433,15 +525,61 @@ def find_project(
     return None
 
 
+@dataclass(frozen=True)
+class DayDuty:
+    """A doctor's hours on one day: (start, end) minutes since midnight, in order."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def start(self) -> str:
+        return _hhmm(self.ranges[0][0])
+
+    @property
+    def end(self) -> str:
+        return _hhmm(self.ranges[-1][1])
+
+    @property
+    def hours(self) -> str:
+        """``09:00-12:00,14:00-17:30``."""
+        return ",".join(f"{_hhmm(a)}-{_hhmm(b)}" for a, b in self.ranges)
+
+    def covers(self, lo: int, hi: int) -> bool:
+        """On duty at minute ``lo`` (``lo == hi``), or at some time in [``lo``, ``hi``) (a part of day)."""
+        if lo == hi:
+            return any(a <= lo < b for a, b in self.ranges)
+        return any(a < hi and lo < b for a, b in self.ranges)
+
+
+def duty_ranges(doctor: Doctor, duty: Duty) -> tuple[tuple[int, int], ...]:
+    """The hours of one duty: its ``hours``, else its ``start``/``end``, else the doctor's ``hours``,
+    else 08:00-17:00."""
+    if duty.hours is not None:
+        return parse_hours(duty.hours)
+    if duty.start is not None or duty.end is not None or doctor.hours is None:
+        return parse_hours(f"{duty.start or DEFAULT_START}-{duty.end or DEFAULT_END}")
+    return parse_hours(doctor.hours)
+
+
 def on_leave(doctor: Doctor, day: date) -> bool:
     return any(lv.first_day <= day <= lv.last_day for lv in doctor.leave)
 
 
-def on_duty(doctor: Doctor, day: date) -> Duty | None:
-    """The doctor's duty on ``day``: a duty on its weekday and no leave covering it (else None)."""
+def on_duty(doctor: Doctor, day: date) -> DayDuty | None:
+    """The doctor's hours on ``day``: its duties on that weekday (their ranges together) and no leave
+    covering the day (else None)."""
     if on_leave(doctor, day):
         return None
-    return next((d for d in doctor.duty if d.weekday == day.isoweekday()), None)
+    ranges = sorted(r for d in doctor.duty if d.weekday == day.isoweekday() for r in duty_ranges(doctor, d))
+    if not ranges:
+        return None
+    merged = [ranges[0]]
+    for a, b in ranges[1:]:  # two duties of one weekday may touch or overlap: one range
+        if a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return DayDuty(tuple(merged))
 
 
 def _specialised(doctor: Doctor, project: Project | None) -> bool:
@@ -452,10 +590,15 @@ def _specialised(doctor: Doctor, project: Project | None) -> bool:
 
 
 def doctors_on_duty(
-    index: Index, department: str | None, project: Project | None, day: date
-) -> list[tuple[Doctor, Duty]]:
-    """Doctors of the department (any, when unknown but the project is) on duty on ``day``; those whose
-    specialties name the project first, then in the knowledge's order."""
+    index: Index,
+    department: str | None,
+    project: Project | None,
+    day: date,
+    minutes: tuple[int, int] | None = None,
+) -> list[tuple[Doctor, DayDuty]]:
+    """Doctors of the department (any, when unknown but the project is) on duty on ``day`` (and, with
+    ``minutes``, at that time of it: :meth:`DayDuty.covers`); those whose specialties name the project
+    first, then in the knowledge's order."""
     if department is None and project is None:
         return []
     out = []
@@ -465,7 +608,7 @@ def doctors_on_duty(
         if department is None and not _specialised(d, project):
             continue
         duty = on_duty(d, day)
-        if duty is not None:
+        if duty is not None and (minutes is None or duty.covers(*minutes)):
             out.append((d, duty))
     out.sort(key=lambda dd: not _specialised(dd[0], project))
     return out
@@ -496,17 +639,55 @@ def _normalized(text: str) -> str:
     return normalize(text)
 
 
-def visit_day(messages: Sequence[tuple[str, str]], at: datetime) -> date | None:
-    """The day of the visit time named last in the chat (relative to ``at``), None when none is."""
+# what a visit time's words say of the hour: a clock time (下午3点, 15:30), else a part of the day, whose
+# window (minutes since midnight) a doctor's hours must meet, else only the day
+_CLOCK_WORDS = re.compile(r"(?:\d{1,2}|[一二两三四五六七八九十]{1,3})\s?(?:点|(?<=\d)时)|\d{1,2}:\d{2}")
+_PARTS_OF_DAY = (
+    (re.compile(r"上午|早上|早晨|今早|明早"), (6 * 60, 12 * 60)),
+    (re.compile(r"中午"), (11 * 60, 14 * 60)),
+    (re.compile(r"下午"), (12 * 60, 18 * 60)),
+    (re.compile(r"傍晚"), (17 * 60, 19 * 60)),
+    (re.compile(r"晚上|夜里|今晚|明晚"), (18 * 60, 24 * 60)),
+)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """The visit time named last in a chat: its day and, when the words gave one, the hour (``minutes``
+    = (m, m)) or the part of the day (``minutes`` = [start, end)); ``minutes`` None: only the day."""
+
+    day: date
+    minutes: tuple[int, int] | None = None
+
+
+def _visit(when: datetime, words: str) -> Visit:
+    local = when.astimezone(LOCAL_TZ)
+    if _CLOCK_WORDS.search(words):
+        m = local.hour * 60 + local.minute
+        return Visit(local.date(), (m, m))
+    for pattern, window in _PARTS_OF_DAY:
+        if pattern.search(words):
+            return Visit(local.date(), window)
+    return Visit(local.date())
+
+
+def visit_time(messages: Sequence[tuple[str, str]], at: datetime) -> Visit | None:
+    """The visit time named last in the chat (relative to ``at``), None when none is."""
     from yuyue.features.entities import parse_visit_time
 
     for _, text in reversed(messages[-8:]):
         # clause by clause, newest last: the parser reads a long message conservatively
         for clause in reversed(_CLAUSE.split(_normalized(text))):
-            when, _ = parse_visit_time(clause, at) if clause else (None, None)
+            when, words = parse_visit_time(clause, at) if clause else (None, None)
             if when is not None:
-                return when.astimezone(LOCAL_TZ).date()
+                return _visit(when, words or "")
     return None
+
+
+def visit_day(messages: Sequence[tuple[str, str]], at: datetime) -> date | None:
+    """The day of the visit time named last in the chat (relative to ``at``), None when none is."""
+    visit = visit_time(messages, at)
+    return visit.day if visit is not None else None
 
 
 def day_label(day: date, today: date) -> str:
@@ -524,28 +705,33 @@ def _strip_end(text: str) -> str:
 
 
 def pick_doctor(
-    index: Index, department: str | None, project: Project | None, at: datetime, named: date | None
-) -> tuple[Doctor, Duty, date] | None:
-    """The doctor to recommend: on duty on the named day; else today while their hours last, else tomorrow."""
+    index: Index,
+    department: str | None,
+    project: Project | None,
+    at: datetime,
+    named: Visit | date | None,
+) -> tuple[Doctor, DayDuty, date] | None:
+    """The doctor to recommend: on duty at the named time (the hour, or the part of the day, when the
+    words gave one; else the day); else today while their hours last, else tomorrow."""
     local = at.astimezone(LOCAL_TZ)
+    if isinstance(named, date):
+        named = Visit(named)
     if named is not None:
-        found = doctors_on_duty(index, department, project, named)
-        return (found[0][0], found[0][1], named) if found else None
+        found = doctors_on_duty(index, department, project, named.day, named.minutes)
+        return (found[0][0], found[0][1], named.day) if found else None
     today = local.date()
-    now = local.time()
+    now = local.hour * 60 + local.minute
     for d, duty in doctors_on_duty(index, department, project, today):
-        if dtime.fromisoformat(duty.end) > now:
+        if duty.ranges[-1][1] > now:
             return d, duty, today
     tomorrow = today + timedelta(days=1)
     found = doctors_on_duty(index, department, project, tomorrow)
     return (found[0][0], found[0][1], tomorrow) if found else None
 
 
-def _doctor_slots(doctor: Doctor, duty: Duty, day: date, today: date) -> dict[str, str]:
-    intro = (
-        f"{doctor.department}的{doctor.name}{doctor.title}{day_label(day, today)}"
-        f"{_clock(duty.start)}–{_clock(duty.end)}出诊"
-    )
+def _doctor_slots(doctor: Doctor, duty: DayDuty, day: date, today: date) -> dict[str, str]:
+    hours = "、".join(f"{_clock(_hhmm(a))}–{_clock(_hhmm(b))}" for a, b in duty.ranges)
+    intro = f"{doctor.department}的{doctor.name}{doctor.title}{day_label(day, today)}{hours}出诊"
     if doctor.specialties:
         intro += "，平时主要看" + "、".join(doctor.specialties[:3])
     return {"doctor": doctor.name + doctor.title, "doctor_intro": intro}
@@ -580,7 +766,7 @@ def slot_facts(
     chat_project = facts.get("project") or None
     visitor = [t for r, t in messages if r == "visitor"]
     project = find_project(index, department, chat_project, visitor)
-    named = visit_day(messages, at)
+    named = visit_time(messages, at)
     today = at.astimezone(LOCAL_TZ).date()
     slots = _hospital_slots(index.knowledge, index.departments.get(department) if department else None)
     out: dict[str, Any] = {}
@@ -589,7 +775,7 @@ def slot_facts(
         d_slots = _doctor_slots(*picked, today)
         out["doctor"] = d_slots.pop("doctor")
         slots.update(d_slots)
-    activity = next(iter(activities_on(index, department, project, named or today)), None)
+    activity = next(iter(activities_on(index, department, project, named.day if named else today)), None)
     if activity is not None:
         slots["activity"] = _activity_text(activity, today)
     if project is not None:
@@ -753,6 +939,7 @@ def load_example() -> Knowledge:
 
 __all__ = [
     "Activity",
+    "DayDuty",
     "Department",
     "Doctor",
     "Duty",
@@ -767,10 +954,12 @@ __all__ = [
     "Problem",
     "Project",
     "Stored",
+    "Visit",
     "activities_on",
     "attach",
     "book",
     "doctors_on_duty",
+    "duty_ranges",
     "find_project",
     "hospital_knowledge",
     "load_example",
@@ -778,6 +967,7 @@ __all__ = [
     "on_duty",
     "on_leave",
     "parse",
+    "parse_hours",
     "parse_yaml",
     "pick_doctor",
     "problems",
@@ -785,4 +975,5 @@ __all__ = [
     "slot_facts",
     "to_yaml",
     "visit_day",
+    "visit_time",
 ]

@@ -41,8 +41,9 @@ class DoctorOnDuty(BaseModel):
     title: str
     department: str
     specialties: list[str]
-    start: str
-    end: str
+    start: str = Field(description="the first range's start")
+    end: str = Field(description="the last range's end")
+    hours: str = Field(description="every range that day, e.g. 09:00-12:00,14:00-17:30")
 
 
 class DoctorOff(BaseModel):
@@ -159,6 +160,7 @@ def knowledge_day(
                 "specialties": d.specialties,
                 "start": duty.start,
                 "end": duty.end,
+                "hours": duty.hours,
             }
             for d, duty in on
         ],

@@ -31,15 +31,20 @@
   // ---- text forms of the structured fields (what an admin types) --------------------------------
   const list = (a) => (a || []).join("、");
   const parseList = (s) => s.split(/[、,，;；\s]+/).map((x) => x.trim()).filter(Boolean);
-  const dutyText = (duty) => (duty || []).map((d) => `${DAYS[d.weekday - 1]} ${d.start}-${d.end}`).join("；");
+  // a duty's hours: its own (hours, or start-end), else the doctor's hours; a day of several ranges reads
+  // 周二 09:00-12:00,14:00-17:30
+  const dutyText = (duty, hours) => (duty || []).map((d) => `${DAYS[d.weekday - 1]} ${d.hours || (d.start ? `${d.start}-${d.end}` : hours)}`).join("；");
   const leaveText = (leave) => (leave || []).map((l) => (l.first_day === l.last_day ? l.first_day : `${l.first_day}~${l.last_day}`)).join("；");
   function parseDuty(s) {
+    const range = /^(\d{1,2}:\d{2})\s*[-–~至]\s*(\d{1,2}:\d{2})$/;
+    const pad = (t) => (t.length === 4 ? "0" + t : t);
     return s.split(/[;；\n]+/).map((x) => x.trim()).filter(Boolean).map((part) => {
-      const m = part.match(/^(周[一二三四五六日天]|[1-7])\s*(\d{1,2}:\d{2})\s*[-–~至]\s*(\d{1,2}:\d{2})$/);
-      if (!m) throw new Error(`出诊时间格式不对：「${part}」（例：周二 09:00-12:00）`);
+      const m = part.match(/^(周[一二三四五六日天]|[1-7])\s*(.+)$/);
+      const ranges = m ? m[2].split(/[,，、]/).map((r) => r.trim().match(range)) : [null];
+      if (ranges.some((r) => !r)) throw new Error(`出诊时间格式不对：「${part}」（例：周二 09:00-12:00,14:00-17:30）`);
       const weekday = /^\d$/.test(m[1]) ? Number(m[1]) : (m[1] === "周天" ? 7 : DAYS.indexOf(m[1]) + 1);
-      const pad = (t) => (t.length === 4 ? "0" + t : t);
-      return { weekday, start: pad(m[2]), end: pad(m[3]) };
+      if (ranges.length === 1) return { weekday, start: pad(ranges[0][1]), end: pad(ranges[0][2]) };
+      return { weekday, hours: ranges.map((r) => `${pad(r[1])}-${pad(r[2])}`).join(",") };
     });
   }
   function parseLeave(s) {
@@ -75,7 +80,7 @@
   function doctorRow(d) {
     return el("tr", { "data-name": d.name },
       cell(d.name, "name"), cell(d.title, "title"), cell(d.department, "department"), cell(list(d.specialties), "specialties"),
-      cell(dutyText(d.duty), "duty"), cell(leaveText(d.leave), "leave"), delCell());
+      cell(dutyText(d.duty, d.hours), "duty"), cell(leaveText(d.leave), "leave"), delCell());
   }
   function projectRow(dept, p) {
     return el("tr", { "data-name": p.name, "data-department": dept },
@@ -144,7 +149,7 @@
     if (dept) q.set("department", dept);
     const r = await api("GET", `/v1/knowledge/day?${q}`);
     clear(view.querySelector("#k-day-result"),
-      el("div", { "data-k": "on" }, "出诊：", r.on_duty.length ? r.on_duty.map((d) => `${d.name}${d.title}（${d.department} ${d.start}-${d.end}）`).join("；") : "无"),
+      el("div", { "data-k": "on" }, "出诊：", r.on_duty.length ? r.on_duty.map((d) => `${d.name}${d.title}（${d.department} ${d.hours || `${d.start}-${d.end}`}）`).join("；") : "无"),
       el("div", { "data-k": "off", class: "muted" }, "不出诊：", r.off.map((d) => `${d.name}（${d.why === "leave" ? "停诊" : "当天无排班"}）`).join("；") || "无"),
       el("div", { "data-k": "activities" }, "有效活动：", r.activities.map((a) => a.title).join("；") || "无"));
   }

@@ -145,6 +145,126 @@ def test_the_day_is_the_one_the_visitor_named_else_today_or_tomorrow() -> None:
     assert f["doctor"] == "乙副主任医师"
 
 
+# ---- duty hours ---------------------------------------------------------------------------------
+# 皮肤科 on Tuesday 2027-03-02: 早 (acne, so first) 09:00-12:00; 全 09:00-12:00 and 14:00-17:30 every duty
+# day (the doctor's hours: Tuesdays and Wednesdays); 旧 a duty without hours (an older document: 08:00-17:00)
+HOURS = {
+    "departments": GOOD["departments"],
+    "doctors": [
+        {
+            "name": "早",
+            "department": "皮肤科",
+            "specialties": ["痤疮治疗"],
+            "duty": [{"weekday": 2, "hours": "09:00-12:00"}],
+        },
+        {
+            "name": "全",
+            "department": "皮肤科",
+            "hours": "09:00-12:00, 14:00-17:30",
+            "duty": [{"weekday": 2}, {"weekday": 3}],
+        },
+        {"name": "旧", "department": "皮肤科", "duty": [{"weekday": 2}]},
+    ],
+}
+
+
+def _doctor(text: str, doc: dict = HOURS, at: datetime = AT_MON_10) -> str | None:
+    index = _index(doc)
+    msgs = [("visitor", "脸上长痘痘")] + ([("visitor", text)] if text else [])
+    return kb.slot_facts(index, {"department": "皮肤科"}, msgs, at).get("doctor")
+
+
+def test_an_hour_named_picks_a_doctor_on_duty_at_that_hour() -> None:
+    assert _doctor("明天上午10点可以吗") == "早"  # inside 早's hours (and specialised)
+    assert _doctor("明天下午3点可以吗") == "全"  # 早 is off by then; 全's afternoon range
+    assert _doctor("明天中午12点半可以吗") == "旧"  # between 全's ranges; 旧's 08:00-17:00
+    assert _doctor("明天17:15可以吗") == "全"  # after 旧's 17:00
+    assert _doctor("明天晚上7点可以吗") is None  # outside everyone's hours: no name
+    assert _doctor("后天下午3点可以吗") == "全"  # Wednesday: the doctor's hours on every duty day
+    assert _doctor("后天上午10点可以吗") == "全"
+    assert _doctor("后天晚上7点可以吗") is None
+
+
+def test_a_part_of_the_day_needs_hours_within_it_and_a_day_alone_only_the_day() -> None:
+    assert _doctor("明天上午可以吗") == "早"
+    assert _doctor("明天下午可以吗") == "全"  # 早's 09:00-12:00 does not reach into the afternoon
+    assert _doctor("明天晚上可以吗") is None
+    assert _doctor("明天可以过来吗") == "早"  # no hour: the day decides (and the specialty)
+
+
+def test_no_hours_given_keeps_the_older_08_to_17_and_leave_still_wins() -> None:
+    old = {"departments": GOOD["departments"], "doctors": [HOURS["doctors"][2]]}
+    assert _doctor("明天上午8点可以吗", old) == "旧" and _doctor("明天16:59可以吗", old) == "旧"
+    assert _doctor("明天下午5点可以吗", old) is None and _doctor("明天早上7点可以吗", old) is None
+    assert kb.parse(old).doctors[0].duty == [kb.Duty(weekday=2, start="08:00", end="17:00")]
+    # on leave on Tuesday: never named, whatever the hour
+    away = {"first_day": "2027-03-02", "last_day": "2027-03-02"}
+    doc = {**HOURS, "doctors": [{**d, "leave": [away]} for d in HOURS["doctors"]]}
+    for text in ("明天上午10点可以吗", "明天下午3点可以吗", "明天可以过来吗", ""):
+        assert _doctor(text, doc) is None, text
+    assert _doctor("后天下午3点可以吗", doc) == "全"  # back on Wednesday
+
+
+def test_today_while_the_last_range_lasts_and_the_intro_names_every_range() -> None:
+    tue = lambda h, m: datetime(2027, 3, 2, h, m, tzinfo=kb.LOCAL_TZ)  # noqa: E731
+    assert _doctor("", at=tue(11, 0)) == "早"
+    assert _doctor("", at=tue(16, 0)) == "全"  # 早 is done for the day
+    assert _doctor("", at=tue(17, 40)) == "全"  # nobody left today: Wednesday's 全
+    f = kb.slot_facts(_index(HOURS), {"department": "皮肤科"}, [("visitor", "明天下午3点可以吗")], AT_MON_10)
+    assert f["slots"]["doctor_intro"] == "皮肤科的全明天（周二）9:00–12:00、14:00–17:30出诊"
+    day = kb.on_duty(kb.parse(HOURS).doctors[1], TUE)
+    assert day is not None and (day.start, day.end, day.hours) == (
+        "09:00",
+        "17:30",
+        "09:00-12:00,14:00-17:30",
+    )
+    # two duties on one weekday (an older way of writing a split day): both ranges count
+    split = {"name": "分", "department": "皮肤科", "duty": [{"weekday": 2, "start": "09:00", "end": "12:00"}]}
+    split["duty"].append({"weekday": 2, "start": "14:00", "end": "17:00"})
+    doc = {"departments": GOOD["departments"], "doctors": [split]}
+    assert _doctor("明天下午3点可以吗", doc) == "分" and _doctor("明天下午1点可以吗", doc) is None
+
+
+@pytest.mark.parametrize(
+    ("doctor", "words"),
+    [
+        ({"duty": [{"weekday": 2, "hours": "9-12"}]}, ["'丁'", "'9-12'", "周二 (weekday 2)", "HH:MM-HH:MM"]),
+        ({"duty": [{"weekday": 2, "hours": "09:00-12:00,25:00-26:00"}]}, ["'丁'", "'25:00-26:00'"]),
+        ({"duty": [{"weekday": 3, "hours": "12:00-09:00"}]}, ["'丁'", "'12:00-09:00' does not end after"]),
+        ({"duty": [{"weekday": 2, "hours": "09:00-12:00,11:00-13:00"}]}, ["'丁'", "overlap"]),
+        ({"duty": [{"weekday": 2, "hours": "09:00-12:00", "start": "08:00"}]}, ["'丁'", "both hours"]),
+        ({"hours": "上午", "duty": [{"weekday": 2}]}, ["'丁'", "hours '上午'"]),
+        ({"hours": "09:00-12:00"}, ["'丁'", "no duty days"]),
+    ],
+)
+def test_bad_hours_name_the_doctor_and_the_value(doctor: dict, words: list[str]) -> None:
+    with pytest.raises(kb.KnowledgeError) as err:
+        kb.parse({**HOURS, "doctors": [{"name": "丁", "department": "皮肤科", **doctor}]})
+    [problem] = err.value.problems
+    assert problem.loc == ("doctors", 0), problem
+    for word in words:
+        assert word in problem.msg, (word, problem.msg)
+
+
+def test_hours_round_trip_through_yaml_and_json_and_older_documents_stay_valid() -> None:
+    k = kb.parse(HOURS)
+    text = kb.to_yaml(k)
+    assert "hours: 09:00-12:00, 14:00-17:30" in text and "hours: 09:00-12:00" in text
+    assert kb.parse_yaml(text) == k
+    stored = k.model_dump(mode="json", exclude_none=True)  # what the store keeps
+    assert kb.Knowledge.model_validate(stored) == k
+    assert stored["doctors"][1]["duty"] == [{"weekday": 2}, {"weekday": 3}]
+    # a document stored before hours (every duty with its start/end written out) reads the same
+    older = {
+        "doctors": [
+            {"name": "乙", "department": "皮肤科", "duty": [{"weekday": 2, "start": "13:00", "end": "17:00"}]}
+        ]
+    }
+    doc = kb.parse({"departments": GOOD["departments"], **older})
+    assert doc.doctors[0].duty == [kb.Duty(weekday=2, start="13:00", end="17:00")]
+    assert kb.on_duty(doc.doctors[0], TUE) == kb.DayDuty(((13 * 60, 17 * 60),))
+
+
 # ---- activities ---------------------------------------------------------------------------------
 def test_activities_only_while_valid_and_only_for_their_departments_and_projects() -> None:
     index = _index()

@@ -175,3 +175,41 @@ def test_only_a_doctor_on_duty_that_day_is_recommended(api, model) -> None:
     assert named, texts
     assert not any("乙二" in t or "丙三" in t for t in texts)
     assert not any("甲一" in t for t in plain)
+
+
+def test_hours_on_duty_reach_the_day_view_and_the_suggester(api, model) -> None:
+    """Tomorrow 甲一 works mornings (a duty's hours), 丙三 (specialised) afternoons (the doctor's hours):
+    a visitor asking for 3 pm gets 丙三, one asking for 10 am 甲一; a bad ``hours`` is a 422 naming the
+    doctor and the value."""
+    wd = _tomorrow_weekday()
+    doc = _doc(wd)
+    doc["doctors"][0]["duty"] = [{"weekday": wd, "hours": "09:00-12:00"}]
+    doc["doctors"][2] |= {"duty": [{"weekday": wd}], "hours": "14:00-17:30"}
+    adm = api.keys["adm"]
+    bad = {**doc, "doctors": [{**doc["doctors"][2], "hours": "14:00-13:00"}]}
+    r = api.put("/v1/knowledge", json=bad, headers=adm)
+    assert r.status_code == 422 and "doctor '丙三'" in r.text and "'14:00-13:00'" in r.text, r.text
+    assert api.put("/v1/knowledge", json=doc, headers=adm).status_code == 200
+    day = (datetime.now(kb.LOCAL_TZ) + timedelta(days=1)).date().isoformat()
+    r = api.get("/v1/knowledge/day", params={"date": day, "department": "皮肤科"}, headers=api.keys["c01"])
+    hours = {d["name"]: (d["start"], d["end"], d["hours"]) for d in r.json()["on_duty"]}
+    assert hours == {"甲一": ("09:00", "12:00", "09:00-12:00"), "丙三": ("14:00", "17:30", "14:00-17:30")}
+    sug = model.suggester
+    book = kb.KnowledgeBook(api.state.engine, api.state.settings.hospital_id)
+    facts = {"department": "皮肤科", "next_stage": "recommend_expert", "consultant_spoke": True}
+    old = sug.knowledge
+    kb.attach(sug, book)
+    named = {}
+    try:
+        for when in ("明天下午3点", "明天上午10点", "明天晚上7点"):
+            messages = [
+                ("visitor", "脸上长痘痘好几个月了"),
+                ("consultant", "您好，方便说说具体情况吗？"),
+                ("visitor", f"{when}可以去看医生吗"),
+            ]
+            with kb.message_time(datetime.now(kb.LOCAL_TZ)):
+                texts = [s.text for s in sug.suggest(messages, facts, k=5)]
+            named[when] = {n for n in ("甲一", "乙二", "丙三") if any(n in t for t in texts)}
+    finally:
+        sug.knowledge = old
+    assert named == {"明天下午3点": {"丙三"}, "明天上午10点": {"甲一"}, "明天晚上7点": set()}, named
