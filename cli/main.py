@@ -11,6 +11,7 @@ from yuyue.data.cli import app as data_app
 from yuyue.features.cli import pii_app
 from yuyue.models.replies.cli import compliance_app
 from yuyue.models.replies.pool_cli import replies_app
+from yuyue.serving.backscore_cli import score_command
 from yuyue.serving.keys_cli import keys_app
 from yuyue.serving.knowledge_cli import ensure_example_knowledge, knowledge_app
 from yuyue.serving.monitor_cli import monitor_command, shadow_command
@@ -39,6 +40,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(pii_app, name="pii")
 app.command("monitor")(monitor_command)
+app.command("score")(score_command)
 models_app.command("shadow")(shadow_command)
 
 

@@ -344,6 +344,15 @@ def ended_chat_scores(
 ) -> dict[str, float]:
     """The model's scores of the whole stored chat with the chat-closed flag set: the ``closed`` row
     ``yuyue evaluate`` scores for a chat of its data."""
+    state = stored_chat_state(model, row, msgs)
+    return {name: s.probability for name, s in model.score(state, closed=True, top=0).items()}
+
+
+def stored_chat_state(
+    model: YuyueModel, row: dict[str, Any], msgs: list[tuple[str, str, datetime]]
+) -> ConversationState:
+    """The chat's feature state rebuilt from its ``conversations`` row and stored messages (``msgs``:
+    :func:`_transcripts`), in the desk's time zone as the live path folds them."""
     visit = None
     if row.get("visit"):
         try:
@@ -365,7 +374,7 @@ def ended_chat_scores(
     )
     for role, text, at in msgs:
         state.update(role, text, at.astimezone(LOCAL_TZ))
-    return {name: s.probability for name, s in model.score(state, closed=True, top=0).items()}
+    return state
 
 
 def rescore_ended(
