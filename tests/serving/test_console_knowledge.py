@@ -49,6 +49,14 @@ DOC = {
             "department": "眼科",
             "duty": [{"weekday": 2, "start": "08:30", "end": "12:00"}],
         },
+        # two ranges a day, given once for every duty day
+        {
+            "name": "钱三",
+            "title": "主治医师",
+            "department": "眼科",
+            "hours": "09:00-12:00,14:00-17:30",
+            "duty": [{"weekday": 1}],
+        },
     ],
     "activities": [
         {
@@ -96,6 +104,8 @@ def test_knowledge_tab(kserver, browser_page) -> None:
     expect(page.locator("#k-save")).to_have_count(0)
     row = page.locator('#k-doctors tbody tr[data-name="孙一"]')
     expect(row.locator('[data-k="duty"]')).to_have_text("周一 08:00-17:00")
+    split = page.locator('#k-doctors tbody tr[data-name="钱三"] [data-k="duty"]')
+    expect(split).to_have_text("周一 09:00-12:00,14:00-17:30")
     expect(row.locator('[data-k="department"]')).to_have_text("皮肤科")
     expect(page.locator('#k-projects tbody tr[data-name="痤疮治疗"] [data-k="price_high"]')).to_have_text(
         "2000"
@@ -107,6 +117,9 @@ def test_knowledge_tab(kserver, browser_page) -> None:
     page.fill("#k-day-date", MONDAY.isoformat())
     page.click("#k-day-go")
     expect(page.locator('#k-day-result [data-k="on"]')).to_contain_text("孙一")
+    expect(page.locator('#k-day-result [data-k="on"]')).to_contain_text(
+        "钱三主治医师（眼科 09:00-12:00,14:00-17:30）"
+    )
     expect(page.locator('#k-day-result [data-k="off"]')).to_contain_text("郑二（当天无排班）")
     # all departments: the activity limited to 皮肤科 is not listed
     expect(page.locator('#k-day-result [data-k="activities"]')).to_have_text("有效活动：无")
@@ -129,10 +142,16 @@ def test_knowledge_tab(kserver, browser_page) -> None:
     assert got["rev"] == 2
     sun = next(d for d in got["knowledge"]["doctors"] if d["name"] == "孙一")
     assert sun["leave"] == [{"first_day": leave_day.isoformat(), "last_day": leave_day.isoformat()}]
-    assert sun["duty"] == [{"weekday": 1, "start": "08:00", "end": "17:00"}]
+    # a duty without hours keeps the older 08:00-17:00 written out (``hours``, unset, is null)
+    assert sun["duty"] == [{"weekday": 1, "start": "08:00", "end": "17:00", "hours": None}]
+    # the doctor's hours come back on its duty day: the same hours, written per day
+    qian = next(d for d in got["knowledge"]["doctors"] if d["name"] == "钱三")
+    assert qian["hours"] is None
+    assert qian["duty"] == [{"weekday": 1, "start": None, "end": None, "hours": "09:00-12:00,14:00-17:30"}]
     assert got["knowledge"]["departments"][0]["projects"][0]["price_high"] == 2500
     day = httpx.get(base + "/v1/knowledge/day", params={"date": leave_day.isoformat()}, headers=sup).json()
-    assert day["on_duty"] == [] and {"name": "孙一", "department": "皮肤科", "why": "leave"} in day["off"]
+    assert [d["name"] for d in day["on_duty"]] == ["钱三"]  # 孙一 on leave that Monday
+    assert {"name": "孙一", "department": "皮肤科", "why": "leave"} in day["off"]
 
     # ---- wording that breaks the guard: refused, the rule shown, nothing stored ----------------------
     page.locator('#k-activities tbody tr[data-id="spring"] [data-k="wording"]').fill("保证治愈，无效全额退款")
