@@ -239,7 +239,8 @@ def _scored_on_ray(
 
     box = [ray.put(scoring_part(model))]
     task = ray.remote(_score_task)
-    width = 2 * (workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+    cpus = ray.cluster_resources().get("CPU", 1)  # type: ignore[no-untyped-call]  # ray's own
+    width = 2 * (workers or max(1, int(cpus)))
     flight: dict[Any, _Chunk] = {}
 
     def done() -> Iterator[tuple[_Chunk, list[Any]]]:
