@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from yuyue.config import Settings
     from yuyue.models.bundle import YuyueModel
+    from yuyue.serving.backscore import BackscoreResult
 
 URL_HELP = "database URL (default: the database_url setting, else sqlite:///<var_dir>/yuyue.db)"
 
@@ -127,10 +128,7 @@ def score_command(
     ),
     url: str = typer.Option(None, "--url", help=URL_HELP),
     model_version: str = typer.Option(
-        None,
-        "--model-version",
-        metavar="V",
-        help="a registered version number or alias (default: the champion)",
+        None, "--model-version", metavar="V", help="a registered version number or alias (default: champion)"
     ),
     hospital: str = typer.Option(None, "--hospital", help="only this hospital's chats"),
     since: str = typer.Option(
@@ -153,44 +151,54 @@ def score_command(
     """Re-score stored chats with the current champion (after a promotion), so the follow-up queue and the
     desk's tasks rank them by it; a live message during the run wins."""
     import orjson
-    from sqlalchemy.exc import SQLAlchemyError
 
     from yuyue.config import get_settings
-    from yuyue.serving.backscore import backscore
     from yuyue.serving.store import Filters
 
     if not from_store:
         fail("nothing to score: give --from-store (re-score the stored chats with the current model)", 2)
-    since_at = _since(since)
+    filters = Filters(hospital=hospital, since=_since(since))
     settings = get_settings()
     engine = _open_store(url or settings.resolved_database_url)
+    result = _run(
+        engine,
+        settings,
+        model_version,
+        filters=filters,
+        ray=use_ray,
+        ray_address=ray_address,
+        workers=workers,
+        chunk=chunk,
+        dry_run=dry_run,
+    )
+    typer.echo(orjson.dumps(result.as_dict()).decode() if as_json else _summary(result))
+
+
+def _run(engine: Engine, settings: Settings, model_version: str | None, **options: Any) -> BackscoreResult:
+    """Load the model and back-score with it (``options``: :func:`serving.backscore.backscore`'s); the
+    engine is disposed after."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuyue.serving.backscore import backscore
+
     try:
         model, version = _model(settings, model_version)
-        result = backscore(
-            engine,
-            model,
-            version,
-            filters=Filters(hospital=hospital, since=since_at),
-            ray=use_ray,
-            ray_address=ray_address,
-            workers=workers,
-            chunk=chunk,
-            dry_run=dry_run,
-        )
+        return backscore(engine, model, version, **options)
     except SQLAlchemyError as exc:
         fail(f"database error: {one_line(exc)}")
     except ConnectionError as exc:  # ray.init: no cluster at the address
         fail(f"cannot reach the Ray cluster: {one_line(exc)}")
     finally:
         engine.dispose()
-    if as_json:
-        typer.echo(orjson.dumps(result.as_dict()).decode())
-        return
+
+
+def _summary(result: BackscoreResult) -> str:
+    """The run's counts in one line."""
     rate = (
         f", {result.rescored / result.seconds:.0f} chats/s" if result.seconds > 0 and result.rescored else ""
     )
-    verb = "would re-score" if dry_run else "re-scored"
-    typer.echo(
+    verb = "would re-score" if result.dry_run else "re-scored"
+    return (
         f"version {result.version}: {result.selected} chats selected, {verb} {result.rescored} "
         f"({result.moved} with other scores), {result.skipped} skipped (changed meanwhile), "
         f"{result.current} already scored by it, {result.erased} masked left alone; "
