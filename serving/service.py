@@ -63,13 +63,42 @@ __all__ = ["Caller", "ChatService", "Forbidden", "InvalidInput", "LIVE_CODEC", "
 
 
 class ModelHolder:
-    """The model in use; swapped atomically by :meth:`set` (requests in flight keep the one they started with)."""
+    """The models in use: the global one (the registry's champion) and, from :meth:`set_hospitals`, the
+    hospitals' own models (training/per_hospital.py); each swapped atomically (requests in flight keep the
+    one they started with). :meth:`model_for` picks a chat's model: its hospital's, else the global one."""
 
     def __init__(self, model: YuyueModel | None = None, version: str | None = None):
         self._current: tuple[YuyueModel, str] | None = (
             (model, version or "local") if model is not None else None
         )
+        self._hospitals: dict[str, tuple[YuyueModel, str]] = {}
         self._lock = threading.Lock()
+
+    def model_for(self, hospital: str | None) -> tuple[YuyueModel, str]:
+        """The model (and its version) that scores a chat of ``hospital``: its own when it has one, else
+        the global one. One dict lookup."""
+        if hospital is not None:
+            own = self._hospitals.get(hospital)
+            if own is not None and self._current is not None:
+                return own
+        return self.get()
+
+    @property
+    def by_hospital(self) -> bool:
+        """Whether any hospital has its own model (else every chat gets the global one)."""
+        return bool(self._hospitals)
+
+    @property
+    def hospitals(self) -> dict[str, str]:
+        """Hospital code -> version of each hospital served by its own model."""
+        return {h: v for h, (_, v) in self._hospitals.items()}
+
+    def hospital_models(self) -> dict[str, tuple[YuyueModel, str]]:
+        return dict(self._hospitals)
+
+    def set_hospitals(self, models: dict[str, tuple[YuyueModel, str]]) -> None:
+        """Replace the hospitals' own models (those left out are served by the global model again)."""
+        self._hospitals = dict(models)
 
     def get(self) -> tuple[YuyueModel, str]:
         current = self._current
@@ -239,7 +268,7 @@ class ChatService:
     ) -> dict[str, Any]:
         consultant_id = chat_consultant(caller, consultant_id)
         hospital = chat_hospital(caller, hospital)
-        model, version = self.models.get()
+        model, version = self.models.model_for(hospital)
         started = _aware(started_at, datetime.now(UTC))
         for hook in self.visit_hooks:
             visit = hook(visit, started)
@@ -267,6 +296,7 @@ class ChatService:
         }
         lead = lead_scores(model, scores, chat, consultant_id)
         self.store.open(row, caller.name, started, extra=lead)
+        self._remember_hospital(cid, hospital)
         self._cache_set(cid, Live(0, session, [], consultant_id, started))
         return {
             "conversation_id": cid,
@@ -295,7 +325,9 @@ class ChatService:
         if caller.hospitals is not None:  # before a claim: a scoped key never touches another's chat
             check_hospital(caller, self.hospital_of(conversation_id), f"conversation {conversation_id!r}")
         with self._lock(conversation_id):
-            model, version = self.models.get()
+            # the chat's hospital's own model when there are any (the hospital is remembered in process)
+            hospital = self.hospital_of(conversation_id) if self.models.by_hospital else None
+            model, version = self.models.model_for(hospital)
             live = self._cached(conversation_id)
             for _ in range(3):
                 cached = live is not None
@@ -325,10 +357,13 @@ class ChatService:
         except KeyError:
             pass
         hospital: str | None = self.store.conversation(conversation_id)["hospital"]
+        self._remember_hospital(conversation_id, hospital)
+        return hospital
+
+    def _remember_hospital(self, conversation_id: str, hospital: str | None) -> None:
         if len(self._hospitals) >= 100_000:
             self._hospitals.clear()
         self._hospitals[conversation_id] = hospital
-        return hospital
 
     def claim(self, caller: Caller, conversation_id: str) -> None:
         """Make the calling consultant the consultant of a chat without one, for good; :class:`Forbidden`

@@ -65,22 +65,61 @@ class Yuyue:
         self._reload_lock = threading.Lock()
 
     def reload(self) -> dict[str, Any]:
-        """Load the registry's champion if it differs from the model in use."""
+        """Load the registry's champion if it differs from the model in use, and the hospitals' own models
+        (the ``hospital-*`` aliases, training/per_hospital.py) if they changed: new ones loaded, removed
+        ones dropped (those hospitals' chats go back to the champion)."""
         from yuyue.training import registry
 
         with self._reload_lock:
             version = registry.alias_version(registry.CHAMPION, self.settings)
             if version is None:
                 return {"version": self.models.version, "changed": False, "detail": "no champion registered"}
-            if version == self.models.version:
-                return {"version": version, "changed": False}
-            model, version = registry.load(version, self.settings)
-            warm_up(model)  # first-use costs (tokeniser dictionaries, caches) before any request sees it
-            previous = self.models.version
-            self.models.set(model, version)
-            self.metrics.set_model(version)
-            log.info("model switched from %s to %s", previous, version)
-            return {"version": version, "changed": True, "previous": previous}
+            wanted = registry.hospital_versions(self.settings)
+            out: dict[str, Any] = {"version": version, "changed": False}
+            if version != self.models.version:
+                model, version = registry.load(version, self.settings)
+                warm_up(model)  # first-use costs (tokeniser dictionaries, caches) before any request sees it
+                previous = self.models.version
+                self.models.set(model, version)
+                self.metrics.set_model(version)
+                log.info("model switched from %s to %s", previous, version)
+                out = {"version": version, "changed": True, "previous": previous}
+            if wanted != self.models.hospitals:
+                self._load_hospitals(wanted)
+                out["changed"] = True
+            if self.models.by_hospital:
+                out["hospitals"] = self.models.hospitals
+            return out
+
+    def _load_hospitals(self, wanted: dict[str, str]) -> None:
+        """Serve each hospital in ``wanted`` (code -> version) by that version; a model already loaded is
+        reused, one that fails to load leaves its hospital on the champion (logged, retried next poll)."""
+        from yuyue.training import registry
+
+        loaded = {v: m for m, v in self.models.hospital_models().values()}
+        models: dict[str, tuple[YuyueModel, str]] = {}
+        for hospital, version in wanted.items():
+            model = loaded.get(version)
+            if model is None:
+                try:
+                    model, version = registry.load(version, self.settings)
+                except registry.RegistryError as exc:
+                    log.warning(
+                        "hospital %s: cannot load its model %s (%s); the champion serves it",
+                        hospital,
+                        version,
+                        exc,
+                    )
+                    continue
+                warm_up(model)
+                reviews = getattr(self, "reviews", None)  # serving.reviews: its decisions reach every model
+                if reviews is not None:
+                    reviews.attach(model)
+                loaded[version] = model
+            models[hospital] = (model, version)
+        before = self.models.hospitals
+        self.models.set_hospitals(models)
+        log.info("hospital models: %s (were %s)", self.models.hospitals or "none", before or "none")
 
     def poll(self) -> None:
         interval = self.settings.model_poll_seconds

@@ -3,6 +3,14 @@
 The default store is local (SQLite under the var directory, artifacts beside it);
 any tracking URI MLflow accepts can be given instead. Promotion moves the
 ``champion`` alias; serving loads ``models:/NAME@champion``.
+
+Per-hospital models (training/per_hospital.py) are versions of the same registered model, tagged
+``yuyue.hospital`` with the hospital's code and pointed at by the alias ``hospital-<slug>``
+(:func:`hospital_alias`). One registered name keeps version numbers unique across global and
+per-hospital models, so the ``model_version`` stored with a scored chat names one model whichever
+served it, and :func:`load` / ``yuyue evaluate --model N`` reach every model the same way. Moving
+``champion`` leaves the ``hospital-*`` aliases where they are; a per-hospital version cannot become
+champion (:func:`promote` refuses it).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from yuyue.models.bundle import YuyueModel  # noqa: E402
 from yuyue.models.mlflow_model import ENTRY, code_tree, load_from_registry, pinned_requirements  # noqa: E402
 
 CHAMPION = "champion"
+HOSPITAL_ALIAS_PREFIX = "hospital-"
+HOSPITAL_TAG = "yuyue.hospital"  # on a per-hospital version: the hospital code it serves
 
 
 class RegistryError(RuntimeError):
@@ -243,6 +253,7 @@ def list_versions(settings: Settings | None = None, tracking_uri: str | None = N
                 "arrived.auc": m.get("arrived.auc"),
                 "reply.r10_at_1": m.get("reply.r10_at_1"),
                 "stage.macro_f1": m.get("stage.macro_f1"),
+                "hospital": (v.tags or {}).get(HOSPITAL_TAG),
                 "tags": dict(v.tags or {}),
             }
         )
@@ -257,12 +268,18 @@ def promote(
     uri = configure(settings, tracking_uri)
     client = MlflowClient(uri)
     try:
-        client.get_model_version(settings.model_name, str(version))
+        found = client.get_model_version(settings.model_name, str(version))
     except MlflowException:
         known = [v["version"] for v in list_versions(settings, tracking_uri)]
         raise RegistryError(
             f"model {settings.model_name!r} has no version {version!r} (registered: {', '.join(known) or 'none'})"
         ) from None
+    hospital = (found.tags or {}).get(HOSPITAL_TAG)
+    if hospital is not None and alias != hospital_alias(hospital):
+        raise RegistryError(
+            f"version {version} is hospital {hospital!r}'s own model (trained on its chats only): it can only "
+            f"serve that hospital (alias {hospital_alias(hospital)!r}), not be {alias!r}"
+        )
     client.set_registered_model_alias(settings.model_name, alias, str(version))
 
 
@@ -288,3 +305,75 @@ def alias_version(
         return str(MlflowClient(uri).get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException:
         return None
+
+
+def hospital_slug(hospital: str) -> str:
+    """An alias-safe form of a hospital code: lower-case ASCII letters, digits, ``_`` and ``-``; a code
+    that needs changing to get there (Chinese, spaces, capitals) gets 8 hex digits of its SHA-1 appended,
+    so two codes never share a slug."""
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^a-z0-9_-]+", "-", hospital.lower()).strip("-")[:64]
+    if slug != hospital:
+        slug = f"{slug}-{hashlib.sha1(hospital.encode()).hexdigest()[:8]}".lstrip("-")
+    return slug
+
+
+def hospital_alias(hospital: str) -> str:
+    """The alias that points at ``hospital``'s own model: ``hospital-<slug>``."""
+    return HOSPITAL_ALIAS_PREFIX + hospital_slug(hospital)
+
+
+def set_hospital_alias(
+    hospital: str, version: str, settings: Settings | None = None, tracking_uri: str | None = None
+) -> str:
+    """Make ``version`` (tagged ``yuyue.hospital`` = ``hospital``) the model serving ``hospital``; the alias."""
+    settings = settings or get_settings()
+    tagged = version_tags(version, settings, tracking_uri).get(HOSPITAL_TAG)
+    if tagged != hospital:
+        raise RegistryError(
+            f"version {version} is not hospital {hospital!r}'s model (its {HOSPITAL_TAG} tag: {tagged!r})"
+        )
+    alias = hospital_alias(hospital)
+    MlflowClient(configure(settings, tracking_uri)).set_registered_model_alias(
+        settings.model_name, alias, str(version)
+    )
+    return alias
+
+
+def remove_hospital_alias(
+    hospital: str, settings: Settings | None = None, tracking_uri: str | None = None
+) -> str | None:
+    """Stop serving ``hospital`` with its own model (it falls back to the champion); the version the
+    alias pointed at, None when there was none."""
+    settings = settings or get_settings()
+    alias = hospital_alias(hospital)
+    before = alias_version(alias, settings, tracking_uri)
+    if before is not None:
+        MlflowClient(configure(settings, tracking_uri)).delete_registered_model_alias(
+            settings.model_name, alias
+        )
+    return before
+
+
+def hospital_versions(settings: Settings | None = None, tracking_uri: str | None = None) -> dict[str, str]:
+    """Hospital code -> version of every ``hospital-*`` alias ({} without a registered model).
+
+    The code comes from the version's ``yuyue.hospital`` tag (a slug is not reversible); an alias whose
+    version's tag does not give back that alias is ignored (a hand-set alias on the wrong version)."""
+    settings = settings or get_settings()
+    client = MlflowClient(configure(settings, tracking_uri))
+    try:
+        aliases = client.get_registered_model(settings.model_name).aliases
+    except MlflowException:
+        return {}
+    out: dict[str, str] = {}
+    for alias, version in sorted(aliases.items()):
+        if not alias.startswith(HOSPITAL_ALIAS_PREFIX):
+            continue
+        tags = client.get_model_version(settings.model_name, str(version)).tags or {}
+        hospital = tags.get(HOSPITAL_TAG)
+        if hospital is not None and hospital_alias(hospital) == alias:
+            out[hospital] = str(version)
+    return out
