@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -65,6 +66,23 @@ def train_command(
         str | None,
         typer.Option("--ray-address", metavar="ADDRESS", help="the Ray cluster to use (implies --ray)"),
     ] = None,
+    per_hospital: Annotated[
+        bool,
+        typer.Option(
+            "--per-hospital",
+            help="also train each hospital with --min-chats labelled chats on its own chats; keep (alias "
+            "hospital-<code>) only the ones that beat the global model on their held-out chats",
+        ),
+    ] = False,
+    min_chats: Annotated[
+        int, typer.Option("--min-chats", min=1, help="with --per-hospital: labelled chats a hospital needs")
+    ] = 2000,
+    cpus_per_task: Annotated[
+        int,
+        typer.Option(
+            "--cpus-per-task", min=1, help="with --per-hospital --ray: CPUs of each hospital's task"
+        ),
+    ] = 1,
 ) -> None:
     """Train every model the data supports, evaluate on the latest chats, log to MLflow and register."""
     from yuyue.data.io import InvalidRecordError
@@ -78,6 +96,29 @@ def train_command(
     ray = ray or ray_address is not None
     if ray and from_store:
         _fail("--ray reads files or folders; --from-store with --ray is not there yet", 2)
+    if per_hospital and from_store:
+        _fail("--per-hospital reads --data; export the store first (GET /v1/export)", 2)
+    hospitals = None
+    if per_hospital:
+
+        def hospitals(result: Any, version: str | None) -> None:
+            from yuyue.training.per_hospital import train_per_hospital
+
+            assert data is not None
+            train_per_hospital(
+                data,
+                get_settings(),
+                result.bundle_dir,
+                version,
+                min_chats=min_chats,
+                ray=ray,
+                cpus_per_task=cpus_per_task,
+                experiment=experiment,
+                tracking_uri=tracking_uri,
+                register=register,
+                echo=typer.echo,
+            )
+
     if ray:
         assert data is not None
         _train_on_ray(
@@ -89,6 +130,7 @@ def train_command(
             register,
             promote_if_first,
             workers,
+            then=hospitals,
         )
         return
     try:
@@ -112,7 +154,7 @@ def train_command(
             return
         assert data is not None
         _check_file(data)
-        train_and_register(
+        result, version = train_and_register(
             data,
             get_settings(),
             experiment=experiment,
@@ -123,6 +165,8 @@ def train_command(
             workers=workers,
             echo=typer.echo,
         )
+        if hospitals is not None:
+            hospitals(result, version)
     except (UnusableDataError, InvalidRecordError) as exc:
         _fail(str(exc))
 
@@ -136,7 +180,9 @@ def _train_on_ray(
     register: bool,
     promote_if_first: bool,
     workers: int,
+    then: Callable[[Any, str | None], None] | None = None,
 ) -> None:
+    """``train --ray``; ``then(result, version)`` runs while Ray is still up (``--per-hospital``)."""
     from yuyue.data.io import InvalidRecordError
     from yuyue.training.distributed import RayBackend, ShardError, list_shards, ray_session
     from yuyue.training.scorers import UnusableDataError
@@ -146,7 +192,7 @@ def _train_on_ray(
         backend = RayBackend(list_shards(data))
         typer.echo(f"{data}: {len(backend.shards)} shards; Ray at {address or 'a local instance'}")
         with ray_session(address, num_cpus=workers):
-            train_and_register(
+            result, version = train_and_register(
                 data,
                 get_settings(),
                 experiment=experiment,
@@ -158,6 +204,8 @@ def _train_on_ray(
                 echo=typer.echo,
                 backend=backend,
             )
+            if then is not None:
+                then(result, version)
         typer.echo(f"Ray: {len(set(backend.nodes))} node(s) ran {len(backend.nodes)} shard tasks")
     except ConnectionError as exc:
         _fail(f"Ray at {address}: {exc}", 2)
@@ -165,6 +213,8 @@ def _train_on_ray(
         _fail(str(exc), 2)
     except (UnusableDataError, InvalidRecordError) as exc:
         _fail(str(exc))
+    except ValueError as exc:  # --cpus-per-task beyond the cluster (training/per_hospital.py)
+        _fail(str(exc), 2)
 
 
 CHAMPION = "champion"
@@ -275,17 +325,25 @@ def list_command(
     if not versions:
         typer.echo("no registered versions; train one with `yuyue train --data FILE`")
         return
+    width = max(12, *(len(",".join(v["aliases"])) + 2 for v in versions))
     typer.echo(
-        f"{'version':>7}  {'aliases':<12}{'booked.auc':>11}{'booked.ece':>11}{'arrived.auc':>12}{'reply.r10@1':>12}"
+        f"{'version':>7}  {'aliases':<{width}}{'booked.auc':>11}{'booked.ece':>11}{'arrived.auc':>12}"
+        f"{'reply.r10@1':>12}  serves"
     )
     for v in versions:
 
         def f(x: float | None) -> str:
             return "-" if x is None else f"{x:.4f}"
 
+        # a per-hospital version (training/per_hospital.py) serves its hospital while its alias points at it
+        serves = "every hospital without its own model" if "champion" in v["aliases"] else ""
+        if v.get("hospital"):
+            serves = (
+                f"hospital {v['hospital']}" if v["aliases"] else f"(hospital {v['hospital']}, not serving)"
+            )
         typer.echo(
-            f"{v['version']:>7}  {','.join(v['aliases']):<12}{f(v['booked.auc']):>11}{f(v['booked.ece']):>11}"
-            f"{f(v['arrived.auc']):>12}{f(v['reply.r10_at_1']):>12}"
+            f"{v['version']:>7}  {','.join(v['aliases']):<{width}}{f(v['booked.auc']):>11}"
+            f"{f(v['booked.ece']):>11}{f(v['arrived.auc']):>12}{f(v['reply.r10_at_1']):>12}  {serves}".rstrip()
         )
 
 
@@ -343,6 +401,12 @@ def promote_command(
         typer.echo(out["message"])
         if report is not None:
             typer.echo(f"report written to {report}")
+        hospitals = registry.hospital_versions(get_settings(), tracking_uri)
+        if hospitals:  # promotion moves `champion` only: say who keeps their own model
+            typer.echo(
+                "hospitals served by their own model (unchanged): "
+                + ", ".join(f"{h} (version {v})" for h, v in sorted(hospitals.items()))
+            )
     if out["decision"] == "refused":
         raise typer.Exit(3)
 

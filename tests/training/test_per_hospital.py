@@ -1,0 +1,212 @@
+"""Per-hospital models (issues 17, 20): who gets one, the rule that keeps it, the registry's aliases, and
+the Ray tasks choosing what the sequential path chooses.
+
+The data: hospitals ``hz-a`` and ``sh-b`` (the simulated world with different seeds: different chats,
+consultants and outcomes; the shifted world books too rarely for a few hundred chats to hold both
+outcomes in every split) and ``nb-c`` with too few chats. Scorers are the logistic model alone, as in the
+other training tests that fit several times, to keep the file CI-sized.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from yuyue.config import Settings
+from yuyue.data.simulator.generate import iter_records
+from yuyue.training import per_hospital as ph
+from yuyue.training import registry, scorers
+from yuyue.training.train import train
+
+LOGREG_ONLY = {"logreg": scorers.CANDIDATES["logreg"]}
+SPEC = (("hz-a", 250, 1, "default"), ("sh-b", 250, 2, "default"), ("nb-c", 20, 3, "default"))
+MIN_CHATS = 100
+MIN_COMPARED = 5
+
+
+def write_hospitals(path: Path, spec=SPEC) -> Path:
+    """Simulated chats of each (hospital code, n, seed, world), merged in time order."""
+    records = []
+    for code, n, seed, variant in spec:
+        for rec in iter_records(n, seed, variant=variant):
+            records.append({**rec, "hospital": code})
+    records.sort(key=lambda r: (r["started_at"], r["conversation_id"]))
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The data, settings with their own registry, the global model, and the sequential per-hospital fits."""
+    root = tmp_path_factory.mktemp("per_hospital")
+    settings = Settings(
+        var_dir=root / "var",
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        hospital_name="杭州美悦医院",
+        hospital_address="杭州市西湖区文三路100号",
+    )
+    data = write_hospitals(root / "chats.jsonl")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scorers, "CANDIDATES", LOGREG_ONLY)
+        glob = train(data, settings=settings, out_dir=root / "global", workers=1, echo=lambda _: None)
+        counts, files, held_out = ph.split_hospitals(data, root / "split", MIN_CHATS)
+        jobs = [(h, files[h], counts[h]) for h in sorted(files)]
+        results = ph.fit_all(jobs, glob.bundle_dir, held_out, settings, root / "own")
+    return {
+        "root": root,
+        "settings": settings,
+        "data": data,
+        "global": glob,
+        "counts": counts,
+        "files": files,
+        "held_out": held_out,
+        "jobs": jobs,
+        "results": results,
+    }
+
+
+def test_the_rule_keeps_an_own_model_only_when_it_is_better_on_enough_chats():
+    g = {"booked": 0.80, "arrived": 0.75}
+    assert ph.decide(g, {"booked": 0.806, "arrived": 0.75}, 200)[0]
+    kept, why = ph.decide(g, {"booked": 0.804, "arrived": 0.80}, 200)
+    assert not kept and "+0.0040" in why  # better, but by less than the margin
+    assert not ph.decide(g, {"booked": 0.79, "arrived": 0.75}, 200)[0]
+    kept, why = ph.decide(g, {"booked": 0.85, "arrived": 0.73}, 200)
+    assert not kept and "arrived AUC -0.0200" in why  # booked better, arrival worse than the tolerance
+    kept, why = ph.decide(g, {"booked": 0.95, "arrived": 0.95}, 20)
+    assert not kept and "too few" in why
+    assert not ph.decide({"booked": None}, {"booked": 0.9}, 200)[0]
+
+
+def test_only_hospitals_with_enough_labelled_chats_get_a_file_of_their_chats(world):
+    counts, files = world["counts"], world["files"]
+    assert set(counts) == {"hz-a", "sh-b", "nb-c"} and counts["nb-c"] < MIN_CHATS
+    assert sorted(files) == ["hz-a", "sh-b"]
+    for h, path in files.items():
+        lines = path.read_bytes().splitlines()
+        assert {orjson.loads(line)["hospital"] for line in lines} == {h}
+    # the comparison chats: in the hospital's test split and the global one, seen by neither model
+    glob = world["global"].model.info["test_range"]
+    for r in world["results"]:
+        assert 0 < r.n_compared <= counts[r.hospital]
+        assert set(r.global_auc) == set(r.own_auc) == {"booked", "arrived"}
+    both = ph.compared_scan(files["sh-b"], world["held_out"])
+    tested = [m for m in both.metas if both.split[m.index] == "test"]
+    assert tested and all(m.conversation_id in world["held_out"] for m in tested)
+    from datetime import datetime
+
+    first_test = datetime.fromisoformat(glob[0]).timestamp()
+    assert all(m.started_ts >= first_test for m in tested)
+
+
+def test_kept_models_are_registered_under_hospital_aliases_and_dropped_when_no_longer_better(world):
+    settings, results = world["settings"], world["results"]
+    # the real margin: a hospital's model is kept exactly when the rule says so
+    for r in results:
+        kept, _ = ph.decide(r.global_auc, r.own_auc, r.n_compared, ph.MIN_GAIN, MIN_COMPARED)
+        b = r.own_auc["booked"] - r.global_auc["booked"]
+        oa, ga = r.own_auc["arrived"], r.global_auc["arrived"]
+        assert kept == (b >= ph.MIN_GAIN and (oa is None or ga is None or oa >= ga - ph.ARRIVED_TOLERANCE))
+
+    # both kept (as if they had won; the rule is tested above): registered, aliased, tagged; the champion
+    # stays global
+    _, champion = registry.log_and_register(
+        world["global"].model, world["global"].bundle_dir, {}, settings=settings
+    )
+    registry.promote(champion, settings)
+    lines: list[str] = []
+    for r in results:
+        r.kept, r.why = True, "kept for this test"
+    ph.register_results(results, settings, champion, min_chats=MIN_CHATS, echo=lines.append)
+    versions = registry.hospital_versions(settings)
+    assert set(versions) == {"hz-a", "sh-b"} and champion not in versions.values()
+    assert registry.alias_version("hospital-sh-b", settings) == versions["sh-b"]
+    listed = {v["version"]: v for v in registry.list_versions(settings)}
+    assert (
+        listed[versions["sh-b"]]["hospital"] == "sh-b"
+        and "hospital-sh-b" in listed[versions["sh-b"]]["aliases"]
+    )
+    assert listed[champion]["hospital"] is None and listed[champion]["aliases"] == ["champion"]
+    with pytest.raises(registry.RegistryError, match="only serve that hospital"):
+        registry.promote(versions["hz-a"], settings)
+
+    # `yuyue models list` says which version serves which hospital
+    assert _models_list(settings, world["root"])[versions["sh-b"]].endswith("hospital sh-b")
+
+    # promoting another global version moves the champion and leaves the hospitals' aliases
+    _, newer = registry.log_and_register(
+        world["global"].model, world["global"].bundle_dir, {}, settings=settings
+    )
+    registry.promote(newer, settings)
+    assert registry.hospital_versions(settings) == versions
+
+    # not kept by a later run: the compared hospitals lose their aliases (the champion serves them)
+    for r in results:
+        r.kept, r.why = False, "not kept for this test"
+    lines.clear()
+    ph.register_results(results, settings, newer, min_chats=MIN_CHATS, echo=lines.append)
+    assert registry.hospital_versions(settings) == {}
+    assert any("hospital-hz-a" in line and "removed" in line for line in lines)
+
+
+def _models_list(settings: Settings, root: Path) -> dict[str, str]:
+    from typer.testing import CliRunner
+
+    from yuyue.cli.main import app
+    from yuyue.config import get_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("YUYUE_VAR_DIR", str(settings.var_dir))
+        mp.setenv("YUYUE_MLFLOW_TRACKING_URI", str(settings.mlflow_tracking_uri))
+        get_settings.cache_clear()
+        try:
+            res = CliRunner().invoke(app, ["models", "list"])
+        finally:
+            get_settings.cache_clear()
+    assert res.exit_code == 0, res.output
+    return {line.split()[0]: line for line in res.output.splitlines()[1:]}
+
+
+def test_the_printed_table_names_every_hospital(world):
+    lines = ph.table(world["results"], world["counts"], MIN_CHATS)
+    assert lines[0].split()[:2] == ["hospital", "chats"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"hz-a", "sh-b", "nb-c"}
+    assert f"fewer than {MIN_CHATS}" in rows["nb-c"]
+
+
+@pytest.mark.slow
+def test_ray_tasks_choose_what_the_sequential_path_chooses(world, monkeypatch):
+    pytest.importorskip("ray")
+    from yuyue.training.distributed import ray_session
+
+    monkeypatch.setattr(scorers, "CANDIDATES", LOGREG_ONLY)  # the driver's candidates travel with each task
+    with ray_session(num_cpus=2):
+        on_ray = ph.fit_all(
+            world["jobs"],
+            world["global"].bundle_dir,
+            world["held_out"],
+            world["settings"],
+            world["root"] / "own-ray",
+            ray=True,
+        )
+    sequential = world["results"]
+    assert [r.hospital for r in on_ray] == [r.hospital for r in sequential]
+    for a, b in zip(on_ray, sequential, strict=True):
+        assert (a.n_compared, a.global_auc) == (b.n_compared, b.global_auc)
+        assert a.own_auc == pytest.approx(b.own_auc, abs=1e-9)
+        assert (
+            ph.decide(a.global_auc, a.own_auc, a.n_compared)[0]
+            == ph.decide(b.global_auc, b.own_auc, b.n_compared)[0]
+        )
+
+
+def test_cli_refuses_per_hospital_from_the_store():
+    from typer.testing import CliRunner
+
+    from yuyue.cli.main import app
+
+    res = CliRunner().invoke(app, ["train", "--from-store", "--per-hospital"])
+    assert res.exit_code == 2 and "--per-hospital reads --data" in res.output

@@ -1,0 +1,399 @@
+"""``yuyue train --per-hospital``: a hospital's own model where it has the data and beats the global one.
+
+The global model is trained as ever, on every chat. Then each hospital with at least ``min_chats``
+labelled chats gets a model trained on its chats alone, by the same pipeline (:func:`training.train.train`
+on a file of that hospital's chats, so the same time split rule, scorer choice and calibration). The two
+are compared on the hospital's chats that neither saw: those in the test split (the latest chats) of
+both the hospital's split and the global split; ``train`` folds validation and calibration chats into
+its final fit, so the test split is the only one left unseen. The hospital's model is kept when its
+booked AUC beats the global model's by at least :data:`MIN_GAIN` and its arrived AUC is not lower by
+more than :data:`ARRIVED_TOLERANCE`; otherwise the hospital is served by the global champion.
+
+Registry (training/registry.py): a kept model is a version of the same registered model, tagged
+``yuyue.hospital`` and pointed at by the alias ``hospital-<slug>``; the server (serving/state.py)
+loads the champion plus every ``hospital-*`` alias and scores a chat with its hospital's model when
+there is one. One registered name (rather than one per hospital) keeps version numbers unique, so
+the ``model_version`` stored with a chat names the model that scored it and ``registry.load`` reaches
+every model alike. A hospital compared in this run and not kept loses its alias (its new own model
+did not beat a global model trained on the same data); hospitals not compared keep theirs.
+
+With ``--ray`` the per-hospital fits run as Ray tasks, one per hospital (``cpus_per_task`` each), on
+the Ray instance training/distributed.py starts; without it, one after the other. Each task reads its
+hospital's file and the global bundle from disk (a local instance, or a cluster sharing the var
+directory), and the driver registers what the tasks kept. Chats without a hospital code only train the
+global model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from yuyue.config import Settings
+from yuyue.data.contract import Conversation
+from yuyue.data.io import SkipReport
+from yuyue.training.dataset import DatasetScan, meta_of, scan, split_by_time
+
+log = logging.getLogger(__name__)
+
+MIN_CHATS = 2000  # labelled chats a hospital needs before its own model is tried
+MIN_GAIN = 0.005  # booked AUC its own model must gain over the global one on its held-out chats
+ARRIVED_TOLERANCE = 0.01  # arrived AUC it may lose meanwhile
+MIN_COMPARED = 50  # held-out labelled chats below which no comparison decides anything
+TARGETS = ("booked", "arrived")
+
+
+@dataclass
+class HospitalResult:
+    """One hospital: its chats, both models' AUCs on its held-out chats, and whether its own was kept."""
+
+    hospital: str
+    n_labelled: int
+    n_compared: int = 0
+    global_auc: dict[str, float | None] = field(default_factory=dict)
+    own_auc: dict[str, float | None] = field(default_factory=dict)
+    kept: bool = False
+    why: str = ""
+    bundle_dir: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # the own model's metrics on its test split
+    info: dict[str, Any] = field(default_factory=dict)  # the own model's info (what it trained)
+    fit_seconds: float = 0.0
+    version: str | None = None
+
+
+def _read(data: Path) -> Iterator[Conversation]:
+    """Every valid chat of a file or a folder of shards, in order (as ``train`` / ``train --ray`` read it)."""
+    from yuyue.training.distributed import list_shards, read_shard
+
+    for shard in list_shards(data):
+        yield from read_shard(shard)
+
+
+def split_hospitals(
+    data: str | Path, out_dir: Path, min_chats: int = MIN_CHATS
+) -> tuple[dict[str, int], dict[str, Path], set[str]]:
+    """Labelled chats per hospital, a file of each big-enough hospital's chats, and the global test ids.
+
+    Two passes: the first counts (and takes the global time split, the same as ``train``'s), the second
+    writes the files (chats in the file's order, so each file's own time split is ``train``'s rule).
+    """
+    data = Path(data)
+    counts: dict[str, int] = {}
+    metas = []
+    for i, conv in enumerate(_read(data)):
+        metas.append(meta_of(i, conv))
+        if conv.hospital and conv.outcome is not None and conv.outcome.booked is not None:
+            counts[conv.hospital] = counts.get(conv.hospital, 0) + 1
+    full = split_by_time(DatasetScan(data, metas, SkipReport()))
+    held_out = {m.conversation_id for m in full.metas if full.split[m.index] == "test"}
+    from yuyue.training.registry import hospital_slug
+
+    big = sorted(h for h, n in counts.items() if n >= min_chats)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {h: out_dir / f"{hospital_slug(h)}.jsonl" for h in big}
+    handles = {h: files[h].open("wb") for h in big}
+    try:
+        for conv in _read(data):
+            fh = handles.get(conv.hospital or "")
+            if fh is not None:
+                fh.write(orjson.dumps(conv.to_record()) + b"\n")
+    finally:
+        for fh in handles.values():
+            fh.close()
+    return counts, files, held_out
+
+
+def compared_scan(path: Path, held_out: set[str]) -> DatasetScan:
+    """``path``'s scan with only the chats held out from both models (hospital test ∩ global test) as test."""
+    own = split_by_time(scan(path))
+    own.split = {
+        m.index: "test" if own.split[m.index] == "test" and m.conversation_id in held_out else "fitted"
+        for m in own.metas
+    }
+    return own
+
+
+def decide(
+    global_auc: dict[str, float | None],
+    own_auc: dict[str, float | None],
+    n_compared: int,
+    min_gain: float = MIN_GAIN,
+    min_compared: int = MIN_COMPARED,
+) -> tuple[bool, str]:
+    """Keep the hospital's own model? (and why, in words)."""
+    g, o = global_auc.get("booked"), own_auc.get("booked")
+    if n_compared < min_compared or g is None or o is None:
+        return False, f"{n_compared} held-out chats with outcomes: too few to compare (need {min_compared})"
+    if o < g + min_gain:
+        return False, f"booked AUC {o - g:+.4f} vs the global model (needs {min_gain:+.4f})"
+    ga, oa = global_auc.get("arrived"), own_auc.get("arrived")
+    if ga is not None and oa is not None and oa < ga - ARRIVED_TOLERANCE:
+        return False, f"booked AUC {o - g:+.4f} but arrived AUC {oa - ga:+.4f} (may lose {ARRIVED_TOLERANCE})"
+    return True, f"booked AUC {o - g:+.4f} vs the global model"
+
+
+def fit_hospital(
+    hospital: str,
+    path: Path,
+    n_labelled: int,
+    global_bundle: Path,
+    held_out: set[str],
+    settings: Settings,
+    out_dir: Path,
+    workers: int = 1,
+    candidates: dict[str, dict] | None = None,
+) -> HospitalResult:
+    """Train ``hospital``'s own model on ``path`` and compare it with the global bundle (one Ray task).
+
+    ``candidates``: the scorer families to try (the driver's ``scorers.CANDIDATES``, so that a Ray
+    worker process tries what the global model tried)."""
+    from yuyue.models.bundle import YuyueModel
+    from yuyue.training import scorers
+    from yuyue.training.evaluate import evaluate, public
+    from yuyue.training.train import train
+
+    t = time.perf_counter()
+    before = scorers.CANDIDATES
+    scorers.CANDIDATES = candidates or before
+    try:
+        own = train(path, settings=settings, out_dir=out_dir, workers=workers, echo=lambda _: None)
+    finally:
+        scorers.CANDIDATES = before
+    fit_seconds = time.perf_counter() - t
+    both = compared_scan(path, held_out)
+    out = HospitalResult(hospital, n_labelled, bundle_dir=out_dir, metrics=own.metrics, info=own.model.info)
+    out.n_compared = sum(1 for m in both.metas if both.split[m.index] == "test" and m.booked is not None)
+    for name, model in (("global", YuyueModel.load(global_bundle)), ("own", own.model)):
+        m = public(evaluate(model, path, scan_=both, split="test", workers=workers))
+        getattr(out, f"{name}_auc").update({t: m.get(f"{t}.auc") for t in TARGETS})
+    out.fit_seconds = round(fit_seconds, 1)
+    return out
+
+
+def fit_all(
+    jobs: list[tuple[str, Path, int]],
+    global_bundle: Path,
+    held_out: set[str],
+    settings: Settings,
+    out_root: Path,
+    *,
+    ray: bool = False,
+    cpus_per_task: int = 1,
+) -> list[HospitalResult]:
+    """:func:`fit_hospital` of each (hospital, file, labelled chats): Ray tasks with ``ray`` (Ray already
+    started, see ``distributed.ray_session``), else one after the other; results in ``jobs``' order."""
+    from yuyue.training import scorers
+    from yuyue.training.registry import hospital_slug
+
+    args = [
+        (
+            h,
+            p,
+            n,
+            global_bundle,
+            held_out,
+            settings,
+            out_root / hospital_slug(h),
+            cpus_per_task,
+            scorers.CANDIDATES,
+        )
+        for h, p, n in jobs
+    ]
+    if not ray:
+        return [fit_hospital(*a) for a in args]
+    import ray as ray_
+
+    from yuyue.training.distributed import _get
+
+    cpus = ray_.cluster_resources().get("CPU", 0)
+    if cpus < cpus_per_task:  # the tasks would wait for ever
+        raise ValueError(f"--cpus-per-task {cpus_per_task}: the Ray cluster has {cpus:g} CPUs")
+
+    held = ray_.put(held_out)  # one copy in the object store, not one per task
+    task = ray_.remote(fit_hospital).options(num_cpus=cpus_per_task)
+    return _get([task.remote(*a[:4], held, *a[5:]) for a in args])
+
+
+def train_per_hospital(
+    data: str | Path,
+    settings: Settings,
+    global_bundle: Path,
+    global_version: str | None,
+    *,
+    min_chats: int = MIN_CHATS,
+    min_gain: float = MIN_GAIN,
+    min_compared: int = MIN_COMPARED,
+    ray: bool = False,
+    cpus_per_task: int = 1,
+    experiment: str = "yuyue",
+    tracking_uri: str | None = None,
+    register: bool = True,
+    echo: Callable[[str], None] = print,
+) -> list[HospitalResult]:
+    """Compare every big-enough hospital's own model with the global one; register and alias the kept ones.
+
+    Every compared hospital is logged (one MLflow run per call, ``per_hospital.*`` metrics and a JSON
+    table) and printed as a table; too-small hospitals are listed with their counts.
+    """
+    out_root = settings.var_dir / "models" / "per_hospital"
+    t = time.perf_counter()
+    counts, files, held_out = split_hospitals(data, out_root / "data", min_chats)
+    small = sorted(h for h in counts if h not in files)
+    echo(
+        f"per hospital: {len(counts)} hospitals with outcomes; {len(files)} with ≥ {min_chats} labelled chats"
+        + (f", too few: {', '.join(f'{h} ({counts[h]})' for h in small)}" if small else "")
+    )
+    jobs = [(h, files[h], counts[h]) for h in sorted(files)]
+    results = fit_all(
+        jobs,
+        global_bundle,
+        held_out,
+        settings,
+        out_root,
+        ray=ray,
+        cpus_per_task=cpus_per_task,
+    )
+    seconds = round(time.perf_counter() - t, 1)
+    for r in results:
+        r.kept, r.why = decide(r.global_auc, r.own_auc, r.n_compared, min_gain, min_compared)
+    for line in table(results, counts, min_chats):
+        echo(line)
+    echo(f"per-hospital fits: {seconds}s ({'Ray tasks' if ray else 'one after the other'})")
+    if register:
+        register_results(
+            results, settings, global_version, experiment, tracking_uri, min_chats, min_gain, seconds, echo
+        )
+    return results
+
+
+def table(results: list[HospitalResult], counts: dict[str, int], min_chats: int) -> list[str]:
+    """The printed comparison: hospital, labelled chats, held-out chats, both AUCs per target, kept."""
+
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    lines = [
+        f"{'hospital':<20}{'chats':>7}{'held-out':>9}{'global booked':>14}{'own booked':>11}"
+        f"{'global arrived':>15}{'own arrived':>12}  kept"
+    ]
+    done = {r.hospital for r in results}
+    for r in results:
+        lines.append(
+            f"{r.hospital:<20}{r.n_labelled:>7}{r.n_compared:>9}{f(r.global_auc.get('booked')):>14}"
+            f"{f(r.own_auc.get('booked')):>11}{f(r.global_auc.get('arrived')):>15}"
+            f"{f(r.own_auc.get('arrived')):>12}  {'yes' if r.kept else 'no'}: {r.why}"
+        )
+    for h in sorted(set(counts) - done):
+        lines.append(
+            f"{h:<20}{counts[h]:>7}{'':>9}{'':>14}{'':>11}{'':>15}{'':>12}  no: fewer than {min_chats}"
+        )
+    return lines
+
+
+def register_results(
+    results: list[HospitalResult],
+    settings: Settings,
+    global_version: str | None,
+    experiment: str = "yuyue",
+    tracking_uri: str | None = None,
+    min_chats: int = MIN_CHATS,
+    min_gain: float = MIN_GAIN,
+    seconds: float = 0.0,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Register and alias the kept models, remove the aliases of the compared hospitals not kept, and
+    log the comparison (one MLflow run: ``per_hospital.<slug>.*`` metrics and ``per_hospital.json``)."""
+    import json
+    import tempfile
+
+    import mlflow
+
+    from yuyue.training import registry
+
+    for r in results:
+        if r.kept:
+            assert r.bundle_dir is not None
+            compare = {
+                f"compare.{who}_{t}_auc": v
+                for who, aucs in (("global", r.global_auc), ("own", r.own_auc))
+                for t, v in aucs.items()
+                if v is not None
+            }
+            _, r.version = registry.log_and_register(
+                None,  # type: ignore[arg-type]  # the bundle on disk is what gets logged
+                r.bundle_dir,
+                {**r.metrics, **compare, "compare.n_chats": r.n_compared},
+                params={"hospital": r.hospital, "global_version": global_version, "min_gain": min_gain},
+                experiment=experiment,
+                settings=settings,
+                tracking_uri=tracking_uri,
+                tags={
+                    registry.HOSPITAL_TAG: r.hospital,
+                    "yuyue.global_version": global_version or "not registered",
+                    "data.n_labelled": r.n_labelled,
+                },
+            )
+            assert r.version is not None
+            alias = registry.set_hospital_alias(r.hospital, r.version, settings, tracking_uri)
+            echo(f"{r.hospital}: registered version {r.version} as {alias}")
+        else:
+            before = registry.remove_hospital_alias(r.hospital, settings, tracking_uri)
+            if before is not None:
+                echo(f"{r.hospital}: alias {registry.hospital_alias(r.hospital)} (version {before}) removed")
+    registry.configure(settings, tracking_uri)
+    exp_id = registry._experiment(experiment, settings)
+    with mlflow.start_run(experiment_id=exp_id, run_name="per-hospital comparison"):
+        mlflow.set_tag("yuyue.kind", "per-hospital comparison")
+        mlflow.log_params(
+            {
+                "global_version": global_version,
+                "min_chats": min_chats,
+                "min_gain": min_gain,
+                "n_hospitals": len(results),
+            }
+        )
+        metrics: dict[str, float] = {"per_hospital.seconds": seconds}
+        for r in results:
+            key = f"per_hospital.{registry.hospital_slug(r.hospital)}"
+            metrics[f"{key}.n_chats"] = r.n_compared
+            metrics[f"{key}.kept"] = float(r.kept)
+            for who, aucs in (("global", r.global_auc), ("own", r.own_auc)):
+                metrics.update({f"{key}.{who}_{t}_auc": v for t, v in aucs.items() if v is not None})
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "per_hospital.json"
+            rows = [
+                {
+                    "hospital": r.hospital,
+                    "n_labelled": r.n_labelled,
+                    "n_compared": r.n_compared,
+                    "global_auc": r.global_auc,
+                    "own_auc": r.own_auc,
+                    "kept": r.kept,
+                    "why": r.why,
+                    "version": r.version,
+                    "fit_seconds": r.fit_seconds,
+                }
+                for r in results
+            ]
+            path.write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
+            mlflow.log_artifact(str(path))
+
+
+__all__ = [
+    "HospitalResult",
+    "MIN_CHATS",
+    "MIN_GAIN",
+    "decide",
+    "fit_all",
+    "fit_hospital",
+    "register_results",
+    "split_hospitals",
+    "train_per_hospital",
+]
