@@ -52,8 +52,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,11 +139,21 @@ def _erased() -> sa.ColumnElement[bool]:
     )
 
 
-def selection(version: str, filters: Filters) -> list[sa.ColumnElement[bool]]:
+def _scope(filters: Filters, exclude_hospitals: Collection[str] = ()) -> list[sa.ColumnElement[bool]]:
+    """The selection rules narrowed by ``filters``, without the chats of ``exclude_hospitals``."""
+    where = [_needs_score(), *filters.where()]
+    if exclude_hospitals:
+        hospital = conversations.c.hospital
+        where.append(sa.or_(hospital.is_(None), hospital.not_in(sorted(exclude_hospitals))))
+    return where
+
+
+def selection(
+    version: str, filters: Filters, exclude_hospitals: Collection[str] = ()
+) -> list[sa.ColumnElement[bool]]:
     """The WHERE clauses of the chats a run with ``version`` re-scores."""
     return [
-        _needs_score(),
-        *filters.where(),
+        *_scope(filters, exclude_hospitals),
         conversations.c.model_version.is_distinct_from(version),
         sa.not_(_erased()),
     ]
@@ -266,6 +276,7 @@ def backscore(
     version: str,
     *,
     filters: Filters | None = None,
+    exclude_hospitals: Collection[str] = (),
     ray: bool = False,
     ray_address: str | None = None,
     workers: int | None = None,
@@ -275,7 +286,8 @@ def backscore(
 ) -> BackscoreResult:
     """Re-score the selected chats with ``model`` as ``version`` (see the module docstring).
 
-    ``ray``: chunks as Ray tasks (``ray_address`` implies it; ``workers``: the local Ray's CPUs);
+    ``exclude_hospitals``: leave their chats out (hospitals served by their own model, re-scored by their
+    own run: see :func:`runs`); ``ray``: chunks as Ray tasks (``ray_address`` implies it; ``workers``: the local Ray's CPUs);
     ``dry_run``: score, count, write nothing; ``before_write``: called with each chunk's ids just before
     its write (progress; the tests interleave a live message there)."""
     if chunk < 1:
@@ -286,8 +298,8 @@ def backscore(
     filters = filters or Filters()
     ray = ray or ray_address is not None
     out = BackscoreResult(version, ray=ray, dry_run=dry_run)
-    where = selection(version, filters)
-    rules = [_needs_score(), *filters.where()]
+    where = selection(version, filters, exclude_hospitals)
+    rules = _scope(filters, exclude_hospitals)
     out.current = _count(engine, [*rules, conversations.c.model_version == version])
     out.erased = _count(engine, [*rules, conversations.c.model_version.is_distinct_from(version), _erased()])
     chunks = _chunks(engine, where, chunk)
@@ -302,6 +314,29 @@ def backscore(
             _write(engine, out, part, score_chunk(model, part.rows, part.msgs), before_write)
     out.seconds = round(time.perf_counter() - t0, 3)
     log.info("back-scored with version %s: %s", version, out.as_dict())
+    return out
+
+
+@dataclass
+class Run:
+    """One model's part of a back-scoring: its chats are ``filters`` less ``exclude_hospitals``."""
+
+    model: YuyueModel
+    version: str
+    filters: Filters
+    exclude_hospitals: tuple[str, ...] = ()
+
+
+def runs(
+    champion: tuple[YuyueModel, str], hospitals: dict[str, tuple[YuyueModel, str]], filters: Filters
+) -> list[Run]:
+    """Each chat with the model the server would score it by (``ModelHolder.model_for``): the hospitals
+    with their own model (``hospitals``: code -> (model, version), the ``hospital-*`` aliases) each by
+    it, every other chat by the champion; ``filters.hospital`` keeps one hospital's run only."""
+    wanted = {h: m for h, m in hospitals.items() if filters.hospital in (None, h)}
+    out = [] if filters.hospital in wanted else [Run(*champion, filters, tuple(sorted(wanted)))]
+    for hospital, (model, version) in sorted(wanted.items()):
+        out.append(Run(model, version, replace(filters, hospital=hospital)))
     return out
 
 

@@ -8,7 +8,9 @@ tasks rank open chats, leads and bookings by the new model (``serving/backscore.
 which score, and how a live message during the run wins). ``--model-version``: a registered version
 number or an alias (default: the champion). ``--ray`` runs the chunks as Ray tasks on a local Ray with
 ``--workers`` CPUs, or on the cluster at ``--ray-address`` (which implies ``--ray``) or ``RAY_ADDRESS``.
-``--dry-run`` scores and counts without writing.
+``--dry-run`` scores and counts without writing. Without ``--model-version``, the chats of a hospital
+served by its own model (a ``hospital-*`` alias, ``yuyue train --per-hospital``) are re-scored by that
+model, as the server scores them; one line (or JSON object) per model.
 
 The database is ``--url``, else ``get_settings().resolved_database_url``; it must hold a Yuyue store at
 this version's schema (``yuyue store upgrade``); nothing is created.
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from yuyue.config import Settings
     from yuyue.models.bundle import YuyueModel
     from yuyue.serving.backscore import BackscoreResult
+    from yuyue.serving.store import Filters
 
 URL_HELP = "database URL (default: the database_url setting, else sqlite:///<var_dir>/yuyue.db)"
 
@@ -160,30 +163,70 @@ def score_command(
     filters = Filters(hospital=hospital, since=_since(since))
     settings = get_settings()
     engine = _open_store(url or settings.resolved_database_url)
-    result = _run(
+    results = _run(
         engine,
         settings,
         model_version,
-        filters=filters,
+        filters,
         ray=use_ray,
         ray_address=ray_address,
         workers=workers,
         chunk=chunk,
         dry_run=dry_run,
     )
-    typer.echo(orjson.dumps(result.as_dict()).decode() if as_json else _summary(result))
+    for result in results:  # one line per model: the champion's, then each hospital's own
+        typer.echo(orjson.dumps(result.as_dict()).decode() if as_json else _summary(result))
 
 
-def _run(engine: Engine, settings: Settings, model_version: str | None, **options: Any) -> BackscoreResult:
-    """Load the model and back-score with it (``options``: :func:`serving.backscore.backscore`'s); the
-    engine is disposed after."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from yuyue.serving.backscore import backscore
+def _hospital_models(settings: Settings) -> dict[str, tuple[YuyueModel, str]]:
+    """The hospitals served by their own model (the ``hospital-*`` aliases): code -> (model, version)."""
+    from yuyue.training import registry
 
     try:
-        model, version = _model(settings, model_version)
-        return backscore(engine, model, version, **options)
+        return {h: registry.load(v, settings) for h, v in registry.hospital_versions(settings).items()}
+    except registry.RegistryError as exc:
+        fail(f"a hospital's own model: {one_line(exc)}")
+
+
+def _run(
+    engine: Engine,
+    settings: Settings,
+    model_version: str | None,
+    filters: Filters,
+    ray: bool = False,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    **options: Any,
+) -> list[BackscoreResult]:
+    """Load the model(s) and back-score (``options``: :func:`serving.backscore.backscore`'s); the engine
+    is disposed after. Without ``model_version`` each chat gets the model the server would score it by:
+    its hospital's own (a ``hospital-*`` alias), else the champion (:func:`serving.backscore.runs`)."""
+    from contextlib import nullcontext
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuyue.serving.backscore import backscore, runs
+    from yuyue.training.distributed import ray_session
+
+    ray = ray or ray_address is not None
+    try:
+        champion = _model(settings, model_version)
+        plan = runs(champion, _hospital_models(settings) if model_version is None else {}, filters)
+        with ray_session(ray_address, num_cpus=workers) if ray else nullcontext():  # one Ray for every run
+            return [
+                backscore(
+                    engine,
+                    run.model,
+                    run.version,
+                    filters=run.filters,
+                    exclude_hospitals=run.exclude_hospitals,
+                    ray=ray,
+                    ray_address=ray_address,
+                    workers=workers,
+                    **options,
+                )
+                for run in plan
+            ]
     except SQLAlchemyError as exc:
         fail(f"database error: {one_line(exc)}")
     except ConnectionError as exc:  # ray.init: no cluster at the address

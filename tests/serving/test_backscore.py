@@ -305,3 +305,45 @@ def test_the_command_rescores_with_the_registered_champion(api, cli, model, tmp_
     human = cli("--from-store", "--url", url, "--model-version", version)
     assert human.exit_code == 0, human.output
     assert f"version {version}: 0 chats selected" in human.stdout and "2 already scored by it" in human.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_hospital_with_its_own_model_is_rescored_by_it(api, cli, model, tmp_path):
+    """As the server scores them (``ModelHolder.model_for``): hz-a's chats by hz-a's own model (a
+    ``hospital-*`` alias), every other chat by the champion; ``--hospital`` keeps one hospital's run."""
+    from yuyue.training import registry
+
+    chats = {h: _open(api, hospital=h) for h in ("hz-a", "sh-b")}
+    chats["none"] = _open(api)
+    for cid in chats.values():
+        _chat(api, cid, CHAT)
+    settings = get_settings()
+    bundle = model.save(tmp_path / "bundle")
+    _, champion = registry.log_and_register(model, bundle, {}, settings=settings)
+    registry.promote(champion, settings)
+    b = other_model(model)
+    _, own = registry.log_and_register(
+        b, b.save(tmp_path / "own"), {}, settings=settings, tags={registry.HOSPITAL_TAG: "hz-a"}
+    )
+    registry.set_hospital_alias("hz-a", own, settings)
+    url = api.state.settings.resolved_database_url
+
+    only = cli("--from-store", "--url", url, "--hospital", "sh-b", "--json")
+    assert only.exit_code == 0, only.output
+    lines = [orjson.loads(x) for x in only.stdout.strip().splitlines() if x.startswith("{")]
+    assert [(x["version"], x["rescored"]) for x in lines] == [(champion, 1)]
+
+    done = cli("--from-store", "--url", url, "--json")
+    assert done.exit_code == 0, done.output
+    lines = [orjson.loads(x) for x in done.stdout.strip().splitlines() if x.startswith("{")]
+    # the champion's run leaves hz-a out (sh-b is current already); hz-a's own run takes its chat
+    assert [(x["version"], x["selected"], x["rescored"]) for x in lines] == [(champion, 1, 1), (own, 1, 1)]
+    rows = _rows(api)
+    assert {h: rows[c]["model_version"] for h, c in chats.items()} == {
+        "hz-a": own,
+        "sh-b": champion,
+        "none": champion,
+    }
+    stored = {k: rows[chats["hz-a"]][k] for k in ("p_booked", "p_arrived")}
+    assert stored == pytest.approx(_as_row(_replayed(api, b, chats["hz-a"])), abs=1e-9)
