@@ -30,9 +30,14 @@ from (:func:`slot_facts`):
   ``bring`` first).
 
 A value the knowledge lacks is simply absent: the script library's sentence holding that slot is left
-out and the generic replies remain. The knowledge is cached in process (:class:`KnowledgeBook`): a write
-through this process replaces it at once, other processes see it within :data:`REFRESH_S` seconds (one
-indexed ``SELECT rev`` per poll).
+out and the generic replies remain. The knowledge is cached in process (:class:`KnowledgeBook`), per
+hospital: a write through this process replaces it at once, other processes see it within
+:data:`REFRESH_S` seconds (one indexed ``SELECT rev`` per hospital per poll).
+
+Several hospitals: each may have its own document (the row keyed by its code, the ``hospital`` of its
+chats); a chat of a hospital with one is served from it, a chat without a hospital or of a hospital
+without a document from the default one (the ``hospital_id`` setting's). A document is whole, never
+merged with the default: one without ``hospital.name`` leaves the ``hospital_name`` setting in replies.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ log = logging.getLogger("yuyue.serving")
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 REFRESH_S = 2.0  # how often a process checks the stored revision of the knowledge it serves
+MAX_CACHED = 10_000  # hospitals whose knowledge a process keeps (its chats' hospitals)
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "knowledge_example.yaml"
 MAX_YAML_BYTES = 1_000_000
 WEEKDAYS = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
@@ -823,6 +829,19 @@ class KnowledgeBook:
             self._cached[hid] = (now + self.refresh_s, index)
         return index
 
+    def for_chat(self, hospital_id: str | None) -> Index | None:
+        """The knowledge a chat of ``hospital_id`` is served from: its hospital's own document when it has
+        one, else the default (the book's ``hospital_id``: a chat without a hospital, a hospital without
+        a document)."""
+        if hospital_id and hospital_id != self.hospital_id:
+            if len(self._cached) > MAX_CACHED and hospital_id not in self._cached:
+                with self._lock:
+                    self._cached.clear()  # hospital ids come from chats: keep the cache bounded
+            own = self.get(hospital_id)
+            if own is not None:
+                return own
+        return self.get()
+
     def _load(self, hospital_id: str, rev: int) -> Index | None:
         if rev == 0:
             return None
@@ -858,7 +877,7 @@ class KnowledgeHook:
         if message is None:  # not a message the service is serving (a replay, a benchmark): as without
             return dict(facts)
         at, hospital_id = message
-        index = self.book.get(hospital_id)
+        index = self.book.for_chat(hospital_id)
         if index is None:
             return dict(facts)
         return {**facts, **slot_facts(index, facts, messages, at)}
@@ -910,8 +929,8 @@ def attach(suggester: Any, knowledge_book: KnowledgeBook) -> None:
 
 @contextmanager
 def message_time(at: datetime, hospital_id: str | None = None) -> Iterator[None]:
-    """Within it, an attached suggester fills replies from the knowledge of ``hospital_id`` (default: the
-    book's) for a message sent at ``at``."""
+    """Within it, an attached suggester fills replies from the knowledge of ``hospital_id`` (the chat's
+    hospital: its own document, else the book's default one) for a message sent at ``at``."""
     token = _message.set((at, hospital_id))
     try:
         yield

@@ -3,7 +3,11 @@ address and directions. Everyone with a key reads it; admins write it whole (``P
 a 422 names each bad field (an activity's wording naming the compliance rule it breaks) and stores
 nothing. The served replies use a write from the next message on (other workers within 2 s).
 
-The hospital is the ``hospital_id`` setting (one per server until hospitals are tenants).
+Each hospital may have its own document (``?hospital=H``; its chats' replies are filled from it) and
+the default document (the ``hospital_id`` setting's) serves chats without a hospital and hospitals
+without one. Without ``?hospital=``: the key's hospital for a key scoped to one, else the default.
+A key scoped to hospitals reads and (admins) writes only its hospitals' documents (403 naming the
+hospital otherwise); the default document is the group's: writing it needs a group-level key.
 """
 
 from __future__ import annotations
@@ -17,18 +21,26 @@ from pydantic import BaseModel, Field
 
 from yuyue.serving import knowledge as kb
 from yuyue.serving.auth import Caller, Role
-from yuyue.serving.deps import State, Who, require_group
+from yuyue.serving.auth import require_group as auth_require_group
+from yuyue.serving.deps import State, Who, caller_hospitals, require
 from yuyue.serving.errors import InvalidInput, errors, validation_problem
 from yuyue.serving.state import Yuyue
 
 router = APIRouter(tags=["knowledge"])
 
-# one knowledge serves every hospital (until hospitals are its tenants too): writes need a group-level key
-GroupAdmin = Annotated[Caller, Depends(require_group(what="writing the knowledge"))]
+Admin = Annotated[Caller, Depends(require())]  # admins only (require admits admins to every role)
+HospitalParam = Query(
+    None,
+    min_length=1,
+    max_length=128,
+    description="the hospital's document; default: the key's hospital (a key scoped to one), else the "
+    "default document (the hospital_id setting's, serving chats of hospitals without their own)",
+)
 
 
 class KnowledgeView(BaseModel):
-    hospital_id: str
+    hospital_id: str = Field(description="whose document: a hospital's code, or the default's id")
+    default: bool = Field(description="the default document (chats of hospitals without their own)")
     rev: int = Field(description="one higher per write; 0: nothing written yet")
     updated_at: str | None
     updated_by: str | None
@@ -76,9 +88,10 @@ class _Refused(InvalidInput):
         )
 
 
-def _view(stored: kb.Stored, who: Caller) -> dict[str, Any]:
+def _view(stored: kb.Stored, who: Caller, default_id: str) -> dict[str, Any]:
     return {
         "hospital_id": stored.hospital_id,
+        "default": stored.hospital_id == default_id,
         "rev": stored.rev,
         "updated_at": stored.updated_at.isoformat() if stored.updated_at else None,
         "updated_by": stored.updated_by,
@@ -91,10 +104,27 @@ def _store(state: Yuyue) -> kb.KnowledgeStore:
     return kb.KnowledgeStore(state.engine)
 
 
+def _hospital(who: Caller, state: Yuyue, hospital: str | None) -> str:
+    """Whose document a request is about: ``hospital`` (403 outside the key's hospitals; the default
+    document, shared by every hospital, is read by every key), else the key's only hospital, else the
+    default document's id."""
+    default_id = state.settings.hospital_id
+    if hospital == default_id:
+        return default_id
+    scope = caller_hospitals(who, hospital)
+    if hospital is not None:
+        return hospital
+    if scope is not None and len(scope) == 1:
+        return scope[0]
+    return default_id
+
+
 @router.get("/v1/knowledge", response_model=KnowledgeView, responses=errors(401, 403, 429, 503))
-def get_knowledge(who: Who, state: State) -> dict[str, Any]:
-    """The hospital's knowledge as stored (every role)."""
-    return _view(_store(state).read(state.settings.hospital_id), who)
+def get_knowledge(who: Who, state: State, hospital: str | None = HospitalParam) -> dict[str, Any]:
+    """A hospital's knowledge as stored (every role; rev 0 and empty: none written, its chats are served
+    from the default document)."""
+    default_id = state.settings.hospital_id
+    return _view(_store(state).read(_hospital(who, state, hospital)), who, default_id)
 
 
 @router.put(
@@ -102,22 +132,26 @@ def get_knowledge(who: Who, state: State) -> dict[str, Any]:
 )
 def put_knowledge(
     body: kb.Knowledge,
-    who: GroupAdmin,
+    who: Admin,
     state: State,
     rev: int | None = Query(
         None, ge=0, le=2**31 - 1, description="the revision edited: 409 when another was written since"
     ),
+    hospital: str | None = HospitalParam,
 ) -> dict[str, Any]:
     """Replace the hospital's knowledge (admins). Checked whole before anything is stored: 422 naming each
     bad field, an unknown department a doctor or activity names, an activity's title, wording or
-    conditions that break the compliance guard (naming the rule). One knowledge serves every hospital
-    until hospitals are tenants of it too: keys scoped to hospitals get 403."""
+    conditions that break the compliance guard (naming the rule). A key scoped to hospitals writes its
+    hospitals' documents only; the default document is shared by every hospital: a group-level key."""
+    hid = _hospital(who, state, hospital)
+    if hid == state.settings.hospital_id:
+        auth_require_group(who, "writing the default knowledge")
     try:
-        stored = _store(state).write(state.settings.hospital_id, body, who.name, expect_rev=rev)
+        stored = _store(state).write(hid, body, who.name, expect_rev=rev)
     except kb.KnowledgeError as exc:
         raise _Refused(exc) from None
     kb.book(state.service).written(stored)
-    return _view(stored, who)
+    return _view(stored, who, state.settings.hospital_id)
 
 
 @router.get("/v1/knowledge/day", response_model=DayView, responses=errors(401, 403, 422, 429, 503))
@@ -127,10 +161,11 @@ def knowledge_day(
     day: date = Query(alias="date", description="the visit day"),
     department: str | None = Query(None, min_length=1, max_length=64),
     project: str | None = Query(None, min_length=1, max_length=64, description="a project's name or alias"),
+    hospital: str | None = HospitalParam,
 ) -> dict[str, Any]:
     """What the replies would use for a visit on ``date``: the doctors on duty (and those off, why),
     the activities valid, the project's price range and duration (every role)."""
-    stored = _store(state).read(state.settings.hospital_id)
+    stored = _store(state).read(_hospital(who, state, hospital))
     index = kb.Index.of(stored.knowledge, stored.rev)
     proj = kb.find_project(index, department, project, [])
     doctors = [d for d in stored.knowledge.doctors if department is None or d.department == department]

@@ -7,7 +7,9 @@ per role (the consultants both serve as ``c1``, so only the hospital tells them 
 Every route of the app is in exactly one of :data:`ITEMS` (B's chat / appointment / task / patient:
 403 for the scoped key wherever the group key of the same role is let through), :data:`LISTS` (B
 absent, A's rows as the group key's filtered by ``hospital=A``), :data:`GROUP` (shared by every
-hospital: 403 for scoped keys) and :data:`SHARED` (nothing per hospital); a new endpoint fails
+hospital: 403 for scoped keys), :data:`DOCUMENTS` (a document per hospital, ``?hospital=``: A's by
+default for the scoped key, B's a 403, the shared default one written by group keys only) and
+:data:`SHARED` (nothing per hospital); a new endpoint fails
 :func:`test_every_route_is_classified` until it is classified here. On SQLite and PostgreSQL.
 """
 
@@ -203,7 +205,6 @@ LISTS: dict[tuple[str, str], dict[str, object]] = {
 # shared by every hospital: only group-level keys change or read them (403 for scoped keys)
 GROUP: dict[tuple[str, str], Call] = {
     ("POST", "/v1/admin/reload"): lambda api, h: api.post("/v1/admin/reload", headers=h),
-    ("PUT", "/v1/knowledge"): lambda api, h: api.put("/v1/knowledge", json={}, headers=h),
     ("POST", "/v1/replies/{reply_id}/review"): lambda api, h: api.post(
         "/v1/replies/r-none/review", json={"action": "allow"}, headers=h
     ),
@@ -213,8 +214,15 @@ GROUP: dict[tuple[str, str], Call] = {
         "/v1/model/health", params={"drift": "false"}, headers=h
     ),
 }
-# nothing in them is per hospital: the probes, the console's files, the model and the knowledge (one
-# per server)
+# a document per hospital (``?hospital=``) and a default one shared by every hospital: the knowledge
+DOCUMENTS: dict[tuple[str, str], Callable[..., object]] = {  # (client, headers, params) -> response
+    ("GET", "/v1/knowledge"): lambda api, h, p: api.get("/v1/knowledge", params=p, headers=h),
+    ("PUT", "/v1/knowledge"): lambda api, h, p: api.put("/v1/knowledge", params=p, json={}, headers=h),
+    ("GET", "/v1/knowledge/day"): lambda api, h, p: api.get(
+        "/v1/knowledge/day", params={"date": "2025-03-06", **p}, headers=h
+    ),
+}
+# nothing in them is per hospital: the probes, the console's files, the model
 SHARED = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -222,8 +230,6 @@ SHARED = {
     ("GET", "/"),
     ("GET", "/console/{name}.js"),
     ("GET", "/v1/model"),
-    ("GET", "/v1/knowledge"),
-    ("GET", "/v1/knowledge/day"),
 }
 
 
@@ -258,7 +264,7 @@ def test_every_route_is_classified(backend, model):
     from yuyue.serving.app import create_app
 
     app = create_app(backend, model, "t1")
-    parts = [set(ITEMS), set(LISTS), set(GROUP), SHARED]
+    parts = [set(ITEMS), set(LISTS), set(GROUP), set(DOCUMENTS), SHARED]
     assert sum(len(p) for p in parts) == len(set().union(*parts)), "a route is in two classes"
     assert set().union(*parts) == _routes(app)
 
@@ -478,6 +484,32 @@ def test_group_operations_refuse_scoped_keys(world):
             assert scoped.status_code == 403, (route, role, scoped.text)
             if group.status_code != 403:
                 assert "group-level key" in scoped.json()["detail"], (route, role, scoped.text)
+
+
+def test_documents_are_per_hospital(world):
+    """The scoped key reaches A's document (by default and by ``?hospital=A``), never B's (403 naming B as
+    the other 403s do); the default document is read by every key and written by group-level admins only."""
+    api = world
+    default_id = api.app.state.yuyue.settings.hospital_id
+    for route, call in DOCUMENTS.items():
+        for role in ROLES:
+            g, a = api.keys[f"g-{role}"], api.keys[f"a-{role}"]
+            group = call(api, g, {})
+            if group.status_code == 403:  # the role may not do this anywhere (writes: admins)
+                assert call(api, a, {"hospital": A}).status_code == 403, (route, role)
+                continue
+            assert group.status_code == 200, (route, role, group.text)
+            mine = call(api, a, {})
+            assert mine.status_code == 200 and call(api, a, {"hospital": A}).status_code == 200, mine.text
+            if "hospital_id" in mine.json():
+                assert mine.json()["hospital_id"] == A and group.json()["hospital_id"] == default_id
+            refused = call(api, a, {"hospital": B})
+            assert _scoped_refusal(refused, B) and "outside key" in refused.json()["detail"], refused.text
+            shared = call(api, a, {"hospital": default_id})
+            if route[0] == "GET":
+                assert shared.status_code == 200, (route, role, shared.text)
+            else:
+                assert shared.status_code == 403 and "group-level key" in shared.json()["detail"], shared.text
 
 
 def test_funnel_compares_hospitals_for_group_keys(world):
