@@ -68,6 +68,7 @@ log = logging.getLogger("yuyue.serving")
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 REFRESH_S = 2.0  # how often a process checks the stored revision of the knowledge it serves
+MAX_HOSPITAL_ID = 64  # hospital_knowledge.hospital_id (a chat's hospital may be longer: no own document)
 MAX_CACHED = 10_000  # hospitals whose knowledge a process keeps (its chats' hospitals)
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "knowledge_example.yaml"
 MAX_YAML_BYTES = 1_000_000
@@ -417,7 +418,7 @@ def to_yaml(k: Knowledge) -> str:
 hospital_knowledge = sa.Table(
     "hospital_knowledge",
     metadata,
-    sa.Column("hospital_id", sa.String(64), primary_key=True),
+    sa.Column("hospital_id", sa.String(MAX_HOSPITAL_ID), primary_key=True),
     sa.Column("document", sa.Text, nullable=False),
     sa.Column("rev", sa.Integer, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -969,6 +970,7 @@ __all__ = [
     "KnowledgeError",
     "KnowledgeHook",
     "KnowledgeStore",
+    "MAX_HOSPITAL_ID",
     "Leave",
     "Problem",
     "Project",

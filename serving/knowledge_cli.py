@@ -5,8 +5,10 @@
   there; a bad file prints every problem as ``FILE: field.path: problem``, exits 1 and stores nothing.
 - ``yuyue knowledge export [--out FILE]``: the stored knowledge as YAML (stdout by default).
 
-The hospital is ``--hospital`` (default: the ``hospital_id`` setting); the database ``--url`` (default:
-the ``database_url`` setting). A running server serves an import within 2 s.
+The hospital is ``--hospital`` (a hospital's code: its own document, which its chats' replies are filled
+from; default: the ``hospital_id`` setting's, the default document serving chats without a hospital and
+hospitals without their own); the database ``--url`` (default: the ``database_url`` setting). A running
+server serves an import within 2 s.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ knowledge_app = typer.Typer(
 )
 
 URL_HELP = "database URL (default: the database_url setting, else sqlite:///<var_dir>/yuyue.db)"
-HOSPITAL_HELP = "hospital id (default: the hospital_id setting)"
+HOSPITAL_HELP = (
+    "a hospital's code: its own document (default: the hospital_id setting's, the default document that "
+    "serves chats without a hospital and hospitals without their own)"
+)
 
 
 def _engine(url: str | None) -> Engine:
@@ -56,7 +61,12 @@ def _engine(url: str | None) -> Engine:
 
 
 def _hospital(hospital: str | None) -> str:
-    if hospital:
+    if hospital is not None:
+        from yuyue.serving.knowledge import MAX_HOSPITAL_ID
+
+        hospital = hospital.strip()
+        if not hospital or len(hospital) > MAX_HOSPITAL_ID:
+            fail(f"--hospital {hospital!r}: give a hospital code of 1 to {MAX_HOSPITAL_ID} characters", 2)
         return hospital
     from yuyue.config import get_settings
 
@@ -66,7 +76,7 @@ def _hospital(hospital: str | None) -> str:
 @knowledge_app.command("import")
 def import_command(
     file: str = typer.Argument(..., help="YAML file (- for stdin)"),
-    hospital: str = typer.Option(None, "--hospital", help=HOSPITAL_HELP, min=1, max=64),
+    hospital: str = typer.Option(None, "--hospital", help=HOSPITAL_HELP),
     url: str = typer.Option(None, "--url", help=URL_HELP),
 ) -> None:
     """Check a knowledge YAML file whole and store it as the hospital's knowledge (nothing on any problem)."""
@@ -105,7 +115,7 @@ def import_command(
 @knowledge_app.command("export")
 def export_command(
     out: Path = typer.Option(None, "--out", help="write here instead of stdout"),
-    hospital: str = typer.Option(None, "--hospital", help=HOSPITAL_HELP, min=1, max=64),
+    hospital: str = typer.Option(None, "--hospital", help=HOSPITAL_HELP),
     url: str = typer.Option(None, "--url", help=URL_HELP),
 ) -> None:
     """Print (or write) the hospital's knowledge as YAML; ``yuyue knowledge import`` reads it back."""

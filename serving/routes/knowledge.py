@@ -32,7 +32,7 @@ Admin = Annotated[Caller, Depends(require())]  # admins only (require admits adm
 HospitalParam = Query(
     None,
     min_length=1,
-    max_length=128,
+    max_length=kb.MAX_HOSPITAL_ID,
     description="the hospital's document; default: the key's hospital (a key scoped to one), else the "
     "default document (the hospital_id setting's, serving chats of hospitals without their own)",
 )
@@ -146,6 +146,10 @@ def put_knowledge(
     hid = _hospital(who, state, hospital)
     if hid == state.settings.hospital_id:
         auth_require_group(who, "writing the default knowledge")
+    if len(hid) > kb.MAX_HOSPITAL_ID:  # a key's only hospital may be longer (chats allow 128)
+        raise InvalidInput(
+            f"hospital {hid!r}: a knowledge document's hospital is at most {kb.MAX_HOSPITAL_ID} characters"
+        )
     try:
         stored = _store(state).write(hid, body, who.name, expect_rev=rev)
     except kb.KnowledgeError as exc:

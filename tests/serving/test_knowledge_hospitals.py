@@ -186,3 +186,38 @@ def test_a_write_reaches_other_workers(api, hospital) -> None:
     assert book.for_chat(H1) is None
     assert _put(api, api.keys["adm"], hospital, FACTS[hospital]).status_code == 200
     assert book.for_chat(H1).knowledge.hospital.name == FACTS[hospital][0]
+
+
+def test_a_hospital_code_longer_than_a_document_allows_is_refused(api) -> None:
+    long_code = "H" * 100  # a chat's hospital may be up to 128 characters; a document's at most 64
+    key = {"X-API-Key": api.state.keys.create("long-admin", "admin", hospitals=[long_code])[1]}
+    r = _put(api, key, None, FACTS[H1])
+    assert r.status_code == 422 and "at most 64 characters" in r.json()["detail"], r.text
+    r = _put(api, api.keys["adm"], long_code, FACTS[H1])
+    assert r.status_code == 422 and "hospital" in r.text, r.text
+    assert api.get("/v1/knowledge", headers=key).json()["rev"] == 0  # read: nothing of its own
+
+
+def test_cli_imports_and_exports_a_hospitals_document(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from yuyue.serving.knowledge_cli import knowledge_app
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    runner = CliRunner()
+    for hospital in (None, H1):
+        path = tmp_path / f"{hospital}.yaml"
+        path.write_text(kb.to_yaml(kb.parse(_doc(*FACTS[hospital]))), encoding="utf-8")
+        args = ["import", str(path), "--url", url] + (["--hospital", hospital] if hospital else [])
+        r = runner.invoke(knowledge_app, args)
+        assert r.exit_code == 0 and "revision 1" in r.output, r.output
+    r = runner.invoke(knowledge_app, ["export", "--hospital", H1, "--url", url])
+    assert r.exit_code == 0 and f"hospital {H1!r}" in r.output, r.output
+    assert kb.parse_yaml(r.output) == kb.parse(_doc(*FACTS[H1]))
+    r = runner.invoke(knowledge_app, ["export", "--url", url])  # the default document, unchanged
+    assert kb.parse_yaml(r.output) == kb.parse(_doc(*FACTS[None]))
+    r = runner.invoke(knowledge_app, ["export", "--hospital", H2, "--url", url])
+    assert r.exit_code == 0 and "revision 0" in r.output and kb.parse_yaml(r.output) == kb.Knowledge()
+    for bad in (" ", "H" * 65):
+        r = runner.invoke(knowledge_app, ["export", "--hospital", bad, "--url", url])
+        assert r.exit_code == 2 and "1 to 64 characters" in r.output, r.output
