@@ -456,6 +456,12 @@ class KnowledgeStore:
         k = Knowledge.model_validate(orjson.loads(row["document"]))
         return Stored(hospital_id, k, int(row["rev"]), row["updated_at"], row["updated_by"])
 
+    def hospitals(self) -> list[str]:
+        """The hospital ids with a stored document, sorted."""
+        with self.engine.connect() as cx:
+            ids = cx.execute(sa.select(hospital_knowledge.c.hospital_id)).scalars().all()
+        return sorted(ids)
+
     def rev(self, hospital_id: str) -> int:
         with self.engine.connect() as cx:
             rev = cx.execute(

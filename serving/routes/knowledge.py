@@ -44,7 +44,11 @@ class KnowledgeView(BaseModel):
     rev: int = Field(description="one higher per write; 0: nothing written yet")
     updated_at: str | None
     updated_by: str | None
-    editable: bool = Field(description="whether the caller may write it (admins)")
+    editable: bool = Field(description="whether the caller may write it (admins; the default: group-level)")
+    hospitals: list[str] = Field(
+        description="the documents the caller may pick (?hospital=): the default one's id first, then the "
+        "key's hospitals (a group-level key: every hospital with a stored document)"
+    )
     knowledge: kb.Knowledge
 
 
@@ -88,14 +92,17 @@ class _Refused(InvalidInput):
         )
 
 
-def _view(stored: kb.Stored, who: Caller, default_id: str) -> dict[str, Any]:
+def _view(stored: kb.Stored, who: Caller, state: Yuyue) -> dict[str, Any]:
+    default_id = state.settings.hospital_id
+    hospitals = who.hospitals if who.hospitals is not None else _store(state).hospitals()
     return {
         "hospital_id": stored.hospital_id,
         "default": stored.hospital_id == default_id,
         "rev": stored.rev,
         "updated_at": stored.updated_at.isoformat() if stored.updated_at else None,
         "updated_by": stored.updated_by,
-        "editable": who.has_role(Role.ADMIN),
+        "editable": who.has_role(Role.ADMIN) and (stored.hospital_id != default_id or who.hospitals is None),
+        "hospitals": [default_id, *(h for h in hospitals if h != default_id)],
         "knowledge": stored.knowledge,
     }
 
@@ -123,8 +130,7 @@ def _hospital(who: Caller, state: Yuyue, hospital: str | None) -> str:
 def get_knowledge(who: Who, state: State, hospital: str | None = HospitalParam) -> dict[str, Any]:
     """A hospital's knowledge as stored (every role; rev 0 and empty: none written, its chats are served
     from the default document)."""
-    default_id = state.settings.hospital_id
-    return _view(_store(state).read(_hospital(who, state, hospital)), who, default_id)
+    return _view(_store(state).read(_hospital(who, state, hospital)), who, state)
 
 
 @router.put(
@@ -155,7 +161,7 @@ def put_knowledge(
     except kb.KnowledgeError as exc:
         raise _Refused(exc) from None
     kb.book(state.service).written(stored)
-    return _view(stored, who, state.settings.hospital_id)
+    return _view(stored, who, state)
 
 
 @router.get("/v1/knowledge/day", response_model=DayView, responses=errors(401, 403, 422, 429, 503))

@@ -165,6 +165,14 @@ def test_knowledge_routes_take_the_hospital(api) -> None:
     assert r.json()["hospital_id"] == default_id and r.json()["default"] is True
     r = api.get("/v1/knowledge", params={"hospital": default_id}, headers=a_con)  # shared: read by all
     assert r.status_code == 200 and r.json()["knowledge"]["doctors"][0]["name"] == "丙总", r.text
+    # the documents each key may pick (the console's picker), and whether it may write the one shown
+    assert r.json()["hospitals"] == [default_id, H1]
+    r = api.get("/v1/knowledge", params={"hospital": default_id}, headers=a_adm)
+    assert r.json()["editable"] is False and r.json()["hospitals"] == [default_id, H1]
+    assert api.get("/v1/knowledge", headers=a_adm).json()["editable"] is True
+    assert api.get("/v1/knowledge", headers=both).json()["hospitals"] == [default_id, H1, H2]
+    r = api.get("/v1/knowledge", headers=api.keys["adm"])
+    assert r.json()["hospitals"] == [default_id, H1, H2] and r.json()["editable"] is True
     r = api.get("/v1/knowledge", params={"hospital": H3}, headers=api.keys["c01"])
     assert r.json()["rev"] == 0 and r.json()["hospital_id"] == H3 and r.json()["default"] is False
     day = {"date": "2026-12-02", "department": "皮肤科"}
