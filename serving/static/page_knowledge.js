@@ -3,7 +3,9 @@
 // ranges, activities with validity, address and directions — that replies are filled from. Everyone reads;
 // admins edit in place and save the whole document (PUT /v1/knowledge?rev=N: checked whole on the server,
 // a 422 names the field or the compliance rule and stores nothing). The day check asks the server who is
-// on duty and which activities are valid on a date (GET /v1/knowledge/day).
+// on duty and which activities are valid on a date (GET /v1/knowledge/day). With several documents to pick
+// (the default one and the key's hospitals': the view's ``hospitals``), a select picks whose; every call
+// then names it (?hospital=).
 (() => {
   const c = window.yuyueConsole;
   if (!c) return;
@@ -25,7 +27,9 @@
 `;
   document.head.append(style);
 
-  const state = { data: null, editable: false };
+  const state = { data: null, editable: false, hospital: null };
+  // ?hospital= of every call once a hospital is picked (none: the server's default for the key)
+  const withHospital = (q) => { if (state.hospital) q.set("hospital", state.hospital); return q; };
   const view = c.addPage({ id: "knowledge", title: "医院资料", load });
 
   // ---- text forms of the structured fields (what an admin types) --------------------------------
@@ -130,7 +134,7 @@
     let doc;
     try { doc = collect(); } catch (e) { status.textContent = e.message; status.className = "bad"; showError(e.message); return; }
     try {
-      state.data = await api("PUT", `/v1/knowledge?rev=${state.data.rev}`, doc);
+      state.data = await api("PUT", `/v1/knowledge?${withHospital(new URLSearchParams({ rev: state.data.rev }))}`, doc);
     } catch (e) {
       status.textContent = "未保存：" + (e.detail || e.message);
       status.className = "bad";
@@ -145,7 +149,7 @@
   async function dayCheck() {
     const date = view.querySelector("#k-day-date").value;
     const dept = view.querySelector("#k-day-dept").value;
-    const q = new URLSearchParams({ date });
+    const q = withHospital(new URLSearchParams({ date }));
     if (dept) q.set("department", dept);
     const r = await api("GET", `/v1/knowledge/day?${q}`);
     clear(view.querySelector("#k-day-result"),
@@ -162,6 +166,15 @@
         field("directions", "来院路线"), field("bring", "就诊携带")));
   }
 
+  // the hospital picker: only when there is more than one document to pick
+  function picker() {
+    const ids = state.data.hospitals || [];
+    if (ids.length < 2) return null;
+    const name = (h, i) => (i === 0 ? `${h}（默认资料）` : h);
+    return el("select", { id: "k-hospital-pick", onchange: (e) => { state.hospital = e.target.value; load().catch(() => {}); } },
+      ids.map((h, i) => el("option", { value: h, text: name(h, i), selected: h === state.data.hospital_id })));
+  }
+
   function render() {
     const k = state.data.knowledge;
     const depts = (k.departments || []).map((d) => d.name);
@@ -170,6 +183,8 @@
     clear(view,
       el("div", { class: "bar" },
         el("strong", { text: "医院资料" }),
+        picker(),
+        state.data.rev === 0 && !state.data.default ? el("span", { class: "muted", id: "k-uses-default", text: "本院尚无资料，对话使用默认资料" }) : null,
         el("span", { class: "muted", id: "k-rev", text: `版本 ${state.data.rev}${state.data.updated_by ? `，${state.data.updated_by} 更新于 ${c.timeText(state.data.updated_at)}` : ""}` }),
         state.editable ? el("button", { type: "button", id: "k-save", text: "保存全部", onclick: save }) : el("span", { class: "muted", id: "k-readonly", text: "只读（管理员可编辑）" }),
         el("span", { id: "k-status" })),
@@ -193,7 +208,7 @@
   }
 
   async function load() {
-    state.data = await api("GET", "/v1/knowledge");
+    state.data = await api("GET", `/v1/knowledge?${withHospital(new URLSearchParams())}`);
     state.editable = !!state.data.editable;
     render();
   }

@@ -83,6 +83,7 @@ def kserver(model, tmp_path_factory) -> Iterator[dict]:
     raw = {
         "supervisor": keys.create("k-supervisor", "supervisor")[1],
         "admin": keys.create("k-admin", "admin")[1],
+        "h1-admin": keys.create("k-h1-admin", "admin", hospitals=["Hosp-1"])[1],
     }
     with running(app, "knowledge-uvicorn") as url:
         yield {"url": url, "keys": raw}
@@ -164,4 +165,35 @@ def test_knowledge_tab(kserver, browser_page) -> None:
     page.click("#k-save")
     expect(page.locator("#k-status")).to_contain_text("出诊时间格式不对")
     _shot(page, "knowledge")
+    assert not page.problems, page.problems
+
+
+def test_knowledge_tab_picks_a_hospital(kserver, browser_page) -> None:
+    """A key scoped to one hospital sees a picker of the default document and its own: its own first
+    (editable, empty: the chats use the default), the default read-only; saving writes its own only."""
+    from playwright.sync_api import expect
+
+    page, base, keys = browser_page, kserver["url"], kserver["keys"]
+    adm = {"X-API-Key": keys["admin"]}
+    assert httpx.put(base + "/v1/knowledge", json=DOC, headers=adm).status_code == 200
+    default = httpx.get(base + "/v1/knowledge", headers=adm).json()
+    page.goto(base + "/")
+    _connect(page, keys["h1-admin"], "管理员")
+    page.click("#tab-knowledge")
+    pick = page.locator("#k-hospital-pick")
+    expect(pick).to_have_value("Hosp-1")
+    expect(pick.locator("option")).to_have_count(2)
+    expect(page.locator("#k-uses-default")).to_be_visible()
+    expect(page.locator("#k-save")).to_be_visible()
+    pick.select_option(default["hospital_id"])
+    expect(page.locator("#k-readonly")).to_be_visible()
+    expect(page.locator('#k-doctors tbody tr[data-name="孙一"]')).to_have_count(1)
+    pick.select_option("Hosp-1")
+    expect(page.locator("#k-save")).to_be_visible()
+    page.locator('#k-hospital [data-k="name"]').fill("东城示例医院")
+    page.click("#k-save")
+    expect(page.locator("#k-status")).to_contain_text("已保存（版本 1）")
+    own = httpx.get(base + "/v1/knowledge", params={"hospital": "Hosp-1"}, headers=adm).json()
+    assert own["rev"] == 1 and own["knowledge"]["hospital"]["name"] == "东城示例医院"
+    assert httpx.get(base + "/v1/knowledge", headers=adm).json()["rev"] == default["rev"]
     assert not page.problems, page.problems
