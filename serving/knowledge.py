@@ -47,7 +47,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -456,6 +456,15 @@ class KnowledgeStore:
         k = Knowledge.model_validate(orjson.loads(row["document"]))
         return Stored(hospital_id, k, int(row["rev"]), row["updated_at"], row["updated_by"])
 
+    def has_other(self, hospital_id: str) -> bool:
+        """Whether a hospital besides ``hospital_id`` has a stored document."""
+        t = hospital_knowledge
+        with self.engine.connect() as cx:
+            found = cx.execute(
+                sa.select(t.c.hospital_id).where(t.c.hospital_id != hospital_id).limit(1)
+            ).first()
+        return found is not None
+
     def hospitals(self) -> list[str]:
         """The hospital ids with a stored document, sorted."""
         with self.engine.connect() as cx:
@@ -816,6 +825,7 @@ class KnowledgeBook:
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
         self._cached: dict[str, tuple[float, Index | None]] = {}  # id -> (next check, index or None)
+        self._others = (0.0, False)  # (next check, whether another hospital has a document)
         self.loads = 0
 
     def get(self, hospital_id: str | None = None) -> Index | None:
@@ -835,6 +845,20 @@ class KnowledgeBook:
                 index = old
             self._cached[hid] = (now + self.refresh_s, index)
         return index
+
+    def others(self) -> bool:
+        """Whether a hospital besides the default has a stored document (checked at most every
+        ``refresh_s`` seconds): until one has, no chat's hospital needs looking up."""
+        now = time.monotonic()
+        if now < self._others[0]:
+            return self._others[1]
+        try:
+            found = self.store.has_other(self.hospital_id)
+        except sa.exc.SQLAlchemyError as exc:  # keep what was read last; try again later
+            log.warning("could not read the knowledge base: %s", type(exc).__name__)
+            found = self._others[1]
+        self._others = (now + self.refresh_s, found)
+        return found
 
     def for_chat(self, hospital_id: str | None) -> Index | None:
         """The knowledge a chat of ``hospital_id`` is served from: its hospital's own document when it has
@@ -861,13 +885,17 @@ class KnowledgeBook:
         index = Index.of(stored.knowledge, stored.rev) if _has_content(stored.knowledge) else None
         with self._lock:
             self._cached[stored.hospital_id] = (time.monotonic() + self.refresh_s, index)
+            if stored.hospital_id != self.hospital_id:
+                self._others = (time.monotonic() + self.refresh_s, True)
 
 
 def _has_content(k: Knowledge) -> bool:
     return bool(k.departments or k.doctors or k.activities or k.hospital.model_dump(exclude_none=True))
 
 
-_message: contextvars.ContextVar[tuple[datetime, str | None] | None] = contextvars.ContextVar(
+# a chat's hospital, or a function giving it (looked up only once some hospital has its own document)
+HospitalOf = str | Callable[[], str | None] | None
+_message: contextvars.ContextVar[tuple[datetime, HospitalOf] | None] = contextvars.ContextVar(
     "yuyue_knowledge_message", default=None
 )
 
@@ -883,8 +911,10 @@ class KnowledgeHook:
         message = _message.get()
         if message is None:  # not a message the service is serving (a replay, a benchmark): as without
             return dict(facts)
-        at, hospital_id = message
-        index = self.book.for_chat(hospital_id)
+        at, hospital = message
+        if callable(hospital):
+            hospital = hospital() if self.book.others() else None
+        index = self.book.for_chat(hospital)
         if index is None:
             return dict(facts)
         return {**facts, **slot_facts(index, facts, messages, at)}
@@ -935,9 +965,10 @@ def attach(suggester: Any, knowledge_book: KnowledgeBook) -> None:
 
 
 @contextmanager
-def message_time(at: datetime, hospital_id: str | None = None) -> Iterator[None]:
+def message_time(at: datetime, hospital_id: HospitalOf = None) -> Iterator[None]:
     """Within it, an attached suggester fills replies from the knowledge of ``hospital_id`` (the chat's
-    hospital: its own document, else the book's default one) for a message sent at ``at``."""
+    hospital: its own document, else the book's default one; a function giving it is called only once
+    some hospital has its own document) for a message sent at ``at``."""
     token = _message.set((at, hospital_id))
     try:
         yield
@@ -946,7 +977,7 @@ def message_time(at: datetime, hospital_id: str | None = None) -> Iterator[None]
 
 
 @contextmanager
-def serving(service: Any, model: Any, at: datetime, hospital_id: str | None = None) -> Iterator[None]:
+def serving(service: Any, model: Any, at: datetime, hospital_id: HospitalOf = None) -> Iterator[None]:
     """Around ``model.on_message``: its suggester fills replies from the hospital's knowledge as of ``at``."""
     suggester = getattr(model, "suggester", None)
     if suggester is not None:

@@ -399,7 +399,7 @@ class ChatService:
             )
         seq = live.n_messages
         try:
-            with knowledge.serving(self, model, at, self.hospital_of(conversation_id)):  # its hospital's
+            with knowledge.serving(self, model, at, lambda: self.hospital_of(conversation_id)):
                 insight = model.on_message(live.session, role, text, at, k=k)
             for span in insight.analysis.pii if role == "visitor" else ():
                 live.contacts.append([span.type, span.value, seq])

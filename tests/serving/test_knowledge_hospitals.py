@@ -229,3 +229,28 @@ def test_cli_imports_and_exports_a_hospitals_document(tmp_path) -> None:
     for bad in (" ", "H" * 65):
         r = runner.invoke(knowledge_app, ["export", "--hospital", bad, "--url", url])
         assert r.exit_code == 2 and "1 to 64 characters" in r.output, r.output
+
+
+def test_the_chats_hospital_is_looked_up_only_once_a_hospital_has_a_document(api, model) -> None:
+    """One document (the default): the message path does not look up the chat's hospital; once another
+    hospital has a document (written through this process: at once), it does."""
+    from datetime import datetime
+
+    assert _put(api, api.keys["adm"], None, FACTS[None]).status_code == 200
+    book = kb.book(api.state.service)
+    hook = kb.KnowledgeHook(book)
+    asked = []
+
+    def hospital() -> str:
+        asked.append(1)
+        return H1
+
+    facts = {"department": "皮肤科"}
+    messages = [("visitor", "祛痘大概多少钱？")]
+    with kb.message_time(datetime.now(kb.LOCAL_TZ), hospital):
+        assert hook.facts(facts, messages)["slots"]["price_range"] == "800到8000元"
+    assert asked == []
+    assert _put(api, api.keys["adm"], H1, FACTS[H1]).status_code == 200
+    with kb.message_time(datetime.now(kb.LOCAL_TZ), hospital):
+        assert hook.facts(facts, messages)["slots"]["price_range"] == "300到3000元"
+    assert asked == [1]
