@@ -1,6 +1,7 @@
 """Hospital knowledge: what an admin tells Yuyue about the hospital, and the rules that fill replies from it.
 
-The knowledge of one hospital (:class:`Knowledge`, keyed by a hospital id: the ``hospital_id`` setting)
+The knowledge of one hospital (:class:`Knowledge`, keyed by a hospital id: a hospital's code, or the
+``hospital_id`` setting for the default document; see "Several hospitals" below)
 holds departments and their projects (price range in yuan, typical duration, aliases the visitors use),
 doctors (title, department, specialties, weekly duty days and hours, leave), activities (title, wording,
 validity dates, conditions, the departments and projects they apply to) and the hospital's address,
