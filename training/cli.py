@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,7 +58,8 @@ def train_command(
         typer.Option(
             "--ray",
             help="read and featurise as Ray tasks (local Ray with --workers CPUs unless --ray-address "
-            "or RAY_ADDRESS names a cluster); --data may then be a folder of .jsonl/.jsonl.gz/.parquet shards",
+            "or RAY_ADDRESS names a cluster); --data may then be a folder of .jsonl/.jsonl.gz/.parquet shards; "
+            "with --from-store, the export is read in 64 MiB ranges",
         ),
     ] = False,
     ray_address: Annotated[
@@ -85,130 +85,91 @@ def train_command(
     ] = 1,
 ) -> None:
     """Train every model the data supports, evaluate on the latest chats, log to MLflow and register."""
-    from yuyue.data.io import InvalidRecordError
-    from yuyue.training.scorers import UnusableDataError
-    from yuyue.training.workflow import train_and_register
-
     if (data is None) == (not from_store):
         _fail("give either --data FILE or --from-store", 2)
     if since is not None and not from_store:
         _fail("--since goes with --from-store", 2)
     ray = ray or ray_address is not None
-    if ray and from_store:
-        _fail("--ray reads files or folders; --from-store with --ray is not there yet", 2)
-    if per_hospital and from_store:
-        _fail("--per-hospital reads --data; export the store first (GET /v1/export)", 2)
-    hospitals = None
-    if per_hospital:
-
-        def hospitals(result: Any, version: str | None) -> None:
-            from yuyue.training.per_hospital import train_per_hospital
-
-            assert data is not None
-            train_per_hospital(
-                data,
-                get_settings(),
-                result.bundle_dir,
-                version,
-                min_chats=min_chats,
-                ray=ray,
-                cpus_per_task=cpus_per_task,
-                experiment=experiment,
-                tracking_uri=tracking_uri,
-                register=register,
-                echo=typer.echo,
-            )
-
-    if ray:
-        assert data is not None
-        _train_on_ray(
-            data,
-            ray_address,
-            experiment,
-            tracking_uri,
-            strict,
-            register,
-            promote_if_first,
-            workers,
-            then=hospitals,
-        )
-        return
-    try:
-        if from_store:
-            from yuyue.training.retrain import parse_since, train_from_store
-
-            try:
-                when = parse_since(since)
-            except ValueError as exc:
-                _fail(str(exc), 2)
-            train_from_store(
-                get_settings(),
-                since=when,
-                url=url,
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-                promote_if_first=promote_if_first,
-                workers=workers,
-                echo=typer.echo,
-            )
-            return
-        assert data is not None
-        _check_file(data)
-        result, version = train_and_register(
-            data,
-            get_settings(),
-            experiment=experiment,
-            tracking_uri=tracking_uri,
-            strict=strict,
-            register=register,
-            promote_if_first=promote_if_first,
-            workers=workers,
-            echo=typer.echo,
-        )
-        if hospitals is not None:
-            hospitals(result, version)
-    except (UnusableDataError, InvalidRecordError) as exc:
-        _fail(str(exc))
+    if data is not None and not ray:
+        _check_file(data)  # --ray also takes a folder (checked by list_shards)
+    _train(
+        data,
+        since=since,
+        url=url,
+        ray=ray,
+        ray_address=ray_address,
+        per_hospital=per_hospital,
+        min_chats=min_chats,
+        cpus_per_task=cpus_per_task,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        strict=strict,
+        register=register,
+        promote_if_first=promote_if_first,
+        workers=workers,
+    )
 
 
-def _train_on_ray(
-    data: Path,
-    address: str | None,
-    experiment: str,
-    tracking_uri: str | None,
-    strict: bool,
-    register: bool,
-    promote_if_first: bool,
+def _train(
+    data: Path | None,
+    *,
+    since: str | None,
+    url: str | None,
+    ray: bool,
+    ray_address: str | None,
+    per_hospital: bool,
+    min_chats: int,
+    cpus_per_task: int,
     workers: int,
-    then: Callable[[Any, str | None], None] | None = None,
+    **options: Any,
 ) -> None:
-    """``train --ray``; ``then(result, version)`` runs while Ray is still up (``--per-hospital``)."""
+    """``yuyue train``: the data (``data``, or the store's export), the global model (with reading and
+    featurisation as Ray tasks when ``ray``), then with ``per_hospital`` the hospitals' own models, all
+    inside one Ray session; ``options``: :func:`training.workflow.train_and_register`'s."""
+    from contextlib import nullcontext
+
     from yuyue.data.io import InvalidRecordError
     from yuyue.training.distributed import RayBackend, ShardError, list_shards, ray_session
+    from yuyue.training.retrain import export_for_training, parse_since
     from yuyue.training.scorers import UnusableDataError
     from yuyue.training.workflow import train_and_register
 
+    settings = get_settings()
     try:
-        backend = RayBackend(list_shards(data))
-        typer.echo(f"{data}: {len(backend.shards)} shards; Ray at {address or 'a local instance'}")
-        with ray_session(address, num_cpus=workers):
+        when = parse_since(since)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    try:
+        tags = None
+        if data is None:  # --from-store: one file, read by the default path or as Ray byte ranges
+            data, tags = export_for_training(settings, since=when, url=url, echo=typer.echo)
+        backend = RayBackend(list_shards(data)) if ray else None
+        if backend is not None:
+            typer.echo(f"{data}: {len(backend.shards)} shards; Ray at {ray_address or 'a local instance'}")
+        with ray_session(ray_address, num_cpus=workers) if ray else nullcontext():
             result, version = train_and_register(
-                data,
-                get_settings(),
-                experiment=experiment,
-                tracking_uri=tracking_uri,
-                strict=strict,
-                register=register,
-                promote_if_first=promote_if_first,
-                workers=workers,
-                echo=typer.echo,
-                backend=backend,
+                data, settings, workers=workers, echo=typer.echo, backend=backend, tags=tags, **options
             )
-            if then is not None:
-                then(result, version)
-        typer.echo(f"Ray: {len(set(backend.nodes))} node(s) ran {len(backend.nodes)} shard tasks")
+            if per_hospital:
+                from yuyue.training.per_hospital import train_per_hospital
+
+                train_per_hospital(
+                    data,
+                    settings,
+                    result.bundle_dir,
+                    version,
+                    min_chats=min_chats,
+                    ray=ray,
+                    cpus_per_task=cpus_per_task,
+                    experiment=options["experiment"],
+                    tracking_uri=options["tracking_uri"],
+                    register=options["register"],
+                    echo=typer.echo,
+                )
+        if backend is not None:
+            typer.echo(f"Ray: {len(set(backend.nodes))} node(s) ran {len(backend.nodes)} shard tasks")
     except ConnectionError as exc:
-        _fail(f"Ray at {address}: {exc}", 2)
+        _fail(f"Ray at {ray_address}: {exc}", 2)
     except ShardError as exc:
         _fail(str(exc), 2)
     except (UnusableDataError, InvalidRecordError) as exc:
@@ -226,7 +187,7 @@ def evaluate_command(
         str | None,
         typer.Option(
             "--model",
-            help="'champion' or a version number (default: champion; with --compare, the newest version)",
+            help="'champion' or a version number (default: champion; with --compare, the newest global version)",
         ),
     ] = None,
     compare_with: Annotated[
@@ -254,7 +215,8 @@ def evaluate_command(
     if model is None:
         model = CHAMPION
         if compare_with is not None:
-            versions = registry.list_versions(settings, tracking_uri)
+            # the newest global version (a hospital's own model is judged by `train --per-hospital`)
+            versions = [v for v in registry.list_versions(settings, tracking_uri) if not v.get("hospital")]
             model = versions[0]["version"] if versions else CHAMPION
     try:
         bundle, version = registry.load(model, settings, tracking_uri)

@@ -223,6 +223,22 @@ def split_holdout(path: Path, holdout_days: int | None = None) -> HoldOut:
     )
 
 
+def export_for_training(
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    url: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> tuple[Path, dict[str, Any]]:
+    """:func:`export_store`, said in one line: (the exported file, the data tags its version carries)."""
+    path, tags = export_store(settings, since=since, url=url)
+    echo(
+        f"exported {tags['data.n_chats']} chats from the store ({tags['data.n_labelled']} with a booking "
+        f"outcome; {tags['data.first_started_at']} to {tags['data.last_started_at']}) to {path}"
+    )
+    return path, tags
+
+
 def train_from_store(
     settings: Settings,
     *,
@@ -237,11 +253,7 @@ def train_from_store(
     """Export the store, train on it and register a version tagged with the data it saw."""
     from yuyue.training.workflow import train_and_register
 
-    path, tags = export_store(settings, since=since, url=url)
-    echo(
-        f"exported {tags['data.n_chats']} chats from the store ({tags['data.n_labelled']} with a booking "
-        f"outcome; {tags['data.first_started_at']} to {tags['data.last_started_at']}) to {path}"
-    )
+    path, tags = export_for_training(settings, since=since, url=url, echo=echo)
     result, version = train_and_register(
         path,
         settings,

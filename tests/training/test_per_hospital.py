@@ -205,10 +205,18 @@ def test_ray_tasks_choose_what_the_sequential_path_chooses(world, monkeypatch):
         )
 
 
-def test_cli_refuses_per_hospital_from_the_store():
+def test_cli_takes_per_hospital_from_the_store(tmp_path, monkeypatch):
+    """``--per-hospital`` goes with ``--from-store`` too (the export is its data): an empty store is said."""
     from typer.testing import CliRunner
 
     from yuyue.cli.main import app
+    from yuyue.config import get_settings
 
-    res = CliRunner().invoke(app, ["train", "--from-store", "--per-hospital"])
-    assert res.exit_code == 2 and "--per-hospital reads --data" in res.output
+    monkeypatch.setenv("YUYUE_VAR_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    try:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        res = CliRunner().invoke(app, ["train", "--from-store", "--url", url, "--per-hospital"])
+    finally:
+        get_settings.cache_clear()
+    assert res.exit_code == 1 and "the event store has no chats" in res.output, res.output

@@ -241,6 +241,24 @@ def test_evaluate_compare_json_and_report(bundles, files, gate_settings, cli_env
         app, ["evaluate", "--data", str(files["fresh"]), "--model", champ, "--compare", "champion"]
     )
     assert res.exit_code == 2 and "nothing to compare" in res.output
+    # without --model, --compare judges the newest global version, never a hospital's own model
+    newest = max((v for v in registry.list_versions(gate_settings)), key=lambda v: int(v["version"]))
+    _, own = registry.log_and_register(
+        bundles["bad"].model,
+        bundles["bad"].bundle_dir,
+        {},
+        settings=gate_settings,
+        tags={registry.HOSPITAL_TAG: "hz-a"},
+    )
+    assert int(own) > int(newest["version"])
+    res = runner.invoke(
+        app, ["evaluate", "--data", str(files["fresh"]), "--compare", "champion", "--json", "--n-boot", "0"]
+    )
+    if newest["version"] == champ:
+        assert res.exit_code == 2 and f"both version {champ}" in res.output, res.output
+    else:
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output.strip().splitlines()[-1])["compare"]["candidate"] == newest["version"]
 
 
 def test_bootstrap_is_fast_and_resamples_chats_not_rows():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -161,6 +162,22 @@ def cli_env(stores, monkeypatch):
     get_settings.cache_clear()
     yield settings
     get_settings.cache_clear()
+
+
+def test_train_from_store_on_ray_reads_the_export_as_shards(stores, cli_env):
+    """``train --from-store --ray``: the store's export, read as Ray byte-range tasks (local Ray, one CPU)."""
+    from yuyue.cli.main import app
+
+    pytest.importorskip("ray")
+    settings, _, _, _, scrambled = stores
+    res = runner.invoke(
+        app, ["train", "--from-store", "--url", scrambled, "--ray", "--workers", "1", "--no-register"]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"exported {N_CHATS} chats from the store" in res.output
+    assert ": 1 shards; Ray at a local instance" in res.output  # 300 chats: one byte range
+    assert re.search(r"^Ray: 1 node\(s\) ran \d+ shard tasks$", res.output, re.MULTILINE), res.output
+    assert registry.list_versions(settings) == []  # --no-register: nothing registered
 
 
 def test_train_from_store_then_retrain_promotes_better_refuses_worse(stores, cli_env, tmp_path):
