@@ -126,7 +126,7 @@ def _hospital(who: Caller, state: Yuyue, hospital: str | None) -> str:
     return default_id
 
 
-@router.get("/v1/knowledge", response_model=KnowledgeView, responses=errors(401, 403, 429, 503))
+@router.get("/v1/knowledge", response_model=KnowledgeView, responses=errors(401, 403, 422, 429, 503))
 def get_knowledge(who: Who, state: State, hospital: str | None = HospitalParam) -> dict[str, Any]:
     """A hospital's knowledge as stored (every role; rev 0 and empty: none written, its chats are served
     from the default document)."""
