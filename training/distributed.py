@@ -15,9 +15,10 @@ The default path (one file, joblib processes, each re-reading the whole file) st
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -192,24 +193,55 @@ def _rows_task(
     return rows_by_split(chats, space, hospital, caps), _node()
 
 
-def _get(refs: list, on_done: Callable[[int], None] | None = None) -> list:
-    """``ray.get`` in order, reporting each finished task's position, the task's own error re-raised."""
+# Ray's system failures, as opposed to the task's own error: the task is submitted again, up to
+# TASK_ATTEMPTS times in all. Seen on a loaded host: OwnerDiedError for a live driver's object when an
+# RPC to it timed out; on a real cluster a node or worker leaving mid-task.
+TASK_ATTEMPTS = 3
+
+
+def _system_failures() -> tuple[type[BaseException], ...]:
+    from ray import exceptions as rx
+
+    return (rx.ObjectLostError, rx.WorkerCrashedError, rx.NodeDiedError, rx.RpcError)
+
+
+def gather(calls: Sequence[Callable[[], Any]], on_done: Callable[[int], None] | None = None) -> list:
+    """Submit each call (a ``task.remote(...)``), return the results in order.
+
+    ``on_done(position)`` as each finishes; the task's own error is re-raised as itself (a shard's
+    :class:`ShardError`, a record's error, an ``OSError``); a Ray system failure submits that call again
+    (at most :data:`TASK_ATTEMPTS` times in all, then it is raised).
+    """
     import ray
     from ray.exceptions import RayTaskError
 
+    retry = _system_failures()
+    results: list[Any] = [None] * len(calls)
+    tries = [1] * len(calls)
+    position = {ref: k for k, ref in enumerate(c() for c in calls)}
     try:
-        if on_done is not None:
-            index = {r: k for k, r in enumerate(refs)}
-            todo = list(refs)
-            while todo:
-                ready, todo = ray.wait(todo, num_returns=1)
-                on_done(index[ready[0]])
-        return ray.get(refs)
+        while position:
+            ready, _ = ray.wait(list(position), num_returns=1)
+            k = position.pop(ready[0])
+            try:
+                results[k] = ray.get(ready[0])
+            except retry as exc:
+                if tries[k] >= TASK_ATTEMPTS:
+                    raise
+                tries[k] += 1
+                log.warning(
+                    "Ray task %d failed (%s); submitting it again (try %d)", k, type(exc).__name__, tries[k]
+                )
+                position[calls[k]()] = k
+                continue
+            if on_done is not None:
+                on_done(k)
     except RayTaskError as exc:
         cause = exc.cause
         if isinstance(cause, (ShardError, InvalidRecordError, OSError)):
             raise cause from None
         raise
+    return results
 
 
 @dataclass
@@ -228,7 +260,7 @@ class RayBackend:
         import ray
 
         task = ray.remote(_scan_task).options(**self.options)
-        parts = _get([task.remote(s, strict) for s in self.shards])
+        parts = gather([functools.partial(task.remote, s, strict) for s in self.shards])
         metas: list[ConversationMeta] = []
         report = SkipReport()
         first_of: dict[str, Shard] = {}
@@ -273,10 +305,10 @@ class RayBackend:
             local.setdefault(k, {})[j] = s
         task = ray.remote(_rows_task).options(**self.options)
         ks = sorted(local)  # the space (column names), hospital and caps are small: inlined in each task
-        refs = [task.remote(self.shards[k], local[k], hospital, space, caps) for k in ks]
+        calls = [functools.partial(task.remote, self.shards[k], local[k], hospital, space, caps) for k in ks]
         done = None if on_progress is None else (lambda pos: on_progress(len(local[ks[pos]])))
         parts = []
-        for k, (part, node) in zip(ks, _get(refs, done), strict=True):
+        for k, (part, node) in zip(ks, gather(calls, done), strict=True):
             self.nodes.append(node)
             off = self.offsets[k]
             parts.append({s: (rows, [off + j for j in idx]) for s, (rows, idx) in part.items()})

@@ -26,6 +26,7 @@ global model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -209,7 +210,7 @@ def fit_all(
         return [fit_hospital(*a) for a in args]
     import ray as ray_
 
-    from yuyue.training.distributed import _get
+    from yuyue.training.distributed import gather
 
     cpus = ray_.cluster_resources().get("CPU", 0)
     if cpus < cpus_per_task:  # the tasks would wait for ever
@@ -217,7 +218,7 @@ def fit_all(
 
     held = ray_.put(held_out)  # one copy in the object store, not one per task
     task = ray_.remote(fit_hospital).options(num_cpus=cpus_per_task)
-    return _get([task.remote(*a[:4], held, *a[5:]) for a in args])
+    return gather([functools.partial(task.remote, *a[:4], held, *a[5:]) for a in args])
 
 
 def train_per_hospital(

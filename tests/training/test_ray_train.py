@@ -132,6 +132,43 @@ def test_bad_inputs_name_the_folder_or_the_shard(data, tmp_path, local_ray):
         RayBackend(list_shards(twice)).scan(twice)
 
 
+def _double_unless_first(x: int, marker: str) -> int:
+    """2x; the first call with a given marker kills its own worker process (as an OOM kill would)."""
+    if x < 0:
+        raise ValueError("negative")
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+    return 2 * x
+
+
+def test_a_task_lost_to_a_ray_failure_is_submitted_again(local_ray, tmp_path):
+    """A worker that dies mid-task (a real WorkerCrashedError, Ray's own retries off) is submitted again
+    and the results keep their order; one that dies on every try is raised after the last; a task's
+    own error is raised at once, not retried."""
+    from yuyue.training.distributed import TASK_ATTEMPTS, gather
+
+    task = ray.remote(_double_unless_first).options(max_retries=0)
+    ok, lost = str(tmp_path / "ok"), str(tmp_path / "lost")
+    Path(ok).touch()
+    done: list[int] = []
+    calls = [lambda: task.remote(1, ok), lambda: task.remote(21, lost), lambda: task.remote(3, ok)]
+    assert gather(calls, done.append) == [2, 42, 6]
+    assert sorted(done) == [0, 1, 2]
+
+    tries: list[int] = []
+
+    def always_lost():
+        tries.append(1)
+        return task.remote(1, str(tmp_path / f"new-{len(tries)}"))
+
+    with pytest.raises(ray.exceptions.WorkerCrashedError):
+        gather([always_lost])
+    assert len(tries) == TASK_ATTEMPTS
+    with pytest.raises(ray.exceptions.RayTaskError, match="negative"):
+        gather([lambda: task.remote(-1, ok)])
+
+
 def test_cli_rejects_a_missing_or_empty_folder(tmp_path):
     from typer.testing import CliRunner
 
