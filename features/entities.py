@@ -223,10 +223,12 @@ _TIME = re.compile(
     r"(?:" + _DAY + r")?\s?(?:" + _PERIOD + r")?\s?(?:" + _CLOCK + r")?"
 )
 _MAYBE_TIME = re.compile(r"[天周星礼末点时:午晚早夜]|[\d一二三四五六七八九十]\s?[号日月]|\d{4}-\d")
-# a visit word near the expression (6 characters before, 8 after); 起来/原来/来说 are not coming over
+# a visit word near the expression (6 characters before, 8 after); 起来/原来/来说 are not coming over,
+# 能去掉/能去除/能去斑 (can remove), 能去上班 (back to work) and 不能去 are not a visit
 _VISIT_CUE = re.compile(
     r"(?<![起出以后本原看下带未])来(?![说源自])|(?<=[点半午上天])到|到院|到医院|到店|去医院|预约|约个|约好|约在"
     r"|有空|有时间|方便|可以|行吗|行的|好的|吧|就诊|面诊|见面|挂号|安排|过去看|过去一趟"
+    r"|(?<![不没])能去(?![掉除痘斑疤皱纹印黑红眼上])"
 )
 _VISIT_CUE_BEFORE, _VISIT_CUE_AFTER = 6, 8
 # 后天性 (acquired), 后天的因素: not the day after tomorrow

@@ -52,6 +52,10 @@ def _dt(month: int, day: int, hour: int, minute: int = 0, year: int = 2025) -> d
         ("周日下午两点", _dt(3, 9, 14), "周日下午两点"),
         ("明天晚上7点", _dt(3, 6, 19), "明天晚上7点"),
         ("今天没空,明天下午吧", _dt(3, 6, 14), "明天下午"),
+        # 能去 is a visit cue as 可以 is (messages over 8 characters need one)
+        ("我明天下午应该能去的", _dt(3, 6, 14), "明天下午"),
+        ("那我周六上午能去吗医生", _dt(3, 8, 9), "周六上午"),
+        ("下周六我能去你们那里吗", _dt(3, 15, 9), "下周六"),
     ],
 )
 def test_visit_time(text: str, expected: datetime, expression: str) -> None:
@@ -78,6 +82,13 @@ def test_visit_time(text: str, expected: datetime, expression: str) -> None:
         "昨天晚上过来看过",
         "是后天形成的,可以治吗",
         "11.8日复查的结果可以吗",
+        # 能去掉 / 能去除 (can remove), back to work, cannot go: not a visit
+        "能去掉疤吗",
+        "明天下午能去掉疤吗",
+        "今天晚上能去掉痘印吗",
+        "明天下午能去除眼袋吗医生",
+        "做完明天下午能去上班吗",
+        "明天下午我有事不能去了",
     ],
 )
 def test_not_a_visit_time(text: str) -> None:
