@@ -15,7 +15,9 @@ loads the champion plus every ``hospital-*`` alias and scores a chat with its ho
 there is one. One registered name (rather than one per hospital) keeps version numbers unique, so
 the ``model_version`` stored with a chat names the model that scored it and ``registry.load`` reaches
 every model alike. A hospital compared in this run and not kept loses its alias (its new own model
-did not beat a global model trained on the same data); hospitals not compared keep theirs.
+did not beat a global model trained on the same data); so does a hospital with an alias that now has
+fewer than ``min_chats`` labelled chats in the data (not compared: its model can no longer be checked),
+which is printed and logged.
 
 With ``--ray`` the per-hospital fits run as Ray tasks, one per hospital (``cpus_per_task`` each), on
 the Ray instance training/distributed.py starts; without it, one after the other. Each task reads its
@@ -240,7 +242,8 @@ def train_per_hospital(
     """Compare every big-enough hospital's own model with the global one; register and alias the kept ones.
 
     Every compared hospital is logged (one MLflow run per call, ``per_hospital.*`` metrics and a JSON
-    table) and printed as a table; too-small hospitals are listed with their counts.
+    table) and printed as a table; too-small hospitals are listed with their counts, and those with an
+    alias from an earlier run lose it (:func:`retire_small`).
     """
     out_root = settings.var_dir / "models" / "per_hospital"
     t = time.perf_counter()
@@ -251,15 +254,7 @@ def train_per_hospital(
         + (f", too few: {', '.join(f'{h} ({counts[h]})' for h in small)}" if small else "")
     )
     jobs = [(h, files[h], counts[h]) for h in sorted(files)]
-    results = fit_all(
-        jobs,
-        global_bundle,
-        held_out,
-        settings,
-        out_root,
-        ray=ray,
-        cpus_per_task=cpus_per_task,
-    )
+    results = fit_all(jobs, global_bundle, held_out, settings, out_root, ray=ray, cpus_per_task=cpus_per_task)
     seconds = round(time.perf_counter() - t, 1)
     for r in results:
         r.kept, r.why = decide(r.global_auc, r.own_auc, r.n_compared, min_gain, min_compared)
@@ -268,7 +263,16 @@ def train_per_hospital(
     echo(f"per-hospital fits: {seconds}s ({'Ray tasks' if ray else 'one after the other'})")
     if register:
         register_results(
-            results, settings, global_version, experiment, tracking_uri, min_chats, min_gain, seconds, echo
+            results,
+            settings,
+            global_version,
+            experiment,
+            tracking_uri,
+            min_chats,
+            min_gain,
+            seconds,
+            echo,
+            counts=counts,
         )
     return results
 
@@ -307,9 +311,108 @@ def register_results(
     min_gain: float = MIN_GAIN,
     seconds: float = 0.0,
     echo: Callable[[str], None] = print,
+    counts: dict[str, int] | None = None,
 ) -> None:
-    """Register and alias the kept models, remove the aliases of the compared hospitals not kept, and
-    log the comparison (one MLflow run: ``per_hospital.<slug>.*`` metrics and ``per_hospital.json``)."""
+    """Register and alias the kept models, remove the aliases of the compared hospitals not kept and of
+    the hospitals not compared (fewer than ``min_chats`` labelled chats in ``counts``, this run's data),
+    and log the comparison (one MLflow run: ``per_hospital.<slug>.*`` metrics and ``per_hospital.json``)."""
+    from yuyue.training import registry
+
+    for r in results:
+        if r.kept:
+            _register_kept(r, settings, global_version, experiment, tracking_uri, min_gain)
+            alias = registry.hospital_alias(r.hospital)
+            echo(f"{r.hospital}: registered version {r.version} as {alias}")
+        else:
+            before = registry.remove_hospital_alias(r.hospital, settings, tracking_uri)
+            if before is not None:
+                echo(f"{r.hospital}: alias {registry.hospital_alias(r.hospital)} (version {before}) removed")
+    retired = retire_small(
+        {r.hospital for r in results}, counts or {}, min_chats, settings, tracking_uri, echo
+    )
+    _log_comparison(
+        results, retired, settings, global_version, experiment, tracking_uri, min_chats, min_gain, seconds
+    )
+
+
+def _register_kept(
+    r: HospitalResult,
+    settings: Settings,
+    global_version: str | None,
+    experiment: str,
+    tracking_uri: str | None,
+    min_gain: float,
+) -> None:
+    """Register ``r``'s bundle (tagged with its hospital) and point the hospital's alias at it."""
+    from yuyue.training import registry
+
+    assert r.bundle_dir is not None
+    compare = {
+        f"compare.{who}_{t}_auc": v
+        for who, aucs in (("global", r.global_auc), ("own", r.own_auc))
+        for t, v in aucs.items()
+        if v is not None
+    }
+    _, r.version = registry.log_and_register(
+        None,  # type: ignore[arg-type]  # the bundle on disk is what gets logged
+        r.bundle_dir,
+        {**r.metrics, **compare, "compare.n_chats": r.n_compared},
+        params={"hospital": r.hospital, "global_version": global_version, "min_gain": min_gain},
+        experiment=experiment,
+        settings=settings,
+        tracking_uri=tracking_uri,
+        tags={
+            registry.HOSPITAL_TAG: r.hospital,
+            "yuyue.global_version": global_version or "not registered",
+            "data.n_labelled": r.n_labelled,
+        },
+    )
+    assert r.version is not None
+    registry.set_hospital_alias(r.hospital, r.version, settings, tracking_uri)
+
+
+def retire_small(
+    compared: set[str],
+    counts: dict[str, int],
+    min_chats: int,
+    settings: Settings,
+    tracking_uri: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Remove the ``hospital-*`` alias of every hospital not in ``compared``: it had its own model, but
+    this run's data holds fewer than ``min_chats`` of its labelled chats (``counts``; none when absent),
+    so its model can no longer be checked against the global one and the champion serves it. Returns
+    hospital -> the version its alias pointed at (logged and echoed)."""
+    from yuyue.training import registry
+
+    retired: dict[str, str] = {}
+    for hospital in sorted(set(registry.hospital_versions(settings, tracking_uri)) - compared):
+        before = registry.remove_hospital_alias(hospital, settings, tracking_uri)
+        if before is None:
+            continue
+        retired[hospital] = before
+        line = (
+            f"{hospital}: alias {registry.hospital_alias(hospital)} (version {before}) removed: "
+            f"{counts.get(hospital, 0)} labelled chats, fewer than {min_chats}"
+        )
+        log.info(line)
+        echo(line)
+    return retired
+
+
+def _log_comparison(
+    results: list[HospitalResult],
+    retired: dict[str, str],
+    settings: Settings,
+    global_version: str | None,
+    experiment: str,
+    tracking_uri: str | None,
+    min_chats: int,
+    min_gain: float,
+    seconds: float,
+) -> None:
+    """One MLflow run: ``per_hospital.<slug>.*`` metrics (``.retired`` = 1 for a hospital whose alias
+    :func:`retire_small` removed) and ``per_hospital.json`` (the compared hospitals)."""
     import json
     import tempfile
 
@@ -317,36 +420,6 @@ def register_results(
 
     from yuyue.training import registry
 
-    for r in results:
-        if r.kept:
-            assert r.bundle_dir is not None
-            compare = {
-                f"compare.{who}_{t}_auc": v
-                for who, aucs in (("global", r.global_auc), ("own", r.own_auc))
-                for t, v in aucs.items()
-                if v is not None
-            }
-            _, r.version = registry.log_and_register(
-                None,  # type: ignore[arg-type]  # the bundle on disk is what gets logged
-                r.bundle_dir,
-                {**r.metrics, **compare, "compare.n_chats": r.n_compared},
-                params={"hospital": r.hospital, "global_version": global_version, "min_gain": min_gain},
-                experiment=experiment,
-                settings=settings,
-                tracking_uri=tracking_uri,
-                tags={
-                    registry.HOSPITAL_TAG: r.hospital,
-                    "yuyue.global_version": global_version or "not registered",
-                    "data.n_labelled": r.n_labelled,
-                },
-            )
-            assert r.version is not None
-            alias = registry.set_hospital_alias(r.hospital, r.version, settings, tracking_uri)
-            echo(f"{r.hospital}: registered version {r.version} as {alias}")
-        else:
-            before = registry.remove_hospital_alias(r.hospital, settings, tracking_uri)
-            if before is not None:
-                echo(f"{r.hospital}: alias {registry.hospital_alias(r.hospital)} (version {before}) removed")
     registry.configure(settings, tracking_uri)
     exp_id = registry._experiment(experiment, settings)
     with mlflow.start_run(experiment_id=exp_id, run_name="per-hospital comparison"):
@@ -366,6 +439,7 @@ def register_results(
             metrics[f"{key}.kept"] = float(r.kept)
             for who, aucs in (("global", r.global_auc), ("own", r.own_auc)):
                 metrics.update({f"{key}.{who}_{t}_auc": v for t, v in aucs.items() if v is not None})
+        metrics.update({f"per_hospital.{registry.hospital_slug(h)}.retired": 1.0 for h in retired})
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "per_hospital.json"
@@ -395,6 +469,7 @@ __all__ = [
     "fit_all",
     "fit_hospital",
     "register_results",
+    "retire_small",
     "split_hospitals",
     "train_per_hospital",
 ]

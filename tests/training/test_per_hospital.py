@@ -151,6 +151,46 @@ def test_kept_models_are_registered_under_hospital_aliases_and_dropped_when_no_l
     assert any("hospital-hz-a" in line and "removed" in line for line in lines)
 
 
+def test_a_hospital_below_min_chats_loses_the_alias_of_an_earlier_run(tmp_path):
+    """A hospital with an alias from an earlier run and now fewer than ``min_chats`` labelled chats (here
+    nb-c with a few, and one with none in the data) is not compared, so no comparison would ever drop its
+    model: the run removes its alias, says so and logs it. No fit runs (``min_chats`` above every hospital),
+    and the aliases are set on bare registered versions, to keep it cheap."""
+    from mlflow import MlflowClient
+
+    settings = Settings(var_dir=tmp_path / "var", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = write_hospitals(tmp_path / "chats.jsonl", (("hz-a", 40, 1, "default"), ("nb-c", 20, 3, "default")))
+    client = MlflowClient(registry.configure(settings))
+    client.create_registered_model(settings.model_name)
+    before = {}
+    for hospital in ("nb-c", "gone"):
+        tags = {registry.HOSPITAL_TAG: hospital}
+        before[hospital] = str(
+            client.create_model_version(settings.model_name, str(tmp_path), tags=tags).version
+        )
+        registry.set_hospital_alias(hospital, before[hospital], settings)
+    assert registry.hospital_versions(settings) == before
+
+    lines: list[str] = []
+    results = ph.train_per_hospital(
+        data, settings, tmp_path / "no-global", None, min_chats=1000, echo=lines.append
+    )
+    assert results == [] and registry.hospital_versions(settings) == {}
+    n = ph.split_hospitals(data, tmp_path / "split", 1000)[0]["nb-c"]
+    assert [line for line in lines if "removed" in line] == [
+        f"gone: alias hospital-gone (version {before['gone']}) removed: 0 labelled chats, fewer than 1000",
+        f"nb-c: alias hospital-nb-c (version {before['nb-c']}) removed: {n} labelled chats, fewer than 1000",
+    ]
+    run = client.search_runs(
+        [client.get_experiment_by_name("yuyue").experiment_id],
+        "tags.`yuyue.kind` = 'per-hospital comparison'",
+    )[0]
+    assert {k: v for k, v in run.data.metrics.items() if k.endswith(".retired")} == {
+        "per_hospital.gone.retired": 1.0,
+        "per_hospital.nb-c.retired": 1.0,
+    }
+
+
 def _models_list(settings: Settings, root: Path) -> dict[str, str]:
     from typer.testing import CliRunner
 
