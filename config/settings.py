@@ -178,6 +178,15 @@ class Settings(BaseSettings):
         "keeping the /metrics flag gauges fresh (0: off; then only opening the report updates them)",
     )
 
+    train_max_chats: int | None = Field(
+        150_000,
+        ge=1_000,
+        description="the most labelled chats whose prefix rows `yuyue train` builds and fits on (env "
+        "YUYUE_TRAIN_MAX_CHATS): above it a seeded sample of this many, drawn evenly across the time "
+        "splits, so memory stays bounded (about 60 KiB per chat: 150,000 fit in about 9 GiB) and a file of "
+        "millions of chats still trains; every chat is still scanned and validated. Unset (null): all",
+    )
+
     neural_ranker: Literal["off", "tiny", "full", "auto", "encoder"] = Field(
         "auto",
         description="reply ranker (env YUYUE_NEURAL_RANKER): auto (`yuyue train` fits the lexical ranker; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,20 +204,22 @@ def build_rows(
     workers: int = 2,
     hospital: dict[str, str] | None = None,
     max_open: int | None = None,
+    max_chats: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     map_shards: Callable[..., list[dict]] | None = None,
 ) -> dict[str, LabelledRows]:
     """Prefix rows of the labelled conversations of each split, built in ``workers`` processes.
 
     ``max_open`` caps the rows after messages per chat in every split but ``test``
-    (evaluation always sees every prefix). ``on_progress(k)`` hears of every ``k`` more
+    (evaluation always sees every prefix); ``max_chats`` bounds the chats turned into rows
+    (:func:`fit_sample`). ``on_progress(k)`` hears of every ``k`` more
     conversations done, out of :func:`n_rows_conversations` (the workers report through a queue).
     ``map_shards(scan_, wanted, space, hospital, caps, on_progress)`` builds the parts elsewhere
     (training/distributed.py: Ray tasks); labels, weights and assembly stay the same code.
     """
     caps = {s: (None if s == "test" else max_open) for s in splits}
     metas = {m.index: m for m in scan_.metas}
-    wanted = {i: s for i, s in scan_.split.items() if s in splits and metas[i].booked is not None}
+    wanted = fit_sample(scan_, splits, max_chats)
     hospital = hospital or {}
     jobs = (
         delayed(_rows_shard)(scan_.path, wanted, k, workers, hospital, space, caps) for k in range(workers)
@@ -250,9 +253,25 @@ def build_rows(
     return out
 
 
-def n_rows_conversations(scan_: DatasetScan, splits: tuple[str, ...] = SPLITS) -> int:
+def fit_sample(
+    scan_: DatasetScan, splits: tuple[str, ...] = SPLITS, max_chats: int | None = None, seed: int = 0
+) -> dict[int, str]:
+    """The labelled chats of ``splits`` that become rows (index -> split): all of them, or above
+    ``max_chats`` a seeded uniform sample of that many (so each split keeps its share, the time split
+    stays as it is, and the rows' memory is bounded whatever the file's size)."""
+    labelled = {m.index for m in scan_.metas if m.booked is not None}
+    wanted = {i: s for i, s in scan_.split.items() if s in splits and i in labelled}
+    if max_chats is None or len(wanted) <= max_chats:
+        return wanted
+    keep = random.Random(seed).sample(sorted(wanted), max_chats)
+    return {i: wanted[i] for i in sorted(keep)}
+
+
+def n_rows_conversations(
+    scan_: DatasetScan, splits: tuple[str, ...] = SPLITS, max_chats: int | None = None
+) -> int:
     """How many conversations :func:`build_rows` turns into rows (the labelled ones of ``splits``)."""
-    return sum(1 for m in scan_.metas if m.booked is not None and scan_.split.get(m.index) in splits)
+    return len(fit_sample(scan_, splits, max_chats))
 
 
 def _with_progress(

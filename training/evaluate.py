@@ -210,7 +210,8 @@ def evaluate(
     build: Callable[..., dict[str, LabelledRows]] = build_rows,
     read: Callable[[Path], Iterable[Conversation]] = read_conversations,
 ) -> dict[str, Any]:
-    """All metrics the data supports, on the whole file or on one split of a scanned file.
+    """All metrics the data supports, on the whole file or on one split of a scanned file: at most
+    ``max_conversations`` chats (the first of the file, or a seeded sample of the split).
 
     ``build`` and ``read`` replace the prefix rows and the reads (``yuyue train --ray``).
 
@@ -222,6 +223,8 @@ def evaluate(
         scan_.split = {m.index: "test" for m in scan_.metas[:max_conversations]}
         split = "test"
     wanted = {i for i, s in scan_.split.items() if s == split}
+    if len(wanted) > max_conversations:  # a seeded sample: memory bounded for any size of file
+        wanted = set(random.Random(0).sample(sorted(wanted), max_conversations))
     out: dict[str, Any] = {"n_conversations": len(wanted), "skipped_invalid": scan_.report.skipped}
     if model.scorers:
         space_scan = DatasetScan(scan_.path, scan_.metas, scan_.report, {i: "test" for i in wanted})

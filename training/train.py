@@ -197,13 +197,17 @@ def train(
     space = FeatureSpace.with_consultants(frequent_consultants(scan_))
     if scan_.n_labelled >= MIN_LABELLED:
         t = time.perf_counter()
-        with progress("prefix rows (chats)", n_rows_conversations(scan_)) as advance:
+        n_fit = n_rows_conversations(scan_, max_chats=settings.train_max_chats)
+        if n_fit < scan_.n_labelled:
+            echo(f"rows of a seeded sample of {n_fit} of {scan_.n_labelled} labelled chats (train_max_chats)")
+        with progress("prefix rows (chats)", n_fit) as advance:
             rows = rows_of(
                 scan_,
                 space,
                 workers=workers,
                 hospital=feature_hospital,
                 max_open=MAX_OPEN_ROWS,
+                max_chats=settings.train_max_chats,
                 on_progress=advance if progress_enabled() else None,
             )
         timings["rows_s"] = round(time.perf_counter() - t, 1)
@@ -287,6 +291,7 @@ def train(
         "data": str(path),
         "n_conversations": len(scan_.metas),
         "n_labelled": scan_.n_labelled,
+        "n_fit_chats": n_rows_conversations(scan_, max_chats=settings.train_max_chats),
         "trained": trained,
         "skipped": skipped,
         "comparison": comparison,

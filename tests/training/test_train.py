@@ -220,3 +220,33 @@ def test_time_split_puts_latest_chats_in_test(sim_path):
     s = split_by_time(scan(_first(sim_path, 500)))
     ts = {name: [m.started_ts for m in s.metas if s.split[m.index] == name] for name in ("train", "test")}
     assert max(ts["train"]) <= min(ts["test"])
+
+
+def test_a_row_budget_builds_rows_of_a_seeded_sample_in_every_split(sim_path):
+    """Above ``max_chats`` labelled chats the rows come from a seeded sample of that many, each split
+    keeping about its share and the time split unchanged; below it every labelled chat."""
+    from yuyue.features.rows import FeatureSpace
+    from yuyue.training.dataset import build_rows, fit_sample, n_rows_conversations, scan, split_by_time
+
+    s = split_by_time(scan(_first(sim_path, 400)))
+    every = fit_sample(s)
+    assert len(every) == s.n_labelled == n_rows_conversations(s, max_chats=10_000)
+    sample = fit_sample(s, max_chats=200)
+    assert len(sample) == 200 == n_rows_conversations(s, max_chats=200)
+    assert sample == fit_sample(s, max_chats=200)  # seeded: the same chats every time
+    assert all(every[i] == split for i, split in sample.items())  # a chat keeps its split
+    for split in ("train", "test"):
+        share = sum(v == split for v in every.values()) / len(every)
+        assert abs(sum(v == split for v in sample.values()) / 200 - share) < 0.1, split
+    rows = build_rows(s, FeatureSpace(), workers=1, max_chats=200)
+    assert sorted(i for r in rows.values() for i in r.conv_index) == sorted(sample)
+
+
+def test_evaluation_of_a_large_split_reads_a_bounded_sample(model, sim_path):
+    from yuyue.training.dataset import scan, split_by_time
+    from yuyue.training.evaluate import evaluate
+
+    s = split_by_time(scan(_first(sim_path, 400)))
+    s.split = {i: "test" for i in s.split}  # every chat in the test split
+    m = evaluate(model, s.path, scan_=s, split="test", workers=1, max_conversations=150)
+    assert m["n_conversations"] == 150 and len(m["_chats"]) == 150
