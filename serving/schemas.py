@@ -318,8 +318,19 @@ class Funnel(_Answer):
 
 
 class Reloaded(_Answer):
-    version: str | None
-    changed: bool
+    version: str | None = Field(description="the champion's version now in use (null: none registered)")
+    changed: bool = Field(description="whether the champion or a hospital's own model was switched")
+    hospitals: dict[str, str] = Field(
+        description="hospital code -> version of each hospital served by its own model (a ``hospital-*`` "
+        "alias, ``yuyue train --per-hospital``); {} when the champion scores every chat",
+        examples=[{"hz-a": "7"}],
+    )
+    previous: str | None = Field(
+        None, description="the champion's version before the switch (only when the champion changed)"
+    )
+    detail: str | None = Field(
+        None, description="why nothing was loaded (only when no champion is registered)"
+    )
 
 
 class ModelInfo(_Answer):

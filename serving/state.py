@@ -73,7 +73,12 @@ class Yuyue:
         with self._reload_lock:
             version = registry.alias_version(registry.CHAMPION, self.settings)
             if version is None:
-                return {"version": self.models.version, "changed": False, "detail": "no champion registered"}
+                return {
+                    "version": self.models.version,
+                    "changed": False,
+                    "hospitals": self.models.hospitals,
+                    "detail": "no champion registered",
+                }
             wanted = registry.hospital_versions(self.settings)
             out: dict[str, Any] = {"version": version, "changed": False}
             if version != self.models.version:
@@ -87,8 +92,7 @@ class Yuyue:
             if wanted != self.models.hospitals:
                 self._load_hospitals(wanted)
                 out["changed"] = True
-            if self.models.by_hospital:
-                out["hospitals"] = self.models.hospitals
+            out["hospitals"] = self.models.hospitals
             return out
 
     def _load_hospitals(self, wanted: dict[str, str]) -> None:

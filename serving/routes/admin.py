@@ -12,10 +12,19 @@ from yuyue.serving.errors import errors, http_error
 router = APIRouter(tags=["admin"])
 
 
-@router.post("/v1/admin/reload", response_model=schemas.Reloaded, responses=errors(401, 403, 429, 503))
+@router.post(
+    "/v1/admin/reload",
+    response_model=schemas.Reloaded,
+    response_model_exclude_unset=True,  # previous / detail only when they apply
+    responses=errors(401, 403, 429, 503),
+)
 def reload(who: Analyst, state: State) -> dict[str, Any]:
-    """Switch to the registry's current champion (requests in flight finish on the old model); the model
-    serves every hospital, so keys scoped to hospitals get 403."""
+    """Switch to the registry's current champion (requests in flight finish on the old model) and follow
+    the hospitals' own models (the ``hospital-*`` aliases: new ones loaded, removed ones dropped, so those
+    hospitals' chats go back to the champion). The answer's ``hospitals`` maps each hospital served by its
+    own model to that model's version ({} when the champion scores every chat); ``previous`` comes when
+    the champion changed, ``detail`` when none is registered. Reloading concerns every hospital, so keys
+    scoped to hospitals get 403."""
     require_group(who, "reloading the model")
     try:
         return state.reload()

@@ -62,6 +62,21 @@ def test_error_bodies_are_documented_as_they_are(spec):
     assert chat_ops["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/MessageScored")
 
 
+def test_the_reload_answer_declares_the_hospitals_own_models(spec):
+    """POST /v1/admin/reload names the hospitals served by their own model (issue 17) in a declared field,
+    always there ({} when the champion scores every chat); previous and detail only when they apply
+    (test_reload.py and test_per_hospital_models.py check the real answers against these)."""
+    op = spec["paths"]["/v1/admin/reload"]["post"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Reloaded")
+    assert "``hospitals``" in op["description"]
+    reloaded = spec["components"]["schemas"]["Reloaded"]
+    assert sorted(reloaded["required"]) == ["changed", "hospitals", "version"]
+    hospitals = reloaded["properties"]["hospitals"]
+    assert hospitals["type"] == "object" and hospitals["additionalProperties"] == {"type": "string"}
+    assert "hospital code -> version" in hospitals["description"]
+    assert {"previous", "detail"} <= set(reloaded["properties"])
+
+
 def test_real_answers_match_the_documented_models(api):
     h = api.keys["c01"]
     r = api.post("/v1/conversations", json={"started_at": "2025-03-05T14:02:11+08:00"}, headers=h)

@@ -89,7 +89,11 @@ def test_a_hospitals_own_model_scores_its_chats_and_reload_follows_the_aliases(
         # the alias removed: the next reload drops the model, and hz-a's chats go back to the champion
         assert registry.remove_hospital_alias("hz-a", settings) == own
         assert registry.remove_hospital_alias("hz-a", settings) is None
-        assert client.post("/v1/admin/reload", headers=adm).json() == {"version": champion, "changed": True}
+        assert client.post("/v1/admin/reload", headers=adm).json() == {
+            "version": champion,
+            "changed": True,
+            "hospitals": {},
+        }
         assert holder.hospitals == {} and holder.model_for("hz-a")[1] == champion
         cid = chats["hz-a"]["conversation_id"]
         assert _say(client, h, cid, 1, "姓李")["model_version"] == champion

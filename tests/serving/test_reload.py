@@ -30,6 +30,7 @@ def test_start_without_champion_then_reload_then_poll(model, test_settings, tmp_
         assert client.post("/v1/admin/reload", headers=h).json() == {
             "version": None,
             "changed": False,
+            "hospitals": {},
             "detail": "no champion registered",
         }
 
@@ -38,7 +39,11 @@ def test_start_without_champion_then_reload_then_poll(model, test_settings, tmp_
         # the poller may win the race; either way the champion is in use afterwards
         client.post("/v1/admin/reload", headers=h)
         assert client.get("/readyz").json()["model_version"] == v1
-        assert client.post("/v1/admin/reload", headers=h).json() == {"version": v1, "changed": False}
+        assert client.post("/v1/admin/reload", headers=h).json() == {
+            "version": v1,
+            "changed": False,
+            "hospitals": {},
+        }
 
         _, v2 = registry.log_and_register(model, bundle, {}, settings=settings)
         registry.promote(v2, settings)
