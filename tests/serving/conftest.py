@@ -13,6 +13,9 @@
 - ``db_url``: parametrized over ``sqlite`` and ``postgres``; the PostgreSQL variant drops
   every table after the test so each test starts from an empty database.
 - ``engine``: ``serving.db.make_engine(db_url)``, disposed after the test.
+- ``registry_settings``: ``registry_settings(poll_s)`` gives ``test_settings`` with a model registry of
+  this test's own (var dir ``tmp_path``, MLflow store ``tmp_path/mlflow.db``) and the server polling it
+  every ``poll_s`` seconds (0: reload only).
 """
 
 from __future__ import annotations
@@ -145,6 +148,20 @@ def engine(db_url):
 
 
 # ---- the app with a key per role, on SQLite or PostgreSQL + Redis ---------------------------------
+@pytest.fixture
+def registry_settings(test_settings, tmp_path):
+    def make(poll_s: float):
+        return test_settings.model_copy(
+            update={
+                "var_dir": tmp_path,
+                "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "model_poll_seconds": poll_s,
+            }
+        )
+
+    return make
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres+redis", marks=pytest.mark.integration)])
 def backend(request, tmp_path, test_settings):
     """Settings for one backend: SQLite + in-process cache, or PostgreSQL + Redis."""

@@ -41,15 +41,9 @@ def _stored_version(client, headers, cid):
 
 
 def test_a_hospitals_own_model_scores_its_chats_and_reload_follows_the_aliases(
-    model, test_settings, tmp_path
+    model, registry_settings, tmp_path
 ):
-    settings = test_settings.model_copy(
-        update={
-            "var_dir": tmp_path,
-            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "model_poll_seconds": 0,
-        }
-    )
+    settings = registry_settings(0)  # no polling: each reload below is the one that follows the aliases
     bundle = model.save(tmp_path / "bundle")
     _, champion = registry.log_and_register(model, bundle, {}, settings=settings)
     registry.promote(champion, settings)

@@ -10,14 +10,8 @@ from yuyue.serving.app import create_app
 from yuyue.training import registry
 
 
-def test_start_without_champion_then_reload_then_poll(model, test_settings, tmp_path):
-    settings = test_settings.model_copy(
-        update={
-            "var_dir": tmp_path,
-            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "model_poll_seconds": 0.5,
-        }
-    )
+def test_start_without_champion_then_reload_then_poll(model, registry_settings, tmp_path):
+    settings = registry_settings(0.5)
     bundle = model.save(tmp_path / "bundle")
     app = create_app(settings)
     analyst = app.state.yuyue.keys.create("ana", "analyst")[1]
