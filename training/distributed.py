@@ -342,16 +342,40 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-            **kwargs,
-        )
+        _start_local(num_cpus or os.cpu_count() or 1, kwargs)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+# Ray waits a fixed 30 s for a new local node to register; a busy 2-core host can take longer.
+LOCAL_START_TRIES = 3
+
+
+def _start_local(num_cpus: int, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` of a local instance, started again (up to :data:`LOCAL_START_TRIES` times in all)
+    when Ray gives up waiting for its own node to start."""
+    import ray
+
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                **kwargs,
+            )
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this one
+            ray.shutdown()  # the processes it started
+            if "timed out during startup" not in str(exc) or attempt == LOCAL_START_TRIES:
+                raise
+            log.warning(
+                "local Ray did not start in time (try %d of %d); starting it again",
+                attempt,
+                LOCAL_START_TRIES,
+            )
 
 
 def train_on_ray(
