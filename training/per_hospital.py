@@ -379,14 +379,17 @@ def retire_small(
     tracking_uri: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, str]:
-    """Remove the ``hospital-*`` alias of every hospital not in ``compared``: it had its own model, but
-    this run's data holds fewer than ``min_chats`` of its labelled chats (``counts``; none when absent),
-    so its model can no longer be checked against the global one and the champion serves it. Returns
-    hospital -> the version its alias pointed at (logged and echoed)."""
+    """Remove the ``hospital-*`` alias of every hospital in the data but not in ``compared``: it had its
+    own model, but this run's data holds fewer than ``min_chats`` of its labelled chats (``counts``), so
+    its model can no longer be checked against the global one and the champion serves it. A hospital
+    absent from the data keeps its alias (an export of some hospitals, or ``--since``, says nothing about
+    the others). Returns hospital -> the version its alias pointed at (logged and echoed)."""
     from yuyue.training import registry
 
     retired: dict[str, str] = {}
-    for hospital in sorted(set(registry.hospital_versions(settings, tracking_uri)) - compared):
+    for hospital in sorted(
+        (set(registry.hospital_versions(settings, tracking_uri)) & set(counts)) - compared
+    ):
         before = registry.remove_hospital_alias(hospital, settings, tracking_uri)
         if before is None:
             continue
