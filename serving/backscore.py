@@ -327,14 +327,26 @@ class Run:
     exclude_hospitals: tuple[str, ...] = ()
 
 
+def champion_needed(hospitals: Collection[str], filters: Filters) -> bool:
+    """Whether some chat of ``filters`` is the champion's: not when ``filters.hospital`` has its own model."""
+    return filters.hospital is None or filters.hospital not in hospitals
+
+
 def runs(
-    champion: tuple[YuyueModel, str], hospitals: dict[str, tuple[YuyueModel, str]], filters: Filters
+    champion: tuple[YuyueModel, str] | None,
+    hospitals: dict[str, tuple[YuyueModel, str]],
+    filters: Filters,
 ) -> list[Run]:
     """Each chat with the model the server would score it by (``ModelHolder.model_for``): the hospitals
     with their own model (``hospitals``: code -> (model, version), the ``hospital-*`` aliases) each by
-    it, every other chat by the champion; ``filters.hospital`` keeps one hospital's run only."""
+    it, every other chat by the champion; ``filters.hospital`` keeps one hospital's run only. ``champion``
+    may be None when it scores nothing (:func:`champion_needed` is false)."""
     wanted = {h: m for h, m in hospitals.items() if filters.hospital in (None, h)}
-    out = [] if filters.hospital in wanted else [Run(*champion, filters, tuple(sorted(wanted)))]
+    out = []
+    if champion_needed(wanted, filters):
+        if champion is None:
+            raise ValueError("the champion scores the chats of no hospital's own model: it is needed")
+        out.append(Run(*champion, filters, tuple(sorted(wanted))))
     for hospital, (model, version) in sorted(wanted.items()):
         out.append(Run(model, version, replace(filters, hospital=hospital)))
     return out

@@ -10,7 +10,8 @@ number or an alias (default: the champion). ``--ray`` runs the chunks as Ray tas
 ``--workers`` CPUs, or on the cluster at ``--ray-address`` (which implies ``--ray``) or ``RAY_ADDRESS``.
 ``--dry-run`` scores and counts without writing. Without ``--model-version``, the chats of a hospital
 served by its own model (a ``hospital-*`` alias, ``yuyue train --per-hospital``) are re-scored by that
-model, as the server scores them; one line (or JSON object) per model.
+model, as the server scores them; one line (or JSON object) per model. Only the models that score are
+loaded: ``--hospital H`` of a hospital with its own model loads that model alone (no champion needed).
 
 The database is ``--url``, else ``get_settings().resolved_database_url``; it must hold a Yuyue store at
 this version's schema (``yuyue store upgrade``); nothing is created.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     from yuyue.config import Settings
     from yuyue.models.bundle import YuyueModel
-    from yuyue.serving.backscore import BackscoreResult
+    from yuyue.serving.backscore import BackscoreResult, Run
     from yuyue.serving.store import Filters
 
 URL_HELP = "database URL (default: the database_url setting, else sqlite:///<var_dir>/yuyue.db)"
@@ -178,14 +179,29 @@ def score_command(
         typer.echo(orjson.dumps(result.as_dict()).decode() if as_json else _summary(result))
 
 
-def _hospital_models(settings: Settings) -> dict[str, tuple[YuyueModel, str]]:
-    """The hospitals served by their own model (the ``hospital-*`` aliases): code -> (model, version)."""
+def _hospital_models(settings: Settings, hospital: str | None) -> dict[str, tuple[YuyueModel, str]]:
+    """The hospitals served by their own model (the ``hospital-*`` aliases): code -> (model, version);
+    with ``hospital`` (``--hospital``), that hospital's alone (no other model is loaded)."""
     from yuyue.training import registry
 
+    versions = registry.hospital_versions(settings)
     try:
-        return {h: registry.load(v, settings) for h, v in registry.hospital_versions(settings).items()}
+        return {h: registry.load(v, settings) for h, v in versions.items() if hospital in (None, h)}
     except registry.RegistryError as exc:
         fail(f"a hospital's own model: {one_line(exc)}")
+
+
+def _plan(settings: Settings, model_version: str | None, filters: Filters) -> list[Run]:
+    """The runs, loading only the models that score: ``--model-version`` alone when given; else the
+    hospitals' own models within ``filters`` and the champion unless only such a hospital's chats are
+    selected (``--hospital`` with its own model)."""
+    from yuyue.serving.backscore import champion_needed, runs
+
+    if model_version is not None:
+        return runs(_model(settings, model_version), {}, filters)
+    hospitals = _hospital_models(settings, filters.hospital)
+    champion = _model(settings, None) if champion_needed(hospitals, filters) else None
+    return runs(champion, hospitals, filters)
 
 
 def _run(
@@ -205,13 +221,12 @@ def _run(
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from yuyue.serving.backscore import backscore, runs
+    from yuyue.serving.backscore import backscore
     from yuyue.training.distributed import ray_session
 
     ray = ray or ray_address is not None
     try:
-        champion = _model(settings, model_version)
-        plan = runs(champion, _hospital_models(settings) if model_version is None else {}, filters)
+        plan = _plan(settings, model_version, filters)
         with ray_session(ray_address, num_cpus=workers) if ray else nullcontext():  # one Ray for every run
             return [
                 backscore(

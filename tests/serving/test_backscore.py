@@ -347,3 +347,39 @@ def test_a_hospital_with_its_own_model_is_rescored_by_it(api, cli, model, tmp_pa
     }
     stored = {k: rows[chats["hz-a"]][k] for k in ("p_booked", "p_arrived")}
     assert stored == pytest.approx(_as_row(_replayed(api, b, chats["hz-a"])), abs=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_one_hospitals_run_loads_its_own_model_alone(api, cli, model, tmp_path):
+    """``--hospital hz-a`` of a hospital with its own model scores with that model alone: no champion
+    needed (none is registered here), and another hospital's model is not loaded (sh-b's cannot be)."""
+    from mlflow import MlflowClient
+
+    from yuyue.training import registry
+
+    chats = {h: _open(api, hospital=h) for h in ("hz-a", "sh-b")}
+    for cid in chats.values():
+        _chat(api, cid, CHAT)
+    settings = get_settings()
+    _, own = registry.log_and_register(
+        model, model.save(tmp_path / "own"), {}, settings=settings, tags={registry.HOSPITAL_TAG: "hz-a"}
+    )
+    registry.set_hospital_alias("hz-a", own, settings)
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    broken = MlflowClient(registry.configure(settings)).create_model_version(
+        settings.model_name, str(empty), tags={registry.HOSPITAL_TAG: "sh-b"}
+    )
+    registry.set_hospital_alias("sh-b", str(broken.version), settings)
+    assert registry.alias_version(registry.CHAMPION, settings) is None
+    url = api.state.settings.resolved_database_url
+
+    done = cli("--from-store", "--url", url, "--hospital", "hz-a", "--json")
+    assert done.exit_code == 0, done.output
+    lines = [orjson.loads(x) for x in done.stdout.strip().splitlines() if x.startswith("{")]
+    assert [(x["version"], x["selected"], x["rescored"]) for x in lines] == [(own, 1, 1)]
+    assert {h: _rows(api)[c]["model_version"] for h, c in chats.items()} == {"hz-a": own, "sh-b": "t1"}
+    # the runs that need what is missing say so
+    _one_line_error(cli("--from-store", "--url", url, "--hospital", "sh-b"), 1, "a hospital's own model")
+    _one_line_error(cli("--from-store", "--url", url, "--hospital", "nb-c"), 1, "no champion registered")
