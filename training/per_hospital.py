@@ -15,9 +15,9 @@ loads the champion plus every ``hospital-*`` alias and scores a chat with its ho
 there is one. One registered name (rather than one per hospital) keeps version numbers unique, so
 the ``model_version`` stored with a chat names the model that scored it and ``registry.load`` reaches
 every model alike. A hospital compared in this run and not kept loses its alias (its new own model
-did not beat a global model trained on the same data); so does a hospital with an alias that now has
-fewer than ``min_chats`` labelled chats in the data (not compared: its model can no longer be checked),
-which is printed and logged.
+did not beat a global model trained on the same data); so does a hospital in the data with an alias
+and now fewer than ``min_chats`` labelled chats (not compared: its model can no longer be checked),
+which is printed and logged. A hospital absent from the data keeps its alias.
 
 With ``--ray`` the per-hospital fits run as Ray tasks, one per hospital (``cpus_per_task`` each), on
 the Ray instance training/distributed.py starts; without it, one after the other. Each task reads its

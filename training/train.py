@@ -195,9 +195,9 @@ def train(
     # ---- scorers -------------------------------------------------------
     scorers, explainers = {}, {}
     space = FeatureSpace.with_consultants(frequent_consultants(scan_))
+    n_fit = n_rows_conversations(scan_, max_chats=settings.train_max_chats)
     if scan_.n_labelled >= MIN_LABELLED:
         t = time.perf_counter()
-        n_fit = n_rows_conversations(scan_, max_chats=settings.train_max_chats)
         if n_fit < scan_.n_labelled:
             echo(f"rows of a seeded sample of {n_fit} of {scan_.n_labelled} labelled chats (train_max_chats)")
         with progress("prefix rows (chats)", n_fit) as advance:
@@ -291,7 +291,7 @@ def train(
         "data": str(path),
         "n_conversations": len(scan_.metas),
         "n_labelled": scan_.n_labelled,
-        "n_fit_chats": n_rows_conversations(scan_, max_chats=settings.train_max_chats),
+        "n_fit_chats": n_fit,
         "trained": trained,
         "skipped": skipped,
         "comparison": comparison,
