@@ -205,12 +205,16 @@ def _system_failures() -> tuple[type[BaseException], ...]:
     return (rx.ObjectLostError, rx.WorkerCrashedError, rx.NodeDiedError, rx.RpcError)
 
 
-def gather(calls: Sequence[Callable[[], Any]], on_done: Callable[[int], None] | None = None) -> list:
+def gather(
+    calls: Sequence[Callable[[], Any]],
+    on_done: Callable[[int], None] | None = None,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> list:
     """Submit each call (a ``task.remote(...)``), return the results in order.
 
     ``on_done(position)`` as each finishes; the task's own error is re-raised as itself (a shard's
     :class:`ShardError`, a record's error, an ``OSError``); a Ray system failure submits that call again
-    (at most :data:`TASK_ATTEMPTS` times in all, then it is raised).
+    (at most :data:`TASK_ATTEMPTS` times in all, then it is raised), after ``on_retry(position, error)``.
     """
     import ray
     from ray.exceptions import RayTaskError
@@ -232,6 +236,8 @@ def gather(calls: Sequence[Callable[[], Any]], on_done: Callable[[int], None] | 
                 log.warning(
                     "Ray task %d failed (%s); submitting it again (try %d)", k, type(exc).__name__, tries[k]
                 )
+                if on_retry is not None:
+                    on_retry(k, exc)
                 position[calls[k]()] = k
                 continue
             if on_done is not None:
@@ -248,19 +254,23 @@ def gather(calls: Sequence[Callable[[], Any]], on_done: Callable[[int], None] | 
 class RayBackend:
     """Scan, rows and reading of :func:`training.train.train` over shards, with Ray tasks.
 
-    ``nodes`` records the Ray node of every task (the two-node test asserts both did work).
+    ``nodes`` records the Ray node of every task that returned (the two-node test asserts both did
+    work); ``retried`` the Ray system failures that made a task run again (see :func:`gather`).
     """
 
     shards: list[Shard]
     offsets: list[int] = field(default_factory=list)  # global index of each shard's first chat
     nodes: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=lambda: {"scheduling_strategy": "SPREAD"})
 
     def scan(self, path: str | Path, *, strict: bool = False) -> DatasetScan:
         import ray
 
         task = ray.remote(_scan_task).options(**self.options)
-        parts = gather([functools.partial(task.remote, s, strict) for s in self.shards])
+        parts = gather(
+            [functools.partial(task.remote, s, strict) for s in self.shards], on_retry=self._retried
+        )
         metas: list[ConversationMeta] = []
         report = SkipReport()
         first_of: dict[str, Shard] = {}
@@ -280,6 +290,9 @@ class RayBackend:
             for p in shard_report.problems:
                 report.add(replace(p, field=f"{shard.label()}: {p.field}"))
         return DatasetScan(Path(path), metas, report)
+
+    def _retried(self, position: int, error: BaseException) -> None:
+        self.retried.append(type(error).__name__)
 
     def _locate(self, index: int) -> tuple[int, int]:
         import bisect
@@ -308,7 +321,7 @@ class RayBackend:
         calls = [functools.partial(task.remote, self.shards[k], local[k], hospital, space, caps) for k in ks]
         done = None if on_progress is None else (lambda pos: on_progress(len(local[ks[pos]])))
         parts = []
-        for k, (part, node) in zip(ks, gather(calls, done), strict=True):
+        for k, (part, node) in zip(ks, gather(calls, done, self._retried), strict=True):
             self.nodes.append(node)
             off = self.offsets[k]
             parts.append({s: (rows, [off + j for j in idx]) for s, (rows, idx) in part.items()})

@@ -152,9 +152,11 @@ def test_a_task_lost_to_a_ray_failure_is_submitted_again(local_ray, tmp_path):
     ok, lost = str(tmp_path / "ok"), str(tmp_path / "lost")
     Path(ok).touch()
     done: list[int] = []
+    retried: list[tuple[int, str]] = []
     calls = [lambda: task.remote(1, ok), lambda: task.remote(21, lost), lambda: task.remote(3, ok)]
-    assert gather(calls, done.append) == [2, 42, 6]
+    assert gather(calls, done.append, lambda k, e: retried.append((k, type(e).__name__))) == [2, 42, 6]
     assert sorted(done) == [0, 1, 2]
+    assert retried == [(1, "WorkerCrashedError")]  # told once, for the task that ran again
 
     tries: list[int] = []
 
@@ -302,6 +304,24 @@ def test_training_on_a_two_node_cluster_matches_the_default_path():
 TWO_NODE_ENV = "YUYUE_TEST_TWO_NODE_INNER"
 
 
+def _assert_both_nodes_work(backend: RayBackend, parts: Path) -> None:
+    """Shard tasks ran on both nodes. A task that Ray lost (a system failure: seen once in CI, every
+    task placed on the second node of a loaded host failed with OwnerDiedError) ran again wherever
+    Ray placed it, so after a retry the training run alone does not show the spread: then up to
+    three fresh scan passes (one task per shard) must show it."""
+    nodes, retried = set(backend.nodes), list(backend.retried)
+    for _ in range(3):
+        if len(nodes) == 2:
+            return
+        if not retried:
+            break
+        probe = RayBackend(list_shards(parts))
+        probe.scan(parts)
+        nodes, retried = set(probe.nodes), retried + probe.retried
+    alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    pytest.fail(f"tasks ran on {sorted(nodes)} of the live nodes {alive}; Ray system failures: {retried}")
+
+
 @pytest.mark.skipif(
     os.environ.get(TWO_NODE_ENV) != "1",
     reason="run in its own interpreter by test_training_on_a_two_node_cluster_matches_the_default_path",
@@ -319,7 +339,7 @@ def test_two_node_cluster_inner(data, two_nodes, tmp_path, monkeypatch):
         on_ray, backend = train_on_ray(
             parts, address=two_nodes, settings=settings, out_dir=tmp_path / "ray", echo=lambda _: None
         )
-    assert len(set(backend.nodes)) == 2, backend.nodes  # shard tasks ran on both nodes
+        _assert_both_nodes_work(backend, parts)
     assert {"booked", "arrived"} <= set(on_ray.model.scorers) and on_ray.metrics["booked.auc"] > 0.6
     assert on_ray.model.info["n_conversations"] == 600
     # the default path's rows and fit on the one file give the cluster's validation AUCs exactly
