@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/bench_ray.py [--n 20000] [--shards 8] [--workers 2] 
      [--full] [--modes default,ray] [--max-chats N]
 
 1,000,000 chats with local Ray alone (rows of the ``train_max_chats`` sample, as ``yuyue train`` builds):
-     .venv/bin/python bench/bench_ray.py --n 1000000 --shards 32 --modes ray --full
+     .venv/bin/python bench/bench_ray.py --n 1000000 --shards 32 --modes ray --full [--train-only]
 
 1. generates ``--n`` simulated chats (seed 1) unless there, and splits them into ``--shards`` files;
 2. in a child process each (peak resident memory of its whole process tree, Ray's workers and object
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/yuyue-bench-ray"))
     ap.add_argument("--full", action="store_true", help="also the whole `yuyue train` both ways")
     ap.add_argument("--modes", default="default,ray", help="which paths: default, ray or both")
+    ap.add_argument("--train-only", action="store_true", help="with --full: skip the rows-only pass")
     ap.add_argument(
         "--max-chats",
         type=int,
@@ -124,7 +125,7 @@ def main() -> None:
         split_file(path, parts, args.n, args.shards)
     modes = [(m, data) for m, data in (("default", path), ("ray", parts)) if m in args.modes.split(",")]
     results = {}
-    for mode, data in modes:
+    for mode, data in [] if args.train_only and args.full else modes:
         out = args.dir / f"rows-{mode}.json"
         cmd = [sys.executable, __file__, "--workers", str(args.workers), "--max-chats", str(args.max_chats)]
         cmd += ["--child", str(data), mode, str(out)]
@@ -153,7 +154,8 @@ def main() -> None:
             cmd = [YUYUE, "train", "--data", str(data), "--workers", str(args.workers), "--no-register"]
             wall, peak, rc = run_measured(cmd + (["--ray"] if mode == "ray" else []), env)
             print(
-                f"  yuyue train ({mode}): {wall / 60:.1f} min wall, peak RSS {peak / 2**30:.2f} GiB, rc {rc}"
+                f"  yuyue train ({mode}): {wall / 60:.1f} min wall, peak RSS {peak / 2**30:.2f} GiB, rc {rc}, "
+                f"load {os.getloadavg()[0]:.1f}"
             )
     if not same:
         sys.exit("the Ray path built different rows")
