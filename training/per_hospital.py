@@ -6,8 +6,13 @@ on a file of that hospital's chats, so the same time split rule, scorer choice a
 are compared on the hospital's chats that neither saw: those in the test split (the latest chats) of
 both the hospital's split and the global split; ``train`` folds validation and calibration chats into
 its final fit, so the test split is the only one left unseen. The hospital's model is kept when its
-booked AUC beats the global model's by at least :data:`MIN_GAIN` and its arrived AUC is not lower by
-more than :data:`ARRIVED_TOLERANCE`; otherwise the hospital is served by the global champion.
+booked AUC beats the global model's by at least :data:`MIN_GAIN`, the 95 % paired bootstrap interval
+of that gain over the compared chats (training/compare.py) lies wholly above zero, and its arrived AUC
+is neither lower by more than :data:`ARRIVED_TOLERANCE` nor clearly lower (interval wholly below zero);
+otherwise the hospital is served by the global champion. With a few hundred held-out chats and a few
+dozen bookings one AUC moves by ±0.05 from chance alone (bench/bench_per_hospital.py), so a point
+estimate alone would keep a model that is merely lucky on these chats; fewer than
+:data:`MIN_MINORITY` chats of the rarer booked outcome decide nothing.
 
 Registry (training/registry.py): a kept model is a version of the same registered model, tagged
 ``yuyue.hospital`` and pointed at by the alias ``hospital-<slug>``; the server (serving/state.py)
@@ -49,6 +54,7 @@ MIN_CHATS = 2000  # labelled chats a hospital needs before its own model is trie
 MIN_GAIN = 0.005  # booked AUC its own model must gain over the global one on its held-out chats
 ARRIVED_TOLERANCE = 0.01  # arrived AUC it may lose meanwhile
 MIN_COMPARED = 50  # held-out labelled chats below which no comparison decides anything
+MIN_MINORITY = 10  # held-out chats of the rarer booked outcome (booked or not) the comparison needs
 TARGETS = ("booked", "arrived")
 
 
@@ -61,6 +67,9 @@ class HospitalResult:
     n_compared: int = 0
     global_auc: dict[str, float | None] = field(default_factory=dict)
     own_auc: dict[str, float | None] = field(default_factory=dict)
+    # own − global AUC: 95 % paired bootstrap interval over the compared chats (None: not computable)
+    ci95: dict[str, list[float] | None] = field(default_factory=dict)
+    minority: int | None = None  # compared chats of the rarer booked outcome
     kept: bool = False
     why: str = ""
     bundle_dir: Path | None = None
@@ -128,17 +137,38 @@ def decide(
     n_compared: int,
     min_gain: float = MIN_GAIN,
     min_compared: int = MIN_COMPARED,
+    *,
+    ci95: dict[str, list[float] | None] | None = None,
+    minority: int | None = None,
 ) -> tuple[bool, str]:
-    """Keep the hospital's own model? (and why, in words)."""
+    """Keep the hospital's own model? (and why, in words).
+
+    ``ci95`` (own − global, per target) and ``minority`` come from :func:`fit_hospital`; without them
+    only the point estimates are read (the margins alone)."""
     g, o = global_auc.get("booked"), own_auc.get("booked")
     if n_compared < min_compared or g is None or o is None:
         return False, f"{n_compared} held-out chats with outcomes: too few to compare (need {min_compared})"
+    if minority is not None and minority < MIN_MINORITY:
+        return False, (
+            f"{minority} held-out chats of the rarer booked outcome: too few to compare (need {MIN_MINORITY})"
+        )
     if o < g + min_gain:
         return False, f"booked AUC {o - g:+.4f} vs the global model (needs {min_gain:+.4f})"
+    gain = f"booked AUC {o - g:+.4f}"
+    if ci95 is not None:
+        ci = ci95.get("booked")
+        if ci is None:
+            return False, f"{gain}, but its bootstrap interval could not be computed on these chats"
+        gain += f" [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+        if ci[0] <= 0:
+            return False, f"{gain}: not shown better (the 95 % interval includes 0)"
     ga, oa = global_auc.get("arrived"), own_auc.get("arrived")
     if ga is not None and oa is not None and oa < ga - ARRIVED_TOLERANCE:
-        return False, f"booked AUC {o - g:+.4f} but arrived AUC {oa - ga:+.4f} (may lose {ARRIVED_TOLERANCE})"
-    return True, f"booked AUC {o - g:+.4f} vs the global model"
+        return False, f"{gain} but arrived AUC {oa - ga:+.4f} (may lose {ARRIVED_TOLERANCE})"
+    ca = (ci95 or {}).get("arrived")
+    if ga is not None and oa is not None and ca is not None and ca[1] < 0:
+        return False, f"{gain} but arrived AUC {oa - ga:+.4f} [{ca[0]:+.4f}, {ca[1]:+.4f}]: clearly lower"
+    return True, f"{gain} vs the global model"
 
 
 def fit_hospital(
@@ -158,6 +188,7 @@ def fit_hospital(
     worker process tries what the global model tried)."""
     from yuyue.models.bundle import YuyueModel
     from yuyue.training import scorers
+    from yuyue.training.compare import compare
     from yuyue.training.evaluate import evaluate, public
     from yuyue.training.train import train
 
@@ -172,9 +203,15 @@ def fit_hospital(
     both = compared_scan(path, held_out)
     out = HospitalResult(hospital, n_labelled, bundle_dir=out_dir, metrics=own.metrics, info=own.model.info)
     out.n_compared = sum(1 for m in both.metas if both.split[m.index] == "test" and m.booked is not None)
+    full = {}
     for name, model in (("global", YuyueModel.load(global_bundle)), ("own", own.model)):
-        m = public(evaluate(model, path, scan_=both, split="test", workers=workers))
+        full[name] = evaluate(model, path, scan_=both, split="test", workers=workers)
+        m = public(full[name])
         getattr(out, f"{name}_auc").update({t: m.get(f"{t}.auc") for t in TARGETS})
+    paired = compare(full["own"], full["global"], labels=("own", "global"))["metrics"]
+    out.ci95 = {t: paired.get(f"{t}.auc", {}).get("ci95") for t in TARGETS}
+    booked = [m.booked for m in both.metas if both.split[m.index] == "test" and m.booked is not None]
+    out.minority = min(sum(booked), len(booked) - sum(booked))
     out.fit_seconds = round(fit_seconds, 1)
     return out
 
@@ -257,7 +294,9 @@ def train_per_hospital(
     results = fit_all(jobs, global_bundle, held_out, settings, out_root, ray=ray, cpus_per_task=cpus_per_task)
     seconds = round(time.perf_counter() - t, 1)
     for r in results:
-        r.kept, r.why = decide(r.global_auc, r.own_auc, r.n_compared, min_gain, min_compared)
+        r.kept, r.why = decide(
+            r.global_auc, r.own_auc, r.n_compared, min_gain, min_compared, ci95=r.ci95, minority=r.minority
+        )
     for line in table(results, counts, min_chats):
         echo(line)
     echo(f"per-hospital fits: {seconds}s ({'Ray tasks' if ray else 'one after the other'})")
@@ -440,6 +479,9 @@ def _log_comparison(
             key = f"per_hospital.{registry.hospital_slug(r.hospital)}"
             metrics[f"{key}.n_chats"] = r.n_compared
             metrics[f"{key}.kept"] = float(r.kept)
+            for t, ci in r.ci95.items():
+                if ci is not None:
+                    metrics.update({f"{key}.{t}_auc_gain_lo": ci[0], f"{key}.{t}_auc_gain_hi": ci[1]})
             for who, aucs in (("global", r.global_auc), ("own", r.own_auc)):
                 metrics.update({f"{key}.{who}_{t}_auc": v for t, v in aucs.items() if v is not None})
         metrics.update({f"per_hospital.{registry.hospital_slug(h)}.retired": 1.0 for h in retired})
@@ -453,6 +495,8 @@ def _log_comparison(
                     "n_compared": r.n_compared,
                     "global_auc": r.global_auc,
                     "own_auc": r.own_auc,
+                    "auc_gain_ci95": r.ci95,
+                    "minority": r.minority,
                     "kept": r.kept,
                     "why": r.why,
                     "version": r.version,

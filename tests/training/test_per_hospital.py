@@ -80,6 +80,23 @@ def test_the_rule_keeps_an_own_model_only_when_it_is_better_on_enough_chats():
     assert not ph.decide({"booked": None}, {"booked": 0.9}, 200)[0]
 
 
+def test_a_gain_within_the_noise_of_the_held_out_chats_keeps_the_global_model():
+    g, o = {"booked": 0.80, "arrived": 0.75}, {"booked": 0.83, "arrived": 0.75}
+    shown = {"booked": [0.004, 0.06], "arrived": [-0.02, 0.02]}
+    kept, why = ph.decide(g, o, 200, ci95=shown, minority=30)
+    assert kept and "[+0.0040, +0.0600]" in why
+    kept, why = ph.decide(g, o, 200, ci95={**shown, "booked": [-0.01, 0.07]}, minority=30)
+    assert not kept and "includes 0" in why  # the point gain is large, the interval is not above 0
+    kept, why = ph.decide(g, o, 200, ci95={**shown, "booked": None}, minority=30)
+    assert not kept and "could not be computed" in why
+    kept, why = ph.decide(
+        g, {**o, "arrived": 0.745}, 200, ci95={**shown, "arrived": [-0.02, -0.001]}, minority=30
+    )
+    assert not kept and "clearly lower" in why  # within the tolerance, but clearly worse
+    kept, why = ph.decide(g, o, 200, ci95=shown, minority=ph.MIN_MINORITY - 1)
+    assert not kept and "rarer booked outcome" in why
+
+
 def test_only_hospitals_with_enough_labelled_chats_get_a_file_of_their_chats(world):
     counts, files = world["counts"], world["files"]
     assert set(counts) == {"hz-a", "sh-b", "nb-c"} and counts["nb-c"] < MIN_CHATS
@@ -105,10 +122,21 @@ def test_kept_models_are_registered_under_hospital_aliases_and_dropped_when_no_l
     settings, results = world["settings"], world["results"]
     # the real margin: a hospital's model is kept exactly when the rule says so
     for r in results:
-        kept, _ = ph.decide(r.global_auc, r.own_auc, r.n_compared, ph.MIN_GAIN, MIN_COMPARED)
+        kept, _ = ph.decide(
+            r.global_auc, r.own_auc, r.n_compared, ph.MIN_GAIN, MIN_COMPARED, ci95=r.ci95, minority=r.minority
+        )
         b = r.own_auc["booked"] - r.global_auc["booked"]
         oa, ga = r.own_auc["arrived"], r.global_auc["arrived"]
-        assert kept == (b >= ph.MIN_GAIN and (oa is None or ga is None or oa >= ga - ph.ARRIVED_TOLERANCE))
+        ci, ca = r.ci95["booked"], r.ci95["arrived"]
+        assert r.minority is not None and r.minority >= 0
+        assert kept == (
+            r.minority >= ph.MIN_MINORITY
+            and b >= ph.MIN_GAIN
+            and ci is not None
+            and ci[0] > 0
+            and (oa is None or ga is None or oa >= ga - ph.ARRIVED_TOLERANCE)
+            and (ca is None or ca[1] >= 0)
+        )
 
     # both kept (as if they had won; the rule is tested above): registered, aliased, tagged; the champion
     # stays global
