@@ -69,7 +69,7 @@ log = logging.getLogger("yuyue.serving")
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 REFRESH_S = 2.0  # how often a process checks the stored revision of the knowledge it serves
-MAX_HOSPITAL_ID = 64  # hospital_knowledge.hospital_id (a chat's hospital may be longer: no own document)
+MAX_HOSPITAL_ID = 128  # hospital_knowledge.hospital_id: as long as a chat's hospital (conversations.hospital)
 MAX_CACHED = 10_000  # hospitals whose knowledge a process keeps (its chats' hospitals)
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "knowledge_example.yaml"
 MAX_YAML_BYTES = 1_000_000
