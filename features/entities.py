@@ -231,6 +231,16 @@ _VISIT_CUE = re.compile(
     r"|(?<![不没])能去(?![掉除痘斑疤皱纹印黑红眼上])"
 )
 _VISIT_CUE_BEFORE, _VISIT_CUE_AFTER = 6, 8
+# 明天能去游泳吗 / 后天可以洗澡吗: a day for an activity after treatment (next to the expression, in the
+# cue window), not for coming over, unless the message also says coming (来, 到院, 面诊 …): 明天下午来，
+# 之后能吃辣吗 is still a visit. (上班 is not here: 周末上班吗 asks the desk's hours; 能去上班 is above.)
+_ACTIVITY = re.compile(
+    r"游泳|健身|运动|锻炼|跑步|喝酒|饮酒|喝|吃|洗澡|洗头|泡澡|温泉|桑拿|汗蒸|化妆|出差|旅游|旅行|坐飞机"
+)
+_COMING = re.compile(
+    r"(?<![起出以后本原看下带未])来(?![说源自])|到院|到医院|到店|去医院|去你们|到你们|预约|约个|约好|约在"
+    r"|就诊|面诊|见面|挂号|复诊|复查|过去看|过去一趟|过去"
+)
 # 后天性 (acquired), 后天的因素: not the day after tomorrow
 _NOT_DAY_AFTER = ("性", "形成", "构成", "因素", "引起", "导致", "的因", "原因")
 # 每周六, 上周六, 第3天, 每天晚上, 昨天晚上, 11.8日: not a time to come
@@ -338,13 +348,20 @@ def _clock(g: dict[str, str | None], period: str | None) -> tuple[int, int] | No
     return hour, minute
 
 
-def _candidate(text: str, m: re.Match[str], at: datetime, short: bool) -> tuple[int, datetime] | None:
-    """(specificity, datetime) of one time expression: specificity 2 with a clock time, 1 a part of day, 0 a day."""
+def _candidate(
+    text: str, m: re.Match[str], at: datetime, short: bool, coming: bool
+) -> tuple[int, datetime] | None:
+    """(specificity, datetime) of one time expression: specificity 2 with a clock time, 1 a part of day, 0 a day.
+
+    ``coming``: the message says coming over somewhere (then an activity nearby does not rule it out)."""
     g = m.groupdict()
     has_day = bool(g["rel"] or g["wd"] or g["we"] or g["mo"] or g["iy"] or g["dd"])
     has_clock = g["h"] is not None or g["h2"] is not None
     start, end = m.start(), m.end()
-    if not short and not _VISIT_CUE.search(text, max(0, start - _VISIT_CUE_BEFORE), end + _VISIT_CUE_AFTER):
+    lo, hi = max(0, start - _VISIT_CUE_BEFORE), end + _VISIT_CUE_AFTER
+    if not short and not _VISIT_CUE.search(text, lo, hi):
+        return None
+    if not coming and _ACTIVITY.search(text, lo, hi):
         return None
     if text[max(0, start - 2) : start].endswith(_NOT_TIME_BEFORE):
         return None
@@ -395,11 +412,12 @@ def parse_visit_time(text: str, at: datetime) -> tuple[datetime | None, str | No
     if not _MAYBE_TIME.search(text):
         return None, None
     short = len(text) <= _SHORT_MESSAGE
+    coming = _COMING.search(text) is not None
     best: tuple[int, datetime, str] | None = None
     for m in _TIME.finditer(text):
         if m.end() == m.start():
             continue
-        found = _candidate(text, m, at, short)
+        found = _candidate(text, m, at, short, coming)
         if found is not None and (best is None or found[0] > best[0]):
             best = (found[0], found[1], m.group(0).strip())
     if best is None:

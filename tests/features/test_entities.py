@@ -56,6 +56,9 @@ def _dt(month: int, day: int, hour: int, minute: int = 0, year: int = 2025) -> d
         ("我明天下午应该能去的", _dt(3, 6, 14), "明天下午"),
         ("那我周六上午能去吗医生", _dt(3, 8, 9), "周六上午"),
         ("下周六我能去你们那里吗", _dt(3, 15, 9), "下周六"),
+        # coming, and an activity question in the same message: still a visit
+        ("明天下午来，做完能吃辣吗", _dt(3, 6, 14), "明天下午"),
+        ("周六上午过来面诊，之后能去健身吗", _dt(3, 8, 9), "周六上午"),
     ],
 )
 def test_visit_time(text: str, expected: datetime, expression: str) -> None:
@@ -89,6 +92,11 @@ def test_visit_time(text: str, expected: datetime, expression: str) -> None:
         "明天下午能去除眼袋吗医生",
         "做完明天下午能去上班吗",
         "明天下午我有事不能去了",
+        # a day for an activity after treatment, not for coming over
+        "明天我能去游泳吗",
+        "周六能去健身吗",
+        "做完后天可以洗澡吗",
+        "明天下午可以喝酒吗",
     ],
 )
 def test_not_a_visit_time(text: str) -> None:

@@ -205,7 +205,7 @@ def test_a_hospital_with_the_longest_code_a_chat_allows_has_its_own_document(api
     assert r.status_code == 200, r.text
     got = api.get("/v1/knowledge", headers=key).json()
     assert got["hospital_id"] == long_code and got["rev"] == 1
-    assert got["hospital"]["name"] == FACTS[H1][0]
+    assert got["knowledge"]["hospital"]["name"] == FACTS[H1][0]
     r = _put(api, api.keys["adm"], "H" * 129, FACTS[H1])
     assert r.status_code == 422 and "hospital" in r.text, r.text
 
