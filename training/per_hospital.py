@@ -185,7 +185,28 @@ def fit_hospital(
     """Train ``hospital``'s own model on ``path`` and compare it with the global bundle (one Ray task).
 
     ``candidates``: the scorer families to try (the driver's ``scorers.CANDIDATES``, so that a Ray
-    worker process tries what the global model tried)."""
+    worker process tries what the global model tried). BLAS and OpenMP use ``workers`` threads on both
+    paths, so a Ray task and the sequential loop fit the same numbers (a solver's sums depend on the
+    thread count)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=workers):  # a Ray task and the driver's loop: the same BLAS/OpenMP threads
+        return _fit_hospital(
+            hospital, path, n_labelled, global_bundle, held_out, settings, out_dir, workers, candidates
+        )
+
+
+def _fit_hospital(
+    hospital: str,
+    path: Path,
+    n_labelled: int,
+    global_bundle: Path,
+    held_out: set[str],
+    settings: Settings,
+    out_dir: Path,
+    workers: int,
+    candidates: dict[str, dict] | None,
+) -> HospitalResult:
     from yuyue.models.bundle import YuyueModel
     from yuyue.training import scorers
     from yuyue.training.compare import compare
