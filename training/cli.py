@@ -59,7 +59,7 @@ def train_command(
             "--ray",
             help="read and featurise as Ray tasks (local Ray with --workers CPUs unless --ray-address "
             "or RAY_ADDRESS names a cluster); --data may then be a folder of .jsonl/.jsonl.gz/.parquet shards; "
-            "with --from-store, the export is read in 64 MiB ranges",
+            "with --from-store, one task per range of start times (about 10,000 chats) reads the store itself",
         ),
     ] = False,
     ray_address: Annotated[
@@ -129,7 +129,7 @@ def _train(
     from contextlib import nullcontext
 
     from yuyue.data.io import InvalidRecordError
-    from yuyue.training.distributed import RayBackend, ShardError, list_shards, ray_session
+    from yuyue.training.distributed import RayBackend, ShardError, list_shards, ray_session, store_shards
     from yuyue.training.retrain import export_for_training, parse_since
     from yuyue.training.scorers import UnusableDataError
     from yuyue.training.workflow import train_and_register
@@ -141,10 +141,19 @@ def _train(
         _fail(str(exc), 2)
     try:
         tags = None
-        if data is None:  # --from-store: one file, read by the default path or as Ray byte ranges
+        backend = None
+        if data is None and ray:  # --from-store --ray: tasks read the store by ranges of start times
+            backend = RayBackend(store_shards(url or settings.resolved_database_url, since=when))
+            data = Path("event-store")  # a label: the backend reads the store
+            tags = {"data.source": "store", "data.since": when.isoformat() if when else "all"}
+            where = "the event store's chats" + (f" since {when.isoformat()}" if when else "")
+            typer.echo(
+                f"{where}: {len(backend.shards)} shards by start time; Ray at {ray_address or 'a local instance'}"
+            )
+        elif data is None:  # --from-store: one file, read by the default path
             data, tags = export_for_training(settings, since=when, url=url, echo=typer.echo)
-        backend = RayBackend(list_shards(data)) if ray else None
-        if backend is not None:
+        elif ray:
+            backend = RayBackend(list_shards(data))
             typer.echo(f"{data}: {len(backend.shards)} shards; Ray at {ray_address or 'a local instance'}")
         with ray_session(ray_address, num_cpus=workers) if ray else nullcontext():
             result, version = train_and_register(
@@ -165,6 +174,7 @@ def _train(
                     tracking_uri=options["tracking_uri"],
                     register=options["register"],
                     echo=typer.echo,
+                    read=None if backend is None else backend.read,
                 )
         if backend is not None:
             typer.echo(f"Ray: {len(set(backend.nodes))} node(s) ran {len(backend.nodes)} shard tasks")

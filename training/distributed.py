@@ -9,6 +9,11 @@ the parts with the same code as the default path (:func:`training.dataset.build_
 the same code (:func:`training.train.train`), so the model is the default path's model: with the chats
 in the same order the coefficients are identical, not just close.
 
+The event store (``train --from-store --ray``) is read the same way without an export: one task per
+range of start times (:func:`store_shards`, about :data:`STORE_SHARD_CHATS` chats each), each reading
+its chats from the database as ``GET /v1/export`` gives them, in the export's order (start time, id),
+so the model is the one the exported file would give.
+
 The default path (one file, joblib processes, each re-reading the whole file) stays for small data.
 """
 
@@ -20,6 +25,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,8 @@ SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 SHARD_BYTES = 64 << 20
 # the local Ray instance of a 2-core box: bounded shared memory (Ray spills to disk beyond it)
 LOCAL_OBJECT_STORE_BYTES = 512 << 20
+# chats per task when the event store is read by ranges of start times (about 40 MiB of records)
+STORE_SHARD_CHATS = 10_000
 
 
 class ShardError(ValueError):
@@ -61,6 +69,62 @@ class Shard:
         return (
             str(self.path) if self.end is None and not self.start else f"{self.path}[{self.start}:{self.end}]"
         )
+
+
+@dataclass(frozen=True)
+class StoreShard:
+    """One unit of reading from the event store: the chats started in [since, until) (None: open)."""
+
+    url: str
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def label(self) -> str:
+        a = self.since.isoformat() if self.since else "…"
+        b = self.until.isoformat() if self.until else "…"
+        return f"store[{a}, {b})"
+
+
+AnyShard = Shard | StoreShard
+
+
+def store_shards(
+    url: str, *, since: datetime | None = None, chats_per_shard: int = STORE_SHARD_CHATS
+) -> list[StoreShard]:
+    """The store's chats (started at or after ``since``) as ranges of start times of about
+    ``chats_per_shard`` chats each, oldest first; the schema is prepared here, once (the tasks only read).
+
+    A range ends where the next begins, so every chat is in exactly one (chats that started at the same
+    instant stay together). Raises ``UnusableDataError`` for a store without chats."""
+    import sqlalchemy as sa
+
+    from yuyue.serving.db import make_engine, prepare_schema
+    from yuyue.serving.store import conversations
+    from yuyue.training.scorers import UnusableDataError
+
+    if chats_per_shard < 1:
+        raise ValueError(f"chats_per_shard must be at least 1, got {chats_per_shard}")
+    c = conversations.c
+    query = sa.select(c.started_at).where(c.n_messages > 0)
+    if since is not None:
+        query = query.where(c.started_at >= since)
+    engine = make_engine(url)
+    try:
+        prepare_schema(engine)
+        with engine.connect() as cx:
+            starts = list(cx.execute(query.order_by(c.started_at)).scalars())
+    finally:
+        engine.dispose()
+    if not starts:
+        raise UnusableDataError(
+            "the event store has no chats" + (f" started since {since.isoformat()}" if since else "")
+        )
+    cuts: list[datetime] = []
+    for t in starts[chats_per_shard::chats_per_shard]:
+        if t > (cuts[-1] if cuts else starts[0]):
+            cuts.append(t)
+    bounds: list[datetime | None] = [since, *cuts, None]
+    return [StoreShard(url, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def list_shards(data: str | Path, shard_bytes: int = SHARD_BYTES) -> list[Shard]:
@@ -118,8 +182,13 @@ def _json_lines_range(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | 
                 yield item
 
 
-def _records(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | None]]:
-    if shard.path.name.endswith(".parquet"):
+def _records(shard: AnyShard) -> Iterator[tuple[int, Any, RecordProblem | None]]:
+    if isinstance(shard, StoreShard):
+        from yuyue.training.retrain import store_records
+
+        records = store_records(shard.url, since=shard.since, until=shard.until, prepare=False)
+        yield from ((k, rec, None) for k, rec in enumerate(records, 1))
+    elif shard.path.name.endswith(".parquet"):
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
         lineno = 0
@@ -134,7 +203,7 @@ def _records(shard: Shard) -> Iterator[tuple[int, Any, RecordProblem | None]]:
 
 
 def read_shard(
-    shard: Shard, *, strict: bool = False, report: SkipReport | None = None
+    shard: AnyShard, *, strict: bool = False, report: SkipReport | None = None
 ) -> Iterator[Conversation]:
     """Valid conversations of one shard, as :func:`data.io.read_conversations` reads a file.
 
@@ -172,17 +241,19 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _scan_task(shard: Shard, strict: bool) -> tuple[list[ConversationMeta], SkipReport, str]:
+def _scan_task(shard: AnyShard, strict: bool) -> tuple[list[ConversationMeta], SkipReport, str]:
+    from sqlalchemy.exc import SQLAlchemyError
+
     report = SkipReport()
     try:
         metas = [meta_of(i, c) for i, c in enumerate(read_shard(shard, strict=strict, report=report))]
-    except OSError as exc:
+    except (OSError, SQLAlchemyError) as exc:
         raise ShardError(f"{shard.label()}: cannot read this shard ({exc})") from exc
     return metas, report, _node()
 
 
 def _rows_task(
-    shard: Shard,
+    shard: AnyShard,
     wanted: dict[int, str],
     hospital: dict[str, str],
     space: FeatureSpace,
@@ -258,11 +329,16 @@ class RayBackend:
     work); ``retried`` the Ray system failures that made a task run again (see :func:`gather`).
     """
 
-    shards: list[Shard]
+    shards: Sequence[AnyShard]
     offsets: list[int] = field(default_factory=list)  # global index of each shard's first chat
     nodes: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=lambda: {"scheduling_strategy": "SPREAD"})
+
+    @property
+    def reads_files(self) -> bool:
+        """Whether the shards are files (a version's data tags then carry their SHA-256), not the store."""
+        return all(isinstance(s, Shard) for s in self.shards)
 
     def scan(self, path: str | Path, *, strict: bool = False) -> DatasetScan:
         import ray
@@ -273,7 +349,7 @@ class RayBackend:
         )
         metas: list[ConversationMeta] = []
         report = SkipReport()
-        first_of: dict[str, Shard] = {}
+        first_of: dict[str, AnyShard] = {}
         self.offsets = []
         for shard, (shard_metas, shard_report, node) in zip(self.shards, parts, strict=True):
             self.nodes.append(node)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,17 +88,22 @@ def _read(data: Path) -> Iterator[Conversation]:
 
 
 def split_hospitals(
-    data: str | Path, out_dir: Path, min_chats: int = MIN_CHATS
+    data: str | Path,
+    out_dir: Path,
+    min_chats: int = MIN_CHATS,
+    read: Callable[[Path], Iterable[Conversation]] | None = None,
 ) -> tuple[dict[str, int], dict[str, Path], set[str]]:
     """Labelled chats per hospital, a file of each big-enough hospital's chats, and the global test ids.
 
     Two passes: the first counts (and takes the global time split, the same as ``train``'s), the second
     writes the files (chats in the file's order, so each file's own time split is ``train``'s rule).
+    ``read``: how ``data`` is read (``RayBackend.read`` for the store's ranges); default a file or folder.
     """
     data = Path(data)
+    read = read or _read
     counts: dict[str, int] = {}
     metas = []
-    for i, conv in enumerate(_read(data)):
+    for i, conv in enumerate(read(data)):
         metas.append(meta_of(i, conv))
         if conv.hospital and conv.outcome is not None and conv.outcome.booked is not None:
             counts[conv.hospital] = counts.get(conv.hospital, 0) + 1
@@ -111,7 +116,7 @@ def split_hospitals(
     files = {h: out_dir / f"{hospital_slug(h)}.jsonl" for h in big}
     handles = {h: files[h].open("wb") for h in big}
     try:
-        for conv in _read(data):
+        for conv in read(data):
             fh = handles.get(conv.hospital or "")
             if fh is not None:
                 fh.write(orjson.dumps(conv.to_record()) + b"\n")
@@ -296,6 +301,7 @@ def train_per_hospital(
     tracking_uri: str | None = None,
     register: bool = True,
     echo: Callable[[str], None] = print,
+    read: Callable[[Path], Iterable[Conversation]] | None = None,
 ) -> list[HospitalResult]:
     """Compare every big-enough hospital's own model with the global one; register and alias the kept ones.
 
@@ -305,7 +311,7 @@ def train_per_hospital(
     """
     out_root = settings.var_dir / "models" / "per_hospital"
     t = time.perf_counter()
-    counts, files, held_out = split_hospitals(data, out_root / "data", min_chats)
+    counts, files, held_out = split_hospitals(data, out_root / "data", min_chats, read)
     small = sorted(h for h in counts if h not in files)
     echo(
         f"per hospital: {len(counts)} hospitals with outcomes; {len(files)} with ≥ {min_chats} labelled chats"

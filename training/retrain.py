@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -70,6 +70,33 @@ def parse_since(text: str | None) -> datetime | None:
     return at if at.tzinfo is not None else at.replace(tzinfo=DESK_TZ)
 
 
+def store_records(
+    url: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    settings: Settings | None = None,
+    prepare: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """The store's chats started in [``since``, ``until``) as contract records (what ``GET /v1/export``
+    gives: personal data masked), oldest first (by start time, then id). ``prepare``: create or upgrade
+    the schema first (a reader of a store another process prepared skips it)."""
+    from yuyue.serving.cache import MemoryCache
+    from yuyue.serving.db import make_engine, prepare_schema
+    from yuyue.serving.service import ChatService, ModelHolder
+    from yuyue.serving.store import EventStore, Filters
+
+    engine = make_engine(url)
+    try:
+        if prepare:
+            prepare_schema(engine)
+        # the export reads the store only: no model and no session cache are needed
+        service = ChatService(settings or Settings(), EventStore(engine), MemoryCache(16), ModelHolder())
+        yield from service.export(Filters(since=since, until=until))
+    finally:
+        engine.dispose()
+
+
 def export_store(
     settings: Settings, *, since: datetime | None = None, url: str | None = None, out_dir: Path | None = None
 ) -> tuple[Path, dict[str, Any]]:
@@ -78,33 +105,21 @@ def export_store(
 
     import orjson
 
-    from yuyue.serving.cache import MemoryCache
-    from yuyue.serving.db import make_engine, prepare_schema
-    from yuyue.serving.service import ChatService, ModelHolder
-    from yuyue.serving.store import EventStore, Filters
-
     out_dir = out_dir or settings.data_dir / "store"
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".export-{time.time_ns()}.jsonl"
     digest = hashlib.sha256()
     n = labelled = 0
     first = last = None
-    engine = make_engine(url or settings.resolved_database_url)
-    try:
-        prepare_schema(engine)
-        # the export reads the store only: no model and no session cache are needed
-        service = ChatService(settings, EventStore(engine), MemoryCache(16), ModelHolder())
-        with open(tmp, "wb") as f:
-            for rec in service.export(Filters(since=since)):
-                line = orjson.dumps(rec) + b"\n"
-                f.write(line)
-                digest.update(line)
-                n += 1
-                labelled += "booked" in rec.get("outcome", {})
-                first = first or rec["started_at"]
-                last = rec["started_at"]
-    finally:
-        engine.dispose()
+    with open(tmp, "wb") as f:
+        for rec in store_records(url or settings.resolved_database_url, since=since, settings=settings):
+            line = orjson.dumps(rec) + b"\n"
+            f.write(line)
+            digest.update(line)
+            n += 1
+            labelled += "booked" in rec.get("outcome", {})
+            first = first or rec["started_at"]
+            last = rec["started_at"]
     if n == 0:
         tmp.unlink()
         raise UnusableDataError(

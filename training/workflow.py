@@ -48,7 +48,10 @@ def train_and_register(
         settings=settings,
         tracking_uri=tracking_uri,
         register=register,
-        tags={**data_tags(data, result.model.info), **(tags or {})},
+        tags={
+            **data_tags(data, result.model.info, digest=getattr(backend, "reads_files", True)),
+            **(tags or {}),
+        },
     )
     result.run_id, result.version = run_id, version
     echo(
@@ -61,16 +64,20 @@ def train_and_register(
     return result, version
 
 
-def data_tags(path: str | Path, info: dict[str, Any], source: str = "file") -> dict[str, Any]:
-    """What a version saw: source, file, chats, labelled chats, time range, SHA-256 of the file."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).iterdir() if p.is_file()) if Path(path).is_dir() else [path]:
+def data_tags(
+    path: str | Path, info: dict[str, Any], source: str = "file", digest: bool = True
+) -> dict[str, Any]:
+    """What a version saw: source, file, chats, labelled chats, time range, SHA-256 of the file
+    (``digest=False``: none, for data read from the store by ranges; ``path`` is then only a label)."""
+    sha = hashlib.sha256()
+    files = sorted(p for p in Path(path).iterdir() if p.is_file()) if Path(path).is_dir() else [path]
+    for file in files if digest else []:
         with open(file, "rb") as f:  # a folder of shards (--ray): its files in name order
             for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+                sha.update(block)
     first, last = info.get("data_range") or (None, None)
     fit = info.get("fit_range") or (None, None)
-    return {
+    tags = {
         "data.source": source,
         "data.path": str(path),
         "data.n_chats": info.get("n_conversations"),
@@ -78,8 +85,10 @@ def data_tags(path: str | Path, info: dict[str, Any], source: str = "file") -> d
         "data.first_started_at": first,
         "data.last_started_at": last,
         "data.fit_until": fit[1],
-        "data.sha256": digest.hexdigest(),
     }
+    if digest:
+        tags["data.sha256"] = sha.hexdigest()
+    return tags
 
 
 def promotion_tags(how: str, reason: str | None = None) -> dict[str, str]:

@@ -164,8 +164,9 @@ def cli_env(stores, monkeypatch):
     get_settings.cache_clear()
 
 
-def test_train_from_store_on_ray_reads_the_export_as_shards(stores, cli_env):
-    """``train --from-store --ray``: the store's export, read as Ray byte-range tasks (local Ray, one CPU)."""
+def test_train_from_store_on_ray_reads_the_store_by_ranges_of_start_times(stores, cli_env):
+    """``train --from-store --ray``: Ray tasks read the store itself, one per range of start times (no
+    export file; local Ray, one CPU)."""
     from yuyue.cli.main import app
 
     pytest.importorskip("ray")
@@ -174,10 +175,51 @@ def test_train_from_store_on_ray_reads_the_export_as_shards(stores, cli_env):
         app, ["train", "--from-store", "--url", scrambled, "--ray", "--workers", "1", "--no-register"]
     )
     assert res.exit_code == 0, res.output
-    assert f"exported {N_CHATS} chats from the store" in res.output
-    assert ": 1 shards; Ray at a local instance" in res.output  # 300 chats: one byte range
+    assert "exported" not in res.output  # no export file
+    assert "the event store's chats: 1 shards by start time; Ray at a local instance" in res.output
     assert re.search(r"^Ray: 1 node\(s\) ran \d+ shard tasks$", res.output, re.MULTILINE), res.output
     assert registry.list_versions(settings) == []  # --no-register: nothing registered
+
+
+def test_the_store_read_by_ranges_is_its_export_in_order(stores, tmp_path):
+    """Ranges of start times cover every exported chat once, in the export's order; ``since`` starts the
+    first range; a Ray scan of the ranges is the scan of the exported file."""
+    from datetime import datetime
+
+    import orjson
+
+    from yuyue.training.dataset import scan
+    from yuyue.training.distributed import RayBackend, ray_session, read_shard, store_shards
+    from yuyue.training.retrain import export_store
+    from yuyue.training.scorers import UnusableDataError
+
+    settings, real = stores[0], stores[1]
+    path, _ = export_store(settings, url=real, out_dir=tmp_path)
+    exported = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    shards = store_shards(real, chats_per_shard=64)
+    assert len(shards) >= 4 and shards[0].since is None and shards[-1].until is None
+    assert all(a.until == b.since for a, b in zip(shards, shards[1:], strict=False))
+    ranged = [c for s in shards for c in read_shard(s)]
+    assert [c.conversation_id for c in ranged] == [r["conversation_id"] for r in exported]
+    assert [[(m.role, m.text) for m in c.messages] for c in ranged] == [
+        [(m["role"], m["text"]) for m in r["messages"]] for r in exported
+    ]
+
+    mid = shards[2].since
+    later = store_shards(real, since=mid, chats_per_shard=64)
+    assert later[0].since == mid
+    expect = [r["conversation_id"] for r in exported if datetime.fromisoformat(r["started_at"]) >= mid]
+    assert [c.conversation_id for s in later for c in read_shard(s)] == expect
+
+    pytest.importorskip("ray")
+    with ray_session(num_cpus=1):
+        on_ray = RayBackend(shards).scan(Path("event-store"))
+    from_file = scan(path)
+    assert [(m.conversation_id, m.booked, m.arrived, m.started_ts) for m in on_ray.metas] == [
+        (m.conversation_id, m.booked, m.arrived, m.started_ts) for m in from_file.metas
+    ]
+    with pytest.raises(UnusableDataError, match="the event store has no chats"):
+        store_shards(f"sqlite:///{tmp_path / 'empty.db'}")
 
 
 def test_train_from_store_then_retrain_promotes_better_refuses_worse(stores, cli_env, tmp_path):
