@@ -195,49 +195,35 @@ def fit_hospital(
     thread count)."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=workers):  # a Ray task and the driver's loop: the same BLAS/OpenMP threads
-        return _fit_hospital(
-            hospital, path, n_labelled, global_bundle, held_out, settings, out_dir, workers, candidates
-        )
-
-
-def _fit_hospital(
-    hospital: str,
-    path: Path,
-    n_labelled: int,
-    global_bundle: Path,
-    held_out: set[str],
-    settings: Settings,
-    out_dir: Path,
-    workers: int,
-    candidates: dict[str, dict] | None,
-) -> HospitalResult:
     from yuyue.models.bundle import YuyueModel
     from yuyue.training import scorers
     from yuyue.training.compare import compare
     from yuyue.training.evaluate import evaluate, public
     from yuyue.training.train import train
 
-    t = time.perf_counter()
-    before = scorers.CANDIDATES
-    scorers.CANDIDATES = candidates or before
-    try:
-        own = train(path, settings=settings, out_dir=out_dir, workers=workers, echo=lambda _: None)
-    finally:
-        scorers.CANDIDATES = before
-    fit_seconds = time.perf_counter() - t
-    both = compared_scan(path, held_out)
-    out = HospitalResult(hospital, n_labelled, bundle_dir=out_dir, metrics=own.metrics, info=own.model.info)
-    out.n_compared = sum(1 for m in both.metas if both.split[m.index] == "test" and m.booked is not None)
-    full = {}
-    for name, model in (("global", YuyueModel.load(global_bundle)), ("own", own.model)):
-        full[name] = evaluate(model, path, scan_=both, split="test", workers=workers)
-        m = public(full[name])
-        getattr(out, f"{name}_auc").update({t: m.get(f"{t}.auc") for t in TARGETS})
-    paired = compare(full["own"], full["global"], labels=("own", "global"))["metrics"]
-    out.ci95 = {t: paired.get(f"{t}.auc", {}).get("ci95") for t in TARGETS}
-    booked = [m.booked for m in both.metas if both.split[m.index] == "test" and m.booked is not None]
-    out.minority = min(sum(booked), len(booked) - sum(booked))
+    with threadpool_limits(limits=workers):  # a Ray task and the driver's loop: the same threads
+        t = time.perf_counter()
+        before = scorers.CANDIDATES
+        scorers.CANDIDATES = candidates or before
+        try:
+            own = train(path, settings=settings, out_dir=out_dir, workers=workers, echo=lambda _: None)
+        finally:
+            scorers.CANDIDATES = before
+        fit_seconds = time.perf_counter() - t
+        both = compared_scan(path, held_out)
+        out = HospitalResult(
+            hospital, n_labelled, bundle_dir=out_dir, metrics=own.metrics, info=own.model.info
+        )
+        out.n_compared = sum(1 for m in both.metas if both.split[m.index] == "test" and m.booked is not None)
+        full = {}
+        for name, model in (("global", YuyueModel.load(global_bundle)), ("own", own.model)):
+            full[name] = evaluate(model, path, scan_=both, split="test", workers=workers)
+            m = public(full[name])
+            getattr(out, f"{name}_auc").update({t: m.get(f"{t}.auc") for t in TARGETS})
+        paired = compare(full["own"], full["global"], labels=("own", "global"))["metrics"]
+        out.ci95 = {t: paired.get(f"{t}.auc", {}).get("ci95") for t in TARGETS}
+        booked = [m.booked for m in both.metas if both.split[m.index] == "test" and m.booked is not None]
+        out.minority = min(sum(booked), len(booked) - sum(booked))
     out.fit_seconds = round(fit_seconds, 1)
     return out
 
