@@ -100,7 +100,7 @@ def store_shards(
 
     from yuyue.serving.db import make_engine, prepare_schema
     from yuyue.serving.store import conversations
-    from yuyue.training.scorers import UnusableDataError
+    from yuyue.training.retrain import empty_store
 
     if chats_per_shard < 1:
         raise ValueError(f"chats_per_shard must be at least 1, got {chats_per_shard}")
@@ -116,9 +116,7 @@ def store_shards(
     finally:
         engine.dispose()
     if not starts:
-        raise UnusableDataError(
-            "the event store has no chats" + (f" started since {since.isoformat()}" if since else "")
-        )
+        raise empty_store(since)
     cuts: list[datetime] = []
     for t in starts[chats_per_shard::chats_per_shard]:
         if t > (cuts[-1] if cuts else starts[0]):
@@ -241,14 +239,21 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _scan_task(shard: AnyShard, strict: bool) -> tuple[list[ConversationMeta], SkipReport, str]:
+@contextlib.contextmanager
+def _reading(shard: AnyShard) -> Iterator[None]:
+    """A shard's file or database that cannot be read: a :class:`ShardError` naming the shard."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    report = SkipReport()
     try:
-        metas = [meta_of(i, c) for i, c in enumerate(read_shard(shard, strict=strict, report=report))]
+        yield
     except (OSError, SQLAlchemyError) as exc:
         raise ShardError(f"{shard.label()}: cannot read this shard ({exc})") from exc
+
+
+def _scan_task(shard: AnyShard, strict: bool) -> tuple[list[ConversationMeta], SkipReport, str]:
+    report = SkipReport()
+    with _reading(shard):
+        metas = [meta_of(i, c) for i, c in enumerate(read_shard(shard, strict=strict, report=report))]
     return metas, report, _node()
 
 
@@ -261,7 +266,9 @@ def _rows_task(
 ) -> tuple[dict[str, tuple[PrefixRows, list[int]]], str]:
     """Prefix rows of the shard's ``wanted`` chats (local index -> split), in chunks as the default path."""
     chats = ((i, wanted[i], conv) for i, conv in enumerate(read_shard(shard)) if i in wanted)
-    return rows_by_split(chats, space, hospital, caps), _node()
+    with _reading(shard):
+        rows = rows_by_split(chats, space, hospital, caps)
+    return rows, _node()
 
 
 # Ray's system failures, as opposed to the task's own error: the task is submitted again, up to

@@ -70,6 +70,13 @@ def parse_since(text: str | None) -> datetime | None:
     return at if at.tzinfo is not None else at.replace(tzinfo=DESK_TZ)
 
 
+def empty_store(since: datetime | None) -> UnusableDataError:
+    """The error for a store without chats (started since ``since``)."""
+    return UnusableDataError(
+        "the event store has no chats" + (f" started since {since.isoformat()}" if since else "")
+    )
+
+
 def store_records(
     url: str,
     *,
@@ -122,9 +129,7 @@ def export_store(
             last = rec["started_at"]
     if n == 0:
         tmp.unlink()
-        raise UnusableDataError(
-            "the event store has no chats" + (f" started since {since.isoformat()}" if since else "")
-        )
+        raise empty_store(since)
     sha = digest.hexdigest()
     path = out_dir / f"store-{sha[:12]}.jsonl"
     tmp.replace(path)
