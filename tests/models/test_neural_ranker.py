@@ -101,6 +101,24 @@ def test_training_lowers_the_contrastive_loss(trained: NeuralReplyRanker) -> Non
     assert trained.train_info_["pairs"] > 50
 
 
+def test_a_given_trainer_trains_the_encoder() -> None:
+    """``fit(trainer=...)`` hands the encoder, its loss and config to the trainer (``--ray``'s Ray
+    Train seam) and keeps what it returns."""
+    calls = []
+
+    def trainer(model, loss, cfg, rng, echo):
+        calls.append((len(loss), cfg.epochs, loss.device))
+        return nr.train_encoder(model, loss, cfg, rng, echo)
+
+    cfg = nr.NeuralConfig(**{**TINY.__dict__, "epochs": 1, "min_char_freq": 1, "max_seconds": 1e9})
+    m = NeuralReplyRanker(cfg).fit(
+        [c for _, c, _ in TRAIN[:200]], [r for _, _, r in TRAIN[:200]], trainer=trainer
+    )
+    assert calls == [(m.train_info_["pairs"], 1, nr.train_device("auto").type)]
+    assert m.train_info_["workers"] == 1 and len(m.loss_history_) == 1
+    assert next(m.model.parameters()).device.type == "cpu"  # served on the CPU
+
+
 def test_ranks_an_unseen_paraphrase_above_chance(trained: NeuralReplyRanker) -> None:
     replies = [TOPICS[t][1][0] for t in sorted(TOPICS)]
     hits = 0

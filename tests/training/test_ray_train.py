@@ -340,6 +340,7 @@ def test_two_node_cluster_inner(data, two_nodes, tmp_path, monkeypatch):
             parts, address=two_nodes, settings=settings, out_dir=tmp_path / "ray", echo=lambda _: None
         )
         _assert_both_nodes_work(backend, parts)
+        assert backend.encoder_placement() == (2, False)  # the ranker's encoder would train on both nodes
     assert {"booked", "arrived"} <= set(on_ray.model.scorers) and on_ray.metrics["booked.auc"] > 0.6
     assert on_ray.model.info["n_conversations"] == 600
     # the default path's rows and fit on the one file give the cluster's validation AUCs exactly
@@ -354,6 +355,45 @@ def test_two_node_cluster_inner(data, two_nodes, tmp_path, monkeypatch):
     for target in ("booked", "arrived"):
         fit = scorers.fit_target(target, rows, LOGREG_ONLY, feature_names=on_ray.model.space.names)
         assert on_ray.comparison[target]["valid_auc"] == fit.valid_auc, target
+
+
+@pytest.mark.slow
+def test_ray_train_workers_train_the_encoder_as_one_process_with_their_global_batch(local_ray):
+    """Two Ray Train workers, each on its half of every global batch with the gradients averaged, end
+    with the weights that one process reaches on the whole batch (float rounding apart); the ranker's
+    losses and info say it ran on two workers. Dropout off (each worker draws its own masks)."""
+    import copy
+    import random
+    from dataclasses import replace
+
+    import torch
+
+    from yuyue.models.replies import neural as nr
+
+    cfg = replace(nr.TINY, dropout=0.0, batch_size=8, epochs=2, threads=1)
+    g = torch.Generator().manual_seed(0)
+    n, vocab = 96, 50
+    ctx_ids = [torch.randint(5, vocab, (3 + k % 9,), generator=g).tolist() for k in range(n)]
+    bank = torch.nn.functional.normalize(torch.randn(20, cfg.hidden, generator=g), dim=1)
+    labels = torch.randint(0, 20, (n,), generator=g)
+    loss = nr.PairLoss(temperature=cfg.temperature, ctx_ids=ctx_ids, bank=bank, label=labels)
+    torch.manual_seed(0)
+    model = nr.DualEncoder(nr._bert_config(cfg, vocab), cfg.out_dim)
+    alone = copy.deepcopy(model)
+    one = nr.train_encoder(alone, loss, replace(cfg, batch_size=16), random.Random(1))
+
+    backend = RayBackend([], encoder_workers=2)
+    lines: list[str] = []
+    two = backend.train_encoder(model, loss, cfg, random.Random(1), lines.append)
+    assert backend.encoder_runs == [{"workers": 2, "gpu": False}]
+    assert two["info"]["workers"] == 2 and two["info"]["steps"] == one["info"]["steps"] == 12
+    assert np.allclose(two["batch_losses"], one["batch_losses"], atol=1e-5)
+    assert two["loss_history"][-1] < two["loss_history"][0]
+    for name, value in alone.state_dict().items():
+        assert torch.allclose(model.state_dict()[name], value, atol=1e-5), name
+    assert any("2 Ray Train workers" in line for line in lines)
+    # one node and no GPU: the driver trains it alone
+    assert RayBackend([]).encoder_placement() == (1, False)
 
 
 def test_a_parquet_shard_reads_as_the_same_chats(data, tmp_path):
