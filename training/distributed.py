@@ -509,7 +509,7 @@ def train_encoder_on_ray(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    box = ray.remote(num_cpus=0)(_Mailbox).remote()
+    box: Any = ray.remote(num_cpus=0)(_Mailbox).remote()  # an actor handle
     per_worker: dict[str, float] = {"CPU": 1}
     if use_gpu:
         per_worker["GPU"] = 1
@@ -531,7 +531,7 @@ def train_encoder_on_ray(
             ),
             run_config=RunConfig(name="yuyue-encoder", storage_path=storage),
         ).fit()
-    out = ray.get(box.get.remote())
+    out: dict[str, Any] | None = ray.get(box.get.remote())
     ray.kill(box)
     if out is None:
         raise RuntimeError("Ray Train finished without the encoder's weights (rank 0 did not report)")
