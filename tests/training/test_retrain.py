@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.serving.conftest import pg_url  # noqa: F401  (a fixture: a throwaway PostgreSQL database)
 from tests.training.test_promote_gate import fast_scorers  # noqa: F401  (a fixture)
 from yuyue.data.io import read_conversations
 from yuyue.training import registry
@@ -220,6 +221,52 @@ def test_the_store_read_by_ranges_is_its_export_in_order(stores, tmp_path):
     ]
     with pytest.raises(UnusableDataError, match="the event store has no chats"):
         store_shards(f"sqlite:///{tmp_path / 'empty.db'}")
+
+
+def test_the_store_read_by_ranges_on_postgresql_is_its_export(stores, pg_url, tmp_path):  # noqa: F811
+    """The same ranges on PostgreSQL (the configured option a cluster's nodes share): the SQLite store's
+    tables copied into a fresh PostgreSQL database read back, range by range, as the SQLite store's
+    export, and a Ray scan of them is that file's scan."""
+    from datetime import datetime
+
+    import orjson
+    import sqlalchemy as sa
+
+    from tests.serving.conftest import _drop_all_tables
+    from yuyue.serving.db import make_engine, metadata, prepare_schema
+    from yuyue.training.dataset import scan
+    from yuyue.training.distributed import RayBackend, ray_session, read_shard, store_shards
+    from yuyue.training.retrain import export_store
+
+    settings, real = stores[0], stores[1]
+    src, dst = make_engine(real), make_engine(pg_url, poolclass=sa.pool.NullPool)
+    try:
+        prepare_schema(dst)
+        with src.connect() as a, dst.begin() as b:
+            for table in metadata.sorted_tables:
+                rows = [dict(r) for r in a.execute(sa.select(table)).mappings()]
+                if rows:
+                    b.execute(table.insert(), rows)
+        path, _ = export_store(settings, url=real, out_dir=tmp_path)
+        exported = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        shards = store_shards(pg_url, chats_per_shard=64)
+        assert len(shards) >= 4 and all(a.until == b.since for a, b in zip(shards, shards[1:], strict=False))
+        ranged = [c for s in shards for c in read_shard(s)]
+        assert [c.conversation_id for c in ranged] == [r["conversation_id"] for r in exported]
+        assert [c.started_at for c in ranged] == [datetime.fromisoformat(r["started_at"]) for r in exported]
+        assert [[(m.role, m.text) for m in c.messages] for c in ranged] == [
+            [(m["role"], m["text"]) for m in r["messages"]] for r in exported
+        ]
+        pytest.importorskip("ray")
+        with ray_session(num_cpus=1):
+            on_ray = RayBackend(shards).scan(Path("event-store"))
+        assert [(m.conversation_id, m.booked, m.arrived) for m in on_ray.metas] == [
+            (m.conversation_id, m.booked, m.arrived) for m in scan(path).metas
+        ]
+    finally:
+        src.dispose()
+        dst.dispose()
+        _drop_all_tables(pg_url)
 
 
 def test_train_from_store_then_retrain_promotes_better_refuses_worse(stores, cli_env, tmp_path):
