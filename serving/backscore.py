@@ -139,21 +139,30 @@ def _erased() -> sa.ColumnElement[bool]:
     )
 
 
-def _scope(filters: Filters, exclude_hospitals: Collection[str] = ()) -> list[sa.ColumnElement[bool]]:
-    """The selection rules narrowed by ``filters``, without the chats of ``exclude_hospitals``."""
+def _scope(
+    filters: Filters, exclude_hospitals: Collection[str] = (), exclude_departments: Collection[str] = ()
+) -> list[sa.ColumnElement[bool]]:
+    """The selection rules narrowed by ``filters``, without the chats of ``exclude_hospitals`` and of
+    ``exclude_departments``."""
     where = [_needs_score(), *filters.where()]
-    if exclude_hospitals:
-        hospital = conversations.c.hospital
-        where.append(sa.or_(hospital.is_(None), hospital.not_in(sorted(exclude_hospitals))))
+    for column, excluded in (
+        (conversations.c.hospital, exclude_hospitals),
+        (conversations.c.department, exclude_departments),
+    ):
+        if excluded:
+            where.append(sa.or_(column.is_(None), column.not_in(sorted(excluded))))
     return where
 
 
 def selection(
-    version: str, filters: Filters, exclude_hospitals: Collection[str] = ()
+    version: str,
+    filters: Filters,
+    exclude_hospitals: Collection[str] = (),
+    exclude_departments: Collection[str] = (),
 ) -> list[sa.ColumnElement[bool]]:
     """The WHERE clauses of the chats a run with ``version`` re-scores."""
     return [
-        *_scope(filters, exclude_hospitals),
+        *_scope(filters, exclude_hospitals, exclude_departments),
         conversations.c.model_version.is_distinct_from(version),
         sa.not_(_erased()),
     ]
@@ -277,6 +286,7 @@ def backscore(
     *,
     filters: Filters | None = None,
     exclude_hospitals: Collection[str] = (),
+    exclude_departments: Collection[str] = (),
     ray: bool = False,
     ray_address: str | None = None,
     workers: int | None = None,
@@ -286,8 +296,8 @@ def backscore(
 ) -> BackscoreResult:
     """Re-score the selected chats with ``model`` as ``version`` (see the module docstring).
 
-    ``exclude_hospitals``: leave their chats out (hospitals served by their own model, re-scored by their
-    own run: see :func:`runs`); ``ray``: chunks as Ray tasks (``ray_address`` implies it; ``workers``: the local Ray's CPUs);
+    ``exclude_hospitals`` / ``exclude_departments``: leave their chats out (served by their own model,
+    re-scored by its own run: see :func:`runs`); ``ray``: chunks as Ray tasks (``ray_address`` implies it; ``workers``: the local Ray's CPUs);
     ``dry_run``: score, count, write nothing; ``before_write``: called with each chunk's ids just before
     its write (progress; the tests interleave a live message there)."""
     if chunk < 1:
@@ -298,8 +308,8 @@ def backscore(
     filters = filters or Filters()
     ray = ray or ray_address is not None
     out = BackscoreResult(version, ray=ray, dry_run=dry_run)
-    where = selection(version, filters, exclude_hospitals)
-    rules = _scope(filters, exclude_hospitals)
+    where = selection(version, filters, exclude_hospitals, exclude_departments)
+    rules = _scope(filters, exclude_hospitals, exclude_departments)
     out.current = _count(engine, [*rules, conversations.c.model_version == version])
     out.erased = _count(engine, [*rules, conversations.c.model_version.is_distinct_from(version), _erased()])
     chunks = _chunks(engine, where, chunk)
@@ -319,36 +329,52 @@ def backscore(
 
 @dataclass
 class Run:
-    """One model's part of a back-scoring: its chats are ``filters`` less ``exclude_hospitals``."""
+    """One model's part of a back-scoring: its chats are ``filters`` less the excluded hospitals' and
+    departments' (those served by their own model)."""
 
     model: YuyueModel
     version: str
     filters: Filters
     exclude_hospitals: tuple[str, ...] = ()
+    exclude_departments: tuple[str, ...] = ()
 
 
-def champion_needed(hospitals: Collection[str], filters: Filters) -> bool:
-    """Whether some chat of ``filters`` is the champion's: not when ``filters.hospital`` has its own model."""
-    return filters.hospital is None or filters.hospital not in hospitals
+def champion_needed(hospitals: Collection[str], filters: Filters, departments: Collection[str] = ()) -> bool:
+    """Whether some chat of ``filters`` is the champion's: not when ``filters.hospital`` (or
+    ``filters.department``) has its own model."""
+    if filters.hospital is not None and filters.hospital in hospitals:
+        return False
+    return filters.department is None or filters.department not in departments
 
 
 def runs(
     champion: tuple[YuyueModel, str] | None,
     hospitals: dict[str, tuple[YuyueModel, str]],
     filters: Filters,
+    departments: dict[str, tuple[YuyueModel, str]] | None = None,
 ) -> list[Run]:
     """Each chat with the model the server would score it by (``ModelHolder.model_for``): the hospitals
     with their own model (``hospitals``: code -> (model, version), the ``hospital-*`` aliases) each by
-    it, every other chat by the champion; ``filters.hospital`` keeps one hospital's run only. ``champion``
-    may be None when it scores nothing (:func:`champion_needed` is false)."""
+    it, then the departments with their own model (``departments``, the ``department-*`` aliases) each
+    by it for their chats of the other hospitals, every other chat by the champion; ``filters.hospital``
+    / ``filters.department`` keep the matching runs only. ``champion`` may be None when it scores
+    nothing (:func:`champion_needed` is false)."""
     wanted = {h: m for h, m in hospitals.items() if filters.hospital in (None, h)}
+    own_hospital = filters.hospital is not None and filters.hospital in wanted
+    depts = {
+        d: m for d, m in (departments or {}).items() if filters.department in (None, d) and not own_hospital
+    }
     out = []
-    if champion_needed(wanted, filters):
+    if champion_needed(wanted, filters, depts):
         if champion is None:
-            raise ValueError("the champion scores the chats of no hospital's own model: it is needed")
-        out.append(Run(*champion, filters, tuple(sorted(wanted))))
+            raise ValueError(
+                "the champion scores the chats of no hospital's or department's own model: it is needed"
+            )
+        out.append(Run(*champion, filters, tuple(sorted(wanted)), tuple(sorted(depts))))
     for hospital, (model, version) in sorted(wanted.items()):
         out.append(Run(model, version, replace(filters, hospital=hospital)))
+    for department, (model, version) in sorted(depts.items()):
+        out.append(Run(model, version, replace(filters, department=department), tuple(sorted(wanted))))
     return out
 
 

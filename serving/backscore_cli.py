@@ -179,16 +179,17 @@ def score_command(
         typer.echo(orjson.dumps(result.as_dict()).decode() if as_json else _summary(result))
 
 
-def _hospital_models(settings: Settings, hospital: str | None) -> dict[str, tuple[YuyueModel, str]]:
-    """The hospitals served by their own model (the ``hospital-*`` aliases): code -> (model, version);
-    with ``hospital`` (``--hospital``), that hospital's alone (no other model is loaded)."""
+def _own_models(settings: Settings, kind: str, code: str | None) -> dict[str, tuple[YuyueModel, str]]:
+    """The hospitals (``kind="hospital"``) or departments served by their own model (the ``hospital-*`` /
+    ``department-*`` aliases): code -> (model, version); with ``code`` (``--hospital``, or the filters'
+    department), that one's alone (no other model is loaded)."""
     from yuyue.training import registry
 
-    versions = registry.hospital_versions(settings)
+    versions = registry.segment_versions(kind, settings)
     try:
-        return {h: registry.load(v, settings) for h, v in versions.items() if hospital in (None, h)}
+        return {h: registry.load(v, settings) for h, v in versions.items() if code in (None, h)}
     except registry.RegistryError as exc:
-        fail(f"a hospital's own model: {one_line(exc)}")
+        fail(f"a {kind}'s own model: {one_line(exc)}")
 
 
 def _plan(settings: Settings, model_version: str | None, filters: Filters) -> list[Run]:
@@ -199,9 +200,11 @@ def _plan(settings: Settings, model_version: str | None, filters: Filters) -> li
 
     if model_version is not None:
         return runs(_model(settings, model_version), {}, filters)
-    hospitals = _hospital_models(settings, filters.hospital)
-    champion = _model(settings, None) if champion_needed(hospitals, filters) else None
-    return runs(champion, hospitals, filters)
+    hospitals = _own_models(settings, "hospital", filters.hospital)
+    own_hospital = filters.hospital is not None and filters.hospital in hospitals
+    departments = {} if own_hospital else _own_models(settings, "department", filters.department)
+    champion = _model(settings, None) if champion_needed(hospitals, filters, departments) else None
+    return runs(champion, hospitals, filters, departments)
 
 
 def _run(
@@ -216,7 +219,8 @@ def _run(
 ) -> list[BackscoreResult]:
     """Load the model(s) and back-score (``options``: :func:`serving.backscore.backscore`'s); the engine
     is disposed after. Without ``model_version`` each chat gets the model the server would score it by:
-    its hospital's own (a ``hospital-*`` alias), else the champion (:func:`serving.backscore.runs`)."""
+    its hospital's own (a ``hospital-*`` alias), else its department's own (``department-*``), else the
+    champion (:func:`serving.backscore.runs`)."""
     from contextlib import nullcontext
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -235,6 +239,7 @@ def _run(
                     run.version,
                     filters=run.filters,
                     exclude_hospitals=run.exclude_hospitals,
+                    exclude_departments=run.exclude_departments,
                     ray=ray,
                     ray_address=ray_address,
                     workers=workers,

@@ -319,11 +319,19 @@ class Funnel(_Answer):
 
 class Reloaded(_Answer):
     version: str | None = Field(description="the champion's version now in use (null: none registered)")
-    changed: bool = Field(description="whether the champion or a hospital's own model was switched")
+    changed: bool = Field(
+        description="whether the champion or a hospital's or department's own model was switched"
+    )
     hospitals: dict[str, str] = Field(
         description="hospital code -> version of each hospital served by its own model (a ``hospital-*`` "
         "alias, ``yuyue train --per-hospital``); {} when the champion scores every chat",
         examples=[{"hz-a": "7"}],
+    )
+    departments: dict[str, str] = Field(
+        default_factory=dict,
+        description="department -> version of each department served by its own model (a ``department-*`` "
+        "alias, ``yuyue train --per-department``; a chat's hospital's own model comes first); {} when none",
+        examples=[{"妇科": "9"}],
     )
     previous: str | None = Field(
         None, description="the champion's version before the switch (only when the champion changed)"

@@ -63,42 +63,65 @@ __all__ = ["Caller", "ChatService", "Forbidden", "InvalidInput", "LIVE_CODEC", "
 
 
 class ModelHolder:
-    """The models in use: the global one (the registry's champion) and, from :meth:`set_hospitals`, the
-    hospitals' own models (training/per_hospital.py); each swapped atomically (requests in flight keep the
-    one they started with). :meth:`model_for` picks a chat's model: its hospital's, else the global one."""
+    """The models in use: the global one (the registry's champion) and, from :meth:`set_hospitals` /
+    :meth:`set_departments`, the hospitals' and departments' own models (training/per_hospital.py); each
+    swapped atomically (requests in flight keep the one they started with). :meth:`model_for` picks a
+    chat's model: its hospital's, else its department's, else the global one."""
 
     def __init__(self, model: YuyueModel | None = None, version: str | None = None):
         self._current: tuple[YuyueModel, str] | None = (
             (model, version or "local") if model is not None else None
         )
-        self._hospitals: dict[str, tuple[YuyueModel, str]] = {}
+        self._own: dict[str, dict[str, tuple[YuyueModel, str]]] = {"hospital": {}, "department": {}}
         self._lock = threading.Lock()
 
-    def model_for(self, hospital: str | None) -> tuple[YuyueModel, str]:
-        """The model (and its version) that scores a chat of ``hospital``: its own when it has one, else
-        the global one. One dict lookup."""
-        if hospital is not None:
-            own = self._hospitals.get(hospital)
-            if own is not None and self._current is not None:
-                return own
+    def model_for(self, hospital: str | None, department: str | None = None) -> tuple[YuyueModel, str]:
+        """The model (and its version) that scores a chat of ``hospital`` and ``department``: the
+        hospital's own when it has one (the tenant's own data comes first), else the department's own,
+        else the global one. At most two dict lookups."""
+        if self._current is not None:
+            for kind, code in (("hospital", hospital), ("department", department)):
+                own = self._own[kind].get(code) if code is not None else None
+                if own is not None:
+                    return own
         return self.get()
 
     @property
     def by_hospital(self) -> bool:
-        """Whether any hospital has its own model (else every chat gets the global one)."""
-        return bool(self._hospitals)
+        """Whether any hospital or department has its own model (else every chat gets the global one)."""
+        return bool(self._own["hospital"] or self._own["department"])
+
+    def serving(self, kind: str) -> dict[str, str]:
+        """Code -> version of each hospital (``kind="hospital"``) or department served by its own model."""
+        return {h: v for h, (_, v) in self._own[kind].items()}
 
     @property
     def hospitals(self) -> dict[str, str]:
         """Hospital code -> version of each hospital served by its own model."""
-        return {h: v for h, (_, v) in self._hospitals.items()}
+        return self.serving("hospital")
+
+    @property
+    def departments(self) -> dict[str, str]:
+        """Department -> version of each department served by its own model."""
+        return self.serving("department")
+
+    def own_models(self, kind: str) -> dict[str, tuple[YuyueModel, str]]:
+        return dict(self._own[kind])
 
     def hospital_models(self) -> dict[str, tuple[YuyueModel, str]]:
-        return dict(self._hospitals)
+        return self.own_models("hospital")
+
+    def set_own(self, kind: str, models: dict[str, tuple[YuyueModel, str]]) -> None:
+        """Replace the hospitals' (or departments') own models; those left out get the next model again."""
+        self._own = {**self._own, kind: dict(models)}
 
     def set_hospitals(self, models: dict[str, tuple[YuyueModel, str]]) -> None:
         """Replace the hospitals' own models (those left out are served by the global model again)."""
-        self._hospitals = dict(models)
+        self.set_own("hospital", models)
+
+    def set_departments(self, models: dict[str, tuple[YuyueModel, str]]) -> None:
+        """Replace the departments' own models."""
+        self.set_own("department", models)
 
     def get(self) -> tuple[YuyueModel, str]:
         current = self._current
@@ -241,7 +264,8 @@ class ChatService:
         self.cache = cache
         self.models = models
         self._locks = [threading.Lock() for _ in range(N_LOCKS)]
-        self._hospitals: dict[str, str | None] = {}  # conversation id -> hospital (see hospital_of)
+        # conversation id -> (hospital, department), see segment_of
+        self._segments: dict[str, tuple[str | None, str | None]] = {}
         self.cache_misses = 0
         # called after an outcome is recorded, with (caller, conversation_id, update): the desk's rules
         # (serving/tasks.py: a booking ends the lead's call task, contact left opens one)
@@ -268,7 +292,7 @@ class ChatService:
     ) -> dict[str, Any]:
         consultant_id = chat_consultant(caller, consultant_id)
         hospital = chat_hospital(caller, hospital)
-        model, version = self.models.model_for(hospital)
+        model, version = self.models.model_for(hospital, department)
         started = _aware(started_at, datetime.now(UTC))
         for hook in self.visit_hooks:
             visit = hook(visit, started)
@@ -296,7 +320,7 @@ class ChatService:
         }
         lead = lead_scores(model, scores, chat, consultant_id)
         self.store.open(row, caller.name, started, extra=lead)
-        self._remember_hospital(cid, hospital)
+        self._remember(cid, hospital, department)
         self._cache_set(cid, Live(0, session, [], consultant_id, started))
         return {
             "conversation_id": cid,
@@ -325,9 +349,9 @@ class ChatService:
         if caller.hospitals is not None:  # before a claim: a scoped key never touches another's chat
             check_hospital(caller, self.hospital_of(conversation_id), f"conversation {conversation_id!r}")
         with self._lock(conversation_id):
-            # the chat's hospital's own model when there are any (the hospital is remembered in process)
-            hospital = self.hospital_of(conversation_id) if self.models.by_hospital else None
-            model, version = self.models.model_for(hospital)
+            # the chat's hospital's or department's own model when there are any (remembered in process)
+            segment = self.segment_of(conversation_id) if self.models.by_hospital else (None, None)
+            model, version = self.models.model_for(*segment)
             live = self._cached(conversation_id)
             for _ in range(3):
                 cached = live is not None
@@ -350,20 +374,25 @@ class ChatService:
         raise Conflict(f"conversation {conversation_id!r} keeps changing under this request; retry")
 
     def hospital_of(self, conversation_id: str) -> str | None:
-        """The chat's hospital (:class:`NotFound` without the chat), remembered in process: it is set
-        when the chat opens and never changes, so scoped keys' messages read it from the store once."""
+        """The chat's hospital (:class:`NotFound` without the chat); see :meth:`segment_of`."""
+        return self.segment_of(conversation_id)[0]
+
+    def segment_of(self, conversation_id: str) -> tuple[str | None, str | None]:
+        """The chat's (hospital, department) (:class:`NotFound` without the chat), remembered in process:
+        both are set when the chat opens and never change, so scoped keys' messages and the choice of an
+        own model read them from the store once."""
         try:
-            return self._hospitals[conversation_id]
+            return self._segments[conversation_id]
         except KeyError:
             pass
-        hospital: str | None = self.store.conversation(conversation_id)["hospital"]
-        self._remember_hospital(conversation_id, hospital)
-        return hospital
+        row = self.store.conversation(conversation_id)
+        self._remember(conversation_id, row["hospital"], row.get("department"))
+        return self._segments[conversation_id]
 
-    def _remember_hospital(self, conversation_id: str, hospital: str | None) -> None:
-        if len(self._hospitals) >= 100_000:
-            self._hospitals.clear()
-        self._hospitals[conversation_id] = hospital
+    def _remember(self, conversation_id: str, hospital: str | None, department: str | None) -> None:
+        if len(self._segments) >= 100_000:
+            self._segments.clear()
+        self._segments[conversation_id] = (hospital, department)
 
     def claim(self, caller: Caller, conversation_id: str) -> None:
         """Make the calling consultant the consultant of a chat without one, for good; :class:`Forbidden`

@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # they import this module's neighbours; set by their install(
 log = logging.getLogger("yuyue.serving")
 
 
+OWN_KINDS = ("hospital", "department")  # what a chat may have its own model for (ModelHolder.model_for)
+
+
 class Yuyue:
     """Everything the endpoints share (one per app)."""
 
@@ -65,9 +68,9 @@ class Yuyue:
         self._reload_lock = threading.Lock()
 
     def reload(self) -> dict[str, Any]:
-        """Load the registry's champion if it differs from the model in use, and the hospitals' own models
-        (the ``hospital-*`` aliases, training/per_hospital.py) if they changed: new ones loaded, removed
-        ones dropped (those hospitals' chats go back to the champion)."""
+        """Load the registry's champion if it differs from the model in use, and the hospitals' and
+        departments' own models (the ``hospital-*`` and ``department-*`` aliases, training/per_hospital.py)
+        if they changed: new ones loaded, removed ones dropped (their chats go back to the next model)."""
         from yuyue.training import registry
 
         with self._reload_lock:
@@ -77,9 +80,10 @@ class Yuyue:
                     "version": self.models.version,
                     "changed": False,
                     "hospitals": self.models.hospitals,
+                    "departments": self.models.departments,
                     "detail": "no champion registered",
                 }
-            wanted = registry.hospital_versions(self.settings)
+            wanted = {kind: registry.segment_versions(kind, self.settings) for kind in OWN_KINDS}
             out: dict[str, Any] = {"version": version, "changed": False}
             if version != self.models.version:
                 model, version = registry.load(version, self.settings)
@@ -89,18 +93,21 @@ class Yuyue:
                 self.metrics.set_model(version)
                 log.info("model switched from %s to %s", previous, version)
                 out = {"version": version, "changed": True, "previous": previous}
-            if wanted != self.models.hospitals:
-                self._load_hospitals(wanted)
-                out["changed"] = True
+            for kind, versions in wanted.items():
+                if versions != self.models.serving(kind):
+                    self._load_own(kind, versions)
+                    out["changed"] = True
             out["hospitals"] = self.models.hospitals
+            out["departments"] = self.models.departments
             return out
 
-    def _load_hospitals(self, wanted: dict[str, str]) -> None:
-        """Serve each hospital in ``wanted`` (code -> version) by that version; a model already loaded is
-        reused, one that fails to load leaves its hospital on the champion (logged, retried next poll)."""
+    def _load_own(self, kind: str, wanted: dict[str, str]) -> None:
+        """Serve each hospital (or department, by ``kind``) in ``wanted`` (code -> version) by that version;
+        a model already loaded is reused, one that fails to load leaves its chats on the next model
+        (logged, retried next poll)."""
         from yuyue.training import registry
 
-        loaded = {v: m for m, v in self.models.hospital_models().values()}
+        loaded = {v: m for k in OWN_KINDS for m, v in self.models.own_models(k).values()}
         models: dict[str, tuple[YuyueModel, str]] = {}
         for hospital, version in wanted.items():
             model = loaded.get(version)
@@ -109,7 +116,8 @@ class Yuyue:
                     model, version = registry.load(version, self.settings)
                 except registry.RegistryError as exc:
                     log.warning(
-                        "hospital %s: cannot load its model %s (%s); the champion serves it",
+                        "%s %s: cannot load its model %s (%s); the next model serves it",
+                        kind,
                         hospital,
                         version,
                         exc,
@@ -121,9 +129,9 @@ class Yuyue:
                     reviews.attach(model)
                 loaded[version] = model
             models[hospital] = (model, version)
-        before = self.models.hospitals
-        self.models.set_hospitals(models)
-        log.info("hospital models: %s (were %s)", self.models.hospitals or "none", before or "none")
+        before = self.models.serving(kind)
+        self.models.set_own(kind, models)
+        log.info("%s models: %s (were %s)", kind, self.models.serving(kind) or "none", before or "none")
 
     def poll(self) -> None:
         interval = self.settings.model_poll_seconds

@@ -74,13 +74,27 @@ def train_command(
             "hospital-<code>) only the ones that beat the global model on their held-out chats",
         ),
     ] = False,
+    per_department: Annotated[
+        bool,
+        typer.Option(
+            "--per-department",
+            help="also train each department (across hospitals) with --min-chats labelled chats on its own "
+            "chats; keep (alias department-<code>) only the ones that beat the global model on their held-out "
+            "chats; a hospital's own model comes first when it has one",
+        ),
+    ] = False,
     min_chats: Annotated[
-        int, typer.Option("--min-chats", min=1, help="with --per-hospital: labelled chats a hospital needs")
+        int,
+        typer.Option(
+            "--min-chats", min=1, help="with --per-hospital / --per-department: labelled chats each one needs"
+        ),
     ] = 2000,
     cpus_per_task: Annotated[
         int,
         typer.Option(
-            "--cpus-per-task", min=1, help="with --per-hospital --ray: CPUs of each hospital's task"
+            "--cpus-per-task",
+            min=1,
+            help="with --per-hospital/--per-department --ray: CPUs of each fit's task",
         ),
     ] = 1,
 ) -> None:
@@ -99,6 +113,7 @@ def train_command(
         ray=ray,
         ray_address=ray_address,
         per_hospital=per_hospital,
+        per_department=per_department,
         min_chats=min_chats,
         cpus_per_task=cpus_per_task,
         experiment=experiment,
@@ -119,13 +134,14 @@ def _train(
     ray_address: str | None,
     per_hospital: bool,
     min_chats: int,
+    per_department: bool = False,
     cpus_per_task: int,
     workers: int,
     **options: Any,
 ) -> None:
     """``yuyue train``: the data (``data``, or the store's export), the global model (with reading and
-    featurisation as Ray tasks when ``ray``), then with ``per_hospital`` the hospitals' own models, all
-    inside one Ray session; ``options``: :func:`training.workflow.train_and_register`'s."""
+    featurisation as Ray tasks when ``ray``), then with ``per_hospital`` the hospitals' own models and
+    with ``per_department`` the departments', all inside one Ray session; ``options``: :func:`training.workflow.train_and_register`'s."""
     from contextlib import nullcontext
 
     from yuyue.data.io import InvalidRecordError
@@ -159,9 +175,11 @@ def _train(
             result, version = train_and_register(
                 data, settings, workers=workers, echo=typer.echo, backend=backend, tags=tags, **options
             )
-            if per_hospital:
-                from yuyue.training.per_hospital import train_per_hospital
+            from yuyue.training.per_hospital import train_per_hospital
 
+            for kind in [
+                k for k, wanted in (("hospital", per_hospital), ("department", per_department)) if wanted
+            ]:
                 train_per_hospital(
                     data,
                     settings,
@@ -175,6 +193,7 @@ def _train(
                     register=options["register"],
                     echo=typer.echo,
                     read=None if backend is None else backend.read,
+                    kind=kind,
                 )
         if backend is not None:
             typer.echo(f"Ray: {len(set(backend.nodes))} node(s) ran {len(backend.nodes)} shard tasks")
@@ -226,7 +245,11 @@ def evaluate_command(
         model = CHAMPION
         if compare_with is not None:
             # the newest global version (a hospital's own model is judged by `train --per-hospital`)
-            versions = [v for v in registry.list_versions(settings, tracking_uri) if not v.get("hospital")]
+            versions = [
+                v
+                for v in registry.list_versions(settings, tracking_uri)
+                if not v.get("hospital") and not v.get("department")
+            ]
             model = versions[0]["version"] if versions else CHAMPION
     try:
         bundle, version = registry.load(model, settings, tracking_uri)
@@ -308,11 +331,14 @@ def list_command(
             return "-" if x is None else f"{x:.4f}"
 
         # a per-hospital version (training/per_hospital.py) serves its hospital while its alias points at it
-        serves = "every hospital without its own model" if "champion" in v["aliases"] else ""
-        if v.get("hospital"):
-            serves = (
-                f"hospital {v['hospital']}" if v["aliases"] else f"(hospital {v['hospital']}, not serving)"
-            )
+        serves = (
+            "every chat without its own hospital's or department's model"
+            if "champion" in v["aliases"]
+            else ""
+        )
+        for kind in ("hospital", "department"):
+            if v.get(kind):
+                serves = f"{kind} {v[kind]}" if v["aliases"] else f"({kind} {v[kind]}, not serving)"
         typer.echo(
             f"{v['version']:>7}  {','.join(v['aliases']):<{width}}{f(v['booked.auc']):>11}"
             f"{f(v['booked.ece']):>11}{f(v['arrived.auc']):>12}{f(v['reply.r10_at_1']):>12}  {serves}".rstrip()
@@ -373,12 +399,13 @@ def promote_command(
         typer.echo(out["message"])
         if report is not None:
             typer.echo(f"report written to {report}")
-        hospitals = registry.hospital_versions(get_settings(), tracking_uri)
-        if hospitals:  # promotion moves `champion` only: say who keeps their own model
-            typer.echo(
-                "hospitals served by their own model (unchanged): "
-                + ", ".join(f"{h} (version {v})" for h, v in sorted(hospitals.items()))
-            )
+        for kind in ("hospital", "department"):  # promotion moves `champion` only: who keeps their own model
+            own = registry.segment_versions(kind, get_settings(), tracking_uri)
+            if own:
+                typer.echo(
+                    f"{kind}s served by their own model (unchanged): "
+                    + ", ".join(f"{h} (version {v})" for h, v in sorted(own.items()))
+                )
     if out["decision"] == "refused":
         raise typer.Exit(3)
 

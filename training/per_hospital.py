@@ -1,5 +1,10 @@
 """``yuyue train --per-hospital``: a hospital's own model where it has the data and beats the global one.
 
+``--per-department`` runs the same pipeline with the chats grouped by department across hospitals
+(``kind="department"``: alias ``department-<slug>``, tag ``yuyue.department``). At serve time a chat's
+hospital's own model comes first (the tenant's own data), then its department's, then the champion
+(``serving.service.ModelHolder.model_for``); back-scoring follows the same order.
+
 The global model is trained as ever, on every chat. Then each hospital with at least ``min_chats``
 labelled chats gets a model trained on its chats alone, by the same pipeline (:func:`training.train.train`
 on a file of that hospital's chats, so the same time split rule, scorer choice and calibration). The two
@@ -56,6 +61,7 @@ ARRIVED_TOLERANCE = 0.01  # arrived AUC it may lose meanwhile
 MIN_COMPARED = 50  # held-out labelled chats below which no comparison decides anything
 MIN_MINORITY = 10  # held-out chats of the rarer booked outcome (booked or not) the comparison needs
 TARGETS = ("booked", "arrived")
+KINDS = ("hospital", "department")  # what a chat's own model may be per (the Conversation field)
 
 
 @dataclass
@@ -77,6 +83,7 @@ class HospitalResult:
     info: dict[str, Any] = field(default_factory=dict)  # the own model's info (what it trained)
     fit_seconds: float = 0.0
     version: str | None = None
+    kind: str = "hospital"  # or "department": then ``hospital`` holds the department's name
 
 
 def _read(data: Path) -> Iterator[Conversation]:
@@ -92,21 +99,26 @@ def split_hospitals(
     out_dir: Path,
     min_chats: int = MIN_CHATS,
     read: Callable[[Path], Iterable[Conversation]] | None = None,
+    kind: str = "hospital",
 ) -> tuple[dict[str, int], dict[str, Path], set[str]]:
     """Labelled chats per hospital, a file of each big-enough hospital's chats, and the global test ids.
 
     Two passes: the first counts (and takes the global time split, the same as ``train``'s), the second
     writes the files (chats in the file's order, so each file's own time split is ``train``'s rule).
     ``read``: how ``data`` is read (``RayBackend.read`` for the store's ranges); default a file or folder.
+    ``kind="department"`` groups by the chats' department instead.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
     data = Path(data)
     read = read or _read
     counts: dict[str, int] = {}
     metas = []
     for i, conv in enumerate(read(data)):
         metas.append(meta_of(i, conv))
-        if conv.hospital and conv.outcome is not None and conv.outcome.booked is not None:
-            counts[conv.hospital] = counts.get(conv.hospital, 0) + 1
+        code = getattr(conv, kind)
+        if code and conv.outcome is not None and conv.outcome.booked is not None:
+            counts[code] = counts.get(code, 0) + 1
     full = split_by_time(DatasetScan(data, metas, SkipReport()))
     held_out = {m.conversation_id for m in full.metas if full.split[m.index] == "test"}
     from yuyue.training.registry import hospital_slug
@@ -117,7 +129,7 @@ def split_hospitals(
     handles = {h: files[h].open("wb") for h in big}
     try:
         for conv in read(data):
-            fh = handles.get(conv.hospital or "")
+            fh = handles.get(getattr(conv, kind) or "")
             if fh is not None:
                 fh.write(orjson.dumps(conv.to_record()) + b"\n")
     finally:
@@ -186,6 +198,7 @@ def fit_hospital(
     out_dir: Path,
     workers: int = 1,
     candidates: dict[str, dict] | None = None,
+    kind: str = "hospital",
 ) -> HospitalResult:
     """Train ``hospital``'s own model on ``path`` and compare it with the global bundle (one Ray task).
 
@@ -212,7 +225,7 @@ def fit_hospital(
         fit_seconds = time.perf_counter() - t
         both = compared_scan(path, held_out)
         out = HospitalResult(
-            hospital, n_labelled, bundle_dir=out_dir, metrics=own.metrics, info=own.model.info
+            hospital, n_labelled, bundle_dir=out_dir, metrics=own.metrics, info=own.model.info, kind=kind
         )
         out.n_compared = sum(1 for m in both.metas if both.split[m.index] == "test" and m.booked is not None)
         full = {}
@@ -237,6 +250,7 @@ def fit_all(
     *,
     ray: bool = False,
     cpus_per_task: int = 1,
+    kind: str = "hospital",
 ) -> list[HospitalResult]:
     """:func:`fit_hospital` of each (hospital, file, labelled chats): Ray tasks with ``ray`` (Ray already
     started, see ``distributed.ray_session``), else one after the other; results in ``jobs``' order."""
@@ -254,6 +268,7 @@ def fit_all(
             out_root / hospital_slug(h),
             cpus_per_task,
             scorers.CANDIDATES,
+            kind,
         )
         for h, p, n in jobs
     ]
@@ -288,31 +303,36 @@ def train_per_hospital(
     register: bool = True,
     echo: Callable[[str], None] = print,
     read: Callable[[Path], Iterable[Conversation]] | None = None,
+    kind: str = "hospital",
 ) -> list[HospitalResult]:
     """Compare every big-enough hospital's own model with the global one; register and alias the kept ones.
+    ``kind="department"``: the same per department (``train --per-department``; alias ``department-*``).
 
     Every compared hospital is logged (one MLflow run per call, ``per_hospital.*`` metrics and a JSON
     table) and printed as a table; too-small hospitals are listed with their counts, and those with an
     alias from an earlier run lose it (:func:`retire_small`).
     """
-    out_root = settings.var_dir / "models" / "per_hospital"
+    out_root = settings.var_dir / "models" / f"per_{kind}"
     t = time.perf_counter()
-    counts, files, held_out = split_hospitals(data, out_root / "data", min_chats, read)
+    counts, files, held_out = split_hospitals(data, out_root / "data", min_chats, read, kind)
     small = sorted(h for h in counts if h not in files)
+    plural = {"hospital": "hospitals", "department": "departments"}[kind]
     echo(
-        f"per hospital: {len(counts)} hospitals with outcomes; {len(files)} with ≥ {min_chats} labelled chats"
+        f"per {kind}: {len(counts)} {plural} with outcomes; {len(files)} with ≥ {min_chats} labelled chats"
         + (f", too few: {', '.join(f'{h} ({counts[h]})' for h in small)}" if small else "")
     )
     jobs = [(h, files[h], counts[h]) for h in sorted(files)]
-    results = fit_all(jobs, global_bundle, held_out, settings, out_root, ray=ray, cpus_per_task=cpus_per_task)
+    results = fit_all(
+        jobs, global_bundle, held_out, settings, out_root, ray=ray, cpus_per_task=cpus_per_task, kind=kind
+    )
     seconds = round(time.perf_counter() - t, 1)
     for r in results:
         r.kept, r.why = decide(
             r.global_auc, r.own_auc, r.n_compared, min_gain, min_compared, ci95=r.ci95, minority=r.minority
         )
-    for line in table(results, counts, min_chats):
+    for line in table(results, counts, min_chats, kind):
         echo(line)
-    echo(f"per-hospital fits: {seconds}s ({'Ray tasks' if ray else 'one after the other'})")
+    echo(f"per-{kind} fits: {seconds}s ({'Ray tasks' if ray else 'one after the other'})")
     if register:
         register_results(
             results,
@@ -325,18 +345,22 @@ def train_per_hospital(
             seconds,
             echo,
             counts=counts,
+            kind=kind,
         )
     return results
 
 
-def table(results: list[HospitalResult], counts: dict[str, int], min_chats: int) -> list[str]:
-    """The printed comparison: hospital, labelled chats, held-out chats, both AUCs per target, kept."""
+def table(
+    results: list[HospitalResult], counts: dict[str, int], min_chats: int, kind: str = "hospital"
+) -> list[str]:
+    """The printed comparison: hospital (or department), labelled chats, held-out chats, both AUCs per
+    target, kept."""
 
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.4f}"
 
     lines = [
-        f"{'hospital':<20}{'chats':>7}{'held-out':>9}{'global booked':>14}{'own booked':>11}"
+        f"{kind:<20}{'chats':>7}{'held-out':>9}{'global booked':>14}{'own booked':>11}"
         f"{'global arrived':>15}{'own arrived':>12}  kept"
     ]
     done = {r.hospital for r in results}
@@ -364,6 +388,7 @@ def register_results(
     seconds: float = 0.0,
     echo: Callable[[str], None] = print,
     counts: dict[str, int] | None = None,
+    kind: str = "hospital",
 ) -> None:
     """Register and alias the kept models, remove the aliases of the compared hospitals not kept and of
     the hospitals not compared (fewer than ``min_chats`` labelled chats in ``counts``, this run's data),
@@ -373,17 +398,28 @@ def register_results(
     for r in results:
         if r.kept:
             _register_kept(r, settings, global_version, experiment, tracking_uri, min_gain)
-            alias = registry.hospital_alias(r.hospital)
+            alias = registry.segment_alias(kind, r.hospital)
             echo(f"{r.hospital}: registered version {r.version} as {alias}")
         else:
-            before = registry.remove_hospital_alias(r.hospital, settings, tracking_uri)
+            before = registry.remove_segment_alias(kind, r.hospital, settings, tracking_uri)
             if before is not None:
-                echo(f"{r.hospital}: alias {registry.hospital_alias(r.hospital)} (version {before}) removed")
+                echo(
+                    f"{r.hospital}: alias {registry.segment_alias(kind, r.hospital)} (version {before}) removed"
+                )
     retired = retire_small(
-        {r.hospital for r in results}, counts or {}, min_chats, settings, tracking_uri, echo
+        {r.hospital for r in results}, counts or {}, min_chats, settings, tracking_uri, echo, kind
     )
     _log_comparison(
-        results, retired, settings, global_version, experiment, tracking_uri, min_chats, min_gain, seconds
+        results,
+        retired,
+        settings,
+        global_version,
+        experiment,
+        tracking_uri,
+        min_chats,
+        min_gain,
+        seconds,
+        kind,
     )
 
 
@@ -409,18 +445,18 @@ def _register_kept(
         None,  # type: ignore[arg-type]  # the bundle on disk is what gets logged
         r.bundle_dir,
         {**r.metrics, **compare, "compare.n_chats": r.n_compared},
-        params={"hospital": r.hospital, "global_version": global_version, "min_gain": min_gain},
+        params={r.kind: r.hospital, "global_version": global_version, "min_gain": min_gain},
         experiment=experiment,
         settings=settings,
         tracking_uri=tracking_uri,
         tags={
-            registry.HOSPITAL_TAG: r.hospital,
+            registry.SEGMENTS[r.kind][1]: r.hospital,
             "yuyue.global_version": global_version or "not registered",
             "data.n_labelled": r.n_labelled,
         },
     )
     assert r.version is not None
-    registry.set_hospital_alias(r.hospital, r.version, settings, tracking_uri)
+    registry.set_segment_alias(r.kind, r.hospital, r.version, settings, tracking_uri)
 
 
 def retire_small(
@@ -430,8 +466,9 @@ def retire_small(
     settings: Settings,
     tracking_uri: str | None = None,
     echo: Callable[[str], None] = print,
+    kind: str = "hospital",
 ) -> dict[str, str]:
-    """Remove the ``hospital-*`` alias of every hospital in the data but not in ``compared``: it had its
+    """Remove the ``hospital-*`` (``department-*``) alias of every hospital in the data but not in ``compared``: it had its
     own model, but this run's data holds fewer than ``min_chats`` of its labelled chats (``counts``), so
     its model can no longer be checked against the global one and the champion serves it. A hospital
     absent from the data keeps its alias (an export of some hospitals, or ``--since``, says nothing about
@@ -440,14 +477,14 @@ def retire_small(
 
     retired: dict[str, str] = {}
     for hospital in sorted(
-        (set(registry.hospital_versions(settings, tracking_uri)) & set(counts)) - compared
+        (set(registry.segment_versions(kind, settings, tracking_uri)) & set(counts)) - compared
     ):
-        before = registry.remove_hospital_alias(hospital, settings, tracking_uri)
+        before = registry.remove_segment_alias(kind, hospital, settings, tracking_uri)
         if before is None:
             continue
         retired[hospital] = before
         line = (
-            f"{hospital}: alias {registry.hospital_alias(hospital)} (version {before}) removed: "
+            f"{hospital}: alias {registry.segment_alias(kind, hospital)} (version {before}) removed: "
             f"{counts.get(hospital, 0)} labelled chats, fewer than {min_chats}"
         )
         log.info(line)
@@ -465,8 +502,9 @@ def _log_comparison(
     min_chats: int,
     min_gain: float,
     seconds: float,
+    kind: str = "hospital",
 ) -> None:
-    """One MLflow run: ``per_hospital.<slug>.*`` metrics (``.retired`` = 1 for a hospital whose alias
+    """One MLflow run: ``per_hospital.<slug>.*`` (``per_department.*``) metrics (``.retired`` = 1 for a hospital whose alias
     :func:`retire_small` removed) and ``per_hospital.json`` (the compared hospitals)."""
     import json
     import tempfile
@@ -477,19 +515,19 @@ def _log_comparison(
 
     registry.configure(settings, tracking_uri)
     exp_id = registry._experiment(experiment, settings)
-    with mlflow.start_run(experiment_id=exp_id, run_name="per-hospital comparison"):
-        mlflow.set_tag("yuyue.kind", "per-hospital comparison")
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"per-{kind} comparison"):
+        mlflow.set_tag("yuyue.kind", f"per-{kind} comparison")
         mlflow.log_params(
             {
                 "global_version": global_version,
                 "min_chats": min_chats,
                 "min_gain": min_gain,
-                "n_hospitals": len(results),
+                f"n_{kind}s": len(results),
             }
         )
-        metrics: dict[str, float] = {"per_hospital.seconds": seconds}
+        metrics: dict[str, float] = {f"per_{kind}.seconds": seconds}
         for r in results:
-            key = f"per_hospital.{registry.hospital_slug(r.hospital)}"
+            key = f"per_{kind}.{registry.hospital_slug(r.hospital)}"
             metrics[f"{key}.n_chats"] = r.n_compared
             metrics[f"{key}.kept"] = float(r.kept)
             for t, ci in r.ci95.items():
@@ -497,13 +535,13 @@ def _log_comparison(
                     metrics.update({f"{key}.{t}_auc_gain_lo": ci[0], f"{key}.{t}_auc_gain_hi": ci[1]})
             for who, aucs in (("global", r.global_auc), ("own", r.own_auc)):
                 metrics.update({f"{key}.{who}_{t}_auc": v for t, v in aucs.items() if v is not None})
-        metrics.update({f"per_hospital.{registry.hospital_slug(h)}.retired": 1.0 for h in retired})
+        metrics.update({f"per_{kind}.{registry.hospital_slug(h)}.retired": 1.0 for h in retired})
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "per_hospital.json"
+            path = Path(tmp) / f"per_{kind}.json"
             rows = [
                 {
-                    "hospital": r.hospital,
+                    kind: r.hospital,
                     "n_labelled": r.n_labelled,
                     "n_compared": r.n_compared,
                     "global_auc": r.global_auc,

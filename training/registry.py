@@ -42,6 +42,9 @@ from yuyue.models.mlflow_model import ENTRY, code_tree, load_from_registry, pinn
 CHAMPION = "champion"
 HOSPITAL_ALIAS_PREFIX = "hospital-"
 HOSPITAL_TAG = "yuyue.hospital"  # on a per-hospital version: the hospital code it serves
+DEPARTMENT_TAG = "yuyue.department"  # on a per-department version: the department it serves
+# a segment's own model (training/per_hospital.py): its kind's alias prefix and version tag
+SEGMENTS = {"hospital": (HOSPITAL_ALIAS_PREFIX, HOSPITAL_TAG), "department": ("department-", DEPARTMENT_TAG)}
 
 
 class RegistryError(RuntimeError):
@@ -254,6 +257,7 @@ def list_versions(settings: Settings | None = None, tracking_uri: str | None = N
                 "reply.r10_at_1": m.get("reply.r10_at_1"),
                 "stage.macro_f1": m.get("stage.macro_f1"),
                 "hospital": (v.tags or {}).get(HOSPITAL_TAG),
+                "department": (v.tags or {}).get(DEPARTMENT_TAG),
                 "tags": dict(v.tags or {}),
             }
         )
@@ -274,12 +278,13 @@ def promote(
         raise RegistryError(
             f"model {settings.model_name!r} has no version {version!r} (registered: {', '.join(known) or 'none'})"
         ) from None
-    hospital = (found.tags or {}).get(HOSPITAL_TAG)
-    if hospital is not None and alias != hospital_alias(hospital):
-        raise RegistryError(
-            f"version {version} is hospital {hospital!r}'s own model (trained on its chats only): it can only "
-            f"serve that hospital (alias {hospital_alias(hospital)!r}), not be {alias!r}"
-        )
+    for kind, (_, tag) in SEGMENTS.items():
+        code = (found.tags or {}).get(tag)
+        if code is not None and alias != segment_alias(kind, code):
+            raise RegistryError(
+                f"version {version} is {kind} {code!r}'s own model (trained on its chats only): it can only "
+                f"serve that {kind} (alias {segment_alias(kind, code)!r}), not be {alias!r}"
+            )
     client.set_registered_model_alias(settings.model_name, alias, str(version))
 
 
@@ -320,35 +325,47 @@ def hospital_slug(hospital: str) -> str:
     return slug
 
 
+def segment_alias(kind: str, code: str) -> str:
+    """The alias that points at a segment's own model: ``hospital-<slug>`` or ``department-<slug>``."""
+    return SEGMENTS[kind][0] + hospital_slug(code)
+
+
 def hospital_alias(hospital: str) -> str:
     """The alias that points at ``hospital``'s own model: ``hospital-<slug>``."""
-    return HOSPITAL_ALIAS_PREFIX + hospital_slug(hospital)
+    return segment_alias("hospital", hospital)
 
 
-def set_hospital_alias(
-    hospital: str, version: str, settings: Settings | None = None, tracking_uri: str | None = None
+def set_segment_alias(
+    kind: str, code: str, version: str, settings: Settings | None = None, tracking_uri: str | None = None
 ) -> str:
-    """Make ``version`` (tagged ``yuyue.hospital`` = ``hospital``) the model serving ``hospital``; the alias."""
+    """Make ``version`` (tagged with its kind's tag = ``code``) the model serving that hospital or
+    department; returns the alias."""
     settings = settings or get_settings()
-    tagged = version_tags(version, settings, tracking_uri).get(HOSPITAL_TAG)
-    if tagged != hospital:
-        raise RegistryError(
-            f"version {version} is not hospital {hospital!r}'s model (its {HOSPITAL_TAG} tag: {tagged!r})"
-        )
-    alias = hospital_alias(hospital)
+    tag = SEGMENTS[kind][1]
+    tagged = version_tags(version, settings, tracking_uri).get(tag)
+    if tagged != code:
+        raise RegistryError(f"version {version} is not {kind} {code!r}'s model (its {tag} tag: {tagged!r})")
+    alias = segment_alias(kind, code)
     MlflowClient(configure(settings, tracking_uri)).set_registered_model_alias(
         settings.model_name, alias, str(version)
     )
     return alias
 
 
-def remove_hospital_alias(
-    hospital: str, settings: Settings | None = None, tracking_uri: str | None = None
+def set_hospital_alias(
+    hospital: str, version: str, settings: Settings | None = None, tracking_uri: str | None = None
+) -> str:
+    """Make ``version`` (tagged ``yuyue.hospital`` = ``hospital``) the model serving ``hospital``; the alias."""
+    return set_segment_alias("hospital", hospital, version, settings, tracking_uri)
+
+
+def remove_segment_alias(
+    kind: str, code: str, settings: Settings | None = None, tracking_uri: str | None = None
 ) -> str | None:
-    """Stop serving ``hospital`` with its own model (it falls back to the champion); the version the
-    alias pointed at, None when there was none."""
+    """Stop serving a hospital or department with its own model (the champion serves it); the version
+    the alias pointed at, None when there was none."""
     settings = settings or get_settings()
-    alias = hospital_alias(hospital)
+    alias = segment_alias(kind, code)
     before = alias_version(alias, settings, tracking_uri)
     if before is not None:
         MlflowClient(configure(settings, tracking_uri)).delete_registered_model_alias(
@@ -357,12 +374,24 @@ def remove_hospital_alias(
     return before
 
 
-def hospital_versions(settings: Settings | None = None, tracking_uri: str | None = None) -> dict[str, str]:
-    """Hospital code -> version of every ``hospital-*`` alias ({} without a registered model).
+def remove_hospital_alias(
+    hospital: str, settings: Settings | None = None, tracking_uri: str | None = None
+) -> str | None:
+    """Stop serving ``hospital`` with its own model (it falls back to the champion); the version the
+    alias pointed at, None when there was none."""
+    return remove_segment_alias("hospital", hospital, settings, tracking_uri)
 
-    The code comes from the version's ``yuyue.hospital`` tag (a slug is not reversible); an alias whose
-    version's tag does not give back that alias is ignored (a hand-set alias on the wrong version)."""
+
+def segment_versions(
+    kind: str, settings: Settings | None = None, tracking_uri: str | None = None
+) -> dict[str, str]:
+    """Code -> version of every alias of ``kind`` (``hospital-*`` or ``department-*``; {} without a
+    registered model).
+
+    The code comes from the version's tag (a slug is not reversible); an alias whose version's tag does
+    not give back that alias is ignored (a hand-set alias on the wrong version)."""
     settings = settings or get_settings()
+    prefix, tag = SEGMENTS[kind]
     client = MlflowClient(configure(settings, tracking_uri))
     try:
         aliases = client.get_registered_model(settings.model_name).aliases
@@ -370,10 +399,15 @@ def hospital_versions(settings: Settings | None = None, tracking_uri: str | None
         return {}
     out: dict[str, str] = {}
     for alias, version in sorted(aliases.items()):
-        if not alias.startswith(HOSPITAL_ALIAS_PREFIX):
+        if not alias.startswith(prefix):
             continue
         tags = client.get_model_version(settings.model_name, str(version)).tags or {}
-        hospital = tags.get(HOSPITAL_TAG)
-        if hospital is not None and hospital_alias(hospital) == alias:
-            out[hospital] = str(version)
+        code = tags.get(tag)
+        if code is not None and segment_alias(kind, code) == alias:
+            out[code] = str(version)
     return out
+
+
+def hospital_versions(settings: Settings | None = None, tracking_uri: str | None = None) -> dict[str, str]:
+    """Hospital code -> version of every ``hospital-*`` alias ({} without a registered model)."""
+    return segment_versions("hospital", settings, tracking_uri)

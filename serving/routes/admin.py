@@ -20,9 +20,10 @@ router = APIRouter(tags=["admin"])
 )
 def reload(who: Analyst, state: State) -> dict[str, Any]:
     """Switch to the registry's current champion (requests in flight finish on the old model) and follow
-    the hospitals' own models (the ``hospital-*`` aliases: new ones loaded, removed ones dropped, so those
-    hospitals' chats go back to the champion). The answer's ``hospitals`` maps each hospital served by its
-    own model to that model's version ({} when the champion scores every chat); ``previous`` comes when
+    the hospitals' and departments' own models (the ``hospital-*`` and ``department-*`` aliases: new ones
+    loaded, removed ones dropped, so their chats go back to the next model). The answer's ``hospitals``
+    maps each hospital served by its own model to that model's version ({} when there is none), and
+    ``departments`` each department likewise (a hospital's own model comes first); ``previous`` comes when
     the champion changed, ``detail`` when none is registered. Reloading concerns every hospital, so keys
     scoped to hospitals get 403."""
     require_group(who, "reloading the model")

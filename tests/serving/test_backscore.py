@@ -349,6 +349,52 @@ def test_a_hospital_with_its_own_model_is_rescored_by_it(api, cli, model, tmp_pa
     assert stored == pytest.approx(_as_row(_replayed(api, b, chats["hz-a"])), abs=1e-9)
 
 
+def test_a_department_with_its_own_model_is_rescored_by_it_unless_the_hospital_has_one(
+    api, cli, model, tmp_path
+):
+    """``department-*`` aliases: a chat of that department is re-scored by the department's model unless
+    its hospital has its own (as ``ModelHolder.model_for`` scores it live); every other chat by the
+    champion; each chat is selected by exactly one run."""
+    from yuyue.serving.backscore import runs
+    from yuyue.serving.store import Filters
+    from yuyue.training import registry
+
+    chats = {
+        ("hz-a", "整形美容"): _open(api, hospital="hz-a"),
+        ("sh-b", "整形美容"): _open(api, hospital="sh-b"),
+        ("sh-b", "妇科"): _open(api, hospital="sh-b", department="妇科", project="无痛人流"),
+    }
+    for cid in chats.values():
+        _chat(api, cid, CHAT)
+    settings = get_settings()
+    _, champion = registry.log_and_register(model, model.save(tmp_path / "bundle"), {}, settings=settings)
+    registry.promote(champion, settings)
+    b = other_model(model)
+    own_b = b.save(tmp_path / "own")
+    _, hosp = registry.log_and_register(b, own_b, {}, settings=settings, tags={registry.HOSPITAL_TAG: "hz-a"})
+    registry.set_hospital_alias("hz-a", hosp, settings)
+    _, dept = registry.log_and_register(
+        b, own_b, {}, settings=settings, tags={registry.DEPARTMENT_TAG: "整形美容"}
+    )
+    registry.set_segment_alias("department", "整形美容", dept, settings)
+
+    done = cli("--from-store", "--url", api.state.settings.resolved_database_url, "--json")
+    assert done.exit_code == 0, done.output
+    lines = [orjson.loads(x) for x in done.stdout.strip().splitlines() if x.startswith("{")]
+    assert [(x["version"], x["selected"]) for x in lines] == [(champion, 1), (hosp, 1), (dept, 1)]
+    rows = _rows(api)
+    assert {k: rows[c]["model_version"] for k, c in chats.items()} == {
+        ("hz-a", "整形美容"): hosp,
+        ("sh-b", "整形美容"): dept,
+        ("sh-b", "妇科"): champion,
+    }
+    stored = {k: rows[chats["sh-b", "整形美容"]][k] for k in ("p_booked", "p_arrived")}
+    assert stored == pytest.approx(_as_row(_replayed(api, b, chats["sh-b", "整形美容"])), abs=1e-9)
+    # one hospital with its own model: its run alone (no department run, no champion)
+    plan = runs(None, {"hz-a": (b, hosp)}, Filters(hospital="hz-a"), {"整形美容": (b, dept)})
+    assert [(r.version, r.filters.hospital) for r in plan] == [(hosp, "hz-a")]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_one_hospitals_run_loads_its_own_model_alone(api, cli, model, tmp_path):

@@ -74,6 +74,7 @@ def test_the_reload_answer_declares_the_hospitals_own_models(spec):
     hospitals = reloaded["properties"]["hospitals"]
     assert hospitals["type"] == "object" and hospitals["additionalProperties"] == {"type": "string"}
     assert "hospital code -> version" in hospitals["description"]
+    assert "department -> version" in reloaded["properties"]["departments"]["description"]
     assert {"previous", "detail"} <= set(reloaded["properties"])
 
 

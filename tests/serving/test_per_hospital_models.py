@@ -13,8 +13,8 @@ from yuyue.training import registry
 T0 = "2025-03-05T14:02:00+08:00"
 
 
-def _open(client, headers, hospital):
-    body = {"started_at": T0, "department": "整形美容", "project": "隆鼻"}
+def _open(client, headers, hospital, department="整形美容"):
+    body = {"started_at": T0, "department": department, "project": "隆鼻"}
     if hospital is not None:
         body["hospital"] = hospital
     r = client.post("/v1/conversations", json=body, headers=headers)
@@ -78,6 +78,7 @@ def test_a_hospitals_own_model_scores_its_chats_and_reload_follows_the_aliases(
             "version": champion,
             "changed": False,
             "hospitals": {"hz-a": own},
+            "departments": {},
         }
 
         # the alias removed: the next reload drops the model, and hz-a's chats go back to the champion
@@ -87,6 +88,7 @@ def test_a_hospitals_own_model_scores_its_chats_and_reload_follows_the_aliases(
             "version": champion,
             "changed": True,
             "hospitals": {},
+            "departments": {},
         }
         assert holder.hospitals == {} and holder.model_for("hz-a")[1] == champion
         cid = chats["hz-a"]["conversation_id"]
@@ -97,3 +99,61 @@ def test_a_hospitals_own_model_scores_its_chats_and_reload_follows_the_aliases(
         registry.set_hospital_alias("hz-a", own, settings)
         assert client.post("/v1/admin/reload", headers=adm).json()["hospitals"] == {"hz-a": own}
         assert _say(client, h, cid, 2, "明天下午可以过来")["model_version"] == own
+
+
+def test_a_departments_own_model_scores_its_chats_unless_the_hospital_has_one(
+    model, registry_settings, tmp_path
+):
+    """``department-*`` aliases (``train --per-department``): a chat of that department is scored by the
+    department's model, unless its hospital has its own (the tenant's own data comes first); every other
+    chat by the champion; reload reports and follows the departments' aliases."""
+    settings = registry_settings(0)
+    bundle = model.save(tmp_path / "bundle")
+    _, champion = registry.log_and_register(model, bundle, {}, settings=settings)
+    registry.promote(champion, settings)
+    _, hosp = registry.log_and_register(
+        model, bundle, {}, settings=settings, tags={registry.HOSPITAL_TAG: "hz-a"}
+    )
+    registry.set_hospital_alias("hz-a", hosp, settings)
+    _, dept = registry.log_and_register(
+        model, bundle, {}, settings=settings, tags={registry.DEPARTMENT_TAG: "整形美容"}
+    )
+    alias = registry.set_segment_alias("department", "整形美容", dept, settings)
+    assert alias.startswith("department-") and alias.isascii()
+    with pytest.raises(registry.RegistryError, match="department '整形美容'"):
+        registry.promote(dept, settings)
+    with pytest.raises(registry.RegistryError, match="not department '妇科'"):
+        registry.set_segment_alias("department", "妇科", dept, settings)
+    assert registry.segment_versions("department", settings) == {"整形美容": dept}
+    assert registry.hospital_versions(settings) == {"hz-a": hosp}  # the kinds do not mix
+
+    app = create_app(settings)
+    h = {"X-API-Key": app.state.yuyue.keys.create("boss", "supervisor")[1]}
+    adm = {"X-API-Key": app.state.yuyue.keys.create("root", "admin")[1]}
+    with TestClient(app) as client:
+        holder = app.state.yuyue.models
+        assert holder.departments == {"整形美容": dept} and holder.hospitals == {"hz-a": hosp}
+        expected = {
+            ("hz-a", "整形美容"): hosp,
+            ("sh-b", "整形美容"): dept,
+            (None, "整形美容"): dept,
+            ("sh-b", "妇科"): champion,
+        }
+        chats = {}
+        for (hospital, department), version in expected.items():
+            opened = _open(client, h, hospital, department)
+            chats[hospital, department] = opened["conversation_id"]
+            assert opened["model_version"] == version, (hospital, department)
+            assert _say(client, h, opened["conversation_id"], 0, "你好，多少钱？")["model_version"] == version
+        assert client.post("/v1/admin/reload", headers=adm).json() == {
+            "version": champion,
+            "changed": False,
+            "hospitals": {"hz-a": hosp},
+            "departments": {"整形美容": dept},
+        }
+        # the department's alias removed: its chats go back to the champion (hz-a keeps its own)
+        assert registry.remove_segment_alias("department", "整形美容", settings) == dept
+        assert client.post("/v1/admin/reload", headers=adm).json()["departments"] == {}
+        cid = chats["sh-b", "整形美容"]
+        assert _say(client, h, cid, 1, "姓李")["model_version"] == champion
+        assert _say(client, h, chats["hz-a", "整形美容"], 1, "姓王")["model_version"] == hosp

@@ -25,6 +25,7 @@ def test_start_without_champion_then_reload_then_poll(model, registry_settings, 
             "version": None,
             "changed": False,
             "hospitals": {},
+            "departments": {},
             "detail": "no champion registered",
         }
 
@@ -37,6 +38,7 @@ def test_start_without_champion_then_reload_then_poll(model, registry_settings, 
             "version": v1,
             "changed": False,
             "hospitals": {},
+            "departments": {},
         }
 
         _, v2 = registry.log_and_register(model, bundle, {}, settings=settings)

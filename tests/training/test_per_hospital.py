@@ -288,3 +288,67 @@ def test_cli_takes_per_hospital_from_the_store(tmp_path, monkeypatch):
     finally:
         get_settings.cache_clear()
     assert res.exit_code == 1 and "the event store has no chats" in res.output, res.output
+
+
+def test_departments_get_their_own_models_by_the_same_pipeline(world, tmp_path):
+    """``--per-department``: the chats grouped by department across hospitals, the biggest department's
+    own model fitted and compared as a hospital's is, then registered under a ``department-*`` alias
+    (tagged, shown by ``yuyue models list``, kept apart from the hospitals' aliases) and dropped when a
+    later run does not keep it; the comparison is logged as a per-department run."""
+    from mlflow import MlflowClient
+
+    from yuyue.data.io import read_conversations
+
+    settings = world["settings"].model_copy(
+        update={"var_dir": tmp_path / "var", "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    )
+    counts, files, held_out = ph.split_hospitals(
+        world["data"], tmp_path / "split", MIN_CHATS, kind="department"
+    )
+    labelled = [
+        c for c in read_conversations(world["data"]) if c.outcome is not None and c.outcome.booked is not None
+    ]
+    assert sum(counts.values()) == len(labelled) and len(counts) >= 3
+    assert set(files) == {d for d, n in counts.items() if n >= MIN_CHATS}
+    biggest = max(files, key=lambda d: counts[d])
+    assert {c.department for c in read_conversations(files[biggest])} == {biggest}
+    assert held_out == world["held_out"]  # the global test split does not depend on the grouping
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scorers, "CANDIDATES", LOGREG_ONLY)
+        (result,) = ph.fit_all(
+            [(biggest, files[biggest], counts[biggest])],
+            world["global"].bundle_dir,
+            held_out,
+            settings,
+            tmp_path / "own",
+            kind="department",
+        )
+    assert result.kind == "department" and result.n_compared > 0 and result.own_auc["booked"] is not None
+    _, champion = registry.log_and_register(
+        world["global"].model, world["global"].bundle_dir, {}, settings=settings
+    )
+    registry.promote(champion, settings)
+    result.kept, result.why = True, "kept for this test"
+    lines: list[str] = []
+    ph.register_results([result], settings, champion, echo=lines.append, counts=counts, kind="department")
+    versions = registry.segment_versions("department", settings)
+    assert versions == {biggest: result.version} and registry.hospital_versions(settings) == {}
+    alias = registry.segment_alias("department", biggest)
+    assert lines == [f"{biggest}: registered version {result.version} as {alias}"]
+    assert registry.version_tags(result.version, settings)[registry.DEPARTMENT_TAG] == biggest
+    assert _models_list(settings, tmp_path)[result.version].endswith(f"department {biggest}")
+    table = ph.table([result], counts, MIN_CHATS, "department")
+    assert table[0].split()[0] == "department" and any(line.startswith(biggest) for line in table)
+
+    result.kept = False
+    ph.register_results([result], settings, champion, echo=lines.append, counts=counts, kind="department")
+    assert registry.segment_versions("department", settings) == {}
+    client = MlflowClient(registry.configure(settings))
+    runs = client.search_runs(
+        [client.get_experiment_by_name("yuyue").experiment_id],
+        "tags.`yuyue.kind` = 'per-department comparison'",
+    )
+    assert len(runs) == 2 and all(
+        f"per_department.{registry.hospital_slug(biggest)}.kept" in r.data.metrics for r in runs
+    )
