@@ -324,7 +324,10 @@ def test_departments_get_their_own_models_by_the_same_pipeline(world, tmp_path):
             tmp_path / "own",
             kind="department",
         )
-    assert result.kind == "department" and result.n_compared > 0 and result.own_auc["booked"] is not None
+    # compared on its held-out chats (16 here: too few for an AUC when they hold one outcome only)
+    assert (
+        result.kind == "department" and result.n_compared > 0 and set(result.own_auc) == {"booked", "arrived"}
+    )
     _, champion = registry.log_and_register(
         world["global"].model, world["global"].bundle_dir, {}, settings=settings
     )

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.serving.conftest import pg_url  # noqa: F401  (a fixture: a throwaway PostgreSQL database)
 from tests.training.test_promote_gate import fast_scorers  # noqa: F401  (a fixture)
 from yuyue.data.io import read_conversations
 from yuyue.training import registry
@@ -223,7 +222,7 @@ def test_the_store_read_by_ranges_is_its_export_in_order(stores, tmp_path):
         store_shards(f"sqlite:///{tmp_path / 'empty.db'}")
 
 
-def test_the_store_read_by_ranges_on_postgresql_is_its_export(stores, pg_url, tmp_path):  # noqa: F811
+def test_the_store_read_by_ranges_on_postgresql_is_its_export(stores, pg_url, tmp_path):
     """The same ranges on PostgreSQL (the configured option a cluster's nodes share): the SQLite store's
     tables copied into a fresh PostgreSQL database read back, range by range, as the SQLite store's
     export, and a Ray scan of them is that file's scan."""
