@@ -15,6 +15,9 @@
   - ``student``: a symmetric dual encoder (contexts and replies share the encoder, told apart by the
     token type) with in-batch negatives, optionally distilling e5's in-batch similarities.
 
+  The encoder trains with :func:`train_encoder` (its loss a :class:`PairLoss`): in this process, or
+  data-parallel inside a ``torch.distributed`` group, which is how Ray Train's workers run it under
+  ``yuyue train --ray`` on a cluster with several GPUs or nodes (training/distributed.py).
   ``score_texts(query, texts)`` has the lexical retrievers' signature; reply embeddings are cached,
   and :meth:`NeuralReplyRanker.index` keeps a fixed candidate pool as one matrix. Saved as a torch
   state dict + vocab + config JSON (+ the indexed candidates' teacher embeddings).
