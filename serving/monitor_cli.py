@@ -46,7 +46,7 @@ def monitor_command(
         None, "--until", metavar="TIME", help="chats started before (ISO 8601, offset)"
     ),
     version: str = typer.Option(None, "--version", help="only this model version"),
-    by: str = typer.Option("week", "--by", help="slices: week, department, engine or consultant"),
+    by: str = typer.Option("week", "--by", help="slices: week, hospital, department, engine or consultant"),
     as_json: bool = typer.Option(False, "--json", help="print the whole report as one JSON object"),
     url: str = typer.Option(None, "--url", help="database URL (default: the database_url setting)"),
     model_dir: Path = typer.Option(

@@ -14,7 +14,7 @@ data.
   "last_message"``, whose ECE reads higher: the closed flag is what calibrates an ended chat); the
   last-message metrics are always given too (``live_last_message``). Per version: AUC, ECE (10
   equal-width bins, with the bins for a reliability plot), Brier score and lift in the top 10 % (the
-  definitions of ``yuyue evaluate``, ``training/metrics.py``), overall and by week, department, engine
+  definitions of ``yuyue evaluate``, ``training/metrics.py``), overall and by week, hospital, department, engine
   or consultant, next to the version's offline test metrics (``info["metrics"]`` or the MLflow run).
 - **Outcomes.** Coverage (the share of chats whose booking / arrival is known) and delay (from the
   chat's start to its first recorded booking or arrival outcome).
@@ -58,7 +58,7 @@ log = logging.getLogger("yuyue.serving")
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 TARGETS = ("booked", "arrived")
-GROUPS = ("week", "department", "engine", "consultant")
+GROUPS = ("week", "hospital", "department", "engine", "consultant")
 RELIABILITY_BINS = 10
 OFFLINE_KEYS = ("n", "auc", "ece", "brier", "lift_at_10pct")
 RESCORE_BUDGET_S = 10.0  # per report (a request); the background refresh gives itself more
@@ -189,6 +189,7 @@ def _chats(
     c = conversations.c
     cols = [
         c.id,
+        c.hospital,
         c.department,
         c.project,
         c.engine,

@@ -187,8 +187,9 @@ def model_health(
     since: RecentFilter | None = Query(None, description="chats started at or after (with offset)"),
     until: RecentFilter | None = Query(None, description="chats started before (with offset)"),
     version: VERSION = None,
-    by: Literal["week", "department", "engine", "consultant"] = Query(
-        "week", description="slices of each version's live metrics: week, department, engine or consultant"
+    by: Literal["week", "hospital", "department", "engine", "consultant"] = Query(
+        "week",
+        description="slices of each version's live metrics: week, hospital, department, engine or consultant",
     ),
     drift: bool = Query(True, description="measure input drift (reads recent chats' texts)"),
 ) -> dict[str, Any]:

@@ -13,7 +13,7 @@
     closed: "结束对话口径（与离线评估一致）",
     last_message: "末条消息口径（咨询师所见分数）",
   };
-  const BY = { week: "周", department: "科室", engine: "搜索引擎", consultant: "咨询师" };
+  const BY = { week: "周", hospital: "医院", department: "科室", engine: "搜索引擎", consultant: "咨询师" };
   const LEVEL = { ok: "正常", warn: "警告", flag: "已标记" };
   const STATUS = { ok: "正常", warn: "警告", flag: "已标记", insufficient: "样本不足", unavailable: "不可用", skipped: "未计算" };
   const KIND = { categorical: "类别", numeric: "数值", concern: "关注点" };

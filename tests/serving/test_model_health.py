@@ -170,6 +170,11 @@ def test_champion_auc_matches_evaluate_on_the_same_chats(replayed, model, same_w
     by_dept = health(replayed, by="department")["versions"][0]
     depts = {c.department for c in read_conversations(same_world)}
     assert {g["group"] for g in by_dept["groups"]} == depts
+    # by hospital (a group's analyst compares its hospitals): every replayed chat's hospital, counts adding up
+    by_hospital = health(replayed, by="hospital")["versions"][0]
+    hospitals = {c.hospital or "(none)" for c in read_conversations(same_world)}
+    assert {g["group"] for g in by_hospital["groups"]} == hospitals
+    assert sum(g["booked"]["n"] for g in by_hospital["groups"]) == by_hospital["live"]["booked"]["n"]
 
 
 def test_without_time_to_rescore_the_report_falls_back_to_last_messages(replayed, model):
