@@ -449,9 +449,12 @@ class RayBackend:
 
     def encoder_placement(self) -> tuple[int, bool]:
         """(workers, on GPUs) for the encoder: :attr:`encoder_workers` when set, else one per GPU when
-        the cluster has more than one GPU, one per node when it has more than one node, else 1."""
+        the cluster has more than one GPU, one per node when it has more than one node, else 1 (also
+        without a running Ray: the driver trains it)."""
         import ray
 
+        if not ray.is_initialized():
+            return 1, False
         gpus = int(ray.cluster_resources().get("GPU", 0))
         if self.encoder_workers is not None:
             return self.encoder_workers, gpus >= self.encoder_workers

@@ -358,7 +358,7 @@ def test_two_node_cluster_inner(data, two_nodes, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ray_train_workers_train_the_encoder_as_one_process_with_their_global_batch(local_ray):
+def test_ray_train_workers_train_the_encoder_as_one_process_with_their_global_batch():
     """Two Ray Train workers, each on its half of every global batch with the gradients averaged, end
     with the weights that one process reaches on the whole batch (float rounding apart); the ranker's
     losses and info say it ran on two workers. Dropout off (each worker draws its own masks)."""
@@ -382,9 +382,13 @@ def test_ray_train_workers_train_the_encoder_as_one_process_with_their_global_ba
     alone = copy.deepcopy(model)
     one = nr.train_encoder(alone, loss, replace(cfg, batch_size=16), random.Random(1))
 
+    # no Ray running, or this module's one-node Ray without GPUs: the driver trains it alone
+    assert RayBackend([]).encoder_placement() == (1, False)
     backend = RayBackend([], encoder_workers=2)
     lines: list[str] = []
-    two = backend.train_encoder(model, loss, cfg, random.Random(1), lines.append)
+    with ray_session(num_cpus=2):  # this module's local Ray, or a new one (the two-node test stops it)
+        two = backend.train_encoder(model, loss, cfg, random.Random(1), lines.append)
+        assert RayBackend([]).encoder_placement() == (1, False)  # one node, no GPU: the driver alone
     assert backend.encoder_runs == [{"workers": 2, "gpu": False}]
     assert two["info"]["workers"] == 2 and two["info"]["steps"] == one["info"]["steps"] == 12
     assert np.allclose(two["batch_losses"], one["batch_losses"], atol=1e-5)
@@ -392,8 +396,6 @@ def test_ray_train_workers_train_the_encoder_as_one_process_with_their_global_ba
     for name, value in alone.state_dict().items():
         assert torch.allclose(model.state_dict()[name], value, atol=1e-5), name
     assert any("2 Ray Train workers" in line for line in lines)
-    # one node and no GPU: the driver trains it alone
-    assert RayBackend([]).encoder_placement() == (1, False)
 
 
 def test_a_parquet_shard_reads_as_the_same_chats(data, tmp_path):

@@ -238,6 +238,7 @@ def test_the_store_read_by_ranges_on_postgresql_is_its_export(stores, pg_url, tm
     from yuyue.training.retrain import export_store
 
     settings, real = stores[0], stores[1]
+    _drop_all_tables(pg_url)  # the session's database: start from no tables, whatever ran before
     src, dst = make_engine(real), make_engine(pg_url, poolclass=sa.pool.NullPool)
     try:
         prepare_schema(dst)
