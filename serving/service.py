@@ -63,8 +63,8 @@ __all__ = ["Caller", "ChatService", "Forbidden", "InvalidInput", "LIVE_CODEC", "
 
 
 class ModelHolder:
-    """The models in use: the global one (the registry's champion) and, from :meth:`set_hospitals` /
-    :meth:`set_departments`, the hospitals' and departments' own models (training/per_hospital.py); each
+    """The models in use: the global one (the registry's champion) and, from :meth:`set_own`, the
+    hospitals' and departments' own models (training/per_hospital.py); each
     swapped atomically (requests in flight keep the one they started with). :meth:`model_for` picks a
     chat's model: its hospital's, else its department's, else the global one."""
 
@@ -87,7 +87,7 @@ class ModelHolder:
         return self.get()
 
     @property
-    def by_hospital(self) -> bool:
+    def has_own_models(self) -> bool:
         """Whether any hospital or department has its own model (else every chat gets the global one)."""
         return bool(self._own["hospital"] or self._own["department"])
 
@@ -108,20 +108,9 @@ class ModelHolder:
     def own_models(self, kind: str) -> dict[str, tuple[YuyueModel, str]]:
         return dict(self._own[kind])
 
-    def hospital_models(self) -> dict[str, tuple[YuyueModel, str]]:
-        return self.own_models("hospital")
-
     def set_own(self, kind: str, models: dict[str, tuple[YuyueModel, str]]) -> None:
         """Replace the hospitals' (or departments') own models; those left out get the next model again."""
         self._own = {**self._own, kind: dict(models)}
-
-    def set_hospitals(self, models: dict[str, tuple[YuyueModel, str]]) -> None:
-        """Replace the hospitals' own models (those left out are served by the global model again)."""
-        self.set_own("hospital", models)
-
-    def set_departments(self, models: dict[str, tuple[YuyueModel, str]]) -> None:
-        """Replace the departments' own models."""
-        self.set_own("department", models)
 
     def get(self) -> tuple[YuyueModel, str]:
         current = self._current
@@ -350,7 +339,7 @@ class ChatService:
             check_hospital(caller, self.hospital_of(conversation_id), f"conversation {conversation_id!r}")
         with self._lock(conversation_id):
             # the chat's hospital's or department's own model when there are any (remembered in process)
-            segment = self.segment_of(conversation_id) if self.models.by_hospital else (None, None)
+            segment = self.segment_of(conversation_id) if self.models.has_own_models else (None, None)
             model, version = self.models.model_for(*segment)
             live = self._cached(conversation_id)
             for _ in range(3):

@@ -31,9 +31,6 @@ if TYPE_CHECKING:  # they import this module's neighbours; set by their install(
 log = logging.getLogger("yuyue.serving")
 
 
-OWN_KINDS = ("hospital", "department")  # what a chat may have its own model for (ModelHolder.model_for)
-
-
 class Yuyue:
     """Everything the endpoints share (one per app)."""
 
@@ -83,7 +80,7 @@ class Yuyue:
                     "departments": self.models.departments,
                     "detail": "no champion registered",
                 }
-            wanted = {kind: registry.segment_versions(kind, self.settings) for kind in OWN_KINDS}
+            wanted = {kind: registry.segment_versions(kind, self.settings) for kind in registry.SEGMENTS}
             out: dict[str, Any] = {"version": version, "changed": False}
             if version != self.models.version:
                 model, version = registry.load(version, self.settings)
@@ -107,7 +104,7 @@ class Yuyue:
         (logged, retried next poll)."""
         from yuyue.training import registry
 
-        loaded = {v: m for k in OWN_KINDS for m, v in self.models.own_models(k).values()}
+        loaded = {v: m for k in registry.SEGMENTS for m, v in self.models.own_models(k).values()}
         models: dict[str, tuple[YuyueModel, str]] = {}
         for hospital, version in wanted.items():
             model = loaded.get(version)

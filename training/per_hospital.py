@@ -61,7 +61,6 @@ ARRIVED_TOLERANCE = 0.01  # arrived AUC it may lose meanwhile
 MIN_COMPARED = 50  # held-out labelled chats below which no comparison decides anything
 MIN_MINORITY = 10  # held-out chats of the rarer booked outcome (booked or not) the comparison needs
 TARGETS = ("booked", "arrived")
-KINDS = ("hospital", "department")  # what a chat's own model may be per (the Conversation field)
 
 
 @dataclass
@@ -108,8 +107,10 @@ def split_hospitals(
     ``read``: how ``data`` is read (``RayBackend.read`` for the store's ranges); default a file or folder.
     ``kind="department"`` groups by the chats' department instead.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
+    from yuyue.training.registry import SEGMENTS, hospital_slug
+
+    if kind not in SEGMENTS:  # each kind is also a Conversation field
+        raise ValueError(f"kind={kind!r}: expected one of {', '.join(SEGMENTS)}")
     data = Path(data)
     read = read or _read
     counts: dict[str, int] = {}
@@ -121,7 +122,6 @@ def split_hospitals(
             counts[code] = counts.get(code, 0) + 1
     full = split_by_time(DatasetScan(data, metas, SkipReport()))
     held_out = {m.conversation_id for m in full.metas if full.split[m.index] == "test"}
-    from yuyue.training.registry import hospital_slug
 
     big = sorted(h for h, n in counts.items() if n >= min_chats)
     out_dir.mkdir(parents=True, exist_ok=True)
